@@ -261,6 +261,7 @@ def build_index(
 
     with _build_lock(out):
         _recover(out)
+        _remove_leftovers(out)
         texts: list[str] = []
         table: list[dict[str, Any]] = []
         for route in routes.routes:
@@ -407,6 +408,12 @@ def _recover(out: Path) -> None:
     if not out.exists() and backup.is_dir():
         with contextlib.suppress(OSError):
             os.replace(backup, out)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Delete half-written folders of builds that were killed (we hold the lock: none is live)."""
+    for leftover in out.parent.glob(f".{out.name}.building-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 @contextlib.contextmanager
