@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from semroute.cli import main
+from tests.conftest import ROUTES_YAML
+
+SEMROUTE = str(Path(sys.executable).parent / "semroute")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_route_json_prints_one_object_listing_every_route(fake_index: Path) -> None:
+    code, out, _ = run("route", "will it rain tomorrow", "--index", str(fake_index), "--json")
+    assert code == 0
+    (line,) = out.strip().splitlines()
+    data = json.loads(line)
+    assert data["route"] == "weather"
+    assert data["model"] == "weather-model"
+    assert data["reason"] == "matched"
+    assert isinstance(data["confidence"], float)
+    assert next(s["route"] for s in data["scores"]) == "weather"
+    assert sorted(s["route"] for s in data["scores"]) == ["billing", "greeting", "weather"]
+    for score in data["scores"]:
+        assert set(score) >= {"route", "confidence", "threshold", "utterance"}
+        assert isinstance(score["utterance"], str)
+
+
+def test_route_json_with_several_queries_prints_one_line_each(fake_index: Path) -> None:
+    code, out, _ = run(
+        "route", "hello there", "quantum physics", "--index", str(fake_index), "--json"
+    )
+    assert code == 0
+    decisions = [json.loads(line) for line in out.strip().splitlines()]
+    assert [(d["route"], d["model"]) for d in decisions] == [
+        ("greeting", "frontier-model"),
+        (None, "frontier-model"),
+    ]
+
+
+def test_route_table_shows_every_route_and_the_decision(fake_index: Path) -> None:
+    code, out, _ = run("route", "download my invoice", "--index", str(fake_index))
+    assert code == 0
+    for name in ("weather", "billing", "greeting"):
+        assert name in out
+    assert "route billing → model billing-model (matched" in out
+
+
+def test_info_reports_routes_and_staleness(fake_index: Path, routes_dir: Path) -> None:
+    code, out, _ = run("info", "--index", str(fake_index), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["stale"] is False
+    assert [(r["name"], r["utterances"]) for r in info["routes"]] == [
+        ("weather", 3),
+        ("billing", 3),
+        ("greeting", 2),
+    ]
+    assert info["encoder"]["name"] == "fake-256"
+    (routes_dir / "routes.yaml").write_text(ROUTES_YAML.replace("hello there", "hi there"))
+    code, out, _ = run("info", "--index", str(fake_index))
+    assert code == 0
+    assert "stale" in out and "build-index" in out
+
+
+def test_missing_index_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    code, _out, err = run("route", "hello", "--index", str(tmp_path / "none"))
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("error: index at ")
+    assert "run `semroute build-index`" in err
+
+
+def test_stale_index_is_refused_by_route(fake_index: Path, routes_dir: Path) -> None:
+    (routes_dir / "routes.yaml").write_text(ROUTES_YAML.replace("hello there", "hi there"))
+    code, _, err = run("route", "hello", "--index", str(fake_index))
+    assert code == 1 and "build-index" in err
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run("route")[0] == 2
+    assert run("no-such-command")[0] == 2
+    assert run("route", "x", "--no-such-flag")[0] == 2
+
+
+def test_every_command_has_an_example_in_its_help() -> None:
+    for name in main.commands:
+        code, out, _ = run(name, "--help")
+        assert code == 0
+        assert "semroute " + name in out, f"`semroute {name} --help` shows no example"
+
+
+def test_user_errors_never_show_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: [\n")
+    for args in (["validate", str(bad)], ["build-index", str(bad), "--out", str(tmp_path / "o")]):
+        proc = subprocess.run([SEMROUTE, *args], capture_output=True, text=True, check=False)
+        assert proc.returncode == 1
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.startswith(f"error: {bad}:")
+        assert proc.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import semroute
+
+
+def test_exported_members() -> None:
+    """Everything in __all__ exists, and every public name is in __all__ (httpx's pattern)."""
+    names = {name for name in dir(semroute) if not name.startswith("_")}
+    assert names == set(semroute.__all__) - {"__version__"}
+    for name in semroute.__all__:
+        assert getattr(semroute, name) is not None
+
+
+def test_import_loads_no_heavy_dependency() -> None:
+    code = (
+        "import json, sys, semroute; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'torch', 'litellm', 'sentence_transformers', 'transformers', 'onnxruntime', 'faiss'})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_version_matches_the_installed_distribution() -> None:
+    from importlib.metadata import version
+
+    assert semroute.__version__ == version("semroute")
+
+
+def test_routing_loads_neither_torch_nor_litellm(fake_index) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import json, sys, semroute; "
+        f"d = semroute.Router.load({str(fake_index)!r}).route('will it rain'); "
+        "print(json.dumps([d.route, sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'torch', 'litellm', 'sentence_transformers', 'transformers'})]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == ["weather", []]
