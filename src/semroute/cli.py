@@ -52,10 +52,11 @@ def main() -> None:
       semroute build-index routes/ --out indexes/default
       semroute route "fix the TypeError in my script"
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    if not log.handlers:  # main() may run many times in one process (tests, embedding apps)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 @main.command("build-index")

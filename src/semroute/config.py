@@ -45,6 +45,12 @@ ROUTE_FILE_SUFFIXES = (".yaml", ".yml")
 
 def _not_blank(value: str) -> str:
     if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _example_text(value: str) -> str:
+    if not value.strip():
         raise ValueError("must not be blank; write the example text or delete the entry")
     return value
 
@@ -52,12 +58,16 @@ def _not_blank(value: str) -> str:
 def _trimmed_name(value: str) -> str:
     if value != value.strip() or not value:
         raise ValueError("must be non-empty with no leading or trailing spaces")
+    if any(not ch.isprintable() for ch in value):
+        raise ValueError("must not contain line breaks, tabs or other control characters")
     return value
 
 
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
+Utterance = Annotated[str, AfterValidator(_example_text)]
 Name = Annotated[str, Field(max_length=100), AfterValidator(_trimmed_name)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# strict: YAML's `no`/`yes` would otherwise become 0.0/1.0 and "0.7" a number.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 
 
 class _Strict(BaseModel):
@@ -68,7 +78,7 @@ class RouteSpec(_Strict):
     """One route as written in a route file."""
 
     name: Name = Field(description="Unique route name, e.g. `code`.")
-    utterances: list[NonBlank] = Field(
+    utterances: list[Utterance] = Field(
         min_length=1, description="Example requests that belong to this route."
     )
     description: str | None = Field(default=None, description="What the route is for.")
@@ -200,7 +210,7 @@ def route_files(path: str | Path) -> list[Path]:
 def load_routes(path: str | Path = "routes") -> RouteSet:
     """Read and validate a route file or a folder of them."""
     parsed = [_read_file(f) for f in route_files(path)]
-    return dataclasses.replace(_combine(parsed), root=Path(path))
+    return dataclasses.replace(_combine(parsed, Path(path)), root=Path(path))
 
 
 def parse_routes(data: Mapping[str, Any], *, source: str = "<routes>") -> RouteSet:
@@ -228,13 +238,21 @@ def _read_file(path: Path) -> _Parsed:
         node = loader.get_single_node()
         if node is None:
             raise RouteConfigError("file is empty; add a `routes:` list or delete it", file=path)
-        _check_duplicate_keys(node, path)
+        _check_tree(node, path)
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem_mark = getattr(exc, "problem_mark", None)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        # Point at where the unfinished construct began (an unclosed quote or bracket), which is
+        # where the fix goes; the parser only notices the problem later, often at end of file.
+        opened = context_mark is not None and str(context).startswith("while")
+        mark = context_mark if opened else problem_mark
+        where = ""
+        if opened and problem_mark and mark.line != problem_mark.line:
+            where = f" ({context} that starts here; noticed at line {problem_mark.line + 1})"
         raise RouteConfigError(
-            f"invalid YAML: {problem}; fix the syntax",
+            f"invalid YAML: {problem}{where}; fix the syntax",
             file=path,
             line=mark.line + 1 if mark else None,
         ) from exc
@@ -249,23 +267,56 @@ def _read_file(path: Path) -> _Parsed:
     return _validate(data, str(path), node)
 
 
-def _check_duplicate_keys(node: yaml.Node, path: Path) -> None:
-    # PyYAML keeps the last of two equal keys; a second `utterances:` would silently drop examples.
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise RouteConfigError(
-                        f"key {key.value!r} appears twice in one mapping; merge them",
-                        file=path,
-                        line=key.start_mark.line + 1,
-                    )
-                seen.add(key.value)
-            _check_duplicate_keys(value, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicate_keys(item, path)
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _check_tree(root: yaml.Node, path: Path) -> None:
+    """Reject what PyYAML accepts silently: duplicate keys (the last one wins, dropping data),
+    aliases that refer to themselves, and aliases that expand into an enormous document."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def walk(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:  # a shared alias: counted, not walked again
+            return sizes[key]
+        if key in active:
+            raise RouteConfigError(
+                "a YAML alias refers to itself; remove the anchor or the alias",
+                file=path,
+                line=node.start_mark.line + 1,
+            )
+        active.add(key)
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    if k.value in seen:
+                        raise RouteConfigError(
+                            f"key {k.value!r} appears twice in one mapping; merge them",
+                            file=path,
+                            line=k.start_mark.line + 1,
+                        )
+                    seen.add(k.value)
+                size += walk(k) + walk(v)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(walk(item) for item in node.value)
+        active.discard(key)
+        sizes[key] = size
+        if size > MAX_EXPANDED_NODES:
+            raise RouteConfigError(
+                f"YAML aliases expand this file to over {MAX_EXPANDED_NODES:,} entries; "
+                "write the entries out or use fewer aliases",
+                file=path,
+                line=node.start_mark.line + 1,
+            )
+        return size
+
+    try:
+        walk(root)
+    except RecursionError:
+        raise RouteConfigError("nested too deeply to read", file=path) from None
 
 
 def _validate(data: dict[str, Any], source: str, node: yaml.Node | None) -> _Parsed:
@@ -279,7 +330,12 @@ def _validate(data: dict[str, Any], source: str, node: yaml.Node | None) -> _Par
 def _config_error(
     exc: ValidationError, data: dict[str, Any], source: str, node: yaml.Node | None
 ) -> RouteConfigError:
-    errors = exc.errors()
+    # A typo shows up twice: the unknown key and the required key it misspells. Report the typo,
+    # then whatever comes first in the file.
+    errors = sorted(
+        exc.errors(),
+        key=lambda e: (e["type"] != "extra_forbidden", _line_of(node, e["loc"]) or 0),
+    )
     err = errors[0]
     loc = tuple(err["loc"])
     route = None
@@ -314,10 +370,16 @@ def _describe(err: Any, loc: tuple[Any, ...]) -> str:
         return "is required"
     if kind == "too_short" and loc[-1] == "utterances":
         return "needs at least one utterance"
+    given = err.get("input")
+    if kind in ("model_type", "dict_type"):
+        return f"should be a mapping of keys to values (got {given!r})"
+    if kind == "string_type" and given is None:
+        return "is empty; write a value or delete the entry"
+    if kind == "string_type" and isinstance(given, bool | int | float):
+        return f"should be text, not {given!r}; put it in quotes"
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    given = err.get("input")
     if kind not in ("value_error",) and not isinstance(given, dict | list):
         msg += f" (got {given!r})"
     return msg[0].lower() + msg[1:]
@@ -353,7 +415,7 @@ def _line_of(node: yaml.Node | None, loc: Iterable[Any]) -> int | None:
 # --- cross-file rules --------------------------------------------------------------------------
 
 
-def _combine(parsed: list[_Parsed]) -> RouteSet:
+def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
     settings_src: tuple[str, RouterSpec] | None = None
     routes: list[Route] = []
     name_seen: dict[str, str] = {}
@@ -416,16 +478,19 @@ def _combine(parsed: list[_Parsed]) -> RouteSet:
             )
 
     sources = [p.source for p in parsed]
+    # Rules about the whole set of files are reported against the file or folder given.
+    whole = str(root) if root is not None else sources[0]
+    searched = "" if len(sources) == 1 else f" in any of {', '.join(Path(s).name for s in sources)}"
     if settings_src is None:
         raise RouteConfigError(
-            "no `router:` block with a `default_model`; add one to a route file "
+            f"no `router:` block with a `default_model`{searched}; add one to a route file "
             "(the model that answers queries no route matches)",
-            file=sources[0] if len(sources) == 1 else ", ".join(sources),
+            file=whole,
         )
     if not routes:
         raise RouteConfigError(
             "no routes defined; add a `routes:` list with at least one route",
-            file=sources[0] if len(sources) == 1 else ", ".join(sources),
+            file=whole,
         )
     s = settings_src[1]
     settings = RouterSettings(
