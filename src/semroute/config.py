@@ -243,13 +243,14 @@ def _read_file(path: Path) -> _Parsed:
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         problem_mark = getattr(exc, "problem_mark", None)
-        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        context = getattr(exc, "context", None)
+        context_mark: Any = getattr(exc, "context_mark", None)
         # Point at where the unfinished construct began (an unclosed quote or bracket), which is
         # where the fix goes; the parser only notices the problem later, often at end of file.
         opened = context_mark is not None and str(context).startswith("while")
         mark = context_mark if opened else problem_mark
         where = ""
-        if opened and problem_mark and mark.line != problem_mark.line:
+        if opened and problem_mark and context_mark.line != problem_mark.line:
             where = f" ({context} that starts here; noticed at line {problem_mark.line + 1})"
         raise RouteConfigError(
             f"invalid YAML: {problem}{where}; fix the syntax",
