@@ -109,3 +109,21 @@ def test_cli_builds_and_routes_like_a_user_would(model_cache: Path, tmp_path: Pa
         check=True,
     )
     assert "(0 embedded," in again.stdout
+
+
+def test_a_local_model_folder_works_as_encoder(model_cache: Path, tmp_path: Path) -> None:
+    folder = locate_model(DEFAULT_ENCODER)  # a plain sentence-transformers folder on disk
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "r.yaml").write_text(
+        f"router: {{default_model: big, encoder: {str(folder)!r}, threshold: 0.5}}\n"
+        "routes:\n"
+        "  - name: weather\n"
+        "    utterances: [will it rain tomorrow, what's the forecast for the weekend]\n"
+    )
+    from semroute.index import build_index
+
+    build_index(routes, tmp_path / "idx")
+    router = Router.load(tmp_path / "idx")
+    assert router.index.encoder_info.name == str(folder.resolve())
+    assert router.route("is it going to rain on saturday").route == "weather"
