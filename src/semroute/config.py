@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,20 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from semroute.errors import RouteConfigError
+from semroute.models import (
+    ModelDeployment,
+    ModelSpec,
+    chain_warnings,
+    check_secrets,
+    load_proxy_config,
+)
 
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_THRESHOLD",
+    "ConversationSettings",
+    "DispatchConfig",
+    "DispatchSettings",
     "Route",
     "RouteFileSpec",
     "RouteSet",
@@ -68,6 +79,9 @@ Utterance = Annotated[str, AfterValidator(_example_text)]
 Name = Annotated[str, Field(max_length=100), AfterValidator(_trimmed_name)]
 # strict: YAML's `no`/`yes` would otherwise become 0.0/1.0 and "0.7" a number.
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+Seconds = Annotated[float, Field(ge=0.0, strict=True)]
+Count = Annotated[int, Field(ge=0, strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
 
 
 class _Strict(BaseModel):
@@ -89,6 +103,52 @@ class RouteSpec(_Strict):
         default=None, description="Minimum confidence for this route (default: router's)."
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form data.")
+    # --- dispatch ---
+    fallbacks: list[NonBlank] = Field(
+        default_factory=list,
+        description="Models declared under `models:` to try in order when this route's model fails.",
+    )
+
+
+# --- dispatch settings: how requests reach models (LiteLLM Router), the log, conversations ---
+
+
+class DispatchSpec(_Strict):
+    """The `router.dispatch` mapping."""
+
+    timeout: Seconds = Field(
+        default=60.0, gt=0, description="Seconds to wait for a model before failing over."
+    )
+    retries: Count = Field(
+        default=0, description="Retries of a failed model before its fallbacks (LiteLLM)."
+    )
+    cooldown: Seconds = Field(
+        default=5.0,
+        description="Seconds LiteLLM skips a deployment it judged unhealthy (0: never).",
+    )
+    allowed_fails: Count | None = Field(
+        default=None,
+        description="Failures within `cooldown` seconds before a deployment cools down "
+        "(default: LiteLLM's own policy).",
+    )
+    log: NonBlank | None = Field(
+        default=None, description="JSON-lines decision log file ($SEMROUTE_LOG overrides)."
+    )
+    log_content: Flag = Field(
+        default=False, description="Also log prompts and answers (off: only metadata is logged)."
+    )
+
+
+class ConversationSpec(_Strict):
+    """The `router.conversation` mapping: how a message list becomes the text to route."""
+
+    turns: Annotated[int, Field(ge=1, le=20, strict=True)] = Field(
+        default=1, description="How many of the latest user turns to route on."
+    )
+    sticky: Flag = Field(
+        default=False,
+        description="Keep a conversation on its route unless a new turn clearly matches another.",
+    )
 
 
 class RouterSpec(_Strict):
@@ -109,6 +169,13 @@ class RouterSpec(_Strict):
         description="When the best route leads the runner-up by less than this, the query is "
         "ambiguous and goes to the default model.",
     )
+    # --- dispatch ---
+    default_fallbacks: list[NonBlank] = Field(
+        default_factory=list,
+        description="Models declared under `models:` to try in order when the default model fails.",
+    )
+    dispatch: DispatchSpec = Field(default_factory=DispatchSpec)
+    conversation: ConversationSpec = Field(default_factory=ConversationSpec)
 
 
 class RouteFileSpec(_Strict):
@@ -116,6 +183,11 @@ class RouteFileSpec(_Strict):
 
     router: RouterSpec | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
+    # --- dispatch ---
+    models: list[ModelSpec] | NonBlank | None = Field(
+        default=None,
+        description="LiteLLM `model_list` entries, or the path of a LiteLLM proxy config.yaml.",
+    )
 
 
 def route_file_schema() -> dict[str, Any]:
@@ -139,6 +211,27 @@ class Route:
     threshold: float | None = None
     description: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """Validated `router.dispatch` settings (see :class:`DispatchSpec`)."""
+
+    timeout: float = 60.0
+    retries: int = 0
+    cooldown: float = 5.0
+    allowed_fails: int | None = None
+    log: str | None = None
+    log_content: bool = False
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    """Validated `router.conversation` settings (see :class:`ConversationSpec`)."""
+
+    turns: int = 1
+    sticky: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +242,39 @@ class RouterSettings:
     encoder: str = DEFAULT_ENCODER
     threshold: float = DEFAULT_THRESHOLD
     min_margin: float = 0.0
+    default_fallbacks: tuple[str, ...] = ()
+    dispatch: DispatchSettings = DispatchSettings()
+    conversation: ConversationSettings = ConversationSettings()
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """What dispatching needs, as an index stores it: deployments, chains and settings."""
+
+    models: tuple[ModelDeployment, ...] = ()
+    route_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default_fallbacks: tuple[str, ...] = ()
+    settings: DispatchSettings = DispatchSettings()
+    conversation: ConversationSettings = ConversationSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": [m.to_dict() for m in self.models],
+            "route_fallbacks": {k: list(v) for k, v in self.route_fallbacks.items()},
+            "default_fallbacks": list(self.default_fallbacks),
+            "settings": dataclasses.asdict(self.settings),
+            "conversation": dataclasses.asdict(self.conversation),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DispatchConfig:
+        return cls(
+            models=tuple(ModelDeployment.from_dict(m) for m in data.get("models", ())),
+            route_fallbacks={k: tuple(v) for k, v in data.get("route_fallbacks", {}).items()},
+            default_fallbacks=tuple(data.get("default_fallbacks", ())),
+            settings=DispatchSettings(**data.get("settings", {})),
+            conversation=ConversationSettings(**data.get("conversation", {})),
+        )
 
 
 @dataclass(frozen=True)
@@ -161,6 +287,10 @@ class RouteSet:
     warnings: tuple[str, ...] = ()
     root: Path | None = None
     """The file or folder the routes were loaded from (None when built in memory)."""
+    models: tuple[ModelDeployment, ...] = ()
+    """Declared model deployments (``models:`` lists and LiteLLM proxy configs)."""
+    model_files: tuple[Path, ...] = ()
+    """LiteLLM proxy configs the models were read from."""
 
     def threshold_for(self, route: Route) -> float:
         return route.threshold if route.threshold is not None else self.settings.threshold
@@ -169,19 +299,31 @@ class RouteSet:
         return route.model or self.settings.default_model
 
     def digest(self) -> str:
-        """A hash of everything that shapes routing decisions, independent of file layout."""
+        """A hash of everything that shapes routing decisions and dispatch, independent of file
+        layout."""
         payload = {
             "settings": _asdict(self.settings),
             "routes": sorted((_asdict(r) for r in self.routes), key=lambda r: r["name"]),
+            "models": [m.to_dict() for m in self.models],
         }
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
+    def dispatch_config(self) -> DispatchConfig:
+        return DispatchConfig(
+            models=self.models,
+            route_fallbacks={r.name: r.fallbacks for r in self.routes if r.fallbacks},
+            default_fallbacks=self.settings.default_fallbacks,
+            settings=self.settings.dispatch,
+            conversation=self.settings.conversation,
+        )
+
 
 def _asdict(obj: Route | RouterSettings) -> dict[str, Any]:
+    if isinstance(obj, RouterSettings):
+        return dataclasses.asdict(obj)
     out = {k: getattr(obj, k) for k in obj.__dataclass_fields__}
-    if isinstance(obj, Route):
-        out["utterances"] = list(obj.utterances)
-        out["metadata"] = dict(obj.metadata)
+    out["utterances"] = list(obj.utterances)
+    out["metadata"] = dict(obj.metadata)
     return out
 
 
@@ -358,12 +500,7 @@ def _config_error(
 def _describe(err: Any, loc: tuple[Any, ...]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        model: type[BaseModel] = RouteFileSpec
-        if loc[:1] == ("router",):
-            model = RouterSpec
-        elif loc[:1] == ("routes",) and len(loc) == 3:
-            model = RouteSpec
-        allowed = list(model.model_fields)
+        allowed = list(_spec_at(loc[:-1]).model_fields)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
         return f"unknown field; {hint}"
@@ -384,6 +521,30 @@ def _describe(err: Any, loc: tuple[Any, ...]) -> str:
     if kind not in ("value_error",) and not isinstance(given, dict | list):
         msg += f" (got {given!r})"
     return msg[0].lower() + msg[1:]
+
+
+def _spec_at(loc: Sequence[Any]) -> type[BaseModel]:
+    """The pydantic model a (parent) error location points into, e.g. RouterSpec for `router`."""
+    model: type[BaseModel] = RouteFileSpec
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            continue  # a list index or a union member's tag
+        inner = _spec_in(info.annotation)
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
+def _spec_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _spec_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _field_path(loc: Sequence[Any]) -> str:
@@ -475,6 +636,7 @@ def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
                     threshold=r.threshold,
                     description=r.description,
                     metadata=dict(r.metadata),
+                    fallbacks=tuple(r.fallbacks),
                 )
             )
 
@@ -499,12 +661,75 @@ def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
         encoder=s.encoder,
         threshold=s.threshold,
         min_margin=s.min_margin,
+        **_dispatch_settings(s),
     )
-    return RouteSet(
+    route_set = RouteSet(
         routes=tuple(routes),
         settings=settings,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
+    )
+    return _with_models(route_set, parsed)
+
+
+# --- dispatch: models and fallback chains ------------------------------------------------------
+
+
+def _dispatch_settings(s: RouterSpec) -> dict[str, Any]:
+    return {
+        "default_fallbacks": tuple(s.default_fallbacks),
+        "dispatch": DispatchSettings(**s.dispatch.model_dump()),
+        "conversation": ConversationSettings(**s.conversation.model_dump()),
+    }
+
+
+def _with_models(route_set: RouteSet, parsed: list[_Parsed]) -> RouteSet:
+    """Read the declared models, check every fallback chain against them, warn on steep steps."""
+    models: list[ModelDeployment] = []
+    files: list[Path] = []
+    for p in parsed:
+        declared = p.spec.models
+        if isinstance(declared, str):
+            base = Path(p.source).parent if not p.source.startswith("<") else Path()
+            files.append(base / declared)
+            models.extend(load_proxy_config(files[-1]))
+        elif declared:
+            own = [ModelDeployment.from_spec(m) for m in declared]
+            check_secrets(own, p.source)
+            models.extend(own)
+    names = {m.model_name for m in models}
+    warnings = list(route_set.warnings)
+    settings = route_set.settings
+    for p in parsed:
+        chains: list[tuple[str | None, tuple[Any, ...], str, Sequence[str]]] = [
+            (r.name, ("routes", i), r.model or settings.default_model, r.fallbacks)
+            for i, r in enumerate(p.spec.routes)
+            if r.fallbacks
+        ]
+        if p.spec.router is not None and settings.default_fallbacks:
+            chains.append((None, ("router",), settings.default_model, settings.default_fallbacks))
+        for route, loc, first, fallbacks in chains:
+            key = "fallbacks" if route else "default_fallbacks"
+            for j, name in enumerate(fallbacks):
+                problem = None
+                if name not in names:
+                    close = difflib.get_close_matches(name, sorted(names), n=1)
+                    hint = f"did you mean {close[0]!r}?" if close else "declare it under `models:`"
+                    problem = f"model {name!r} is not declared under `models:`; {hint}"
+                elif name == first or name in fallbacks[:j]:
+                    problem = f"model {name!r} is already in this chain; list each model once"
+                if problem:
+                    raise RouteConfigError(
+                        problem,
+                        file=p.source,
+                        route=route,
+                        field=f"{key}[{j}]" if route else f"router.{key}[{j}]",
+                        line=_line_of(p.node, (*loc, key, j)),
+                    )
+            where = f"{p.source}: route {route!r}" if route else f"{p.source}: default model"
+            warnings.extend(chain_warnings([first, *fallbacks], models, where))
+    return dataclasses.replace(
+        route_set, models=tuple(models), model_files=tuple(files), warnings=tuple(warnings)
     )
 
 

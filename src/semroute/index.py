@@ -1,7 +1,8 @@
 """The route index on disk: a FAISS inner-product index, the utterances and a JSON manifest.
 
     indexes/default/
-    ├── manifest.json     format, versions, encoder, routes digest, thresholds, vector → route ranges
+    ├── manifest.json     format, versions, encoder, routes digest, thresholds, vector → route ranges,
+    │                     declared models and fallback chains (secrets as `os.environ/VAR` only)
     ├── index.faiss       L2-normalised utterance vectors (inner product = cosine)
     ├── utterances.json   the utterance texts, in vector order
     └── encoder/          the ONNX export the vectors came from (queries must use the same one)
@@ -152,7 +153,7 @@ class RouteIndex:
             current = {f.name: file_digest(f) for f in route_files(folder)}
         except RouteConfigError:
             return f"its route files in {folder} are gone"
-        if current == src.get("files"):
+        if current == src.get("files") and _unchanged(src.get("model_files") or {}):
             return None
         try:
             digest = load_routes(folder).digest()
@@ -215,6 +216,14 @@ def _read_vectors(file: Path, index_path: Path) -> npt.NDArray[np.float32]:
         return index.reconstruct_n(0, index.ntotal)  # type: ignore[no-any-return]
     except RuntimeError as exc:
         raise CorruptIndexError(f"{FAISS_FILE} is unreadable; {REBUILD}", path=index_path) from exc
+
+
+def _unchanged(files: dict[str, str]) -> bool:
+    """Whether the LiteLLM configs the models came from still have these digests."""
+    try:
+        return all(file_digest(Path(f)) == digest for f, digest in files.items())
+    except OSError:
+        return False
 
 
 def _find_sources(index_path: Path, src: dict[str, Any]) -> Path | None:
@@ -299,6 +308,7 @@ def build_index(
                 "min_margin": routes.settings.min_margin,
             },
             "routes": table,
+            "dispatch": routes.dispatch_config().to_dict(),
             "index": {
                 "file": FAISS_FILE,
                 "type": "flat",
@@ -362,6 +372,7 @@ def _sources(routes: RouteSet, out: Path) -> dict[str, Any]:
         "absolute": str(folder),
         "relative": os.path.relpath(folder, out.resolve()),
         "files": {f.name: file_digest(f) for f in route_files(folder)},
+        "model_files": {str(f.resolve()): file_digest(f) for f in routes.model_files},
     }
 
 

@@ -1,0 +1,265 @@
+"""Model deployments, their prices and fallback chains.
+
+Deployments are declared in LiteLLM's own ``model_list`` format, so a team's LiteLLM setup is
+reused as it is: ``model_name`` (the name routes use) plus ``litellm_params`` (what LiteLLM calls,
+with ``os.environ/VAR`` for secrets). They come from a top-level ``models:`` list in a route file
+or from a LiteLLM proxy ``config.yaml`` named by path (its ``model_list``).
+
+Secrets stay unresolved here and in the index: ``os.environ/VAR`` is looked up only when a
+request is dispatched. A literal secret in a file is refused.
+
+Prices come from the deployment (``input_cost_per_token``/``output_cost_per_token`` in
+``litellm_params`` or ``model_info``, as LiteLLM reads them) or from the cost map that ships
+inside the LiteLLM package, read as JSON here so that validating route files does not import
+LiteLLM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from semroute.errors import RouteConfigError
+
+__all__ = [
+    "ModelDeployment",
+    "ModelSpec",
+    "Price",
+    "UnknownPriceWarning",
+    "chain_warnings",
+    "load_proxy_config",
+    "price_of",
+]
+
+ENV_PREFIX = "os.environ/"
+# Parameter names that hold credentials; their values must be `os.environ/VAR` references.
+SECRET_PARAM = re.compile(
+    r"(api_key|secret|secret_key|secret_access_key|password|credentials|session_token|"
+    r"ad_token|auth_token)$"
+)
+PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
+# A chain step from a model at least this expensive (input, per token: $2 per million) ...
+FRONTIER_INPUT_PRICE = 2e-6
+# ... to one this many times cheaper (input plus output price) is worth a warning.
+STEP_DOWN_RATIO = 10.0
+
+
+class UnknownPriceWarning(UserWarning):
+    """A model answered that has no price in LiteLLM's cost map or the config: cost is None."""
+
+
+# --- file format (untrusted input) -------------------------------------------------------------
+
+
+class ModelSpec(BaseModel):
+    """One entry of LiteLLM's ``model_list``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = Field(
+        min_length=1, description="The name routes and fallbacks use, e.g. `gpt-4o`."
+    )
+    litellm_params: dict[str, Any] = Field(
+        description="What LiteLLM calls: `model` plus e.g. `api_base`, `api_key: "
+        "os.environ/OPENAI_API_KEY`, `input_cost_per_token`."
+    )
+    model_info: dict[str, Any] = Field(default_factory=dict, description="LiteLLM model info.")
+
+    @field_validator("litellm_params")
+    @classmethod
+    def _has_model(cls, value: dict[str, Any]) -> dict[str, Any]:
+        model = value.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("needs `model:`, the LiteLLM model string (e.g. openai/gpt-4o)")
+        return value
+
+
+class _ProxyModelSpec(ModelSpec):
+    # A LiteLLM proxy config is the team's own file, read by LiteLLM too: keep keys we do not use.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+# --- runtime values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    """One deployment, exactly as declared (secrets still ``os.environ/VAR`` references)."""
+
+    model_name: str
+    litellm_params: Mapping[str, Any]
+    model_info: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> ModelDeployment:
+        return cls(
+            spec.model_name,
+            dict(spec.litellm_params),
+            dict(spec.model_info),
+            dict(spec.model_extra or {}),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelDeployment:
+        rest = {k: v for k, v in data.items() if k not in ("model_name", "litellm_params")}
+        info = rest.pop("model_info", None) or {}
+        return cls(data["model_name"], dict(data["litellm_params"]), dict(info), rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``model_list`` entry, JSON-ready (what the index stores and LiteLLM receives)."""
+        out: dict[str, Any] = {
+            "model_name": self.model_name,
+            "litellm_params": dict(self.litellm_params),
+        }
+        if self.model_info:
+            out["model_info"] = dict(self.model_info)
+        out.update(self.extra)
+        return out
+
+    def env_vars(self) -> list[str]:
+        """The environment variables this deployment reads (``os.environ/VAR`` values)."""
+        return [
+            v[len(ENV_PREFIX) :]
+            for v in self.litellm_params.values()
+            if isinstance(v, str) and v.startswith(ENV_PREFIX)
+        ]
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per token."""
+
+    input: float
+    output: float
+
+    @property
+    def blended(self) -> float:
+        return self.input + self.output
+
+    def per_million(self) -> str:
+        return f"${self.input * 1e6:.2f}/${self.output * 1e6:.2f} per M tokens in/out"
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def check_secrets(deployments: Iterable[ModelDeployment], source: str) -> None:
+    """Refuse credentials written into a file: they would end up in the index and in git."""
+    for i, d in enumerate(deployments):
+        for key, value in d.litellm_params.items():
+            literal = isinstance(value, str) and value.strip() and not value.startswith(ENV_PREFIX)
+            if SECRET_PARAM.search(key) and literal:
+                raise RouteConfigError(
+                    f"model {d.model_name!r} has a literal secret; write "
+                    f"`{key}: os.environ/VAR` and set VAR in the environment",
+                    file=source,
+                    field=f"models[{i}].litellm_params.{key}",
+                )
+
+
+def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
+    """The ``model_list`` of a LiteLLM proxy ``config.yaml``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RouteConfigError(
+            f"cannot read this LiteLLM config ({exc}); fix the path in `models:`", file=path
+        ) from exc
+    entries = data.get("model_list") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise RouteConfigError(
+            "no `model_list:` in this LiteLLM config; point `models:` at a proxy config.yaml",
+            file=path,
+        )
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(ModelDeployment.from_spec(_ProxyModelSpec.model_validate(entry)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise RouteConfigError(
+                str(err["msg"]).removeprefix("Value error, "),
+                file=path,
+                field=f"model_list[{i}]" + (f".{where}" if where else ""),
+            ) from None
+    deployments = tuple(out)
+    check_secrets(deployments, str(path))
+    return deployments
+
+
+# --- prices ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def cost_map() -> Mapping[str, Any]:
+    """LiteLLM's bundled model cost map, read without importing LiteLLM (empty if absent)."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    for folder in spec.submodule_search_locations:
+        file = Path(folder) / "model_prices_and_context_window_backup.json"
+        if file.is_file():
+            data = json.loads(file.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _price_from(params: Mapping[str, Any]) -> Price | None:
+    values = [params.get(f) for f in PRICE_FIELDS]
+    if any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return Price(*(float(v) if isinstance(v, int | float) else 0.0 for v in values))
+    return None
+
+
+def _listed_price(model: str) -> Price | None:
+    table = cost_map()
+    entry = table.get(model)
+    if entry is None and "/" in model:
+        provider, _, bare = model.partition("/")
+        candidate = table.get(bare)
+        if candidate is not None and candidate.get("litellm_provider") == provider:
+            entry = candidate
+    return _price_from(entry) if isinstance(entry, dict) else None
+
+
+def price_of(model: str, deployments: Sequence[ModelDeployment] = ()) -> Price | None:
+    """A model name's price: from its declaration (if any), else LiteLLM's cost map."""
+    for d in deployments:
+        if d.model_name == model:
+            return (
+                _price_from(d.litellm_params)
+                or _price_from(d.model_info)
+                or _listed_price(str(d.litellm_params["model"]))
+            )
+    return _listed_price(model)
+
+
+def chain_warnings(
+    chain: Sequence[str], deployments: Sequence[ModelDeployment], where: str
+) -> list[str]:
+    """Warn where a chain steps from a frontier model straight to a much cheaper one."""
+    out = []
+    for upper, lower in itertools.pairwise(chain):
+        hi, lo = price_of(upper, deployments), price_of(lower, deployments)
+        if hi is None or lo is None or hi.input < FRONTIER_INPUT_PRICE:
+            continue
+        if lo.blended * STEP_DOWN_RATIO <= hi.blended:
+            ratio = hi.blended / lo.blended if lo.blended else float("inf")
+            out.append(
+                f"{where}: fallback chain steps from {upper!r} ({hi.per_million()}) straight to "
+                f"{lower!r} ({lo.per_million()}), {ratio:.0f}x cheaper; put a model in between "
+                f"or accept that answers get worse whenever {upper!r} fails"
+            )
+    return out
