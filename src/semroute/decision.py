@@ -20,6 +20,10 @@ class Reason(StrEnum):
     """Two routes are too close to call (margin under ``min_margin``): the default model answers."""
     EMPTY_QUERY = "empty_query"
     """The query is empty or only whitespace: the default model answers."""
+    STICKY = "sticky"
+    """A follow-up turn matched no other route confidently: the conversation keeps its route."""
+    PINNED = "pinned"
+    """The caller named the model: nothing was routed."""
 
 
 @dataclass(frozen=True, slots=True)

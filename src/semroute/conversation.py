@@ -1,0 +1,103 @@
+"""Routing a conversation: an OpenAI-style message list → the text to route → one Decision.
+
+By default only the last user message counts. ``turns: N`` routes on the last N user turns
+joined together. ``sticky: true`` keeps a conversation on the route it is on unless the new
+turn matches another route outright, so a follow-up like "and in Python?" stays with ``code``.
+
+Stickiness needs no stored state: the route a conversation "is on" is found by routing its user
+turns in order (one batched encode) and letting each turn either match a route outright or keep
+the route before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from semroute.config import ConversationSettings
+from semroute.decision import Decision, Reason
+from semroute.errors import InvalidQueryError
+
+__all__ = ["Message", "as_messages", "route_messages", "user_turns"]
+
+Message = Mapping[str, Any]
+RouteBatch = Callable[[Sequence[str]], list[Decision]]
+
+# How many user turns a sticky conversation looks back over (each one is encoded).
+STICKY_HISTORY = 8
+
+
+def as_messages(query: str | Sequence[Message]) -> list[dict[str, Any]]:
+    """A message list for the model: a plain string becomes one user message."""
+    if isinstance(query, str):
+        return [{"role": "user", "content": query}]
+    user_turns(query)  # validates
+    return [dict(m) for m in query]
+
+
+def user_turns(messages: object) -> list[str]:
+    """The text of every user message, oldest first. Raises InvalidQueryError for bad input."""
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise InvalidQueryError(
+            "a query must be a string or a list of messages like "
+            f"{{'role': 'user', 'content': '...'}}, not {type(messages).__name__}"
+        )
+    turns = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise InvalidQueryError(
+                f"a query must be a string or a list of messages; message {i} is "
+                f"{message!r}, not a mapping with a 'role'"
+            )
+        if message["role"] == "user":
+            turns.append(_text(message.get("content"), i))
+    return turns
+
+
+def _text(content: object, i: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, Sequence):  # content parts: keep the text ones
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, Mapping) and part.get("type") == "text"
+        )
+    raise InvalidQueryError(
+        f"message {i} has content of type {type(content).__name__}; use a string or a list "
+        "of content parts"
+    )
+
+
+def route_messages(
+    messages: Sequence[Message], settings: ConversationSettings, route_batch: RouteBatch
+) -> Decision:
+    """Route a conversation with ``route_batch`` (a router's batched routing function)."""
+    turns = user_turns(messages)
+    if not turns:
+        return route_batch([""])[0]
+    windows = ["\n".join(turns[max(0, i - settings.turns + 1) : i + 1]) for i in range(len(turns))]
+    if not settings.sticky:
+        return route_batch(windows[-1:])[0]
+    decisions = route_batch(windows[-STICKY_HISTORY:])
+    current = decisions[0]
+    for new in decisions[1:]:
+        current = stick(current, new)
+    return dataclasses.replace(current, latency_ms=sum(d.latency_ms for d in decisions))
+
+
+def stick(current: Decision, new: Decision) -> Decision:
+    """The decision for a new turn of a conversation currently routed by ``current``."""
+    if new.reason == Reason.MATCHED or current.route is None:
+        return new
+    own = next(s for s in new.scores if s.route == current.route)
+    others = [s.confidence for s in new.scores if s.route != current.route]
+    return dataclasses.replace(
+        new,
+        route=current.route,
+        model=current.model,
+        confidence=own.confidence,
+        margin=own.confidence - max(others, default=0.0),
+        reason=Reason.STICKY,
+    )
