@@ -3,6 +3,8 @@
     >>> import semroute
     >>> decision = semroute.route("fix this TypeError in my Python script")
     >>> decision.route, decision.model, decision.reason
+    >>> result = semroute.complete("fix this TypeError in my Python script")  # via LiteLLM
+    >>> result.text, result.model, result.attempts, result.cost_usd
 
 Heavy dependencies (numpy, onnxruntime, FAISS, torch, LiteLLM) load on first use, not on import.
 """
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.errors import (
     CorruptIndexError,
+    DispatchError,
     EncoderError,
     EncoderMismatchError,
     IndexLoadError,
@@ -26,15 +29,28 @@ from semroute.errors import (
 
 if TYPE_CHECKING:
     from semroute.config import Route, RouterSettings, RouteSet, load_routes
+    from semroute.dispatch import (
+        AsyncDispatchStream,
+        Attempt,
+        DispatchResult,
+        DispatchStream,
+        Usage,
+    )
     from semroute.index import BuildReport, build_index
-    from semroute.router import Router, route
+    from semroute.models import UnknownPriceWarning
+    from semroute.router import Router, acomplete, complete, route
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncDispatchStream",
+    "Attempt",
     "BuildReport",
     "CorruptIndexError",
     "Decision",
+    "DispatchError",
+    "DispatchResult",
+    "DispatchStream",
     "EncoderError",
     "EncoderMismatchError",
     "IndexLoadError",
@@ -49,8 +65,12 @@ __all__ = [
     "RouterSettings",
     "SemrouteError",
     "StaleIndexError",
+    "UnknownPriceWarning",
+    "Usage",
     "__version__",
+    "acomplete",
     "build_index",
+    "complete",
     "load_routes",
     "route",
 ]
@@ -64,6 +84,14 @@ _LAZY = {
     "build_index": "semroute.index",
     "Router": "semroute.router",
     "route": "semroute.router",
+    "complete": "semroute.router",
+    "acomplete": "semroute.router",
+    "AsyncDispatchStream": "semroute.dispatch",
+    "Attempt": "semroute.dispatch",
+    "DispatchResult": "semroute.dispatch",
+    "DispatchStream": "semroute.dispatch",
+    "Usage": "semroute.dispatch",
+    "UnknownPriceWarning": "semroute.models",
 }
 
 

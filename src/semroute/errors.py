@@ -8,18 +8,28 @@
     │   ├── CorruptIndexError      files are missing, truncated or unreadable
     │   ├── StaleIndexError        the route files changed since the index was built
     │   └── EncoderMismatchError   the index was built with another encoder than the one asked for
-    └── InvalidQueryError          a query is not a string (also a TypeError)
+    ├── InvalidQueryError          a query is not a string or message list (also a TypeError)
+    └── DispatchError              every model of a fallback chain failed, or a stream broke
+                                   (attempts: each model tried, its error and latency)
 
-Errors raised by dependencies (pydantic, PyYAML, FAISS, onnxruntime) are caught where semroute calls
-them and re-raised as one of these with ``raise ... from exc``, so callers only need ``SemrouteError``.
+Errors raised by dependencies (pydantic, PyYAML, FAISS, onnxruntime, LiteLLM) are caught where
+semroute calls them and re-raised as one of these with ``raise ... from exc``, so callers only need
+``SemrouteError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from semroute.decision import Decision
+    from semroute.dispatch import Attempt
 
 __all__ = [
     "CorruptIndexError",
+    "DispatchError",
     "EncoderError",
     "EncoderMismatchError",
     "IndexLoadError",
@@ -104,7 +114,28 @@ class EncoderMismatchError(IndexLoadError):
 
 
 class InvalidQueryError(SemrouteError, TypeError):
-    """A query is not a string (or a message list, where those are accepted)."""
+    """A query is not a string or an OpenAI-style message list."""
+
+
+class DispatchError(SemrouteError):
+    """No model answered: every model of the chain failed, or a stream broke part-way.
+
+    ``attempts`` lists each model tried with its error and latency, in order.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: Sequence[Attempt] = (),
+        request_id: str | None = None,
+        decision: Decision | None = None,
+    ) -> None:
+        self.attempts = tuple(attempts)
+        self.request_id = request_id
+        self.decision = decision
+        tried = "; ".join(f"{a.model}: {a.error} ({a.latency_ms:.0f} ms)" for a in self.attempts)
+        super().__init__(f"{message}: {tried}" if tried else message)
 
 
 def _quoted(label: str, value: str | None) -> str:

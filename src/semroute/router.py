@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
+from semroute.config import DispatchConfig
+from semroute.conversation import Message, route_messages
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.encoders import Encoder, OnnxEncoder
 from semroute.errors import CorruptIndexError, InvalidQueryError
@@ -21,7 +24,9 @@ from semroute.scoring import best_per_route, decide
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["DEFAULT_INDEX", "Router", "default_router", "route"]
+    from semroute.dispatch import AsyncDispatchStream, DispatchResult, DispatchStream
+
+__all__ = ["DEFAULT_INDEX", "Router", "acomplete", "complete", "default_router", "route"]
 
 DEFAULT_INDEX = Path("indexes") / "default"
 INDEX_ENV = "SEMROUTE_INDEX"
@@ -63,8 +68,13 @@ class Router:
     def routes(self) -> tuple[IndexedRoute, ...]:
         return self.index.routes
 
-    def route(self, query: str) -> Decision:
-        """Decide which model should answer ``query``. Low confidence is a value, not an error."""
+    def route(self, query: str | Sequence[Message]) -> Decision:
+        """Decide which model should answer ``query``. Low confidence is a value, not an error.
+
+        ``query`` is a string or an OpenAI-style message list (see :mod:`semroute.conversation`).
+        """
+        if not isinstance(query, str):
+            return route_messages(query, self.dispatch_config.conversation, self.route_batch)
         started = time.perf_counter()
         _check_query(query)
         if not query.strip():
@@ -126,6 +136,45 @@ class Router:
             truncated=truncated,
         )
 
+    # --- dispatch (semroute.dispatch does the work; LiteLLM loads on the first call) ---
+
+    @functools.cached_property
+    def dispatch_config(self) -> DispatchConfig:
+        """Declared models, fallback chains, dispatch and conversation settings of the index."""
+        return DispatchConfig.from_dict(self.index.manifest.get("dispatch") or {})
+
+    @overload
+    def complete(
+        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+    ) -> DispatchResult: ...
+    @overload
+    def complete(
+        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+    ) -> DispatchStream: ...
+    def complete(
+        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+    ) -> DispatchResult | DispatchStream:
+        """Route ``messages`` and send them to the chosen model; see :func:`semroute.complete`."""
+        from semroute.dispatch import complete
+
+        return complete(self, messages, stream=stream, **kwargs)
+
+    @overload
+    async def acomplete(
+        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+    ) -> DispatchResult: ...
+    @overload
+    async def acomplete(
+        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+    ) -> AsyncDispatchStream: ...
+    async def acomplete(
+        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+    ) -> DispatchResult | AsyncDispatchStream:
+        """The asynchronous :meth:`complete`; see :func:`semroute.acomplete`."""
+        from semroute.dispatch import acomplete
+
+        return await acomplete(self, messages, stream=stream, **kwargs)
+
     def _empty(self, started: float) -> Decision:
         scores = tuple(
             RouteScore(r.name, 0.0, r.threshold, None, r.model) for r in self.index.routes
@@ -185,6 +234,40 @@ def default_router() -> Router:
     return router
 
 
-def route(query: str) -> Decision:
+def route(query: str | Sequence[Message]) -> Decision:
     """Route ``query`` with the default router (see :func:`default_router`)."""
     return default_router().route(query)
+
+
+@overload
+def complete(
+    messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+) -> DispatchResult: ...
+@overload
+def complete(
+    messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+) -> DispatchStream: ...
+def complete(
+    messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+) -> DispatchResult | DispatchStream:
+    """Route ``messages`` with the default router and dispatch them through LiteLLM.
+
+    ``model=`` pins a model (no routing); ``stream=True`` returns a stream of chunks; every
+    other keyword goes to LiteLLM. See :func:`semroute.dispatch.complete`.
+    """
+    return default_router().complete(messages, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+@overload
+async def acomplete(
+    messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+) -> DispatchResult: ...
+@overload
+async def acomplete(
+    messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+) -> AsyncDispatchStream: ...
+async def acomplete(
+    messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+) -> DispatchResult | AsyncDispatchStream:
+    """The asynchronous :func:`complete`."""
+    return await default_router().acomplete(messages, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
