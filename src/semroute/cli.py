@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from semroute.decision import Decision
+    from semroute.decision_log import LogStats
+    from semroute.dispatch import DispatchResult
 
 log = logging.getLogger("semroute")
 
@@ -51,6 +53,7 @@ def main() -> None:
       semroute validate routes/
       semroute build-index routes/ --out indexes/default
       semroute route "fix the TypeError in my script"
+      semroute chat "fix the TypeError in my script"     # needs the models' API keys
     """
     if not log.handlers:  # main() may run many times in one process (tests, embedding apps)
         handler = logging.StreamHandler(sys.stderr)
@@ -200,6 +203,68 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
         console.print("[green]up to date[/] with its route files")
 
 
+@main.command("chat")
+@click.argument("text")
+@INDEX_OPTION
+@JSON_OPTION
+@click.option("--model", default=None, help="Send to this model; nothing is routed.")
+def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None) -> None:
+    """Route TEXT, send it to the chosen model through LiteLLM, print the answer and decision.
+
+    The models, fallback chains and decision log are those of the index (`models:` and
+    `fallbacks:` in the route files). Keys come from the environment.
+
+    \b
+    Examples:
+      semroute chat "why does my script raise KeyError: 'id'?"
+      semroute chat "translate 'good night' into Italian" --json
+    """
+    import warnings
+
+    from semroute.models import UnknownPriceWarning
+    from semroute.router import Router
+
+    router = Router.load(index_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = router.complete(text, model=model)
+    for warning in caught:  # ours (an unknown price, an unwritable log), not libraries' notices
+        if issubclass(warning.category, UnknownPriceWarning | RuntimeWarning):
+            click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    click.echo(result.text or "")
+    _print_dispatch(_console(), result)
+
+
+@main.command("stats")
+@click.argument("log_file", metavar="LOG", type=click.Path(path_type=Path, dir_okay=False))
+@JSON_OPTION
+def stats_cmd(log_file: Path, as_json: bool) -> None:
+    """Summarise a decision log: requests, share per route and model, cost, fallbacks, latency.
+
+    \b
+    Examples:
+      semroute stats logs/decisions.jsonl
+      semroute stats logs/decisions.jsonl --json
+    """
+    from semroute.decision_log import summarise
+
+    try:
+        with log_file.open(encoding="utf-8", errors="replace") as lines:
+            stats = summarise(lines)
+    except OSError as exc:
+        raise SemrouteError(
+            f"cannot read {log_file} ({exc.strerror}); pass the file named by `dispatch.log` "
+            "or $SEMROUTE_LOG"
+        ) from exc
+    if as_json:
+        click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2))
+        return
+    _print_stats(_console(), log_file, stats)
+
+
 @main.command("schema")
 def schema_cmd() -> None:
     """Print the JSON Schema of route files (for editor autocompletion).
@@ -253,6 +318,51 @@ def _print_decision(console: Console, query: str, decision: Decision) -> None:
         f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
         f"{decision.latency_ms:.1f} ms){note}\n"
     )
+
+
+def _print_dispatch(console: Console, result: DispatchResult) -> None:
+    d = result.decision
+    target = f"route [bold]{d.route}[/]" if d.route else "no route"
+    console.print(
+        f"\n→ {target} → model [bold]{d.model}[/] ({d.reason.value}, confidence "
+        f"{d.confidence:.3f}, {d.latency_ms:.1f} ms)"
+    )
+    for a in result.attempts:
+        outcome = "[green]answered[/]" if a.error is None else f"[red]failed[/]: {a.error}"
+        console.print(f"  {a.model}: {outcome} ({a.latency_ms:.0f} ms)", highlight=False)
+    usage = result.usage
+    tokens = f"{usage.prompt_tokens} in, {usage.completion_tokens} out" if usage else "no usage"
+    cost = f"${result.cost_usd:.6f}" if result.cost_usd is not None else "cost unknown"
+    console.print(f"  {tokens}, {cost}, request {result.request_id}")
+
+
+def _print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
+    from rich.table import Table
+
+    data = stats.to_dict()
+    n = stats.requests
+    console.print(f"[bold]{log_file}[/]: {n} requests")
+    if stats.malformed_lines:
+        console.print(f"[yellow]{stats.malformed_lines} malformed lines skipped[/]")
+    if not n:
+        return
+    for title, counts in (("route", data["routes"]), ("model", data["models"])):
+        table = Table(title, "requests", "share", title_justify="left")
+        for name, row in counts.items():
+            table.add_row(name, str(row["requests"]), f"{row['share']:.1%}")
+        console.print(table)
+    avg = data["avg_cost_usd"]
+    cost = f"${avg:.6f} per request" if avg is not None else "unknown"
+    if avg is not None and stats.priced_requests < n:
+        cost += f" ({stats.priced_requests} of {n} requests priced)"
+    console.print(f"average cost: {cost}")
+    console.print(
+        f"fallback rate: {data['fallback_rate']:.1%}, error rate: {data['error_rate']:.1%}"
+    )
+    table = Table("latency (ms)", "p50", "p95", title_justify="left")
+    for kind, q in data["latency_ms"].items():
+        table.add_row(kind, f"{q['p50']:.1f}", f"{q['p95']:.1f}")
+    console.print(table)
 
 
 def _shorten(text: str, width: int) -> str:

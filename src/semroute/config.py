@@ -22,8 +22,12 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from semroute.conversation import ConversationSettings, ConversationSpec
 from semroute.errors import RouteConfigError
 from semroute.models import (
+    DispatchConfig,
+    DispatchSettings,
+    DispatchSpec,
     ModelDeployment,
     ModelSpec,
     chain_warnings,
@@ -34,9 +38,6 @@ from semroute.models import (
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_THRESHOLD",
-    "ConversationSettings",
-    "DispatchConfig",
-    "DispatchSettings",
     "Route",
     "RouteFileSpec",
     "RouteSet",
@@ -79,9 +80,6 @@ Utterance = Annotated[str, AfterValidator(_example_text)]
 Name = Annotated[str, Field(max_length=100), AfterValidator(_trimmed_name)]
 # strict: YAML's `no`/`yes` would otherwise become 0.0/1.0 and "0.7" a number.
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
-Seconds = Annotated[float, Field(ge=0.0, strict=True)]
-Count = Annotated[int, Field(ge=0, strict=True)]
-Flag = Annotated[bool, Field(strict=True)]
 
 
 class _Strict(BaseModel):
@@ -107,47 +105,6 @@ class RouteSpec(_Strict):
     fallbacks: list[NonBlank] = Field(
         default_factory=list,
         description="Models declared under `models:` to try in order when this route's model fails.",
-    )
-
-
-# --- dispatch settings: how requests reach models (LiteLLM Router), the log, conversations ---
-
-
-class DispatchSpec(_Strict):
-    """The `router.dispatch` mapping."""
-
-    timeout: Seconds = Field(
-        default=60.0, gt=0, description="Seconds to wait for a model before failing over."
-    )
-    retries: Count = Field(
-        default=0, description="Retries of a failed model before its fallbacks (LiteLLM)."
-    )
-    cooldown: Seconds = Field(
-        default=5.0,
-        description="Seconds LiteLLM skips a deployment it judged unhealthy (0: never).",
-    )
-    allowed_fails: Count | None = Field(
-        default=None,
-        description="Failures within `cooldown` seconds before a deployment cools down "
-        "(default: LiteLLM's own policy).",
-    )
-    log: NonBlank | None = Field(
-        default=None, description="JSON-lines decision log file ($SEMROUTE_LOG overrides)."
-    )
-    log_content: Flag = Field(
-        default=False, description="Also log prompts and answers (off: only metadata is logged)."
-    )
-
-
-class ConversationSpec(_Strict):
-    """The `router.conversation` mapping: how a message list becomes the text to route."""
-
-    turns: Annotated[int, Field(ge=1, le=20, strict=True)] = Field(
-        default=1, description="How many of the latest user turns to route on."
-    )
-    sticky: Flag = Field(
-        default=False,
-        description="Keep a conversation on its route unless a new turn clearly matches another.",
     )
 
 
@@ -215,26 +172,6 @@ class Route:
 
 
 @dataclass(frozen=True)
-class DispatchSettings:
-    """Validated `router.dispatch` settings (see :class:`DispatchSpec`)."""
-
-    timeout: float = 60.0
-    retries: int = 0
-    cooldown: float = 5.0
-    allowed_fails: int | None = None
-    log: str | None = None
-    log_content: bool = False
-
-
-@dataclass(frozen=True)
-class ConversationSettings:
-    """Validated `router.conversation` settings (see :class:`ConversationSpec`)."""
-
-    turns: int = 1
-    sticky: bool = False
-
-
-@dataclass(frozen=True)
 class RouterSettings:
     """Validated router-wide settings."""
 
@@ -243,38 +180,8 @@ class RouterSettings:
     threshold: float = DEFAULT_THRESHOLD
     min_margin: float = 0.0
     default_fallbacks: tuple[str, ...] = ()
-    dispatch: DispatchSettings = DispatchSettings()
-    conversation: ConversationSettings = ConversationSettings()
-
-
-@dataclass(frozen=True)
-class DispatchConfig:
-    """What dispatching needs, as an index stores it: deployments, chains and settings."""
-
-    models: tuple[ModelDeployment, ...] = ()
-    route_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    default_fallbacks: tuple[str, ...] = ()
-    settings: DispatchSettings = DispatchSettings()
-    conversation: ConversationSettings = ConversationSettings()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "models": [m.to_dict() for m in self.models],
-            "route_fallbacks": {k: list(v) for k, v in self.route_fallbacks.items()},
-            "default_fallbacks": list(self.default_fallbacks),
-            "settings": dataclasses.asdict(self.settings),
-            "conversation": dataclasses.asdict(self.conversation),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DispatchConfig:
-        return cls(
-            models=tuple(ModelDeployment.from_dict(m) for m in data.get("models", ())),
-            route_fallbacks={k: tuple(v) for k, v in data.get("route_fallbacks", {}).items()},
-            default_fallbacks=tuple(data.get("default_fallbacks", ())),
-            settings=DispatchSettings(**data.get("settings", {})),
-            conversation=ConversationSettings(**data.get("conversation", {})),
-        )
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    conversation: ConversationSettings = field(default_factory=ConversationSettings)
 
 
 @dataclass(frozen=True)

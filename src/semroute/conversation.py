@@ -13,19 +13,51 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from semroute.config import ConversationSettings
+from pydantic import BaseModel, ConfigDict, Field
+
 from semroute.decision import Decision, Reason
 from semroute.errors import InvalidQueryError
 
-__all__ = ["Message", "as_messages", "route_messages", "user_turns"]
+__all__ = [
+    "ConversationSettings",
+    "ConversationSpec",
+    "Message",
+    "as_messages",
+    "route_messages",
+    "user_turns",
+]
 
 Message = Mapping[str, Any]
 RouteBatch = Callable[[Sequence[str]], list[Decision]]
 
 # How many user turns a sticky conversation looks back over (each one is encoded).
 STICKY_HISTORY = 8
+
+
+class ConversationSpec(BaseModel):
+    """The `router.conversation` mapping of a route file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    turns: int = Field(
+        default=1, ge=1, le=20, strict=True, description="How many latest user turns to route on."
+    )
+    sticky: bool = Field(
+        default=False,
+        strict=True,
+        description="Keep a conversation on its route unless a new turn clearly matches another.",
+    )
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    """Validated `router.conversation` settings."""
+
+    turns: int = 1
+    sticky: bool = False
 
 
 def as_messages(query: str | Sequence[Message]) -> list[dict[str, Any]]:

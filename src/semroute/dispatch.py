@@ -4,40 +4,33 @@
     result.text, result.model, result.attempts, result.usage, result.cost_usd
 
 A decision's chain is its model followed by the route's ``fallbacks:`` (for the default model,
-``default_fallbacks:``). Each step is one call to a ``litellm.Router`` built from the index's
-declared models: LiteLLM picks the deployment, resolves ``os.environ/VAR`` secrets, applies the
-timeout and retries, and cools down deployments that keep failing so later requests skip them.
-semroute steps from one model group to the next itself, with LiteLLM's own fallbacks switched
-off, because it reports every attempt (model, error, latency), and LiteLLM's fallback path
-re-raises only the last error and times nothing per step.
+``default_fallbacks:``). Each step is one call to the ``litellm.Router`` of
+:mod:`semroute.providers`, which picks the deployment and applies timeouts, retries and cooldowns.
+semroute steps from one model to the next itself, with LiteLLM's own fallbacks switched off,
+because it reports every attempt (model, error, latency) and LiteLLM's fallback path re-raises
+only the last error and times nothing per step.
 
-LiteLLM is imported on the first dispatch, never by ``import semroute`` or routing. Its errors
-are turned into attempts here and, when no model answers, into one :class:`DispatchError`.
+When no model answers, the request is logged and one :class:`DispatchError` lists every attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
-import logging
-import os
-import re
-import threading
 import time
 import uuid
 import warnings
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from semroute.config import DispatchConfig
 from semroute.conversation import Message, as_messages
 from semroute.decision import Decision, Reason
 from semroute.decision_log import entry, open_log
 from semroute.errors import DispatchError
-from semroute.models import SECRET_PARAM, UnknownPriceWarning, price_of
+from semroute.models import UnknownPriceWarning, price_of
+from semroute.providers import import_litellm, provider_for, run_in_background
+from semroute.streaming import END, AsyncDispatchStream, DispatchStream, text_of
 
 if TYPE_CHECKING:
     from semroute.router import Router
@@ -47,15 +40,10 @@ __all__ = [
     "Attempt",
     "DispatchResult",
     "DispatchStream",
-    "Dispatcher",
     "Usage",
     "acomplete",
     "complete",
 ]
-
-MAX_ERROR_CHARS = 300
-_LITELLM_PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)\s*[:-]\s*)+")
-_END = object()  # a stream that ended before its first chunk
 
 
 @dataclass(frozen=True)
@@ -115,7 +103,7 @@ class DispatchResult:
     @property
     def text(self) -> str | None:
         """The first choice's message content."""
-        return _text_of(self.response)
+        return text_of(self.response)
 
     @property
     def fallbacks(self) -> tuple[str, ...]:
@@ -135,143 +123,6 @@ class DispatchResult:
         }
 
 
-# --- LiteLLM -----------------------------------------------------------------------------------
-
-
-def _import_litellm() -> Any:
-    # LiteLLM otherwise downloads its price list on import; the copy it ships is used instead.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    if "LITELLM_LOG" not in os.environ:
-        # semroute reports failures itself (attempts, DispatchError, the log); LiteLLM's own
-        # stderr lines would repeat them. LITELLM_LOG=DEBUG brings them back.
-        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    return litellm
-
-
-def _provider_errors() -> tuple[type[BaseException], ...]:
-    """What a failing model raises: every LiteLLM provider error derives from openai.APIError;
-    a model whose deployments are all cooling down raises RouterRateLimitError (a ValueError)."""
-    import openai
-    from litellm.types.router import RouterRateLimitError, RouterRateLimitErrorBasic
-
-    return (openai.APIError, RouterRateLimitError, RouterRateLimitErrorBasic)
-
-
-class Dispatcher:
-    """The ``litellm.Router`` for one semroute router, built on first use, and its chains."""
-
-    def __init__(
-        self, config: DispatchConfig, default_model: str, route_models: Mapping[str, str]
-    ) -> None:
-        self.config = config
-        self.default_model = default_model
-        self.route_models = dict(route_models)
-        self._router: Any = None
-        self._known: set[str] = set()
-        self._lock = threading.Lock()
-        self.errors: tuple[type[BaseException], ...] = ()
-
-    def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
-        """The models to try for ``decision``, in order (``fallbacks`` replaces the configured)."""
-        if fallbacks is not None:
-            rest: Sequence[str] = fallbacks
-        elif decision.reason == Reason.PINNED:
-            rest = ()
-        elif decision.route is not None and decision.route in self.config.route_fallbacks:
-            rest = self.config.route_fallbacks[decision.route]
-        elif decision.model == self.default_model:
-            rest = self.config.default_fallbacks
-        else:
-            rest = ()
-        return tuple(dict.fromkeys((decision.model, *rest)))
-
-    def litellm_router(self, chain: Sequence[str] = ()) -> Any:
-        """The LiteLLM router, with a deployment for every model of ``chain``."""
-        with self._lock:
-            if self._router is None:
-                self._router = self._build()
-            for name in chain:
-                if name not in self._known:  # a model named only by the caller (pinned)
-                    from litellm.types.router import Deployment, LiteLLM_Params
-
-                    self._router.add_deployment(
-                        Deployment(model_name=name, litellm_params=LiteLLM_Params(model=name))
-                    )
-                    self._known.add(name)
-            return self._router
-
-    def _build(self) -> Any:
-        litellm = _import_litellm()
-        self.errors = _provider_errors()
-        s = self.config.settings
-        model_list = [m.to_dict() for m in self.config.models]
-        self._known = {m.model_name for m in self.config.models}
-        named = (
-            self.default_model,
-            *self.route_models.values(),
-            *self.config.default_fallbacks,
-            *(m for chain in self.config.route_fallbacks.values() for m in chain),
-        )
-        for name in dict.fromkeys(named):  # plain LiteLLM model strings: one deployment each
-            if name not in self._known:
-                model_list.append({"model_name": name, "litellm_params": {"model": name}})
-                self._known.add(name)
-        return litellm.Router(
-            model_list=copy.deepcopy(model_list),  # LiteLLM pops keys and resolves secrets in place
-            num_retries=s.retries,
-            retry_after=0,
-            timeout=s.timeout,
-            cooldown_time=s.cooldown,
-            allowed_fails=s.allowed_fails,
-            disable_cooldowns=s.cooldown == 0,
-        )
-
-    def describe(self, exc: BaseException, model: str, kwargs: Mapping[str, Any]) -> str:
-        """One line for a failed attempt, with every known secret masked."""
-        message = str(getattr(exc, "message", None) or exc)
-        # LiteLLM prefixes the provider's message with class names, often twice.
-        message = _LITELLM_PREFIXES.sub("", " ".join(message.split())) or type(exc).__name__
-        text = f"{type(exc).__name__}: {message}"[:MAX_ERROR_CHARS]
-        for secret in self._secrets(kwargs):
-            text = text.replace(secret, "***")
-        missing = [
-            var
-            for d in self.config.models
-            if d.model_name == model
-            for var in d.env_vars()
-            if not os.environ.get(var)
-        ]
-        if missing:
-            text += f" (environment variable {', '.join(missing)} is not set)"
-        return text
-
-    def _secrets(self, kwargs: Mapping[str, Any]) -> list[str]:
-        values = [os.environ.get(v) for d in self.config.models for v in d.env_vars()]
-        values += [v for k, v in kwargs.items() if SECRET_PARAM.search(k) and isinstance(v, str)]
-        # Longest first, so a key that contains another is masked whole.
-        return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
-
-
-_dispatchers: weakref.WeakKeyDictionary[Router, Dispatcher] = weakref.WeakKeyDictionary()
-_dispatchers_lock = threading.Lock()
-
-
-def dispatcher_for(router: Router) -> Dispatcher:
-    with _dispatchers_lock:
-        found = _dispatchers.get(router)
-        if found is None:
-            found = _dispatchers[router] = Dispatcher(
-                router.dispatch_config,
-                router.default_model,
-                {r.name: r.model for r in router.routes},
-            )
-        return found
-
-
 # --- one request -------------------------------------------------------------------------------
 
 
@@ -288,10 +139,10 @@ class _Call:
         kwargs: dict[str, Any],
     ) -> None:
         self.request_id = uuid.uuid4().hex
-        self.dispatcher = dispatcher_for(router)
+        self.provider = provider_for(router)
         self.decision = decision
         self.messages = messages
-        self.chain = self.dispatcher.chain(decision, fallbacks)
+        self.chain = self.provider.chain(decision, fallbacks)
         self.stream = stream
         self.kwargs = kwargs
         self.attempts: list[Attempt] = []
@@ -314,7 +165,7 @@ class _Call:
         return (time.perf_counter() - self._started) * 1000
 
     def failed(self, model: str, exc: BaseException) -> None:
-        error = self.dispatcher.describe(exc, model, self.kwargs)
+        error = self.provider.describe(exc, model, self.kwargs)
         status = getattr(exc, "status_code", None)
         self.attempts.append(
             Attempt(model, error, self._elapsed_ms(), status if isinstance(status, int) else None)
@@ -335,11 +186,11 @@ class _Call:
             usage=usage,
             cost_usd=self.cost(model, response, usage),
         )
-        self.log(usage, out.cost_usd, None, _text_of(response))
+        self.log(usage, out.cost_usd, None, text_of(response))
         return out
 
     def cost(self, model: str, response: Any, usage: Usage | None) -> float | None:
-        price = price_of(model, self.dispatcher.config.models)
+        price = price_of(model, self.provider.config.models)
         if price is None:
             warnings.warn(
                 f"no price known for model {model!r}, so cost_usd is None; add "
@@ -372,7 +223,7 @@ class _Call:
         status = getattr(exc, "status_code", None)
         self.attempts[-1] = dataclasses.replace(
             last,
-            error=self.dispatcher.describe(exc, model, self.kwargs),
+            error=self.provider.describe(exc, model, self.kwargs),
             status=status if isinstance(status, int) else None,
         )
         self.log(None, None, f"the stream from {model!r} broke", None)
@@ -386,7 +237,7 @@ class _Call:
     def log(
         self, usage: Usage | None, cost: float | None, error: str | None, answer: str | None
     ) -> None:
-        settings = self.dispatcher.config.settings
+        settings = self.provider.config.settings
         log = open_log(settings.log)
         if log is not None:
             log.write(
@@ -406,19 +257,11 @@ class _Call:
         """Assemble a finished stream's chunks into one response, log it, return its numbers."""
         response = None
         if chunks:
-            response = _import_litellm().stream_chunk_builder(chunks, messages=self.messages)
+            response = import_litellm().stream_chunk_builder(chunks, messages=self.messages)
         usage = Usage.of(response)
         cost = self.cost(self.attempts[-1].model, response, usage) if response else None
-        self.log(usage, cost, None, _text_of(response))
+        self.log(usage, cost, None, text_of(response))
         return response, usage, cost
-
-
-def _text_of(response: Any) -> str | None:
-    try:
-        content = response.choices[0].message.content
-    except (AttributeError, IndexError, TypeError):
-        return None
-    return content if isinstance(content, str) else None
 
 
 def _pinned(model: str) -> Decision:
@@ -436,119 +279,6 @@ def _start(
     if "messages" in kwargs:
         raise TypeError("pass the messages as the first argument, not as messages=")
     return _Call(router, decision, as_messages(messages), fallbacks, stream, kwargs)
-
-
-# --- streams -----------------------------------------------------------------------------------
-
-
-class _StreamBase:
-    """What both stream kinds know before the first chunk, and after the last."""
-
-    def __init__(self, call: _Call) -> None:
-        self._call = call
-        self.request_id = call.request_id
-        self.decision = call.decision
-        self.model = call.attempts[-1].model
-        self.response: Any = None
-        """The assembled ``ModelResponse``, once the stream has ended."""
-        self.usage: Usage | None = None
-        self.cost_usd: float | None = None
-        self._done = False
-
-    @property
-    def attempts(self) -> tuple[Attempt, ...]:
-        return tuple(self._call.attempts)
-
-    @property
-    def text(self) -> str | None:
-        return _text_of(self.response)
-
-    def _finish(self, chunks: list[Any]) -> None:
-        if not self._done:
-            self._done = True
-            self.response, self.usage, self.cost_usd = self._call.streamed(chunks)
-
-
-class DispatchStream(_StreamBase):
-    """A streamed answer: iterate for LiteLLM's chunks. ``decision``, ``model`` and ``attempts``
-    are known before the first chunk; ``response``, ``usage`` and ``cost_usd`` after the last.
-    The log line is written when the stream ends or is closed."""
-
-    def __init__(self, call: _Call, first: Any, rest: Iterator[Any]) -> None:
-        super().__init__(call)
-        self._chunks = self._run(first, rest)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._chunks
-
-    def close(self) -> None:
-        """Stop reading (the connection is released and the log line written)."""
-        self._chunks.close()
-        self._finish([])  # for a stream closed before its first chunk was read
-
-    def __enter__(self) -> DispatchStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _run(self, first: Any, rest: Iterator[Any]) -> Generator[Any, None, None]:
-        chunks: list[Any] = []
-        try:
-            if first is not _END:
-                chunks.append(first)
-                yield first
-                for chunk in rest:
-                    chunks.append(chunk)
-                    yield chunk
-        except self._call.dispatcher.errors as exc:
-            self._done = True
-            raise self._call.broke(exc) from exc
-        finally:
-            self._finish(chunks)
-            close = getattr(rest, "close", None)
-            if callable(close):
-                close()
-
-
-class AsyncDispatchStream(_StreamBase):
-    """The asynchronous :class:`DispatchStream`: ``async for chunk in stream``."""
-
-    def __init__(self, call: _Call, first: Any, rest: AsyncIterator[Any]) -> None:
-        super().__init__(call)
-        self._chunks = self._run(first, rest)
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._chunks
-
-    async def aclose(self) -> None:
-        """Stop reading (the connection is released and the log line written)."""
-        await self._chunks.aclose()
-        self._finish([])  # for a stream closed before its first chunk was read
-
-    async def __aenter__(self) -> AsyncDispatchStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _run(self, first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
-        chunks: list[Any] = []
-        try:
-            if first is not _END:
-                chunks.append(first)
-                yield first
-                async for chunk in rest:
-                    chunks.append(chunk)
-                    yield chunk
-        except self._call.dispatcher.errors as exc:
-            self._done = True
-            raise self._call.broke(exc) from exc
-        finally:
-            self._finish(chunks)
-            close = getattr(rest, "aclose", None)
-            if callable(close):
-                await close()
 
 
 # --- entry points ------------------------------------------------------------------------------
@@ -572,21 +302,8 @@ def complete(
     """
     decision = _pinned(model) if model else router.route(messages)
     call = _start(router, messages, decision, fallbacks, stream, kwargs)
-    litellm_router = call.dispatcher.litellm_router(call.chain)
-    for name in call.chain:
-        try:
-            response = litellm_router.completion(**call.params(name))
-            if not stream:
-                call.answered(name)
-                return call.result(response)
-            rest = iter(response)
-            first = next(rest, _END)  # a stream that fails before its first chunk fails over
-        except call.dispatcher.errors as exc:
-            call.failed(name, exc)
-            continue
-        call.answered(name)
-        return DispatchStream(call, first, rest)
-    raise call.give_up()
+    out = run_in_background(_walk(call))
+    return DispatchStream(out) if isinstance(out, AsyncDispatchStream) else out
 
 
 async def acomplete(
@@ -601,19 +318,21 @@ async def acomplete(
     """The asynchronous :func:`complete`. Routing runs in a worker thread, off the event loop."""
     decision = _pinned(model) if model else await asyncio.to_thread(router.route, messages)
     call = _start(router, messages, decision, fallbacks, stream, kwargs)
-    litellm_router = call.dispatcher.litellm_router(call.chain)
+    return await _walk(call)
+
+
+async def _walk(call: _Call) -> DispatchResult | AsyncDispatchStream:
+    """Try each model of the chain until one answers (for a stream: sends its first chunk)."""
+    litellm_router = call.provider.litellm_router(call.chain)
     for name in call.chain:
         try:
             response = await litellm_router.acompletion(**call.params(name))
-            if not stream:
+            if not call.stream:
                 call.answered(name)
                 return call.result(response)
-            rest = response.__aiter__()
-            try:
-                first = await rest.__anext__()
-            except StopAsyncIteration:
-                first = _END
-        except call.dispatcher.errors as exc:
+            rest = aiter(response)
+            first = await anext(rest, END)  # a stream failing before its first chunk fails over
+        except call.provider.errors as exc:
             call.failed(name, exc)
             continue
         call.answered(name)

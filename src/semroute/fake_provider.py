@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 import uuid
@@ -123,7 +124,7 @@ class FakeProvider:
         if self._server is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"provider": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+        server = _Server(("127.0.0.1", 0), handler, bind_and_activate=False)
         server.daemon_threads = True
         # The default backlog (5) makes a burst of concurrent clients wait for SYN retries.
         server.request_queue_size = 1024
@@ -132,7 +133,9 @@ class FakeProvider:
         server.server_activate()
         self._server = server
         self._release.clear()
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-provider")
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-provider"
+        )
         self._thread.daemon = True
         self._thread.start()
         return self
@@ -170,6 +173,13 @@ class FakeProvider:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timed out, closed its stream) resets the connection: expected.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

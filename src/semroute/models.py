@@ -16,6 +16,7 @@ LiteLLM.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -29,9 +30,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from semroute.conversation import ConversationSettings
 from semroute.errors import RouteConfigError
 
 __all__ = [
+    "DispatchConfig",
+    "DispatchSettings",
+    "DispatchSpec",
     "ModelDeployment",
     "ModelSpec",
     "Price",
@@ -89,6 +94,40 @@ class _ProxyModelSpec(ModelSpec):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class DispatchSpec(BaseModel):
+    """The `router.dispatch` mapping: LiteLLM Router settings and the decision log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(
+        default=60.0, gt=0, strict=True, description="Seconds to wait for a model, then fail over."
+    )
+    retries: int = Field(
+        default=0, ge=0, strict=True, description="Retries of a failed model before its fallbacks."
+    )
+    cooldown: float = Field(
+        default=5.0,
+        ge=0,
+        strict=True,
+        description="Seconds LiteLLM skips a deployment it judged unhealthy (0: never).",
+    )
+    allowed_fails: int | None = Field(
+        default=None,
+        ge=0,
+        strict=True,
+        description="Failures within `cooldown` seconds before a deployment cools down "
+        "(default: LiteLLM's own policy).",
+    )
+    log: str | None = Field(
+        default=None,
+        min_length=1,
+        description="JSON-lines decision log file ($SEMROUTE_LOG overrides).",
+    )
+    log_content: bool = Field(
+        default=False, strict=True, description="Also log prompts and answers."
+    )
+
+
 # --- runtime values ----------------------------------------------------------------------------
 
 
@@ -134,6 +173,48 @@ class ModelDeployment:
             for v in self.litellm_params.values()
             if isinstance(v, str) and v.startswith(ENV_PREFIX)
         ]
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """Validated `router.dispatch` settings (see :class:`DispatchSpec`)."""
+
+    timeout: float = 60.0
+    retries: int = 0
+    cooldown: float = 5.0
+    allowed_fails: int | None = None
+    log: str | None = None
+    log_content: bool = False
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """What dispatching needs, as an index stores it: deployments, chains and settings."""
+
+    models: tuple[ModelDeployment, ...] = ()
+    route_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default_fallbacks: tuple[str, ...] = ()
+    settings: DispatchSettings = field(default_factory=DispatchSettings)
+    conversation: ConversationSettings = field(default_factory=ConversationSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": [m.to_dict() for m in self.models],
+            "route_fallbacks": {k: list(v) for k, v in self.route_fallbacks.items()},
+            "default_fallbacks": list(self.default_fallbacks),
+            "settings": dataclasses.asdict(self.settings),
+            "conversation": dataclasses.asdict(self.conversation),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DispatchConfig:
+        return cls(
+            models=tuple(ModelDeployment.from_dict(m) for m in data.get("models", ())),
+            route_fallbacks={k: tuple(v) for k, v in data.get("route_fallbacks", {}).items()},
+            default_fallbacks=tuple(data.get("default_fallbacks", ())),
+            settings=DispatchSettings(**data.get("settings", {})),
+            conversation=ConversationSettings(**data.get("conversation", {})),
+        )
 
 
 @dataclass(frozen=True)

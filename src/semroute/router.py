@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
-from semroute.config import DispatchConfig
 from semroute.conversation import Message, route_messages
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.encoders import Encoder, OnnxEncoder
 from semroute.errors import CorruptIndexError, InvalidQueryError
 from semroute.index import IndexedRoute, RouteIndex, encoder_path
+from semroute.models import DispatchConfig
 from semroute.scoring import best_per_route, decide
 
 if TYPE_CHECKING:

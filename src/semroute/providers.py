@@ -1,0 +1,187 @@
+"""How requests reach the models: one ``litellm.Router`` per semroute router.
+
+A :class:`Provider` holds the LiteLLM router built (on first use) from the index's declared
+models, plus one deployment for each plain LiteLLM model string the routes name. LiteLLM picks
+the deployment, resolves ``os.environ/VAR`` secrets at that moment, applies the timeout and
+retries, and cools down deployments that keep failing so later requests skip them. It also
+knows each decision's fallback chain and turns LiteLLM's exceptions into one-line attempt errors
+with every known secret masked: this is the one seam with LiteLLM.
+
+LiteLLM is imported here on the first dispatch, never by ``import semroute`` or routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import re
+import threading
+import weakref
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from semroute.decision import Decision, Reason
+from semroute.models import SECRET_PARAM, DispatchConfig
+
+if TYPE_CHECKING:
+    from semroute.router import Router
+
+__all__ = ["Provider", "import_litellm", "provider_for", "run_in_background"]
+
+T = TypeVar("T")
+MAX_ERROR_CHARS = 300
+_LITELLM_PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)\s*[:-]\s*)+")
+
+
+def import_litellm() -> Any:
+    # LiteLLM otherwise downloads its price list on import; the copy it ships is used instead.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    if "LITELLM_LOG" not in os.environ:
+        # semroute reports failures itself (attempts, DispatchError, the log); LiteLLM's own
+        # stderr lines would repeat them. LITELLM_LOG=DEBUG brings them back.
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    return litellm
+
+
+def _provider_errors() -> tuple[type[BaseException], ...]:
+    """What a failing model raises: every LiteLLM provider error derives from openai.APIError;
+    a model whose deployments are all cooling down raises RouterRateLimitError (a ValueError)."""
+    import openai
+    from litellm.types.router import RouterRateLimitError, RouterRateLimitErrorBasic
+
+    return (openai.APIError, RouterRateLimitError, RouterRateLimitErrorBasic)
+
+
+class Provider:
+    """The ``litellm.Router`` for one semroute router, built on first use, and its chains."""
+
+    def __init__(
+        self, config: DispatchConfig, default_model: str, route_models: Mapping[str, str]
+    ) -> None:
+        self.config = config
+        self.default_model = default_model
+        self.route_models = dict(route_models)
+        self._router: Any = None
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+        self.errors: tuple[type[BaseException], ...] = ()
+
+    def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The models to try for ``decision``, in order (``fallbacks`` replaces the configured)."""
+        if fallbacks is not None:
+            rest: Sequence[str] = fallbacks
+        elif decision.reason == Reason.PINNED:
+            rest = ()
+        elif decision.route is not None and decision.route in self.config.route_fallbacks:
+            rest = self.config.route_fallbacks[decision.route]
+        elif decision.model == self.default_model:
+            rest = self.config.default_fallbacks
+        else:
+            rest = ()
+        return tuple(dict.fromkeys((decision.model, *rest)))
+
+    def litellm_router(self, chain: Sequence[str] = ()) -> Any:
+        """The LiteLLM router, with a deployment for every model of ``chain``."""
+        with self._lock:
+            if self._router is None:
+                self._router = self._build()
+            for name in chain:
+                if name not in self._known:  # a model named only by the caller (pinned)
+                    from litellm.types.router import Deployment, LiteLLM_Params
+
+                    self._router.add_deployment(
+                        Deployment(model_name=name, litellm_params=LiteLLM_Params(model=name))
+                    )
+                    self._known.add(name)
+            return self._router
+
+    def _build(self) -> Any:
+        litellm = import_litellm()
+        self.errors = _provider_errors()
+        s = self.config.settings
+        model_list = [m.to_dict() for m in self.config.models]
+        self._known = {m.model_name for m in self.config.models}
+        named = (
+            self.default_model,
+            *self.route_models.values(),
+            *self.config.default_fallbacks,
+            *(m for chain in self.config.route_fallbacks.values() for m in chain),
+        )
+        for name in dict.fromkeys(named):  # plain LiteLLM model strings: one deployment each
+            if name not in self._known:
+                model_list.append({"model_name": name, "litellm_params": {"model": name}})
+                self._known.add(name)
+        return litellm.Router(
+            model_list=copy.deepcopy(model_list),  # LiteLLM pops keys and resolves secrets in place
+            num_retries=s.retries,
+            retry_after=0,
+            timeout=s.timeout,
+            cooldown_time=s.cooldown,
+            allowed_fails=s.allowed_fails,
+            disable_cooldowns=s.cooldown == 0,
+        )
+
+    def describe(self, exc: BaseException, model: str, kwargs: Mapping[str, Any]) -> str:
+        """One line for a failed attempt, with every known secret masked."""
+        message = str(getattr(exc, "message", None) or exc)
+        # LiteLLM prefixes the provider's message with class names, often twice.
+        message = _LITELLM_PREFIXES.sub("", " ".join(message.split())) or type(exc).__name__
+        text = f"{type(exc).__name__}: {message}"[:MAX_ERROR_CHARS]
+        for secret in self._secrets(kwargs):
+            text = text.replace(secret, "***")
+        missing = [
+            var
+            for d in self.config.models
+            if d.model_name == model
+            for var in d.env_vars()
+            if not os.environ.get(var)
+        ]
+        if missing:
+            text += f" (environment variable {', '.join(missing)} is not set)"
+        return text
+
+    def _secrets(self, kwargs: Mapping[str, Any]) -> list[str]:
+        values = [os.environ.get(v) for d in self.config.models for v in d.env_vars()]
+        values += [v for k, v in kwargs.items() if SECRET_PARAM.search(k) and isinstance(v, str)]
+        # Longest first, so a key that contains another is masked whole.
+        return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
+
+
+_providers: weakref.WeakKeyDictionary[Router, Provider] = weakref.WeakKeyDictionary()
+_providers_lock = threading.Lock()
+
+
+def provider_for(router: Router) -> Provider:
+    with _providers_lock:
+        found = _providers.get(router)
+        if found is None:
+            found = _providers[router] = Provider(
+                router.dispatch_config,
+                router.default_model,
+                {r.name: r.model for r in router.routes},
+            )
+        return found
+
+
+# Synchronous calls run semroute's asynchronous path on a private event loop in a daemon thread.
+# One path means one behaviour to prove; and LiteLLM's own synchronous streaming re-requests a
+# stream that breaks before its first chunk without end, where its asynchronous path gives up.
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def run_in_background(coro: Coroutine[Any, Any, T]) -> T:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=_loop.run_forever, name="semroute-dispatch", daemon=True
+            ).start()
+    return asyncio.run_coroutine_threadsafe(coro, _loop).result()

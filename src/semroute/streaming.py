@@ -1,0 +1,149 @@
+"""Streamed answers: chunks as they arrive, with the decision known before the first one.
+
+A stream is returned once a model has sent its first chunk, so a model whose stream fails before
+that has already been failed over (see :mod:`semroute.dispatch`). When the stream ends, or is
+closed, its chunks are assembled into one response and the request is logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from semroute.providers import run_in_background
+
+if TYPE_CHECKING:
+    from semroute.dispatch import Attempt, Usage, _Call
+
+__all__ = ["END", "AsyncDispatchStream", "DispatchStream", "text_of"]
+
+END = object()
+"""The first chunk of a stream that ended before sending any."""
+
+
+def text_of(response: Any) -> str | None:
+    """The first choice's message content of a LiteLLM response (None if it has none)."""
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
+
+
+class AsyncDispatchStream:
+    """A streamed answer: ``async for chunk in stream`` gives LiteLLM's chunks.
+
+    ``decision``, ``model`` and ``attempts`` are known before the first chunk (a model whose
+    stream fails before it has been failed over already); ``response``, ``usage`` and
+    ``cost_usd`` once the stream has ended. The log line is written when it ends or is closed.
+    """
+
+    def __init__(self, call: _Call, first: Any, rest: AsyncIterator[Any]) -> None:
+        self._call = call
+        self.request_id = call.request_id
+        self.decision = call.decision
+        self.model = call.attempts[-1].model
+        self.response: Any = None
+        """The assembled ``ModelResponse``, once the stream has ended."""
+        self.usage: Usage | None = None
+        self.cost_usd: float | None = None
+        self._done = False
+        self._chunks = self._run(first, rest)
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        return tuple(self._call.attempts)
+
+    @property
+    def text(self) -> str | None:
+        return text_of(self.response)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        """Stop reading: the connection is released and the log line written."""
+        await self._chunks.aclose()
+        self._finish([])  # a stream closed before its first chunk was read
+
+    async def __aenter__(self) -> AsyncDispatchStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _finish(self, chunks: list[Any]) -> None:
+        if not self._done:
+            self._done = True
+            self.response, self.usage, self.cost_usd = self._call.streamed(chunks)
+
+    async def _run(self, first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+        chunks: list[Any] = []
+        try:
+            if first is not END:
+                chunks.append(first)
+                yield first
+                async for chunk in rest:
+                    chunks.append(chunk)
+                    yield chunk
+        except self._call.provider.errors as exc:
+            self._done = True
+            raise self._call.broke(exc) from exc
+        finally:
+            self._finish(chunks)
+            close = getattr(rest, "aclose", None)
+            if callable(close):
+                await close()
+
+
+class DispatchStream:
+    """The synchronous :class:`AsyncDispatchStream`: ``for chunk in stream``."""
+
+    def __init__(self, inner: AsyncDispatchStream) -> None:
+        self._inner = inner
+        self.request_id = inner.request_id
+        self.decision = inner.decision
+        self.model = inner.model
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        return self._inner.attempts
+
+    @property
+    def response(self) -> Any:
+        """The assembled ``ModelResponse``, once the stream has ended."""
+        return self._inner.response
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._inner.usage
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self._inner.cost_usd
+
+    @property
+    def text(self) -> str | None:
+        return self._inner.text
+
+    def __iter__(self) -> Iterator[Any]:
+        chunks = aiter(self._inner)
+        while True:
+            try:
+                yield run_in_background(_next(chunks))
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:
+        """Stop reading: the connection is released and the log line written."""
+        run_in_background(self._inner.aclose())
+
+    def __enter__(self) -> DispatchStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _next(chunks: AsyncIterator[Any]) -> Any:
+    return await anext(chunks)

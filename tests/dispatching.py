@@ -1,0 +1,81 @@
+"""Route files whose models live on a FakeProvider, for the dispatch tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from semroute.fake_provider import FakeProvider
+from semroute.index import build_index
+from semroute.router import Router
+from semroute.testing import FakeEncoder
+
+KEY_ENV = "FAKE_PROVIDER_KEY"
+KEY = "sk-semroute-test-4f9a2c71b3"
+
+# Prices registered in the config: $1 and $2 per million tokens.
+PRICED = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
+
+
+def deployment(provider: FakeProvider, name: str, **params: Any) -> dict[str, Any]:
+    return {
+        "model_name": name,
+        "litellm_params": {
+            "model": f"openai/{name}",
+            "api_base": provider.url,
+            "api_key": f"os.environ/{KEY_ENV}",
+            **PRICED,
+            **params,
+        },
+    }
+
+
+def build(
+    folder: Path,
+    provider: FakeProvider,
+    *,
+    dispatch: dict[str, Any] | None = None,
+    models: list[dict[str, Any]] | None = None,
+    weather_fallbacks: tuple[str, ...] = ("backup", "last-resort"),
+) -> Router:
+    """An index with routes `weather` (chain weather-model → backup → last-resort) and
+    `greeting` (the default model, frontier → backup), all served by ``provider``."""
+    names = ["frontier", "weather-model", "backup", "last-resort"]
+    spec = {
+        "router": {
+            "default_model": "frontier",
+            "default_fallbacks": ["backup"],
+            "encoder": "fake",
+            "threshold": 0.5,
+            "dispatch": {
+                "timeout": 1.0,
+                "log": str(folder / "decisions.jsonl"),
+                **(dispatch or {}),
+            },
+        },
+        "models": models if models is not None else [deployment(provider, n) for n in names],
+        "routes": [
+            {
+                "name": "weather",
+                "model": "weather-model",
+                "fallbacks": list(weather_fallbacks),
+                "utterances": ["what is the weather forecast for tomorrow", "will it rain today"],
+            },
+            {"name": "greeting", "utterances": ["hello there", "good morning friend"]},
+        ],
+    }
+    routes = folder / "routes"
+    routes.mkdir(parents=True, exist_ok=True)
+    (routes / "routes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    build_index(routes, folder / "index", encoder=FakeEncoder())
+    return Router.load(folder / "index")
+
+
+def log_lines(folder: Path) -> list[dict[str, Any]]:
+    log = folder / "decisions.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]

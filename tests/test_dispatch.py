@@ -1,0 +1,339 @@
+"""Dispatch through LiteLLM, proven over real HTTP against a local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import semroute
+from semroute import DispatchError, Reason, UnknownPriceWarning
+from semroute.fake_provider import FakeProvider
+from tests.dispatching import KEY, KEY_ENV, build, deployment, log_lines
+
+T = TypeVar("T")
+
+
+@pytest.fixture(autouse=True)
+def provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.delenv("SEMROUTE_LOG", raising=False)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, then close LiteLLM's cached HTTP sessions before the loop closes."""
+
+    async def main() -> T:
+        try:
+            return await coro
+        finally:
+            from litellm.llms.custom_httpx.async_client_cleanup import (
+                close_litellm_async_clients,
+            )
+
+            await close_litellm_async_clients()
+
+    return asyncio.run(main())
+
+
+def test_happy_path_answers_from_the_routed_model(tmp_path: Path, provider: FakeProvider) -> None:
+    router = build(tmp_path, provider)
+    result = router.complete("will it rain today")
+    assert result.decision.route == "weather"
+    assert result.model == "weather-model"
+    assert result.text == "Hello from weather-model."
+    assert [(a.model, a.error) for a in result.attempts] == [("weather-model", None)]
+    assert result.fallbacks == ()
+    (request,) = provider.requests
+    assert request.model == "weather-model"
+    assert request.authorization == f"Bearer {KEY}"  # the key came from the environment
+
+
+def test_failover_walks_the_chain_in_order(tmp_path: Path, provider: FakeProvider) -> None:
+    provider.error("weather-model", status=500)
+    provider.malformed("backup")
+    router = build(tmp_path, provider)
+    result = router.complete("will it rain today")
+    assert result.model == "last-resort"
+    assert result.text == "Hello from last-resort."
+    assert [a.model for a in result.attempts] == ["weather-model", "backup", "last-resort"]
+    assert result.fallbacks == ("weather-model", "backup")
+    assert result.attempts[0].status == 500
+    assert "500" in (result.attempts[0].error or "")
+    assert result.attempts[1].error  # malformed JSON is a failure, not an answer
+    assert all(a.latency_ms > 0 for a in result.attempts)
+    assert [r.model for r in provider.requests] == ["weather-model", "backup", "last-resort"]
+
+
+def test_default_model_falls_back_to_default_fallbacks(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.error("frontier", status=503)
+    result = build(tmp_path, provider).complete("explain quantum entanglement")
+    assert result.decision.route is None and result.decision.model == "frontier"
+    assert (result.model, result.fallbacks) == ("backup", ("frontier",))
+
+
+def test_rate_limited_model_fails_over(tmp_path: Path, provider: FakeProvider) -> None:
+    provider.error("weather-model", status=429, retry_after=30)
+    result = build(tmp_path, provider).complete("will it rain today")
+    assert result.model == "backup"
+    assert result.attempts[0].status == 429
+
+
+def test_hanging_model_times_out_and_fails_over(tmp_path: Path, provider: FakeProvider) -> None:
+    provider.hang("weather-model")
+    router = build(tmp_path, provider, dispatch={"timeout": 0.3})
+    result = router.complete("will it rain today")
+    assert result.model == "backup"
+    assert (result.attempts[0].error or "").startswith("Timeout")
+
+
+def test_every_model_failing_raises_dispatch_error_listing_attempts(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    for name in ("weather-model", "backup", "last-resort"):
+        provider.error(name, status=500)
+    router = build(tmp_path, provider)
+    with pytest.raises(DispatchError) as caught:
+        router.complete("will it rain today")
+    err = caught.value
+    assert [a.model for a in err.attempts] == ["weather-model", "backup", "last-resort"]
+    assert all(a.error and a.status == 500 for a in err.attempts)
+    assert err.decision is not None and err.decision.route == "weather"
+    assert "weather-model" in str(err) and "last-resort" in str(err)
+    (line,) = log_lines(tmp_path)  # the failure is logged once, with every attempt
+    assert line["model"] is None and line["error"]
+    assert line["request_id"] == err.request_id
+    assert line["fallbacks"] == ["weather-model", "backup", "last-resort"]
+
+
+def test_streaming_yields_chunks_after_the_decision(tmp_path: Path, provider: FakeProvider) -> None:
+    provider.error("weather-model", status=500)
+    stream = build(tmp_path, provider).complete("will it rain today", stream=True)
+    # Decided, and failed over, before the first chunk is read.
+    assert stream.decision.route == "weather"
+    assert stream.model == "backup"
+    assert [a.model for a in stream.attempts] == ["weather-model", "backup"]
+    pieces = [c.choices[0].delta.content for c in stream if c.choices]
+    assert "".join(p for p in pieces if p) == "Hello from backup."
+    assert stream.text == "Hello from backup."
+    assert stream.usage is not None and stream.usage.completion_tokens == 3
+    assert stream.cost_usd == pytest.approx(
+        stream.usage.prompt_tokens * 1e-6 + stream.usage.completion_tokens * 2e-6
+    )
+    (line,) = log_lines(tmp_path)
+    assert line["stream"] is True and line["model"] == "backup"
+    assert line["completion_tokens"] == 3
+
+
+def test_a_stream_that_breaks_before_its_first_chunk_fails_over(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.malformed("weather-model")
+    stream = build(tmp_path, provider).complete("will it rain today", stream=True)
+    assert stream.model == "backup"
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_async_streaming(tmp_path: Path, provider: FakeProvider) -> None:
+    router = build(tmp_path, provider)
+
+    async def main() -> tuple[str, str | None]:
+        stream = await router.acomplete("will it rain today", stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        return text, stream.text
+
+    assert run(main()) == ("Hello from weather-model.", "Hello from weather-model.")
+    assert len(log_lines(tmp_path)) == 1
+
+
+def test_usage_and_cost_from_prices_registered_in_the_config(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    result = build(tmp_path, provider).complete("will it rain today")
+    assert result.usage is not None
+    # The fake provider counts words: "will it rain today" in, "Hello from weather-model." out.
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (4, 3)
+    assert result.cost_usd == pytest.approx(4 * 1e-6 + 3 * 2e-6)
+    (line,) = log_lines(tmp_path)
+    assert line["cost_usd"] == pytest.approx(result.cost_usd)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (4, 3)
+
+
+def test_cost_from_litellms_cost_map_for_a_known_model(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    models = [
+        {
+            "model_name": "frontier",
+            "litellm_params": {
+                "model": "openai/gpt-4o-mini",  # priced in LiteLLM's cost map
+                "api_base": provider.url,
+                "api_key": f"os.environ/{KEY_ENV}",
+            },
+        },
+        *(deployment(provider, n) for n in ("weather-model", "backup", "last-resort")),
+    ]
+    result = build(tmp_path, provider, models=models).complete("explain quantum entanglement")
+    assert result.model == "frontier"
+    assert result.usage is not None
+    # gpt-4o-mini: $0.15 / $0.60 per million tokens in / out.
+    expected = result.usage.prompt_tokens * 0.15e-6 + result.usage.completion_tokens * 0.6e-6
+    assert result.cost_usd == pytest.approx(expected)
+
+
+def test_a_model_without_a_price_costs_none_with_a_warning(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    unpriced = {
+        "model_name": "backup",
+        "litellm_params": {"model": "openai/backup", "api_base": provider.url, "api_key": "x"},
+    }
+    unpriced["litellm_params"]["api_key"] = f"os.environ/{KEY_ENV}"
+    models = [deployment(provider, n) for n in ("frontier", "weather-model", "last-resort")]
+    router = build(tmp_path, provider, models=[*models, unpriced])
+    with pytest.warns(UnknownPriceWarning, match="'backup'"):
+        result = router.complete("hi", model="backup")
+    assert result.cost_usd is None
+    assert result.usage is not None
+
+
+def test_pinned_model_is_not_routed_and_has_no_fallbacks(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.error("backup", status=500)
+    router = build(tmp_path, provider)
+    with pytest.raises(DispatchError) as caught:
+        router.complete("will it rain today", model="backup")
+    assert [a.model for a in caught.value.attempts] == ["backup"]
+    assert caught.value.decision is not None
+    assert caught.value.decision.reason == Reason.PINNED
+    provider.answer("backup")
+    result = router.complete("will it rain today", model="backup", fallbacks=["frontier"])
+    assert (result.model, result.decision.route) == ("backup", None)
+
+
+def test_pinned_plain_litellm_model_string(tmp_path: Path, provider: FakeProvider) -> None:
+    router = build(tmp_path, provider)
+    with pytest.warns(UnknownPriceWarning):
+        result = router.complete(
+            "hi", model="openai/adhoc", api_base=provider.url, api_key="sk-adhoc-9999"
+        )
+    assert result.text == "Hello from adhoc."
+    assert provider.requests[-1].authorization == "Bearer sk-adhoc-9999"
+
+
+def test_messages_and_litellm_parameters_reach_the_provider(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "will it rain today"},
+    ]
+    result = build(tmp_path, provider).complete(messages, temperature=0.2, max_tokens=50)
+    assert result.decision.route == "weather"
+    body = provider.requests[0].body
+    assert body["messages"] == messages
+    assert (body["temperature"], body["max_tokens"]) == (0.2, 50)
+
+
+def test_keys_never_reach_errors_or_the_log(tmp_path: Path, provider: FakeProvider) -> None:
+    # A provider that echoes the key it was sent, as some do in 401 messages.
+    provider.error("weather-model", status=401)
+    provider.error("backup", status=401)
+    provider.error("last-resort", status=401)
+    router = build(tmp_path, provider, dispatch={"log_content": True})
+    with pytest.raises(DispatchError) as caught:
+        router.complete("will it rain today")
+    assert provider.requests[0].authorization == f"Bearer {KEY}"
+    assert KEY not in str(caught.value)
+    assert all(KEY not in (a.error or "") for a in caught.value.attempts)
+    assert "***" in (caught.value.attempts[0].error or "")
+    log = (tmp_path / "decisions.jsonl").read_text()
+    assert "will it rain today" in log  # content was opted in ...
+    assert KEY not in log  # ... keys never are
+
+
+def test_an_unset_key_variable_is_named_in_the_attempt(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router = build(tmp_path, provider)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(DispatchError, match=f"environment variable {KEY_ENV} is not set"):
+        router.complete("will it rain today")
+
+
+def test_one_log_line_per_request_without_content_by_default(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.error("weather-model", status=500)
+    router = build(tmp_path, provider)
+    first = router.complete("will it rain today")
+    router.complete("good morning friend")
+    lines = log_lines(tmp_path)
+    assert len(lines) == 2
+    line = lines[0]
+    assert line["request_id"] == first.request_id
+    assert (line["route"], line["reason"]) == ("weather", "matched")
+    assert line["recommended_model"] == "weather-model"
+    assert (line["model"], line["fallbacks"]) == ("backup", ["weather-model"])
+    assert [a["model"] for a in line["attempts"]] == ["weather-model", "backup"]
+    assert line["top_scores"][0]["route"] == "weather"
+    assert line["routing_ms"] >= 0 and line["model_ms"] > 0
+    assert line["error"] is None
+    assert "messages" not in line and "answer" not in line
+    assert "will it rain" not in (tmp_path / "decisions.jsonl").read_text()
+
+
+def test_semroute_log_overrides_the_configured_path(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router = build(tmp_path, provider)
+    monkeypatch.setenv("SEMROUTE_LOG", str(tmp_path / "elsewhere.jsonl"))
+    router.complete("will it rain today")
+    assert not (tmp_path / "decisions.jsonl").exists()
+    assert len((tmp_path / "elsewhere.jsonl").read_text().splitlines()) == 1
+
+
+def test_module_level_complete_uses_the_default_router(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(tmp_path, provider)
+    monkeypatch.setenv("SEMROUTE_INDEX", str(tmp_path / "index"))
+    assert semroute.complete("will it rain today").model == "weather-model"
+    result = run(semroute.acomplete([{"role": "user", "content": "hello there"}]))
+    assert (result.decision.route, result.model) == ("greeting", "frontier")
+
+
+def test_200_concurrent_requests_with_30_percent_failures_all_answer(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    # The routed model's provider fails 30% of requests at random, and so does the first
+    # fallback's; the last fallback is healthy. Every request must come back with an answer,
+    # and the log must hold one well-formed line per request.
+    provider.flaky("weather-model", rate=0.3)
+    provider.flaky("backup", rate=0.3)
+    router = build(tmp_path, provider)
+
+    async def main() -> list[Any]:
+        calls = [router.acomplete(f"will it rain today, question {i}") for i in range(200)]
+        return await asyncio.gather(*calls)
+
+    results = run(main())
+    assert len(results) == 200
+    assert all(r.text and r.text.startswith("Hello from ") for r in results)
+    lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
+    assert len(lines) == 200
+    records = [json.loads(line) for line in lines]
+    assert {r["request_id"] for r in records} == {r.request_id for r in results}
+    assert all(r["error"] is None and r["model"] for r in records)
+    # What the log says happened is what the server saw.
+    failed_at_primary = sum(1 for r in records if "weather-model" in r["fallbacks"])
+    assert failed_at_primary == provider.hits("weather-model", status=500)
+    assert sum(len(r["attempts"]) for r in records) == len(provider.requests)
+    assert 0 < failed_at_primary < 200
