@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from semroute.cli import main
+from semroute.fake_provider import FakeProvider
 from tests.conftest import ROUTES_YAML
+from tests.dispatching import KEY, KEY_ENV, build
 
 SEMROUTE = str(Path(sys.executable).parent / "semroute")
 
@@ -107,3 +110,37 @@ def test_user_errors_never_show_a_traceback(tmp_path: Path) -> None:
         assert proc.stderr.startswith(f"error: {bad}:")
         assert proc.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_chat_prints_the_answer_and_the_decision(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    provider.error("weather-model", status=500)
+    build(tmp_path, provider)
+    index = str(tmp_path / "index")
+    code, out, _ = run("chat", "will it rain today", "--index", index)
+    assert code == 0
+    assert out.startswith("Hello from backup.\n")
+    assert "route weather → model weather-model (matched" in out
+    assert "weather-model: failed: InternalServerError" in out
+    assert "backup: answered" in out
+    code, out, _ = run("chat", "hello", "--index", index, "--json", "--model", "last-resort")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["text"], data["model"]) == ("Hello from last-resort.", "last-resort")
+    assert data["decision"]["reason"] == "pinned"
+    assert data["usage"]["completion_tokens"] == 3 and data["cost_usd"] > 0
+
+
+def test_chat_when_every_model_fails_is_one_line_and_exit_1(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    for name in ("frontier", "backup"):
+        provider.error(name, status=503)
+    build(tmp_path, provider)
+    code, out, err = run("chat", "explain quantum physics", "--index", str(tmp_path / "index"))
+    assert code == 1 and out == ""
+    assert err.startswith("error: no model answered") and err.count("\n") == 1
+    assert "frontier: ServiceUnavailableError" in err and KEY not in err

@@ -40,3 +40,18 @@ def test_routing_loads_neither_torch_nor_litellm(fake_index) -> None:  # type: i
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["weather", []]
+
+
+def test_routing_a_conversation_loads_neither_torch_nor_litellm(fake_index) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import json, os, sys, semroute; "
+        f"os.environ['SEMROUTE_INDEX'] = {str(fake_index)!r}; "
+        "messages = [{'role': 'user', 'content': 'hello there'}, "
+        "{'role': 'assistant', 'content': 'hi'}, {'role': 'user', 'content': 'will it rain'}]; "
+        "d = semroute.route(messages); "
+        "semroute.complete, semroute.acomplete, semroute.DispatchResult; "
+        "print(json.dumps([d.route, sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'torch', 'litellm', 'openai', 'sentence_transformers', 'transformers'})]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == ["weather", []]

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+)
 
 from semroute.conversation import ConversationSettings, ConversationSpec
 from semroute.errors import RouteConfigError
@@ -82,6 +90,14 @@ Name = Annotated[str, Field(max_length=100), AfterValidator(_trimmed_name)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 
 
+# A list of deployments or the path of a LiteLLM config: tagged, so that an error in a list entry
+# is reported for the list alone (the tag is dropped from the error's location, see _untagged).
+ModelsField = Annotated[
+    Annotated[list[ModelSpec], Tag("list")] | Annotated[NonBlank, Tag("path")],
+    Discriminator(lambda v: "path" if isinstance(v, str) else "list"),
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -141,7 +157,7 @@ class RouteFileSpec(_Strict):
     router: RouterSpec | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
     # --- dispatch ---
-    models: list[ModelSpec] | NonBlank | None = Field(
+    models: ModelsField | None = Field(
         default=None,
         description="LiteLLM `model_list` entries, or the path of a LiteLLM proxy config.yaml.",
     )
@@ -383,7 +399,7 @@ def _config_error(
     # A typo shows up twice: the unknown key and the required key it misspells. Report the typo,
     # then whatever comes first in the file.
     errors = sorted(
-        exc.errors(),
+        (_untagged(e) for e in exc.errors()),
         key=lambda e: (e["type"] != "extra_forbidden", _line_of(node, e["loc"]) or 0),
     )
     err = errors[0]
@@ -428,6 +444,13 @@ def _describe(err: Any, loc: tuple[Any, ...]) -> str:
     if kind not in ("value_error",) and not isinstance(given, dict | list):
         msg += f" (got {given!r})"
     return msg[0].lower() + msg[1:]
+
+
+def _untagged(err: Any) -> Any:
+    loc = tuple(err["loc"])
+    if loc[:1] == ("models",) and loc[1:2] in (("list",), ("path",)):
+        return {**err, "loc": ("models", *loc[2:])}
+    return err
 
 
 def _spec_at(loc: Sequence[Any]) -> type[BaseModel]:
@@ -599,6 +622,13 @@ def _with_models(route_set: RouteSet, parsed: list[_Parsed]) -> RouteSet:
         if isinstance(declared, str):
             base = Path(p.source).parent if not p.source.startswith("<") else Path()
             files.append(base / declared)
+            if not files[-1].is_file():
+                raise RouteConfigError(
+                    f"no LiteLLM config at {files[-1]}; fix the path (relative to this file)",
+                    file=p.source,
+                    field="models",
+                    line=_line_of(p.node, ("models",)),
+                )
             models.extend(load_proxy_config(files[-1]))
         elif declared:
             own = [ModelDeployment.from_spec(m) for m in declared]

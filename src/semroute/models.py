@@ -255,7 +255,7 @@ def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise RouteConfigError(
-            f"cannot read this LiteLLM config ({exc}); fix the path in `models:`", file=path
+            f"cannot read this LiteLLM config ({exc}); fix it or the path in `models:`", file=path
         ) from exc
     entries = data.get("model_list") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
