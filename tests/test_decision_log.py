@@ -132,3 +132,14 @@ def test_stats_of_a_missing_log_is_one_line_and_exit_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["stats", str(tmp_path / "none.jsonl")])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot read") and result.stderr.count("\n") == 1
+
+
+def test_a_rotated_log_is_created_anew(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "log.jsonl")
+    log.write({"request_id": "before"})
+    (tmp_path / "log.jsonl").rename(tmp_path / "log.jsonl.1")
+    log.write({"request_id": "after-move"})
+    (tmp_path / "log.jsonl").unlink()
+    log.write({"request_id": "after-delete"})
+    assert "before" in (tmp_path / "log.jsonl.1").read_text()
+    assert json.loads((tmp_path / "log.jsonl").read_text())["request_id"] == "after-delete"

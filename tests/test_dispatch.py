@@ -337,3 +337,16 @@ def test_200_concurrent_requests_with_30_percent_failures_all_answer(
     assert failed_at_primary == provider.hits("weather-model", status=500)
     assert sum(len(r["attempts"]) for r in records) == len(provider.requests)
     assert 0 < failed_at_primary < 200
+
+
+def test_a_model_litellm_cannot_set_up_fails_over_and_says_why(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    models = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
+    models.append({"model_name": "weather-model", "litellm_params": {"model": "no-provider-x"}})
+    router = build(tmp_path, provider, models=models)
+    result = router.complete("will it rain today")  # the other models still answer
+    assert result.model == "backup"
+    assert "LiteLLM could not set this model up" in (result.attempts[0].error or "")
+    with pytest.raises(DispatchError, match="name its provider"):
+        router.complete("hi", model="another-model-without-provider")

@@ -186,3 +186,16 @@ def test_schema_documents_the_new_fields() -> None:
     assert "fallbacks" in schema["$defs"]["RouteSpec"]["properties"]
     router = schema["$defs"]["RouterSpec"]["properties"]
     assert {"default_fallbacks", "dispatch", "conversation"} <= router.keys()
+
+
+def test_validate_warns_about_a_model_litellm_cannot_place() -> None:
+    data = {
+        "router": {"default_model": "gpt-4o"},
+        "routes": [
+            {"name": "a", "model": "claude-3-5-haiku-20241022", "utterances": ["x"]},
+            {"name": "b", "model": "anthropic/claude-3-5-haiku-20241022", "utterances": ["y"]},
+            {"name": "c", "model": "claude-haiku-4-5", "utterances": ["z"]},
+        ],
+    }
+    (warning,) = parse_routes(data).warnings
+    assert "route 'a'" in warning and "does not know which provider" in warning

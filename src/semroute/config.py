@@ -41,6 +41,7 @@ from semroute.models import (
     chain_warnings,
     check_secrets,
     load_proxy_config,
+    provider_warnings,
 )
 
 __all__ = [
@@ -663,11 +664,19 @@ def _with_models(route_set: RouteSet, parsed: list[_Parsed]) -> RouteSet:
                         field=f"{key}[{j}]" if route else f"router.{key}[{j}]",
                         line=_line_of(p.node, (*loc, key, j)),
                     )
-            where = f"{p.source}: route {route!r}" if route else f"{p.source}: default model"
-            warnings.extend(chain_warnings([first, *fallbacks], models, where))
+            warnings.extend(chain_warnings([first, *fallbacks], models, _where(p, route)))
+        plain: list[tuple[str | None, str]] = [(r.name, r.model) for r in p.spec.routes if r.model]
+        if p.spec.router is not None:
+            plain.append((None, settings.default_model))
+        for route, name in plain:
+            warnings.extend(provider_warnings([name], models, _where(p, route)))
     return dataclasses.replace(
         route_set, models=tuple(models), model_files=tuple(files), warnings=tuple(warnings)
     )
+
+
+def _where(p: _Parsed, route: str | None) -> str:
+    return f"{p.source}: route {route!r}" if route else f"{p.source}: default model"
 
 
 def normalise_utterance(text: str) -> str:

@@ -81,7 +81,9 @@ class DecisionLog:
     processes never overwrite or split each other; the lock orders this process's threads and
     covers the rare short write. A write costs one system call (microseconds) against a model
     call's milliseconds, so no background thread is needed, and there is no queue to lose
-    when the process is killed: a line is in the file when the request returns.
+    when the process is killed: a line is in the file when the request returns. A file moved or
+    deleted by log rotation is noticed (as ``logging.handlers.WatchedFileHandler`` does) and
+    created anew.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -96,12 +98,9 @@ class DecisionLog:
         data = memoryview((line + "\n").encode())
         with self._lock:
             try:
-                if self._fd is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                    self._fd = os.open(self.path, flags, 0o644)
+                fd = self._open()
                 while data:
-                    data = data[os.write(self._fd, data) :]
+                    data = data[os.write(fd, data) :]
             except OSError as exc:
                 if not self._warned:
                     self._warned = True
@@ -111,6 +110,23 @@ class DecisionLog:
                         RuntimeWarning,
                         stacklevel=2,
                     )
+
+    def _open(self) -> int:
+        """The descriptor, reopened when the file was moved or deleted (log rotation)."""
+        if self._fd is not None:
+            try:
+                current = os.stat(self.path)
+                held = os.fstat(self._fd)
+                if (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                    return self._fd
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags, 0o644)
+        return self._fd
 
     def close(self) -> None:
         with self._lock:

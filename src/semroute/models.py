@@ -44,6 +44,7 @@ __all__ = [
     "chain_warnings",
     "load_proxy_config",
     "price_of",
+    "provider_warnings",
 ]
 
 ENV_PREFIX = "os.environ/"
@@ -325,6 +326,19 @@ def price_of(model: str, deployments: Sequence[ModelDeployment] = ()) -> Price |
                 or _listed_price(str(d.litellm_params["model"]))
             )
     return _listed_price(model)
+
+
+def provider_warnings(
+    names: Sequence[str], deployments: Sequence[ModelDeployment], where: str
+) -> list[str]:
+    """Warn about plain model strings LiteLLM cannot map to a provider (it would refuse them)."""
+    declared = {d.model_name for d in deployments}
+    return [
+        f"{where}: LiteLLM does not know which provider serves model {name!r}; write it as "
+        f"provider/model (e.g. openai/{name}) or declare it under `models:`"
+        for name in dict.fromkeys(names)
+        if name not in declared and "/" not in name and name not in cost_map()
+    ]
 
 
 def chain_warnings(

@@ -69,6 +69,7 @@ class Provider:
         self.route_models = dict(route_models)
         self._router: Any = None
         self._known: set[str] = set()
+        self._unusable: set[str] = set()  # models LiteLLM refused to set up (say, no provider)
         self._lock = threading.Lock()
         self.errors: tuple[type[BaseException], ...] = ()
 
@@ -95,10 +96,13 @@ class Provider:
                 if name not in self._known:  # a model named only by the caller (pinned)
                     from litellm.types.router import Deployment, LiteLLM_Params
 
-                    self._router.add_deployment(
-                        Deployment(model_name=name, litellm_params=LiteLLM_Params(model=name))
-                    )
                     self._known.add(name)
+                    try:
+                        self._router.add_deployment(
+                            Deployment(model_name=name, litellm_params=LiteLLM_Params(model=name))
+                        )
+                    except self.errors:
+                        self._unusable.add(name)
             return self._router
 
     def _build(self) -> Any:
@@ -117,7 +121,7 @@ class Provider:
             if name not in self._known:
                 model_list.append({"model_name": name, "litellm_params": {"model": name}})
                 self._known.add(name)
-        return litellm.Router(
+        router = litellm.Router(
             model_list=copy.deepcopy(model_list),  # LiteLLM pops keys and resolves secrets in place
             num_retries=s.retries,
             retry_after=0,
@@ -125,7 +129,11 @@ class Provider:
             cooldown_time=s.cooldown,
             allowed_fails=s.allowed_fails,
             disable_cooldowns=s.cooldown == 0,
+            # One model LiteLLM cannot set up must not stop every other one from answering.
+            ignore_invalid_deployments=True,
         )
+        self._unusable = self._known - set(router.get_model_names())
+        return router
 
     def describe(self, exc: BaseException, model: str, kwargs: Mapping[str, Any]) -> str:
         """One line for a failed attempt, with every known secret masked."""
@@ -144,6 +152,11 @@ class Provider:
         ]
         if missing:
             text += f" (environment variable {', '.join(missing)} is not set)"
+        if model in self._unusable:
+            text += (
+                " (LiteLLM could not set this model up: name its provider, as in "
+                "openai/gpt-4o, and check its litellm_params)"
+            )
         return text
 
     def _secrets(self, kwargs: Mapping[str, Any]) -> list[str]:
