@@ -25,8 +25,8 @@ from semroute.errors import (
 )
 
 if TYPE_CHECKING:
+    from semroute.build import BuildReport, build_index
     from semroute.config import Route, RouterSettings, RouteSet, load_routes
-    from semroute.index import BuildReport, build_index
     from semroute.router import Router, route
 
 __version__ = "0.1.0"
@@ -60,8 +60,8 @@ _LAZY = {
     "RouteSet": "semroute.config",
     "RouterSettings": "semroute.config",
     "load_routes": "semroute.config",
-    "BuildReport": "semroute.index",
-    "build_index": "semroute.index",
+    "BuildReport": "semroute.build",
+    "build_index": "semroute.build",
     "Router": "semroute.router",
     "route": "semroute.router",
 }

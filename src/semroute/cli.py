@@ -78,8 +78,8 @@ def build_index_cmd(routes: Path, out: Path) -> None:
     Example:
       semroute build-index routes/ --out indexes/default
     """
+    from semroute.build import build_index
     from semroute.config import load_routes
-    from semroute.index import build_index
 
     route_set = load_routes(routes)
     for warning in route_set.warnings:

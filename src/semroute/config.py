@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +37,9 @@ __all__ = [
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_THRESHOLD = 0.5
+ScorerName = Literal["hybrid", "head", "nearest", "centroid", "top5"]
+SCORERS: tuple[str, ...] = get_args(ScorerName)
+DEFAULT_SCORER: ScorerName = "hybrid"
 ROUTE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -109,6 +112,11 @@ class RouterSpec(_Strict):
         description="When the best route leads the runner-up by less than this, the query is "
         "ambiguous and goes to the default model.",
     )
+    scorer: ScorerName = Field(
+        default=DEFAULT_SCORER,
+        description="How a route's confidence is computed: hybrid (learned head + closest "
+        "example), head, nearest (closest example), centroid, top5 (mean of 5 closest).",
+    )
 
 
 class RouteFileSpec(_Strict):
@@ -116,6 +124,11 @@ class RouteFileSpec(_Strict):
 
     router: RouterSpec | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
+    out_of_scope: list[Utterance] = Field(
+        default_factory=list,
+        description="Requests no route should take (they go to the default model); used to "
+        "train the learned head and by `semroute calibrate`.",
+    )
 
 
 def route_file_schema() -> dict[str, Any]:
@@ -149,6 +162,7 @@ class RouterSettings:
     encoder: str = DEFAULT_ENCODER
     threshold: float = DEFAULT_THRESHOLD
     min_margin: float = 0.0
+    scorer: str = DEFAULT_SCORER
 
 
 @dataclass(frozen=True)
@@ -157,6 +171,8 @@ class RouteSet:
 
     routes: tuple[Route, ...]
     settings: RouterSettings
+    out_of_scope: tuple[str, ...] = ()
+    """Example requests that belong to no route."""
     sources: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
     root: Path | None = None
@@ -173,6 +189,7 @@ class RouteSet:
         payload = {
             "settings": _asdict(self.settings),
             "routes": sorted((_asdict(r) for r in self.routes), key=lambda r: r["name"]),
+            "out_of_scope": sorted(self.out_of_scope),
         }
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
@@ -478,6 +495,7 @@ def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
                 )
             )
 
+    out_of_scope = _out_of_scope(parsed, text_seen, warnings)
     sources = [p.source for p in parsed]
     # Rules about the whole set of files are reported against the file or folder given.
     whole = str(root) if root is not None else sources[0]
@@ -499,13 +517,40 @@ def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
         encoder=s.encoder,
         threshold=s.threshold,
         min_margin=s.min_margin,
+        scorer=s.scorer,
     )
     return RouteSet(
         routes=tuple(routes),
         settings=settings,
+        out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
     )
+
+
+def _out_of_scope(
+    parsed: list[_Parsed], text_seen: dict[str, tuple[str, str]], warnings: list[str]
+) -> tuple[str, ...]:
+    kept: list[str] = []
+    seen: set[str] = set()
+    for p in parsed:
+        for j, text in enumerate(p.spec.out_of_scope):
+            key = normalise_utterance(text)
+            if key in text_seen:
+                route, where = text_seen[key]
+                raise RouteConfigError(
+                    f"{text!r} is also an utterance of route {route!r} ({where}); "
+                    "an out-of-scope example cannot belong to a route",
+                    file=p.source,
+                    field=f"out_of_scope[{j}]",
+                    line=_line_of(p.node, ("out_of_scope", j)),
+                )
+            if key in seen:
+                warnings.append(f"{p.source}: out-of-scope example {text!r} is listed twice")
+                continue
+            seen.add(key)
+            kept.append(text.strip())
+    return tuple(kept)
 
 
 def normalise_utterance(text: str) -> str:

@@ -16,15 +16,27 @@ from semroute.decision import Decision, Reason, RouteScore
 from semroute.encoders import Encoder, OnnxEncoder
 from semroute.errors import CorruptIndexError, InvalidQueryError
 from semroute.index import IndexedRoute, RouteIndex, encoder_path
-from semroute.scoring import best_per_route, decide
+from semroute.scoring import best_per_route, centroids, decide, hybrid, top_k_mean
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["DEFAULT_INDEX", "Router", "default_router", "route"]
+__all__ = ["DEFAULT_INDEX", "Router", "Scores", "default_router", "route"]
 
 DEFAULT_INDEX = Path("indexes") / "default"
 INDEX_ENV = "SEMROUTE_INDEX"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """Raw per-route confidences for many queries (what evaluation and calibration work on)."""
+
+    confidence: npt.NDArray[np.float32]
+    """(queries, routes); zero for empty queries."""
+    best: npt.NDArray[np.int64]
+    """(queries, routes): index of each route's closest example in ``index.utterances``."""
+    truncated: npt.NDArray[np.bool_]
+    empty: npt.NDArray[np.bool_]
 
 
 class Router:
@@ -40,8 +52,20 @@ class Router:
         settings = index.settings
         self.default_model: str = settings["default_model"]
         self.min_margin = float(settings.get("min_margin", 0.0))
+        self.scorer = index.scorer
         self._starts = np.array([r.start for r in index.routes], dtype=np.int64)
         self._thresholds = np.array([r.threshold for r in index.routes], dtype=np.float32)
+        self._vectors = np.ascontiguousarray(index.route_vectors)
+        self._head = index.head
+        if self.scorer in ("head", "hybrid") and self._head is None:
+            raise CorruptIndexError(
+                f"scorer {self.scorer!r} needs a learned head and the index has none; "
+                "run `semroute build-index`",
+                path=index.path,
+            )
+        self._centroids = (
+            centroids(self._vectors, self._starts) if self.scorer == "centroid" else None
+        )
 
     @classmethod
     def load(
@@ -63,6 +87,10 @@ class Router:
     def routes(self) -> tuple[IndexedRoute, ...]:
         return self.index.routes
 
+    @property
+    def thresholds(self) -> npt.NDArray[np.float32]:
+        return self._thresholds.copy()
+
     def route(self, query: str) -> Decision:
         """Decide which model should answer ``query``. Low confidence is a value, not an error."""
         started = time.perf_counter()
@@ -70,31 +98,59 @@ class Router:
         if not query.strip():
             return self._empty(started)
         emb = self.encoder.encode([query])
-        sims = self.index.vectors @ emb.vectors[0]
-        conf, best = best_per_route(sims[None, :], self._starts)
+        conf, best = self._confidence(emb.vectors)
         return self._decision(conf[0], best[0], bool(emb.truncated[0]), started)
 
     def route_batch(self, queries: Sequence[str], *, batch_size: int = 256) -> list[Decision]:
         """Route many queries, encoding them in batches. Each decision's latency is its share."""
         out: list[Decision] = []
         for start in range(0, len(queries), batch_size):
-            out.extend(self._route_chunk(queries[start : start + batch_size]))
+            chunk = queries[start : start + batch_size]
+            started = time.perf_counter()
+            s = self.score(chunk)
+            decisions = [
+                self._empty(started)
+                if s.empty[i]
+                else self._decision(s.confidence[i], s.best[i], bool(s.truncated[i]), started)
+                for i in range(len(chunk))
+            ]
+            share = (time.perf_counter() - started) * 1000 / len(chunk)
+            out.extend(dataclasses.replace(d, latency_ms=share) for d in decisions)
         return out
 
-    def _route_chunk(self, queries: Sequence[str]) -> list[Decision]:
-        started = time.perf_counter()
+    def score(self, queries: Sequence[str]) -> Scores:
+        """Every route's confidence for each query, without deciding (see :mod:`semroute.scoring`)."""
         for q in queries:
             _check_query(q)
-        live = [i for i, q in enumerate(queries) if q.strip()]
-        results = [self._empty(started)] * len(queries)
-        if live:
-            emb = self.encoder.encode([queries[i] for i in live])
-            sims = emb.vectors @ self.index.vectors.T
-            conf, best = best_per_route(sims, self._starts)
-            for row, i in enumerate(live):
-                results[i] = self._decision(conf[row], best[row], bool(emb.truncated[row]), started)
-        share = (time.perf_counter() - started) * 1000 / len(queries)
-        return [dataclasses.replace(d, latency_ms=share) for d in results]
+        n, routes = len(queries), len(self.index.routes)
+        conf = np.zeros((n, routes), dtype=np.float32)
+        best = np.zeros((n, routes), dtype=np.int64)
+        truncated = np.zeros(n, dtype=bool)
+        empty = np.array([not q.strip() for q in queries], dtype=bool)
+        live = np.flatnonzero(~empty)
+        if len(live):
+            emb = self.encoder.encode([queries[int(i)] for i in live])
+            conf[live], best[live] = self._confidence(emb.vectors)
+            truncated[live] = emb.truncated
+        return Scores(conf, best, truncated, empty)
+
+    def _confidence(
+        self, queries: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        sims = np.dot(self._vectors, queries.T).T
+        nearest, best = best_per_route(sims, self._starts)
+        if self.scorer == "nearest":
+            return nearest, best
+        if self.scorer == "top5":
+            return top_k_mean(sims, self._starts, 5), best
+        if self.scorer == "centroid":
+            assert self._centroids is not None
+            return queries @ self._centroids.T, best
+        assert self._head is not None
+        probabilities = self._head.probabilities(queries)
+        if self.scorer == "head":
+            return probabilities, best
+        return hybrid(probabilities, nearest), best
 
     def _decision(
         self,

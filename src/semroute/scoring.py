@@ -11,7 +11,20 @@ import numpy.typing as npt
 
 from semroute.decision import Reason
 
-__all__ = ["best_per_route", "decide", "route_of_vectors"]
+__all__ = [
+    "HYBRID_WEIGHT",
+    "best_per_route",
+    "centroids",
+    "choose",
+    "decide",
+    "hybrid",
+    "route_of_vectors",
+    "top_k_mean",
+]
+
+HYBRID_WEIGHT = 0.5
+"""Share of the head's probability in the hybrid confidence (the rest: closest-example
+similarity). Chosen on CLINC150's validation split."""
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -38,6 +51,37 @@ def best_per_route(sims: FloatArray, starts: IntArray) -> tuple[FloatArray, IntA
     return conf.astype(np.float32, copy=False), best.astype(np.int64, copy=False)
 
 
+def top_k_mean(sims: FloatArray, starts: IntArray, k: int = 5) -> FloatArray:
+    """Mean of each route's ``k`` highest similarities (fewer when a route has fewer examples)."""
+    sims = np.atleast_2d(sims)
+    n = sims.shape[1]
+    owner = route_of_vectors(starts, n)
+    counts = np.diff(np.append(starts, n))
+    # Sort each row by (route, similarity descending): similarities lie in [-1, 1].
+    order = np.argsort(owner * 4.0 - sims, axis=1, kind="stable")
+    ranked = np.take_along_axis(sims, order, axis=1)
+    rank = np.arange(n) - np.repeat(starts, counts)
+    kept = np.where(rank < k, ranked, 0.0)
+    return (np.add.reduceat(kept, starts, axis=1) / np.minimum(counts, k)).astype(np.float32)
+
+
+def centroids(vectors: FloatArray, starts: IntArray) -> FloatArray:
+    """Each route's mean example vector, normalised (cosine to it is the centroid score)."""
+    counts = np.diff(np.append(starts, len(vectors)))
+    means = np.add.reduceat(vectors, starts, axis=0) / counts[:, None]
+    norms = np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    out: FloatArray = (means / norms).astype(np.float32)
+    return out
+
+
+def hybrid(probabilities: FloatArray, nearest: FloatArray) -> FloatArray:
+    """The default confidence: the head's probability for a route averaged with the query's
+    similarity to the route's closest example. The head separates routes well; similarity
+    knows when a query resembles nothing seen, which a softmax alone does not."""
+    out: FloatArray = HYBRID_WEIGHT * probabilities + (1.0 - HYBRID_WEIGHT) * nearest
+    return out
+
+
 def decide(
     confidence: FloatArray, thresholds: FloatArray, min_margin: float
 ) -> tuple[int, Reason, float, IntArray]:
@@ -57,3 +101,16 @@ def decide(
     if margin < min_margin:
         return -1, Reason.AMBIGUOUS, margin, order
     return top, Reason.MATCHED, margin, order
+
+
+def choose(conf: FloatArray, thresholds: FloatArray, min_margin: float) -> IntArray:
+    """:func:`decide` for many queries at once: each row's route index, or -1 for the default."""
+    conf = np.atleast_2d(conf)
+    top = np.argmax(conf, axis=1)
+    best = conf[np.arange(len(conf)), top]
+    if conf.shape[1] > 1:
+        runner_up = np.partition(conf, -2, axis=1)[:, -2]
+    else:
+        runner_up = np.zeros(len(conf), dtype=conf.dtype)
+    routed = (best >= thresholds[top]) & (best - runner_up >= min_margin)
+    return np.where(routed, top, -1).astype(np.int64)
