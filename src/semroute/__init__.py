@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.errors import (
     CorruptIndexError,
+    DataError,
     EncoderError,
     EncoderMismatchError,
     IndexLoadError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BuildReport",
     "CorruptIndexError",
+    "DataError",
     "Decision",
     "EncoderError",
     "EncoderMismatchError",

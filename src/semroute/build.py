@@ -95,7 +95,7 @@ def build_index(
         encoder = OnnxEncoder.load(export_dir, threads=None)
     info = encoder.info
 
-    with _build_lock(out):
+    with build_lock(out):
         recover(out)
         _remove_leftovers(out)
         previous = _previous_index(out, info)
@@ -307,7 +307,8 @@ def _remove_leftovers(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _build_lock(out: Path) -> Iterator[None]:
+def build_lock(out: Path) -> Iterator[None]:
+    """Hold the lock that keeps two writers (builds, calibrations) off one index."""
     lock_path = out.parent / f".{out.name}.lock"
     with open(lock_path, "w") as handle:
         try:

@@ -8,6 +8,7 @@
     │   ├── CorruptIndexError      files are missing, truncated or unreadable
     │   ├── StaleIndexError        the route files changed since the index was built
     │   └── EncoderMismatchError   the index was built with another encoder than the one asked for
+    ├── DataError                  a labelled data file is unreadable or names no route (file, line)
     └── InvalidQueryError          a query is not a string (also a TypeError)
 
 Errors raised by dependencies (pydantic, PyYAML, FAISS, onnxruntime) are caught where semroute calls
@@ -20,6 +21,7 @@ from pathlib import Path
 
 __all__ = [
     "CorruptIndexError",
+    "DataError",
     "EncoderError",
     "EncoderMismatchError",
     "IndexLoadError",
@@ -101,6 +103,16 @@ class EncoderMismatchError(IndexLoadError):
         self.expected = expected
         self.found = found
         super().__init__(message, path=path)
+
+
+class DataError(SemrouteError):
+    """A labelled data file (for import, eval or calibrate) is unreadable or does not fit."""
+
+    def __init__(self, message: str, *, file: str | Path, line: int | None = None) -> None:
+        self.file = str(file)
+        self.line = line
+        where = f"{self.file}:{line}" if line else self.file
+        super().__init__(f"{where}: {message}")
 
 
 class InvalidQueryError(SemrouteError, TypeError):
