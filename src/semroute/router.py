@@ -146,7 +146,7 @@ class Router:
         n, dim = self._vectors.shape
         out = np.empty((1, n), dtype=np.float32)
         query = np.ascontiguousarray(queries[0], dtype=np.float32)
-        faiss.fvec_inner_products_ny(
+        faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
             faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(self._vectors), dim, n
         )
         return out
