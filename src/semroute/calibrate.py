@@ -13,10 +13,10 @@ the data is found exactly (no grid, no random search). Objectives:
 - ``oos-recall``: the lowest threshold catching at least ``target`` of out-of-scope rows.
 - ``fallback-rate``: the highest threshold sending at most ``target`` of all rows to the default.
 
-For ``cost`` and ``accuracy``, which add up row by row, each route may get its own threshold,
-shrunk toward the shared one by ``n / (n + s)`` where ``n`` is how many rows chose that route;
-5-fold cross-validation picks ``s`` (∞ meaning one shared threshold), so routes get their own
-threshold only where the data supports it.
+For ``cost`` and ``accuracy``, which add up row by row, a route chosen by at least 10 rows may
+get its own threshold, shrunk toward the shared one by ``n / (n + s)`` where ``n`` is how many
+rows chose it. 5-fold cross-validation picks ``s`` (∞ meaning one shared threshold) by the
+one-standard-error rule, so routes get their own threshold only where the data supports it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ OBJECTIVES: tuple[str, ...] = ("cost", "accuracy", "balanced", "oos-recall", "fa
 DEFAULT_MISROUTE_COST = 2.0
 SHRINKAGE = (0.0, 5.0, 20.0, 50.0, math.inf)
 FOLDS = 5
+MIN_ROUTE_ROWS = 10
+"""Rows that must choose a route before it may have a threshold of its own."""
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -63,7 +65,7 @@ class Fit:
             "objective": self.objective,
             "misroute_cost": self.misroute_cost if self.objective == "cost" else None,
             "target": self.target,
-            "shared_threshold": round(self.shared, 6),
+            "shared_threshold": self.shared,
             "per_route": math.isfinite(self.shrinkage),
             "shrinkage": None if math.isinf(self.shrinkage) else self.shrinkage,
             "calibrated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -93,7 +95,8 @@ def fit_thresholds(
     ins = truth >= 0
     _check(objective, target, ins, source)
     shared = _sweep(best, ok, ins, objective, misroute_cost, target)
-    if objective not in ("cost", "accuracy") or not per_route:
+    counts = np.bincount(top, minlength=n_routes)
+    if objective not in ("cost", "accuracy") or not per_route or counts.max() < MIN_ROUTE_ROWS:
         return Fit(
             np.full(n_routes, shared, np.float32),
             shared,
@@ -130,6 +133,19 @@ def fit_thresholds(
     return Fit(thresholds.astype(np.float32), shared, chosen, objective, misroute_cost, target)
 
 
+def _one_standard_error(per_fold: dict[float, FloatArray]) -> float:
+    """The simplest model whose cross-validated value is within one standard error of the best
+    (the usual guard against choosing a complex model on noise). Simplest first: one shared
+    threshold (∞), then ever weaker shrinkage."""
+    totals = {s: float(v.sum()) for s, v in per_fold.items()}
+    best = max(totals, key=lambda s: totals[s])
+    spread = float(np.std(per_fold[best], ddof=1) * np.sqrt(len(per_fold[best])))
+    for s in sorted(per_fold, reverse=True):  # inf, 50, 20, 5, 0
+        if totals[s] >= totals[best] - spread:
+            return s
+    return best
+
+
 def _check(objective: str, target: float | None, ins: BoolArray, source: str) -> None:
     if objective not in OBJECTIVES:
         raise DataError(
@@ -162,7 +178,10 @@ def _sweep(
     s, ok_s, ins_s = best[order], ok[order], ins[order]
     cut = np.searchsorted(s, candidates, side="left")  # rows cut: are routed
     cut = np.append(cut, len(s))  # one more candidate: route nothing
-    thresholds = np.append(candidates, np.nextafter(candidates[-1], np.inf))
+    # "Route nothing": the next float32 above the highest confidence (thresholds are stored
+    # and compared as float32, where a float64 step above would round back down).
+    nothing = np.nextafter(np.float32(candidates[-1]), np.float32(np.inf))
+    thresholds = np.append(candidates, np.float64(nothing))
 
     # Suffix sums over routed rows, prefix sums over rows sent to the default model.
     def suffix(x: BoolArray) -> FloatArray:
@@ -207,8 +226,10 @@ def _per_route(
         return thresholds
     for r in np.unique(top):
         rows = top == r
-        own = _sweep(best[rows], ok[rows], ins[rows], objective, misroute_cost, None)
         n = int(rows.sum())
+        if n < MIN_ROUTE_ROWS:
+            continue
+        own = _sweep(best[rows], ok[rows], ins[rows], objective, misroute_cost, None)
         thresholds[r] = (n * own + shrinkage * shared) / (n + shrinkage)
     return thresholds
 
@@ -233,7 +254,9 @@ def apply_to_manifest(
     """A copy of ``manifest`` carrying the fitted thresholds and a record of the calibration."""
     out = dict(manifest)
     out["routes"] = [
-        dict(r, threshold=round(float(t), 6))
+        # Full precision: a fitted threshold sits exactly on an observed confidence, and
+        # rounding it up would send that row to the default model.
+        dict(r, threshold=float(t))
         for r, t in zip(manifest["routes"], fit.thresholds, strict=True)
     ]
     out["calibration"] = {
@@ -303,7 +326,7 @@ def calibrate_index(
         "out_of_scope_rows": int((truth < 0).sum()),
         "before": headline(before),
         "after": headline(after),
-        "thresholds": {n: round(float(t), 6) for n, t in zip(names, fit.thresholds, strict=True)},
+        "thresholds": {n: float(t) for n, t in zip(names, fit.thresholds, strict=True)},
         "seconds": {"encode": round(encoded - started, 3), "fit": round(fitted - encoded, 3)},
     }
     if write:

@@ -11,6 +11,7 @@ out-of-scope examples weighted 3x, since one class has to stand for everything n
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +48,20 @@ class Head:
 
     @classmethod
     def load(cls, path: Path) -> Head:
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                coef=np.ascontiguousarray(data["coef"], dtype=np.float32),
-                intercept=np.ascontiguousarray(data["intercept"], dtype=np.float32),
-                n_routes=int(data["n_routes"]),
-            )
+        """Read ``head.npz``; raises ValueError for anything unreadable or malformed."""
+        try:
+            # Our own file handle: np.load leaks its handle when the archive is broken.
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+                head = cls(
+                    coef=np.ascontiguousarray(data["coef"], dtype=np.float32),
+                    intercept=np.ascontiguousarray(data["intercept"], dtype=np.float32),
+                    n_routes=int(data["n_routes"]),
+                )
+        except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"unreadable head: {exc}") from exc
+        if head.coef.ndim != 2 or head.intercept.shape != (head.coef.shape[0],):
+            raise ValueError("malformed head arrays")
+        return head
 
     def rows_for(self, names: Sequence[str], classes: Sequence[str]) -> Head:
         """This head's coefficients rearranged for another class list (unknown classes: zero)."""
@@ -84,17 +93,26 @@ def fit_head(
     from sklearn.linear_model import LogisticRegression
 
     weights = np.where(labels >= n_routes, OOS_WEIGHT, 1.0)
+    binary = n_classes == 2
     model = LogisticRegression(C=C, max_iter=MAX_ITER, warm_start=start is not None)
     if start is not None:
-        model.coef_ = start.coef.astype(np.float64)
-        model.intercept_ = start.intercept.astype(np.float64)
+        coef, intercept = start.coef.astype(np.float64), start.intercept.astype(np.float64)
+        if binary:  # sklearn's binary model keeps one row: class 1's logit minus class 0's
+            coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
+        model.coef_, model.intercept_ = coef, intercept
     with warnings.catch_warnings():
         # Hitting max_iter leaves a usable (slightly under-fitted) head; not worth a warning.
         warnings.filterwarnings("ignore", message=".*lbfgs failed to converge.*")
         warnings.filterwarnings("ignore", message=".*max_iter.*")
         model.fit(vectors, labels, sample_weight=weights)
+    coef, intercept = model.coef_, model.intercept_
+    if binary:
+        # Softmax over (0, z) is the logistic function of z: store both rows so every class
+        # has its own row, as with more classes.
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([np.zeros_like(intercept), intercept])
     return Head(
-        coef=np.ascontiguousarray(model.coef_, dtype=np.float32),
-        intercept=np.ascontiguousarray(model.intercept_, dtype=np.float32),
+        coef=np.ascontiguousarray(coef, dtype=np.float32),
+        intercept=np.ascontiguousarray(intercept, dtype=np.float32),
         n_routes=n_routes,
     )

@@ -112,5 +112,7 @@ def choose(conf: FloatArray, thresholds: FloatArray, min_margin: float) -> IntAr
         runner_up = np.partition(conf, -2, axis=1)[:, -2]
     else:
         runner_up = np.zeros(len(conf), dtype=conf.dtype)
-    routed = (best >= thresholds[top]) & (best - runner_up >= min_margin)
+    # The margin in float64, exactly as decide() computes it, so eval agrees with route().
+    margin = best.astype(np.float64) - runner_up.astype(np.float64)
+    routed = (best >= thresholds[top]) & (margin >= min_margin)
     return np.where(routed, top, -1).astype(np.int64)
