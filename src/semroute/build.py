@@ -88,11 +88,10 @@ def build_index(
     out.parent.mkdir(parents=True, exist_ok=True)
     export_dir: Path | None = None
     if encoder is None:
-        from semroute.encoders import OnnxEncoder
-        from semroute.export import ensure_onnx
+        from semroute.export import ensure_encoder, load_encoder_dir
 
-        export_dir = ensure_onnx(routes.settings.encoder)
-        encoder = OnnxEncoder.load(export_dir, threads=None)
+        export_dir = ensure_encoder(routes.settings.encoder, routes.settings.encoder_runtime)
+        encoder = load_encoder_dir(export_dir, threads=None)
     info = encoder.info
 
     with build_lock(out):
@@ -127,6 +126,7 @@ def build_index(
             "settings": {
                 "default_model": routes.settings.default_model,
                 "encoder": routes.settings.encoder,
+                "encoder_runtime": routes.settings.encoder_runtime,
                 "threshold": routes.settings.threshold,
                 "min_margin": routes.settings.min_margin,
             },
@@ -278,7 +278,9 @@ def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link an export into the index (no extra disk), copying where links are impossible."""
     dst.mkdir()
     for f in src.iterdir():
-        if f.is_file():
+        if f.is_dir():
+            _link_tree(f, dst / f.name)
+        elif f.is_file():
             try:
                 os.link(f, dst / f.name)
             except OSError:

@@ -38,6 +38,7 @@ __all__ = [
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_THRESHOLD = 0.5
 ScorerName = Literal["hybrid", "head", "nearest", "centroid", "top5"]
+RuntimeName = Literal["onnx", "onnx-int8", "static"]
 SCORERS: tuple[str, ...] = get_args(ScorerName)
 DEFAULT_SCORER: ScorerName = "hybrid"
 ROUTE_FILE_SUFFIXES = (".yaml", ".yml")
@@ -104,6 +105,12 @@ class RouterSpec(_Strict):
         default=DEFAULT_ENCODER,
         description="sentence-transformers model name or local path used to embed text.",
     )
+    encoder_runtime: RuntimeName = Field(
+        default="onnx",
+        description="How text is embedded: onnx (exact, default), onnx-int8 (faster, "
+        "slightly different vectors) or static (a distilled model2vec model: sub-millisecond, "
+        "less accurate).",
+    )
     threshold: Fraction = Field(
         default=DEFAULT_THRESHOLD, description="Default minimum confidence for every route."
     )
@@ -160,6 +167,7 @@ class RouterSettings:
 
     default_model: str
     encoder: str = DEFAULT_ENCODER
+    encoder_runtime: str = "onnx"
     threshold: float = DEFAULT_THRESHOLD
     min_margin: float = 0.0
     scorer: str = DEFAULT_SCORER
@@ -515,6 +523,7 @@ def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
     settings = RouterSettings(
         default_model=s.default_model,
         encoder=s.encoder,
+        encoder_runtime=s.encoder_runtime,
         threshold=s.threshold,
         min_margin=s.min_margin,
         scorer=s.scorer,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semroute.decision import Decision, Reason, RouteScore
-from semroute.encoders import Encoder, OnnxEncoder
+from semroute.encoders import Encoder, OnnxEncoder, StaticEncoder
 from semroute.errors import CorruptIndexError, InvalidQueryError
 from semroute.index import IndexedRoute, RouteIndex, encoder_path
 from semroute.scoring import best_per_route, centroids, decide, hybrid, top_k_mean
@@ -221,10 +221,12 @@ def _check_query(query: object) -> None:
 
 def _encoder_for(index: RouteIndex) -> Encoder:
     info = index.encoder_info
-    if info.kind == "onnx":
+    if info.kind in ("onnx", "static"):
         from semroute.errors import EncoderError
 
         try:
+            if info.kind == "static":
+                return StaticEncoder.load(encoder_path(index))
             return OnnxEncoder.load(encoder_path(index), threads=1)
         except EncoderError as exc:
             raise CorruptIndexError(
