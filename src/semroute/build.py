@@ -36,6 +36,7 @@ from semroute.index import (
     backup_of,
     recover,
 )
+from semroute.search import choose_type, make_index
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,6 +46,7 @@ __all__ = ["BuildReport", "build_index"]
 
 OUT_OF_SCOPE_CLASS = "(out of scope)"
 NEEDS_HEAD = {"head", "hybrid"}
+INDEX_TYPES = ("auto", "flat", "hnsw")
 
 Progress = Callable[[int, int], None]
 
@@ -70,11 +72,13 @@ def build_index(
     *,
     encoder: Encoder | None = None,
     scorer: str | None = None,
+    index_type: str = "auto",
     progress: Progress | None = None,
 ) -> BuildReport:
     """Embed every utterance and write the index to ``out``, replacing what was there atomically.
 
-    ``scorer`` overrides the route files' ``router.scorer``.
+    ``scorer`` overrides the route files' ``router.scorer``. ``index_type`` is ``flat`` (exact),
+    ``hnsw`` (approximate) or ``auto``: exact up to :data:`semroute.search.FLAT_LIMIT` utterances.
     """
     import numpy as np
 
@@ -84,6 +88,10 @@ def build_index(
     scorer = scorer or routes.settings.scorer
     if scorer not in SCORERS:
         raise SemrouteError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    if index_type not in INDEX_TYPES:
+        raise SemrouteError(
+            f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     export_dir: Path | None = None
@@ -110,6 +118,13 @@ def build_index(
                 vectors[i] = cached[t]
         _embed_into(vectors, texts, todo, encoder, progress)
 
+        owner = np.full(len(texts), -1, dtype=np.int64)
+        for i, r in enumerate(table):
+            owner[r["vectors"][0] : r["vectors"][1]] = i
+        faiss_index, index_meta = make_index(
+            vectors, owner, choose_type(n_route_vectors, index_type)
+        )
+
         head = None
         if scorer in NEEDS_HEAD:
             head = _train_head(vectors, table, n_route_vectors, previous)
@@ -132,12 +147,7 @@ def build_index(
             },
             "routes": table,
             "out_of_scope": {"vectors": [n_route_vectors, len(texts)]},
-            "index": {
-                "file": FAISS_FILE,
-                "type": "flat",
-                "metric": "inner_product",
-                "count": len(texts),
-            },
+            "index": {"file": FAISS_FILE, **index_meta, "count": len(texts)},
             "utterances_file": UTTERANCES,
         }
         if head is not None:
@@ -153,7 +163,7 @@ def build_index(
             }
 
         def fill(tmp: Path) -> None:
-            _write_faiss(tmp / FAISS_FILE, vectors)
+            _write_faiss(tmp / FAISS_FILE, faiss_index)
             (tmp / UTTERANCES).write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
             if head is not None:
                 head.save(tmp / HEAD_FILE)
@@ -266,11 +276,9 @@ def _sources(routes: RouteSet, out: Path) -> dict[str, Any]:
     }
 
 
-def _write_faiss(file: Path, vectors: npt.NDArray[np.float32]) -> None:
+def _write_faiss(file: Path, index: Any) -> None:
     import faiss
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
     faiss.write_index(index, str(file))
 
 

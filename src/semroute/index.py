@@ -31,6 +31,7 @@ from semroute.errors import (
     StaleIndexError,
 )
 from semroute.head import Head
+from semroute.search import vectors_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,6 +72,7 @@ class RouteIndex:
         vectors: npt.NDArray[np.float32],
         utterances: list[str],
         head: Head | None = None,
+        faiss_index: Any = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
@@ -78,6 +80,8 @@ class RouteIndex:
         """Every stored vector: the routes' examples, then the out-of-scope examples."""
         self.utterances = utterances
         self.head = head
+        self.faiss = faiss_index
+        """The FAISS index (also owns the memory ``vectors`` views)."""
         self.routes = tuple(
             IndexedRoute(
                 name=r["name"],
@@ -100,6 +104,11 @@ class RouteIndex:
         return str(self.manifest["scorer"])
 
     @property
+    def approximate(self) -> bool:
+        """True when queries search an approximate (HNSW) index instead of every example."""
+        return bool(self.manifest["index"].get("type") == "hnsw")
+
+    @property
     def route_vectors(self) -> npt.NDArray[np.float32]:
         """The routes' example vectors (out-of-scope examples excluded)."""
         return self.vectors[: self.routes[-1].stop]
@@ -115,7 +124,6 @@ class RouteIndex:
     @classmethod
     def load(cls, path: str | Path, *, check_routes: bool = True) -> RouteIndex:
         """Read an index; with ``check_routes`` refuse it if its route files have changed."""
-        import numpy as np
 
         p = Path(path)
         recover(p)
@@ -127,7 +135,7 @@ class RouteIndex:
             utterances = json.loads((p / UTTERANCES).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CorruptIndexError(f"{UTTERANCES} is unreadable; {REBUILD}", path=p) from exc
-        vectors = _read_vectors(p / FAISS_FILE, p)
+        faiss_index, vectors = _read_faiss(p / FAISS_FILE, p)
         count = int(manifest["index"]["count"])
         dim = int(manifest["encoder"]["dim"])
         if vectors.shape != (count, dim) or len(utterances) != count:
@@ -148,7 +156,7 @@ class RouteIndex:
                 raise CorruptIndexError(
                     f"the learned head does not fit its routes; {REBUILD}", path=p
                 )
-        index = cls(p, manifest, np.ascontiguousarray(vectors), utterances, head)
+        index = cls(p, manifest, vectors, utterances, head, faiss_index)
         if check_routes:
             index.check_fresh()
         return index
@@ -225,12 +233,12 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, path / MANIFEST)
 
 
-def _read_vectors(file: Path, index_path: Path) -> npt.NDArray[np.float32]:
+def _read_faiss(file: Path, index_path: Path) -> tuple[Any, npt.NDArray[np.float32]]:
     import faiss
 
     try:
         index = faiss.read_index(str(file))
-        return index.reconstruct_n(0, index.ntotal)  # type: ignore[no-any-return]
+        return index, vectors_of(index)
     except RuntimeError as exc:
         raise CorruptIndexError(f"{FAISS_FILE} is unreadable; {REBUILD}", path=index_path) from exc
 

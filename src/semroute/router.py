@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -12,11 +13,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semroute.decision import Decision, Reason, RouteScore
+from semroute.decision import Decision, Reason, RouteScore, RouteScores
 from semroute.encoders import Encoder, OnnxEncoder, StaticEncoder
 from semroute.errors import CorruptIndexError, InvalidQueryError
 from semroute.index import IndexedRoute, RouteIndex, encoder_path
-from semroute.scoring import best_per_route, centroids, decide, hybrid, top_k_mean
+from semroute.scoring import (
+    best_per_route,
+    centroids,
+    decide,
+    from_neighbours,
+    hybrid,
+    top_k_mean,
+)
+from semroute.search import NEIGHBOURS
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -24,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_INDEX", "Router", "Scores", "default_router", "route"]
 
 DEFAULT_INDEX = Path("indexes") / "default"
+DEFAULT_CACHE_SIZE = 4096
 INDEX_ENV = "SEMROUTE_INDEX"
 
 
@@ -45,7 +55,9 @@ class Router:
     Build one with :meth:`Router.load`. A router is immutable and safe to share between threads.
     """
 
-    def __init__(self, index: RouteIndex, encoder: Encoder) -> None:
+    def __init__(
+        self, index: RouteIndex, encoder: Encoder, *, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
         index.check_encoder(encoder.info)
         self.index = index
         self.encoder = encoder
@@ -66,6 +78,16 @@ class Router:
         self._centroids = (
             centroids(self._vectors, self._starts) if self.scorer == "centroid" else None
         )
+        self._owner = None
+        if index.approximate:
+            self._owner = np.full(len(index.vectors), -1, dtype=np.int64)
+            for i, r in enumerate(index.routes):
+                self._owner[r.start : r.stop] = i
+        # Repeated queries skip the encoder and the similarity search. lru_cache is thread-safe;
+        # an entry holds one float and one int per route, whatever the index size.
+        self._scored = (
+            functools.lru_cache(maxsize=cache_size)(self._score_one) if cache_size else None
+        )
 
     @classmethod
     def load(
@@ -74,14 +96,16 @@ class Router:
         *,
         encoder: Encoder | None = None,
         check_routes: bool = True,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> Router:
         """Load the index at ``path`` (default ``$SEMROUTE_INDEX`` or ``indexes/default``).
 
-        Nothing is re-embedded. Raises :class:`~semroute.errors.IndexLoadError` subclasses for a
+        Nothing is re-embedded. ``cache_size`` bounds the cache of recent queries' scores (0
+        turns it off). Raises :class:`~semroute.errors.IndexLoadError` subclasses for a
         missing, corrupt or stale index, or one built with another encoder than ``encoder``.
         """
         index = RouteIndex.load(path or default_index_path(), check_routes=check_routes)
-        return cls(index, encoder or _encoder_for(index))
+        return cls(index, encoder or _encoder_for(index), cache_size=cache_size)
 
     @property
     def routes(self) -> tuple[IndexedRoute, ...]:
@@ -97,9 +121,18 @@ class Router:
         _check_query(query)
         if not query.strip():
             return self._empty(started)
+        conf, best, truncated = self._scored(query) if self._scored else self._score_one(query)
+        return self._decision(conf, best, truncated, started)
+
+    def cache_info(self) -> functools._CacheInfo | None:
+        """Hits, misses and size of the query cache (None when it is off)."""
+        return self._scored.cache_info() if self._scored else None
+
+    def _score_one(self, query: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]:
         emb = self.encoder.encode([query])
         conf, best = self._confidence(emb.vectors)
-        return self._decision(conf[0], best[0], bool(emb.truncated[0]), started)
+        conf.flags.writeable = best.flags.writeable = False  # shared through the cache
+        return conf[0], best[0], bool(emb.truncated[0])
 
     def route_batch(self, queries: Sequence[str], *, batch_size: int = 256) -> list[Decision]:
         """Route many queries, encoding them in batches. Each decision's latency is its share."""
@@ -154,12 +187,22 @@ class Router:
     def _confidence(
         self, queries: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        sims = self._similarities(queries)
-        nearest, best = best_per_route(sims, self._starts)
+        if self._owner is not None:
+            # Approximate index: only the query's nearest examples are scored.
+            sims, ids = self.index.faiss.search(queries, NEIGHBOURS)
+            n = len(self.index.routes)
+            nearest, best = from_neighbours(sims, ids, self._owner, n)
+            top5 = (
+                from_neighbours(sims, ids, self._owner, n, 5)[0] if self.scorer == "top5" else None
+            )
+        else:
+            sims = self._similarities(queries)
+            nearest, best = best_per_route(sims, self._starts)
+            top5 = top_k_mean(sims, self._starts, 5) if self.scorer == "top5" else None
         if self.scorer == "nearest":
             return nearest, best
-        if self.scorer == "top5":
-            return top_k_mean(sims, self._starts, 5), best
+        if top5 is not None:
+            return top5, best
         if self.scorer == "centroid":
             assert self._centroids is not None
             return queries @ self._centroids.T, best
@@ -178,16 +221,21 @@ class Router:
     ) -> Decision:
         choice, reason, margin, order = decide(conf, self._thresholds, self.min_margin)
         routes = self.index.routes
-        scores = tuple(
-            RouteScore(
-                route=routes[r].name,
-                confidence=float(conf[r]),
-                threshold=routes[r].threshold,
-                utterance=self.index.utterances[best[r]],
-                model=routes[r].model,
+        utterances = self.index.utterances
+
+        def explain() -> tuple[RouteScore, ...]:
+            return tuple(
+                RouteScore(
+                    route=routes[r].name,
+                    confidence=float(conf[r]),
+                    threshold=routes[r].threshold,
+                    utterance=utterances[best[r]] if best[r] >= 0 else None,
+                    model=routes[r].model,
+                )
+                for r in order
             )
-            for r in order
-        )
+
+        scores = RouteScores(explain)
         return Decision(
             route=routes[choice].name if choice >= 0 else None,
             model=routes[choice].model if choice >= 0 else self.default_model,

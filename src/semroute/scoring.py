@@ -17,6 +17,7 @@ __all__ = [
     "centroids",
     "choose",
     "decide",
+    "from_neighbours",
     "hybrid",
     "route_of_vectors",
     "top_k_mean",
@@ -63,6 +64,39 @@ def top_k_mean(sims: FloatArray, starts: IntArray, k: int = 5) -> FloatArray:
     rank = np.arange(n) - np.repeat(starts, counts)
     kept = np.where(rank < k, ranked, 0.0)
     return (np.add.reduceat(kept, starts, axis=1) / np.minimum(counts, k)).astype(np.float32)
+
+
+def from_neighbours(
+    sims: FloatArray, ids: IntArray, owner: IntArray, n_routes: int, k: int = 1
+) -> tuple[FloatArray, IntArray]:
+    """Per-route scores from an approximate search's neighbours (best first per row).
+
+    A route's score is the mean of its ``k`` most similar retrieved examples (``k=1``: the
+    closest). Retrieved lists are short, so a route with fewer than ``k`` retrieved examples, or
+    none, is filled with the similarity of the last neighbour retrieved: an upper bound, since
+    anything not retrieved is at most that similar. Its closest example is then unknown (-1).
+    ``owner`` maps a vector to its route (-1 for out-of-scope examples).
+    """
+    conf = np.empty((len(sims), n_routes), dtype=np.float32)
+    best = np.full((len(sims), n_routes), -1, dtype=np.int64)
+    for row in range(len(sims)):
+        keep = ids[row] >= 0
+        keep[keep] = owner[ids[row][keep]] >= 0
+        s, found = sims[row][keep], ids[row][keep]
+        floor = float(sims[row][ids[row] >= 0][-1]) if (ids[row] >= 0).any() else 0.0
+        conf[row] = floor
+        routes = owner[found]
+        # Stable sort by route keeps each route's neighbours in descending similarity.
+        order = np.argsort(routes, kind="stable")
+        routes, s, found = routes[order], s[order], found[order]
+        present, first, counts = np.unique(routes, return_index=True, return_counts=True)
+        best[row, present] = found[first]
+        rank = np.arange(len(routes)) - np.repeat(first, counts)
+        top = np.where(rank < k, s, 0.0)
+        sums = np.add.reduceat(top, first) if len(first) else np.zeros(0)
+        taken = np.minimum(counts, k)
+        conf[row, present] = (sums + (k - taken) * floor) / k
+    return conf, best
 
 
 def centroids(vectors: FloatArray, starts: IntArray) -> FloatArray:
