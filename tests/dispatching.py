@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
+from semroute.build import build_index
 from semroute.fake_provider import FakeProvider
-from semroute.index import build_index
 from semroute.router import Router
 from semroute.testing import FakeEncoder
 

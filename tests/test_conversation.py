@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from semroute import InvalidQueryError, Reason, Router
-from semroute.index import build_index
+from semroute.build import build_index
 from semroute.testing import FakeEncoder
 from tests.conftest import ROUTES_YAML, write_routes
 

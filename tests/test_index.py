@@ -20,8 +20,9 @@ from semroute import (
     SemrouteError,
     StaleIndexError,
 )
+from semroute.build import build_index
 from semroute.config import load_routes
-from semroute.index import RouteIndex, build_index
+from semroute.index import RouteIndex
 from semroute.testing import FakeEncoder
 from tests.conftest import ROOT, ROUTES_YAML
 
@@ -44,15 +45,21 @@ def test_manifest_records_what_the_index_was_built_from(fake_index: Path) -> Non
         ("billing", 0.6, [3, 6]),
         ("greeting", 0.5, [6, 8]),
     ]
+    assert manifest["scorer"] == "hybrid"
+    assert manifest["head"] == {"file": "head.npz", "classes": ["weather", "billing", "greeting"]}
+    assert manifest["out_of_scope"] == {"vectors": [8, 8]}
     assert manifest["index"]["count"] == 8
     assert len(manifest["routes_digest"]) == 64
     assert set(manifest["sources"]["files"]) == {"router.yaml", "routes.yaml"}
     # Plain JSON, FAISS and the encoder: nothing that unpickles.
     assert sorted(p.name for p in fake_index.iterdir()) == [
+        "head.npz",
         "index.faiss",
         "manifest.json",
         "utterances.json",
     ]
+    with np.load(fake_index / "head.npz", allow_pickle=False) as head:
+        assert head["coef"].shape == (3, 256)
 
 
 def test_index_vectors_are_the_encoders_normalised_output(fake_index: Path) -> None:
@@ -174,7 +181,7 @@ def test_killed_build_leaves_the_previous_index_loadable(
         f"""
         import time
         from pathlib import Path
-        from semroute.index import build_index
+        from semroute.build import build_index
         from semroute.testing import FakeEncoder
 
         class Slow(FakeEncoder):

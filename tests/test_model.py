@@ -121,7 +121,7 @@ def test_a_local_model_folder_works_as_encoder(model_cache: Path, tmp_path: Path
         "  - name: weather\n"
         "    utterances: [will it rain tomorrow, what's the forecast for the weekend]\n"
     )
-    from semroute.index import build_index
+    from semroute.build import build_index
 
     build_index(routes, tmp_path / "idx")
     router = Router.load(tmp_path / "idx")

@@ -9,7 +9,7 @@ import pytest
 
 import semroute
 from semroute import Decision, InvalidQueryError, Reason, Router
-from semroute.index import build_index
+from semroute.build import build_index
 from semroute.router import default_router
 from semroute.testing import FakeEncoder
 from tests.conftest import write_routes

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.errors import (
     CorruptIndexError,
+    DataError,
     DispatchError,
     EncoderError,
     EncoderMismatchError,
@@ -28,6 +29,7 @@ from semroute.errors import (
 )
 
 if TYPE_CHECKING:
+    from semroute.build import BuildReport, build_index
     from semroute.config import Route, RouterSettings, RouteSet, load_routes
     from semroute.dispatch import (
         AsyncDispatchStream,
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
         DispatchStream,
         Usage,
     )
-    from semroute.index import BuildReport, build_index
     from semroute.models import UnknownPriceWarning
     from semroute.router import Router, acomplete, complete, route
 
@@ -47,6 +48,7 @@ __all__ = [
     "Attempt",
     "BuildReport",
     "CorruptIndexError",
+    "DataError",
     "Decision",
     "DispatchError",
     "DispatchResult",
@@ -80,8 +82,8 @@ _LAZY = {
     "RouteSet": "semroute.config",
     "RouterSettings": "semroute.config",
     "load_routes": "semroute.config",
-    "BuildReport": "semroute.index",
-    "build_index": "semroute.index",
+    "BuildReport": "semroute.build",
+    "build_index": "semroute.build",
     "Router": "semroute.router",
     "route": "semroute.router",
     "complete": "semroute.router",

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from semroute.calibrate import OBJECTIVES
+from semroute.config import SCORERS
 from semroute.errors import SemrouteError
 
 if TYPE_CHECKING:
@@ -71,7 +73,13 @@ def main() -> None:
     show_default=True,
     help="Folder to write the index to (replaced atomically).",
 )
-def build_index_cmd(routes: Path, out: Path) -> None:
+@click.option(
+    "--scorer",
+    type=click.Choice(SCORERS),
+    default=None,
+    help="How route confidence is computed [default: the route files' router.scorer, else hybrid].",
+)
+def build_index_cmd(routes: Path, out: Path, scorer: str | None) -> None:
     """Embed the utterances of ROUTES (a file or folder, default routes/) into an index.
 
     Utterances the previous index at --out already embedded with the same encoder are reused,
@@ -81,18 +89,25 @@ def build_index_cmd(routes: Path, out: Path) -> None:
     Example:
       semroute build-index routes/ --out indexes/default
     """
+    from semroute.build import build_index
     from semroute.config import load_routes
-    from semroute.index import build_index
 
     route_set = load_routes(routes)
     for warning in route_set.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     with _progress("Embedding utterances") as progress:
-        report = build_index(route_set, out, progress=progress)
+        report = build_index(route_set, out, scorer=scorer, progress=progress)
+    oos = f", {report.out_of_scope} out-of-scope examples" if report.out_of_scope else ""
     click.echo(
-        f"Built {report.path}: {report.routes} routes, {report.utterances} utterances "
+        f"Built {report.path}: {report.routes} routes, {report.utterances} utterances{oos} "
         f"({report.embedded} embedded, {report.reused} reused) in {report.seconds:.1f} s"
     )
+    if report.kept_thresholds:
+        click.echo(
+            f"Kept calibrated thresholds for {report.kept_thresholds} of {report.routes} routes "
+            "(their configured thresholds are unchanged); re-run `semroute calibrate` after "
+            "larger edits."
+        )
 
 
 @main.command("route")
@@ -263,6 +278,168 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
         click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2))
         return
     _print_stats(_console(), log_file, stats)
+
+
+@main.command("import")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Route file to write, e.g. routes/imported.yaml.",
+)
+@click.option(
+    "--default-model", default=None, help="Also write a `router:` block with this default model."
+)
+@click.option(
+    "--oos-label",
+    default="oos",
+    show_default=True,
+    help="Label of out-of-scope rows (kept as out-of-scope examples, not a route).",
+)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def import_cmd(
+    source: Path, out: Path, default_model: str | None, oos_label: str, force: bool
+) -> None:
+    """Write a route file from labelled data or a semantic-router config.
+
+    SOURCE is either JSON lines of {"text": ..., "label": ...} (one route per label) or a
+    semantic-router / LiteLLM auto-router router.json (or .yaml).
+
+    \b
+    Examples:
+      semroute import train.jsonl --out routes/intents.yaml --default-model gpt-4o
+      semroute import router.json --out routes/from-semantic-router.yaml
+    """
+    from semroute.importers import import_file
+
+    report = import_file(source, out, default_model=default_model, oos_label=oos_label, force=force)
+    extra = f", {report.out_of_scope} out-of-scope examples" if report.out_of_scope else ""
+    dropped = f"; {report.dropped} duplicate rows dropped" if report.dropped else ""
+    click.echo(
+        f"Wrote {report.path}: {report.routes} routes, {report.utterances} utterances"
+        f"{extra}{dropped}"
+    )
+
+
+DATA_OPTION = click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help='JSON lines of {"text": ..., "label": ...}.',
+)
+OOS_OPTION = click.option(
+    "--oos-label", default="oos", show_default=True, help="Label of out-of-scope rows."
+)
+
+
+@main.command("eval")
+@DATA_OPTION
+@INDEX_OPTION
+@JSON_OPTION
+@OOS_OPTION
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Draw the threshold trade-off and per-route F1 into this PNG.",
+)
+def eval_cmd(
+    data: Path, index_dir: Path | None, as_json: bool, oos_label: str, plot: Path | None
+) -> None:
+    """Measure a router on labelled data.
+
+    An out-of-scope row is right only when it goes to the default model; an in-scope row sent
+    to the default model is wrong.
+
+    \b
+    Example:
+      semroute eval --data test.jsonl --index indexes/default --plot eval.png
+    """
+    from semroute.evaluate import evaluate, load_labelled
+    from semroute.report import plot_evaluation, print_evaluation
+    from semroute.router import Router
+
+    router = Router.load(index_dir)
+    report, scores, truth = evaluate(router, load_labelled(data), oos_label=oos_label)
+    if plot is not None:
+        plot_evaluation(report, scores.confidence, truth, router.thresholds, plot)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    print_evaluation(_console(), report, data)
+    if plot is not None:
+        click.echo(f"Plot written to {plot}")
+
+
+@main.command("calibrate")
+@DATA_OPTION
+@INDEX_OPTION
+@JSON_OPTION
+@OOS_OPTION
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="cost",
+    show_default=True,
+    help="What the thresholds optimise (see `semroute calibrate --help`).",
+)
+@click.option(
+    "--misroute-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="For --objective cost: how much worse a misroute is than a fallback.",
+)
+@click.option(
+    "--target",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="For oos-recall / fallback-rate: the share to reach / not exceed.",
+)
+@click.option("--shared-only", is_flag=True, help="One threshold for every route.")
+@click.option("--dry-run", is_flag=True, help="Show the result without writing it.")
+def calibrate_cmd(
+    data: Path,
+    index_dir: Path | None,
+    as_json: bool,
+    oos_label: str,
+    objective: str,
+    misroute_cost: float,
+    target: float | None,
+    shared_only: bool,
+    dry_run: bool,
+) -> None:
+    """Fit route thresholds on labelled data and write them into the index.
+
+    Nothing is re-embedded except the data's own texts. Objectives: cost (default; a misroute
+    counts --misroute-cost times a needless fallback to the default model), accuracy,
+    balanced (in-scope accuracy + out-of-scope recall), oos-recall and fallback-rate (with
+    --target). With cost or accuracy, routes get their own thresholds where cross-validation
+    on the data shows it helps.
+
+    \b
+    Examples:
+      semroute calibrate --data val.jsonl --index indexes/default
+      semroute calibrate --data val.jsonl --objective oos-recall --target 0.9 --dry-run
+    """
+    from semroute.calibrate import calibrate_index
+    from semroute.report import print_calibration
+
+    result = calibrate_index(
+        index_dir,
+        data,
+        objective=objective,
+        misroute_cost=misroute_cost,
+        target=target,
+        per_route=not shared_only,
+        oos_label=oos_label,
+        write=not dry_run,
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    print_calibration(_console(), result, written=not dry_run)
 
 
 @main.command("schema")

@@ -17,7 +17,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -58,6 +58,10 @@ __all__ = [
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_THRESHOLD = 0.5
+ScorerName = Literal["hybrid", "head", "nearest", "centroid", "top5"]
+RuntimeName = Literal["onnx", "onnx-int8", "static"]
+SCORERS: tuple[str, ...] = get_args(ScorerName)
+DEFAULT_SCORER: ScorerName = "hybrid"
 ROUTE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -135,6 +139,12 @@ class RouterSpec(_Strict):
         default=DEFAULT_ENCODER,
         description="sentence-transformers model name or local path used to embed text.",
     )
+    encoder_runtime: RuntimeName = Field(
+        default="onnx",
+        description="How text is embedded: onnx (exact, default), onnx-int8 (faster, "
+        "slightly different vectors) or static (a distilled model2vec model: sub-millisecond, "
+        "less accurate).",
+    )
     threshold: Fraction = Field(
         default=DEFAULT_THRESHOLD, description="Default minimum confidence for every route."
     )
@@ -142,6 +152,11 @@ class RouterSpec(_Strict):
         default=0.0,
         description="When the best route leads the runner-up by less than this, the query is "
         "ambiguous and goes to the default model.",
+    )
+    scorer: ScorerName = Field(
+        default=DEFAULT_SCORER,
+        description="How a route's confidence is computed: hybrid (learned head + closest "
+        "example), head, nearest (closest example), centroid, top5 (mean of 5 closest).",
     )
     # --- dispatch ---
     default_fallbacks: list[NonBlank] = Field(
@@ -157,6 +172,11 @@ class RouteFileSpec(_Strict):
 
     router: RouterSpec | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
+    out_of_scope: list[Utterance] = Field(
+        default_factory=list,
+        description="Requests no route should take (they go to the default model); used to "
+        "train the learned head and by `semroute calibrate`.",
+    )
     # --- dispatch ---
     models: ModelsField | None = Field(
         default=None,
@@ -194,8 +214,11 @@ class RouterSettings:
 
     default_model: str
     encoder: str = DEFAULT_ENCODER
+    encoder_runtime: str = "onnx"
     threshold: float = DEFAULT_THRESHOLD
     min_margin: float = 0.0
+    scorer: str = DEFAULT_SCORER
+    # --- dispatch ---
     default_fallbacks: tuple[str, ...] = ()
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
@@ -207,6 +230,8 @@ class RouteSet:
 
     routes: tuple[Route, ...]
     settings: RouterSettings
+    out_of_scope: tuple[str, ...] = ()
+    """Example requests that belong to no route."""
     sources: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
     root: Path | None = None
@@ -228,6 +253,7 @@ class RouteSet:
         payload = {
             "settings": _asdict(self.settings),
             "routes": sorted((_asdict(r) for r in self.routes), key=lambda r: r["name"]),
+            "out_of_scope": sorted(self.out_of_scope),
             "models": [m.to_dict() for m in self.models],
         }
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
@@ -571,6 +597,7 @@ def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
                 )
             )
 
+    out_of_scope = _out_of_scope(parsed, text_seen, warnings)
     sources = [p.source for p in parsed]
     # Rules about the whole set of files are reported against the file or folder given.
     whole = str(root) if root is not None else sources[0]
@@ -590,13 +617,16 @@ def _combine(parsed: list[_Parsed], root: Path | None = None) -> RouteSet:
     settings = RouterSettings(
         default_model=s.default_model,
         encoder=s.encoder,
+        encoder_runtime=s.encoder_runtime,
         threshold=s.threshold,
         min_margin=s.min_margin,
+        scorer=s.scorer,
         **_dispatch_settings(s),
     )
     route_set = RouteSet(
         routes=tuple(routes),
         settings=settings,
+        out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
     )
@@ -665,10 +695,12 @@ def _with_models(route_set: RouteSet, parsed: list[_Parsed]) -> RouteSet:
                         line=_line_of(p.node, (*loc, key, j)),
                     )
             warnings.extend(chain_warnings([first, *fallbacks], models, _where(p, route)))
+        # Only a router set up to dispatch (one that declares models) needs names LiteLLM knows;
+        # for routing alone a model is any label.
         plain: list[tuple[str | None, str]] = [(r.name, r.model) for r in p.spec.routes if r.model]
         if p.spec.router is not None:
             plain.append((None, settings.default_model))
-        for route, name in plain:
+        for route, name in plain if models else ():
             warnings.extend(provider_warnings([name], models, _where(p, route)))
     return dataclasses.replace(
         route_set, models=tuple(models), model_files=tuple(files), warnings=tuple(warnings)
@@ -677,6 +709,31 @@ def _with_models(route_set: RouteSet, parsed: list[_Parsed]) -> RouteSet:
 
 def _where(p: _Parsed, route: str | None) -> str:
     return f"{p.source}: route {route!r}" if route else f"{p.source}: default model"
+
+
+def _out_of_scope(
+    parsed: list[_Parsed], text_seen: dict[str, tuple[str, str]], warnings: list[str]
+) -> tuple[str, ...]:
+    kept: list[str] = []
+    seen: set[str] = set()
+    for p in parsed:
+        for j, text in enumerate(p.spec.out_of_scope):
+            key = normalise_utterance(text)
+            if key in text_seen:
+                route, where = text_seen[key]
+                raise RouteConfigError(
+                    f"{text!r} is also an utterance of route {route!r} ({where}); "
+                    "an out-of-scope example cannot belong to a route",
+                    file=p.source,
+                    field=f"out_of_scope[{j}]",
+                    line=_line_of(p.node, ("out_of_scope", j)),
+                )
+            if key in seen:
+                warnings.append(f"{p.source}: out-of-scope example {text!r} is listed twice")
+                continue
+            seen.add(key)
+            kept.append(text.strip())
+    return tuple(kept)
 
 
 def normalise_utterance(text: str) -> str:

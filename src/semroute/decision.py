@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
-__all__ = ["Decision", "Reason", "RouteScore"]
+__all__ = ["Decision", "Reason", "RouteScore", "RouteScores"]
 
 
 class Reason(StrEnum):
@@ -51,6 +52,50 @@ class RouteScore:
         }
 
 
+class RouteScores(Sequence[RouteScore]):
+    """Every route's score, best first, built on first access.
+
+    Routing needs only the best route; building one :class:`RouteScore` per route is left
+    until someone looks, so ``route()`` does no per-route Python work.
+    """
+
+    __slots__ = ("_build", "_items")
+
+    def __init__(self, build: Callable[[], tuple[RouteScore, ...]]) -> None:
+        self._build: Callable[[], tuple[RouteScore, ...]] | None = build
+        self._items: tuple[RouteScore, ...] | None = None
+
+    def _all(self) -> tuple[RouteScore, ...]:
+        if self._items is None:
+            assert self._build is not None
+            self._items, self._build = self._build(), None
+        return self._items
+
+    @overload
+    def __getitem__(self, index: int) -> RouteScore: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[RouteScore, ...]: ...
+    def __getitem__(self, index: int | slice) -> RouteScore | tuple[RouteScore, ...]:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[RouteScore]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RouteScores | tuple | list):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Where a query goes and why.
@@ -65,7 +110,7 @@ class Decision:
     confidence: float
     margin: float
     reason: Reason
-    scores: tuple[RouteScore, ...]
+    scores: Sequence[RouteScore]
     latency_ms: float
     truncated: bool = False
     """The query was longer than the encoder's window; only its start was used."""

@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["Embeddings", "Encoder", "EncoderInfo", "OnnxEncoder"]
+__all__ = ["Embeddings", "Encoder", "EncoderInfo", "OnnxEncoder", "StaticEncoder"]
 
 ENCODER_META = "encoder.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+STATIC_DIR = "model2vec"
+STATIC_MAX_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,55 @@ class OnnxEncoder:
         feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
         result = self._session.run([self._output], {k: feed[k] for k in self._inputs})[0]
         return np.asarray(result, dtype=np.float32)
+
+
+class StaticEncoder:
+    """A model2vec static model: each token has a fixed vector and a text is their mean.
+
+    No transformer runs at query time, so encoding takes tens of microseconds; the price is
+    accuracy (docs/benchmarks.md). It is distilled from the same weights by
+    :func:`semroute.export.distill_static`.
+    """
+
+    def __init__(self, model: Any, info: EncoderInfo) -> None:
+        self._model = model
+        self._info = info
+
+    @classmethod
+    def load(cls, directory: str | Path) -> StaticEncoder:
+        d = Path(directory)
+        try:
+            from model2vec import StaticModel
+
+            meta = json.loads((d / ENCODER_META).read_text())
+            model = StaticModel.from_pretrained(str(d / STATIC_DIR))
+        except Exception as exc:  # model2vec and safetensors raise assorted types; map them here
+            raise EncoderError(
+                f"cannot load the static model in {d} ({type(exc).__name__}: {exc})"
+            ) from exc
+        info = EncoderInfo(
+            kind="static",
+            name=meta["name"],
+            fingerprint=meta["fingerprint"],
+            dim=int(meta["dim"]),
+            max_tokens=int(meta["max_tokens"]),
+        )
+        return cls(model, info)
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self._info
+
+    def encode(self, texts: Sequence[str]) -> Embeddings:
+        import numpy as np
+
+        texts = list(texts)
+        vectors = self._model.encode(
+            texts, max_length=self._info.max_tokens, use_multiprocessing=False
+        )
+        lengths = [len(e.ids) for e in self._model.tokenizer.encode_batch(texts)]
+        truncated = np.array([n > self._info.max_tokens for n in lengths], dtype=bool)
+        return Embeddings(_normalise(np.asarray(vectors, dtype=np.float32)), truncated)
 
 
 def _normalise(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -8,6 +8,7 @@
     │   ├── CorruptIndexError      files are missing, truncated or unreadable
     │   ├── StaleIndexError        the route files changed since the index was built
     │   └── EncoderMismatchError   the index was built with another encoder than the one asked for
+    ├── DataError                  a labelled data file is unreadable or names no route (file, line)
     ├── InvalidQueryError          a query is not a string or message list (also a TypeError)
     └── DispatchError              every model of a fallback chain failed, or a stream broke
                                    (attempts: each model tried, its error and latency)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CorruptIndexError",
+    "DataError",
     "DispatchError",
     "EncoderError",
     "EncoderMismatchError",
@@ -111,6 +113,16 @@ class EncoderMismatchError(IndexLoadError):
         self.expected = expected
         self.found = found
         super().__init__(message, path=path)
+
+
+class DataError(SemrouteError):
+    """A labelled data file (for import, eval or calibrate) is unreadable or does not fit."""
+
+    def __init__(self, message: str, *, file: str | Path, line: int | None = None) -> None:
+        self.file = str(file)
+        self.line = line
+        where = f"{self.file}:{line}" if line else self.file
+        super().__init__(f"{where}: {message}")
 
 
 class InvalidQueryError(SemrouteError, TypeError):

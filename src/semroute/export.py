@@ -21,10 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from semroute.config import DEFAULT_ENCODER
-from semroute.encoders import ENCODER_META, ONNX_FILE, TOKENIZER_FILE, OnnxEncoder
+from semroute.encoders import (
+    ENCODER_META,
+    ONNX_FILE,
+    STATIC_DIR,
+    STATIC_MAX_TOKENS,
+    TOKENIZER_FILE,
+    Encoder,
+    OnnxEncoder,
+    StaticEncoder,
+)
 from semroute.errors import EncoderError
 
-__all__ = ["cache_dir", "ensure_onnx", "load_encoder", "locate_model"]
+__all__ = ["RUNTIMES", "cache_dir", "ensure_encoder", "ensure_onnx", "load_encoder", "locate_model"]
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +59,36 @@ def cache_dir() -> Path:
     return Path(base) / "semroute"
 
 
-def load_encoder(name: str, *, threads: int | None = None) -> OnnxEncoder:
-    """The ONNX encoder for a model name or path, exporting it first if needed."""
-    return OnnxEncoder.load(ensure_onnx(name), threads=threads)
+RUNTIMES = ("onnx", "onnx-int8", "static")
+"""How queries are embedded: the exact ONNX export (default), the same quantised to int8
+(faster, slightly different vectors), or a static model2vec model distilled from the same
+weights (sub-millisecond, less accurate). docs/benchmarks.md measures each."""
+
+
+def load_encoder(name: str, *, runtime: str = "onnx", threads: int | None = None) -> Encoder:
+    """The encoder for a model name or path in the given runtime, creating it if needed."""
+    return load_encoder_dir(ensure_encoder(name, runtime), threads=threads)
+
+
+def load_encoder_dir(directory: Path, *, threads: int | None = None) -> Encoder:
+    """Load whatever :func:`ensure_encoder` wrote into ``directory``."""
+    kind = json.loads((directory / ENCODER_META).read_text()).get("kind", "onnx")
+    if kind == "static":
+        return StaticEncoder.load(directory)
+    return OnnxEncoder.load(directory, threads=threads)
+
+
+def ensure_encoder(name: str, runtime: str = "onnx") -> Path:
+    """The folder holding ``name`` prepared for ``runtime``, created on first use."""
+    if runtime == "onnx":
+        return ensure_onnx(name)
+    if runtime == "onnx-int8":
+        return _ensure_int8(name)
+    if runtime == "static":
+        return _ensure_static(name)
+    raise EncoderError(
+        f"unknown encoder runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}", model=name
+    )
 
 
 def ensure_onnx(name: str) -> Path:
@@ -69,6 +105,79 @@ def ensure_onnx(name: str) -> Path:
         marker=ENCODER_META,
     )
     return target
+
+
+def _ensure_int8(name: str) -> Path:
+    fp32 = ensure_onnx(name)
+    target = fp32.with_name(fp32.name.replace("-fp32-", "-int8-"))
+    if not (target / ENCODER_META).is_file():
+        log.info("Quantising the ONNX export of %s to int8 (once)", name)
+        _publish(target, lambda tmp: quantize_export(fp32, tmp), marker=ENCODER_META)
+    return target
+
+
+def quantize_export(source: Path, out: Path) -> None:
+    """Dynamic int8 quantisation of every MatMul, per output channel (what kept the vectors
+    closest to fp32 among the variants tried: mean cosine 0.99 on CLINC150 queries)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            str(source / ONNX_FILE),
+            str(out / ONNX_FILE),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+    shutil.copy2(source / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    meta = json.loads((source / ENCODER_META).read_text())
+    meta.update(precision="int8", fingerprint=_file_hash(out / ONNX_FILE)[:24])
+    (out / ENCODER_META).write_text(json.dumps(meta, indent=2))
+
+
+def _ensure_static(name: str) -> Path:
+    model_dir = locate_model(name)
+    digest = _tree_hash(model_dir)
+    target = cache_dir() / "static" / f"{digest[:20]}-model2vec-v{EXPORT_FORMAT}"
+    if not (target / ENCODER_META).is_file():
+        log.info("Distilling %s into a static model2vec model (once; a few minutes)", name)
+        _publish(
+            target,
+            lambda tmp: distill_static(
+                model_dir, tmp, name=_display_name(name), source_hash=digest
+            ),
+            marker=ENCODER_META,
+        )
+    return target
+
+
+def distill_static(model_dir: Path, out: Path, *, name: str, source_hash: str) -> None:
+    """Distil a static (token-embedding lookup) model from the transformer with model2vec."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from model2vec.distill import distill
+    except ImportError as exc:
+        raise EncoderError(
+            "the static runtime needs model2vec's distillation tools: pip install 'semroute[static]'",
+            model=name,
+        ) from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = distill(model_name=str(model_dir), pca_dims=256, device="cpu")
+    model.save_pretrained(str(out / STATIC_DIR))
+    meta = {
+        "format": EXPORT_FORMAT,
+        "kind": "static",
+        "name": name,
+        "fingerprint": _file_hash(out / STATIC_DIR / "model.safetensors")[:24],
+        "source_hash": source_hash,
+        "dim": int(model.dim),
+        "max_tokens": STATIC_MAX_TOKENS,
+        "precision": "static",
+    }
+    (out / ENCODER_META).write_text(json.dumps(meta, indent=2))
 
 
 def _publish(target: Path, fill: Callable[[Path], None], *, marker: str) -> None:

@@ -4,45 +4,41 @@
     ├── manifest.json     format, versions, encoder, routes digest, thresholds, vector → route ranges,
     │                     declared models and fallback chains (secrets as `os.environ/VAR` only)
     ├── index.faiss       L2-normalised utterance vectors (inner product = cosine)
-    ├── utterances.json   the utterance texts, in vector order
+    ├── utterances.json   the utterance texts, in vector order (routes', then out-of-scope examples)
+    ├── head.npz          the learned head's arrays (see semroute.head), when the scorer uses one
     └── encoder/          the ONNX export the vectors came from (queries must use the same one)
 
-A build writes into a fresh sibling folder and renames it into place, so an interrupted build
-leaves the previous index untouched. Loading never re-embeds anything and refuses an index that
-is corrupt or older than the route files it was built from.
+Loading never re-embeds anything and refuses an index that is corrupt or older than the route
+files it was built from. Writing one is :mod:`semroute.build`'s job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semroute.config import RouteSet, file_digest, load_routes, route_files
-from semroute.encoders import Encoder, EncoderInfo
+from semroute.config import file_digest, load_routes, route_files
+from semroute.encoders import EncoderInfo
 from semroute.errors import (
     CorruptIndexError,
     EncoderMismatchError,
     IndexNotFoundError,
     RouteConfigError,
-    SemrouteError,
     StaleIndexError,
 )
+from semroute.head import Head
+from semroute.search import vectors_of
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["BuildReport", "RouteIndex", "build_index"]
+__all__ = ["IndexedRoute", "RouteIndex", "read_manifest", "write_manifest"]
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -67,18 +63,6 @@ class IndexedRoute:
     metadata: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class BuildReport:
-    """What a build did."""
-
-    path: Path
-    routes: int
-    utterances: int
-    embedded: int
-    reused: int
-    seconds: float
-
-
 class RouteIndex:
     """A loaded index: vectors, the route table and the manifest they came with."""
 
@@ -88,11 +72,17 @@ class RouteIndex:
         manifest: dict[str, Any],
         vectors: npt.NDArray[np.float32],
         utterances: list[str],
+        head: Head | None = None,
+        faiss_index: Any = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.vectors = vectors
+        """Every stored vector: the routes' examples, then the out-of-scope examples."""
         self.utterances = utterances
+        self.head = head
+        self.faiss = faiss_index
+        """The FAISS index (also owns the memory ``vectors`` views)."""
         self.routes = tuple(
             IndexedRoute(
                 name=r["name"],
@@ -111,16 +101,33 @@ class RouteIndex:
         return EncoderInfo(**self.manifest["encoder"])
 
     @property
+    def scorer(self) -> str:
+        return str(self.manifest["scorer"])
+
+    @property
+    def approximate(self) -> bool:
+        """True when queries search an approximate (HNSW) index instead of every example."""
+        return bool(self.manifest["index"].get("type") == "hnsw")
+
+    @property
+    def route_vectors(self) -> npt.NDArray[np.float32]:
+        """The routes' example vectors (out-of-scope examples excluded)."""
+        return self.vectors[: self.routes[-1].stop]
+
+    @property
+    def out_of_scope(self) -> list[str]:
+        return self.utterances[self.routes[-1].stop :]
+
+    @property
     def settings(self) -> dict[str, Any]:
         return dict(self.manifest["settings"])
 
     @classmethod
     def load(cls, path: str | Path, *, check_routes: bool = True) -> RouteIndex:
         """Read an index; with ``check_routes`` refuse it if its route files have changed."""
-        import numpy as np
 
         p = Path(path)
-        _recover(p)
+        recover(p)
         manifest = read_manifest(p)
         for name in (FAISS_FILE, UTTERANCES):
             if not (p / name).is_file():
@@ -129,7 +136,7 @@ class RouteIndex:
             utterances = json.loads((p / UTTERANCES).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CorruptIndexError(f"{UTTERANCES} is unreadable; {REBUILD}", path=p) from exc
-        vectors = _read_vectors(p / FAISS_FILE, p)
+        faiss_index, vectors = _read_faiss(p / FAISS_FILE, p)
         count = int(manifest["index"]["count"])
         dim = int(manifest["encoder"]["dim"])
         if vectors.shape != (count, dim) or len(utterances) != count:
@@ -138,7 +145,19 @@ class RouteIndex:
                 f"{len(utterances)} utterances, the manifest says {count} of {dim}; {REBUILD}",
                 path=p,
             )
-        index = cls(p, manifest, np.ascontiguousarray(vectors), utterances)
+        head = None
+        if manifest.get("head"):
+            try:
+                head = Head.load(p / manifest["head"]["file"])
+            except (OSError, KeyError, ValueError) as exc:
+                raise CorruptIndexError(
+                    f"the learned head is unreadable; {REBUILD}", path=p
+                ) from exc
+            if head.coef.shape[1] != dim or head.n_routes != len(manifest["routes"]):
+                raise CorruptIndexError(
+                    f"the learned head does not fit its routes; {REBUILD}", path=p
+                )
+        index = cls(p, manifest, vectors, utterances, head, faiss_index)
         if check_routes:
             index.check_fresh()
         return index
@@ -195,7 +214,14 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise CorruptIndexError(
             f"manifest format {found!r} is not the supported {FORMAT}; {REBUILD}", path=path
         )
-    missing = {"encoder", "routes", "settings", "index", "routes_digest"} - manifest.keys()
+    missing = {
+        "encoder",
+        "routes",
+        "settings",
+        "index",
+        "routes_digest",
+        "scorer",
+    } - manifest.keys()
     if missing:
         raise CorruptIndexError(f"manifest lacks {sorted(missing)}; {REBUILD}", path=path)
     return manifest
@@ -208,12 +234,12 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, path / MANIFEST)
 
 
-def _read_vectors(file: Path, index_path: Path) -> npt.NDArray[np.float32]:
+def _read_faiss(file: Path, index_path: Path) -> tuple[Any, npt.NDArray[np.float32]]:
     import faiss
 
     try:
         index = faiss.read_index(str(file))
-        return index.reconstruct_n(0, index.ntotal)  # type: ignore[no-any-return]
+        return index, vectors_of(index)
     except RuntimeError as exc:
         raise CorruptIndexError(f"{FAISS_FILE} is unreadable; {REBUILD}", path=index_path) from exc
 
@@ -236,215 +262,17 @@ def _find_sources(index_path: Path, src: dict[str, Any]) -> Path | None:
     return None
 
 
-# --- building ----------------------------------------------------------------------------------
-
-
-def build_index(
-    routes: RouteSet | str | Path,
-    out: str | Path,
-    *,
-    encoder: Encoder | None = None,
-    progress: Progress | None = None,
-) -> BuildReport:
-    """Embed every utterance and write the index to ``out``, replacing what was there atomically.
-
-    Utterances already embedded by the previous index at ``out`` with the same encoder are
-    reused, so editing one route re-embeds only that route's new text.
-    """
-    import numpy as np
-
-    started = time.perf_counter()
-    if not isinstance(routes, RouteSet):
-        routes = load_routes(routes)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    export_dir: Path | None = None
-    if encoder is None:
-        from semroute.export import ensure_onnx
-
-        export_dir = ensure_onnx(routes.settings.encoder)
-        from semroute.encoders import OnnxEncoder
-
-        encoder = OnnxEncoder.load(export_dir, threads=None)
-    info = encoder.info
-
-    with _build_lock(out):
-        _recover(out)
-        _remove_leftovers(out)
-        texts: list[str] = []
-        table: list[dict[str, Any]] = []
-        for route in routes.routes:
-            table.append(
-                {
-                    "name": route.name,
-                    "model": routes.model_for(route),
-                    "threshold": routes.threshold_for(route),
-                    "description": route.description,
-                    "metadata": dict(route.metadata),
-                    "vectors": [len(texts), len(texts) + len(route.utterances)],
-                }
-            )
-            texts.extend(route.utterances)
-
-        previous = _previous_vectors(out, info)
-        vectors = np.zeros((len(texts), info.dim), dtype=np.float32)
-        todo = [i for i, t in enumerate(texts) if t not in previous]
-        for i, t in enumerate(texts):
-            if t in previous:
-                vectors[i] = previous[t]
-        _embed_into(vectors, texts, todo, encoder, progress)
-
-        manifest = {
-            "format": FORMAT,
-            "semroute_version": _version(),
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "encoder": info.to_dict(),
-            "routes_digest": routes.digest(),
-            "sources": _sources(routes, out),
-            "settings": {
-                "default_model": routes.settings.default_model,
-                "encoder": routes.settings.encoder,
-                "threshold": routes.settings.threshold,
-                "min_margin": routes.settings.min_margin,
-            },
-            "routes": table,
-            "dispatch": routes.dispatch_config().to_dict(),
-            "index": {
-                "file": FAISS_FILE,
-                "type": "flat",
-                "metric": "inner_product",
-                "count": len(texts),
-            },
-            "utterances_file": UTTERANCES,
-        }
-
-        def fill(tmp: Path) -> None:
-            _write_faiss(tmp / FAISS_FILE, vectors)
-            (tmp / UTTERANCES).write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-            if export_dir is not None:
-                _link_tree(export_dir, tmp / ENCODER_DIR)
-            manifest["build_seconds"] = round(time.perf_counter() - started, 3)
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
-
-        _replace_dir(out, fill)
-
-    return BuildReport(
-        path=out,
-        routes=len(table),
-        utterances=len(texts),
-        embedded=len(todo),
-        reused=len(texts) - len(todo),
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _embed_into(
-    vectors: npt.NDArray[np.float32],
-    texts: list[str],
-    todo: list[int],
-    encoder: Encoder,
-    progress: Progress | None,
-) -> None:
-    step = 256
-    for start in range(0, len(todo), step):
-        chunk = todo[start : start + step]
-        vectors[chunk] = encoder.encode([texts[i] for i in chunk]).vectors
-        if progress:
-            progress(min(start + step, len(todo)), len(todo))
-
-
-def _previous_vectors(out: Path, info: EncoderInfo) -> dict[str, npt.NDArray[np.float32]]:
-    """Vectors of the index being replaced, by text, if it was built with the same encoder."""
-    try:
-        old = RouteIndex.load(out, check_routes=False)
-    except SemrouteError:
-        return {}
-    if old.encoder_info != info:
-        return {}
-    return dict(zip(old.utterances, old.vectors, strict=True))
-
-
-def _sources(routes: RouteSet, out: Path) -> dict[str, Any]:
-    if routes.root is None:
-        return {}
-    folder = routes.root.resolve()
-    return {
-        "absolute": str(folder),
-        "relative": os.path.relpath(folder, out.resolve()),
-        "files": {f.name: file_digest(f) for f in route_files(folder)},
-        "model_files": {str(f.resolve()): file_digest(f) for f in routes.model_files},
-    }
-
-
-def _write_faiss(file: Path, vectors: npt.NDArray[np.float32]) -> None:
-    import faiss
-
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    faiss.write_index(index, str(file))
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link an export into the index (no extra disk), copying where links are impossible."""
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file():
-            try:
-                os.link(f, dst / f.name)
-            except OSError:
-                shutil.copy2(f, dst / f.name)
-
-
-def _backup_of(out: Path) -> Path:
+def backup_of(out: Path) -> Path:
+    """Where a build parks the index it replaces, for the instant between two renames."""
     return out.parent / f".{out.name}.previous"
 
 
-def _replace_dir(out: Path, fill: Callable[[Path], None]) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    try:
-        fill(tmp)
-        backup = _backup_of(out)
-        shutil.rmtree(backup, ignore_errors=True)
-        if out.exists():
-            os.replace(out, backup)
-        # A kill between these two renames leaves only the backup; _recover() restores it.
-        os.replace(tmp, out)
-        shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _recover(out: Path) -> None:
-    backup = _backup_of(out)
+def recover(out: Path) -> None:
+    """Put back an index whose replacement was interrupted between its two renames."""
+    backup = backup_of(out)
     if not out.exists() and backup.is_dir():
         with contextlib.suppress(OSError):
             os.replace(backup, out)
-
-
-def _remove_leftovers(out: Path) -> None:
-    """Delete half-written folders of builds that were killed (we hold the lock: none is live)."""
-    for leftover in out.parent.glob(f".{out.name}.building-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _build_lock(out: Path) -> Iterator[None]:
-    lock_path = out.parent / f".{out.name}.lock"
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SemrouteError(f"another build is writing {out}; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _version() -> str:
-    from semroute import __version__
-
-    return __version__
 
 
 def encoder_path(index: RouteIndex) -> Path:

@@ -11,7 +11,21 @@ import numpy.typing as npt
 
 from semroute.decision import Reason
 
-__all__ = ["best_per_route", "decide", "route_of_vectors"]
+__all__ = [
+    "HYBRID_WEIGHT",
+    "best_per_route",
+    "centroids",
+    "choose",
+    "decide",
+    "from_neighbours",
+    "hybrid",
+    "route_of_vectors",
+    "top_k_mean",
+]
+
+HYBRID_WEIGHT = 0.5
+"""Share of the head's probability in the hybrid confidence (the rest: closest-example
+similarity). Chosen on CLINC150's validation split."""
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -38,6 +52,70 @@ def best_per_route(sims: FloatArray, starts: IntArray) -> tuple[FloatArray, IntA
     return conf.astype(np.float32, copy=False), best.astype(np.int64, copy=False)
 
 
+def top_k_mean(sims: FloatArray, starts: IntArray, k: int = 5) -> FloatArray:
+    """Mean of each route's ``k`` highest similarities (fewer when a route has fewer examples)."""
+    sims = np.atleast_2d(sims)
+    n = sims.shape[1]
+    owner = route_of_vectors(starts, n)
+    counts = np.diff(np.append(starts, n))
+    # Sort each row by (route, similarity descending): similarities lie in [-1, 1].
+    order = np.argsort(owner * 4.0 - sims, axis=1, kind="stable")
+    ranked = np.take_along_axis(sims, order, axis=1)
+    rank = np.arange(n) - np.repeat(starts, counts)
+    kept = np.where(rank < k, ranked, 0.0)
+    return (np.add.reduceat(kept, starts, axis=1) / np.minimum(counts, k)).astype(np.float32)
+
+
+def from_neighbours(
+    sims: FloatArray, ids: IntArray, owner: IntArray, n_routes: int, k: int = 1
+) -> tuple[FloatArray, IntArray]:
+    """Per-route scores from an approximate search's neighbours (best first per row).
+
+    A route's score is the mean of its ``k`` most similar retrieved examples (``k=1``: the
+    closest). Retrieved lists are short, so a route with fewer than ``k`` retrieved examples, or
+    none, is filled with the similarity of the last neighbour retrieved: an upper bound, since
+    anything not retrieved is at most that similar. Its closest example is then unknown (-1).
+    ``owner`` maps a vector to its route (-1 for out-of-scope examples).
+    """
+    conf = np.empty((len(sims), n_routes), dtype=np.float32)
+    best = np.full((len(sims), n_routes), -1, dtype=np.int64)
+    for row in range(len(sims)):
+        keep = ids[row] >= 0
+        keep[keep] = owner[ids[row][keep]] >= 0
+        s, found = sims[row][keep], ids[row][keep]
+        floor = float(sims[row][ids[row] >= 0][-1]) if (ids[row] >= 0).any() else 0.0
+        conf[row] = floor
+        routes = owner[found]
+        # Stable sort by route keeps each route's neighbours in descending similarity.
+        order = np.argsort(routes, kind="stable")
+        routes, s, found = routes[order], s[order], found[order]
+        present, first, counts = np.unique(routes, return_index=True, return_counts=True)
+        best[row, present] = found[first]
+        rank = np.arange(len(routes)) - np.repeat(first, counts)
+        top = np.where(rank < k, s, 0.0)
+        sums = np.add.reduceat(top, first) if len(first) else np.zeros(0)
+        taken = np.minimum(counts, k)
+        conf[row, present] = (sums + (k - taken) * floor) / k
+    return conf, best
+
+
+def centroids(vectors: FloatArray, starts: IntArray) -> FloatArray:
+    """Each route's mean example vector, normalised (cosine to it is the centroid score)."""
+    counts = np.diff(np.append(starts, len(vectors)))
+    means = np.add.reduceat(vectors, starts, axis=0) / counts[:, None]
+    norms = np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    out: FloatArray = (means / norms).astype(np.float32)
+    return out
+
+
+def hybrid(probabilities: FloatArray, nearest: FloatArray) -> FloatArray:
+    """The default confidence: the head's probability for a route averaged with the query's
+    similarity to the route's closest example. The head separates routes well; similarity
+    knows when a query resembles nothing seen, which a softmax alone does not."""
+    out: FloatArray = HYBRID_WEIGHT * probabilities + (1.0 - HYBRID_WEIGHT) * nearest
+    return out
+
+
 def decide(
     confidence: FloatArray, thresholds: FloatArray, min_margin: float
 ) -> tuple[int, Reason, float, IntArray]:
@@ -57,3 +135,18 @@ def decide(
     if margin < min_margin:
         return -1, Reason.AMBIGUOUS, margin, order
     return top, Reason.MATCHED, margin, order
+
+
+def choose(conf: FloatArray, thresholds: FloatArray, min_margin: float) -> IntArray:
+    """:func:`decide` for many queries at once: each row's route index, or -1 for the default."""
+    conf = np.atleast_2d(conf)
+    top = np.argmax(conf, axis=1)
+    best = conf[np.arange(len(conf)), top]
+    if conf.shape[1] > 1:
+        runner_up = np.partition(conf, -2, axis=1)[:, -2]
+    else:
+        runner_up = np.zeros(len(conf), dtype=conf.dtype)
+    # The margin in float64, exactly as decide() computes it, so eval agrees with route().
+    margin = best.astype(np.float64) - runner_up.astype(np.float64)
+    routed = (best >= thresholds[top]) & (margin >= min_margin)
+    return np.where(routed, top, -1).astype(np.int64)

@@ -1,0 +1,189 @@
+"""Routing accuracy on public intent data, through semroute's own CLI, beside semantic-router.
+
+    .venv/bin/python scripts/bench_accuracy.py [--scorers hybrid,head,...] [--skip-peer]
+
+For CLINC150 (Full, Small, and Full with 10 examples per intent) it follows the standard
+protocol: utterances from `train`, thresholds fitted on `val` with `semroute calibrate`'s default
+objective, `test` reported (`semroute eval`). For BANKING77 (no out-of-scope rows) it reports
+closed-set accuracy on `test`. Test rows are never used for fitting. semantic-router 1.1.1 runs
+on the same data with the same local model and its own threshold fitting
+(scripts/peer_semantic_router.py). Results go to docs/results/accuracy.json and the
+"accuracy" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import ROOT, machine, machine_markdown, require_data, save
+
+SEMROUTE = str(Path(sys.executable).parent / "semroute")
+SCORERS = ("hybrid", "head", "centroid", "top5", "nearest")
+PEER = ROOT / "scripts" / "peer_semantic_router.py"
+
+# (name, train, val, test, has out-of-scope rows)
+DATASETS = [
+    ("CLINC150 Full", "clinc150/train.jsonl", "clinc150/val.jsonl", "clinc150/test.jsonl", True),
+    ("CLINC150 Small", "clinc150_small/train.jsonl", "clinc150/val.jsonl", "clinc150/test.jsonl", True),
+    ("CLINC150 Full, 10 per intent", "clinc150/train_10.jsonl", "clinc150/val.jsonl", "clinc150/test.jsonl", True),
+    ("BANKING77", "banking77/train.jsonl", None, "banking77/test.jsonl", False),
+]
+# Published reference points (see ../shared/data/README.md).
+REFERENCES = {
+    "CLINC150 Full": [
+        ("fine-tuned BERT-base (Larson et al. 2019)", 96.2, 52.3),
+        ("MLP on USE embeddings (Larson et al. 2019)", 93.4, 49.1),
+    ]
+}
+
+
+def run(*args: str) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def semroute_runs(work: Path, scorers: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for name, train, val, test, has_oos in DATASETS:
+        slug = name.lower().replace(" ", "-").replace(",", "")
+        routes = work / slug / "routes"
+        index = work / slug / "index"
+        if not (routes / "train.yaml").exists():
+            run(SEMROUTE, "import", str(require_data(*train.split("/"))), "--out",
+                str(routes / "train.yaml"), "--default-model", "frontier")
+        for scorer in scorers:
+            started = time.perf_counter()
+            run(SEMROUTE, "build-index", str(routes), "--out", str(index), "--scorer", scorer)
+            build_s = time.perf_counter() - started
+            calibration = None
+            if val:
+                started = time.perf_counter()
+                calibration = json.loads(
+                    run(SEMROUTE, "calibrate", "--data", str(require_data(*val.split("/"))),
+                        "--index", str(index), "--json")
+                )
+                calibration["wall_s"] = round(time.perf_counter() - started, 2)
+            report = json.loads(
+                run(SEMROUTE, "eval", "--data", str(require_data(*test.split("/"))),
+                    "--index", str(index), "--json")
+            )
+            row = {
+                "dataset": name,
+                "system": f"semroute {scorer}",
+                "scorer": scorer,
+                "in_scope_accuracy": report["in_scope_accuracy"],
+                "oos_recall": report["oos_recall"],
+                "accuracy": report["accuracy"],
+                "auroc": report["auroc"],
+                "closed_set_accuracy": report["closed_set_accuracy"],
+                "latency_ms": report["latency_ms"],
+                "build_s": round(build_s, 1),
+                "calibration": calibration and {
+                    k: calibration[k]
+                    for k in ("objective", "misroute_cost", "per_route", "shared_threshold", "seconds", "wall_s")
+                },
+                "has_oos": has_oos,
+            }
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
+def peer_runs() -> list[dict[str, Any]]:
+    rows = []
+    for name, train, val, test, has_oos in DATASETS:
+        args = [sys.executable, str(PEER), "accuracy", "--train", str(require_data(*train.split("/"))),
+                "--test", str(require_data(*test.split("/")))]
+        args += ["--val", str(require_data(*val.split("/")))] if val else ["--no-fit"]
+        result = json.loads(run(*args))
+        rows.append({"dataset": name, "system": f"semantic-router {result.get('version', '1.1.1')}",
+                     "has_oos": has_oos, **result})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(rows: list[dict[str, Any]], peer: list[dict[str, Any]], info: dict[str, Any], args: str) -> str:
+    out = [
+        "## Accuracy: CLINC150 and BANKING77",
+        "",
+        f"`.venv/bin/python scripts/bench_accuracy.py{args}`. Each semroute row is "
+        "`semroute import train.jsonl` → `semroute build-index --scorer S` → "
+        "`semroute calibrate --data val.jsonl` (default objective: misroute cost 2) → "
+        "`semroute eval --data test.jsonl --json`, default encoder (all-MiniLM-L6-v2, ONNX). "
+        "In-scope accuracy counts an in-scope query sent to the default model as wrong; "
+        "out-of-scope recall is the share of out-of-scope queries sent to the default model. "
+        "semantic-router 1.1.1 uses the same local model and its own threshold fitting on val "
+        "(`router.fit`).",
+        "",
+    ]
+    for name, *_ in DATASETS:
+        ours = [r for r in rows if r["dataset"] == name]
+        theirs = [r for r in peer if r["dataset"] == name]
+        has_oos = (ours or theirs)[0]["has_oos"] if (ours or theirs) else True
+        out.append(f"### {name}")
+        out.append("")
+        if has_oos:
+            out.append("| system | in-scope accuracy | out-of-scope recall | accuracy | AUROC | closed-set |")
+            out.append("|---|---:|---:|---:|---:|---:|")
+            for r in ours:
+                out.append(f"| {r['system']} | {pct(r['in_scope_accuracy'])} | {pct(r['oos_recall'])} | "
+                           f"{pct(r['accuracy'])} | {pct(r['auroc'])} | {pct(r['closed_set_accuracy'])} |")
+            for r in theirs:
+                out.append(f"| {r['system']} (fitted on val) | {pct(r['in_scope_accuracy'])} | "
+                           f"{pct(r['oos_recall'])} | {pct(r['accuracy'])} | – | {pct(r.get('closed_set_accuracy'))} |")
+                if "in_scope_accuracy_default_threshold" in r:
+                    out.append(f"| {r['system']} (default threshold) | "
+                               f"{pct(r['in_scope_accuracy_default_threshold'])} | "
+                               f"{pct(r['oos_recall_default_threshold'])} | – | – | – |")
+            for ref, ins, oos in REFERENCES.get(name, []):
+                out.append(f"| {ref} | {ins:.1f} | {oos:.1f} | – | – | – |")
+        else:
+            out.append("| system | closed-set accuracy |")
+            out.append("|---|---:|")
+            for r in ours:
+                out.append(f"| {r['system']} | {pct(r['closed_set_accuracy'])} |")
+            for r in theirs:
+                out.append(f"| {r['system']} | {pct(r.get('closed_set_accuracy'))} |")
+        out.append("")
+    cal = [r for r in rows if r["calibration"]]
+    if cal:
+        fits = [r["calibration"]["seconds"]["fit"] for r in cal]
+        out.append(
+            f"Calibration on the 3,100 val rows took {min(fits):.2f}–{max(fits):.2f} s beyond "
+            f"encoding them (encoding: {cal[0]['calibration']['seconds']['encode']:.1f} s)."
+        )
+        out.append("")
+    out.append(machine_markdown(info))
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scorers", default=",".join(SCORERS))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/semroute-bench-accuracy"))
+    parser.add_argument("--skip-peer", action="store_true", help="Leave semantic-router out.")
+    args = parser.parse_args()
+    info = machine()
+    scorers = [s for s in args.scorers.split(",") if s]
+    rows = semroute_runs(args.work, scorers)
+    peer = [] if args.skip_peer else peer_runs()
+    flags = "" if args.scorers == ",".join(SCORERS) else f" --scorers {args.scorers}"
+    flags += " --skip-peer" if args.skip_peer else ""
+    save("accuracy", {"machine": info, "semroute": rows, "semantic_router": peer}, markdown(rows, peer, info, flags))
+
+
+if __name__ == "__main__":
+    main()

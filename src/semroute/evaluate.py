@@ -1,0 +1,233 @@
+"""Measuring a router on labelled data: ``{"text", "label"}`` JSON lines.
+
+A row whose label is the out-of-scope label (``oos`` unless told otherwise) is right only when
+it goes to the default model; an in-scope row is right only when it goes to its own route (sent
+to the default model, it counts as wrong). Metrics are computed from the raw per-route
+confidences (:meth:`Router.score`), so calibration can recompute them for any thresholds
+without re-encoding anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from semroute.errors import DataError
+from semroute.scoring import choose
+
+if TYPE_CHECKING:
+    from semroute.router import Router, Scores
+
+__all__ = ["EvalReport", "Labelled", "evaluate", "load_labelled", "metrics"]
+
+DEFAULT_OOS_LABEL = "oos"
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Rows of labelled data; ``truth`` holds route indices, -1 for out-of-scope rows."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
+
+    def truth(
+        self, routes: Sequence[str], oos_label: str = DEFAULT_OOS_LABEL
+    ) -> npt.NDArray[np.int64]:
+        """Route index per row; refuses labels that name no route (listing them)."""
+        index = {name: i for i, name in enumerate(routes)}
+        unknown = Counter(lab for lab in self.labels if lab != oos_label and lab not in index)
+        if unknown:
+            listed = ", ".join(f"{lab!r} ({n} rows)" for lab, n in unknown.most_common(10))
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise DataError(
+                f"{len(unknown)} labels name no route of the index: {listed}{more}; fix the labels, "
+                f"rebuild the index with those routes, or mark out-of-scope rows with "
+                f"{oos_label!r} (see --oos-label)",
+                file=self.source,
+            )
+        return np.array([index.get(lab, -1) for lab in self.labels], dtype=np.int64)
+
+
+def load_labelled(path: str | Path) -> Labelled:
+    """Read a JSON-lines file of ``{"text": ..., "label": ...}`` rows."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read it ({exc}); pass a UTF-8 JSON-lines file", file=p) from exc
+    texts: list[str] = []
+    labels: list[str] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"not valid JSON ({exc.args[0]})", file=p, line=number) from exc
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise DataError('expected an object with a string "text"', file=p, line=number)
+        label = row.get("label")
+        if not isinstance(label, str) or not label:
+            raise DataError('expected a non-empty string "label"', file=p, line=number)
+        texts.append(row["text"])
+        labels.append(label)
+    if not texts:
+        raise DataError("holds no rows", file=p)
+    return Labelled(texts, labels, str(p))
+
+
+@dataclass(frozen=True)
+class RouteMetrics:
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Everything ``semroute eval`` reports. Ratios are in [0, 1]; None where undefined."""
+
+    n: int
+    n_oos: int
+    accuracy: float
+    in_scope_accuracy: float | None
+    closed_set_accuracy: float | None
+    """In-scope rows whose best-scoring route is right, ignoring thresholds."""
+    oos_precision: float | None
+    oos_recall: float | None
+    oos_f1: float | None
+    auroc: float | None
+    """How well the best route's confidence separates in-scope from out-of-scope rows."""
+    coverage: float
+    """Share of rows not sent to the default model."""
+    per_route: dict[str, RouteMetrics]
+    confused_pairs: list[tuple[str, str, int]]
+    """(true route, chosen route, rows), most frequent first."""
+    misrouted: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["per_route"] = {k: vars(v) for k, v in self.per_route.items()}
+        out["confused_pairs"] = [
+            {"route": a, "chosen": b, "rows": n} for a, b, n in self.confused_pairs
+        ]
+        return out
+
+
+def metrics(
+    confidence: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64],
+    thresholds: npt.NDArray[np.float32],
+    min_margin: float,
+    routes: Sequence[str],
+) -> EvalReport:
+    """Metrics of the decisions these confidences and thresholds give (no latency, no samples)."""
+    chosen = choose(confidence, thresholds, min_margin)
+    top = np.argmax(confidence, axis=1)
+    ins = truth >= 0
+    n, n_oos = len(truth), int((~ins).sum())
+    correct = chosen == truth
+    to_default = chosen < 0
+    caught = int((to_default & ~ins).sum())
+    oos_precision = _ratio(caught, int(to_default.sum()))
+    oos_recall = _ratio(caught, n_oos)
+    per_route = {}
+    for r, name in enumerate(routes):
+        hit = int(((chosen == r) & (truth == r)).sum())
+        p, rc = _ratio(hit, int((chosen == r).sum())), _ratio(hit, int((truth == r).sum()))
+        per_route[name] = RouteMetrics(p, rc, _f1(p, rc), int((truth == r).sum()))
+    pairs = Counter(
+        (routes[t], routes[c])
+        for t, c in zip(truth, chosen, strict=True)
+        if t >= 0 and c >= 0 and t != c
+    )
+    return EvalReport(
+        n=n,
+        n_oos=n_oos,
+        accuracy=float(correct.mean()),
+        in_scope_accuracy=_ratio(int(correct[ins].sum()), int(ins.sum())),
+        closed_set_accuracy=_ratio(int((top == truth)[ins].sum()), int(ins.sum())),
+        oos_precision=oos_precision,
+        oos_recall=oos_recall,
+        oos_f1=_f1(oos_precision, oos_recall),
+        auroc=_auroc(confidence.max(axis=1), ins),
+        coverage=float((~to_default).mean()),
+        per_route=per_route,
+        confused_pairs=[(a, b, k) for (a, b), k in pairs.most_common(10)],
+    )
+
+
+def evaluate(
+    router: Router,
+    data: Labelled,
+    *,
+    oos_label: str = DEFAULT_OOS_LABEL,
+    latency_sample: int = 200,
+    misrouted_sample: int = 10,
+) -> tuple[EvalReport, Scores, npt.NDArray[np.int64]]:
+    """Route every row and measure; also time up to ``latency_sample`` single-query routes."""
+    names = [r.name for r in router.routes]
+    truth = data.truth(names, oos_label)
+    scores = router.score(data.texts)
+    report = metrics(scores.confidence, truth, router.thresholds, router.min_margin, names)
+    chosen = choose(scores.confidence, router.thresholds, router.min_margin)
+    wrong = np.flatnonzero(chosen != truth)
+    sample = []
+    for i in wrong[:misrouted_sample]:
+        order = np.argsort(-scores.confidence[i])[:3]
+        sample.append(
+            {
+                "text": data.texts[i],
+                "label": data.labels[i],
+                "chosen": names[chosen[i]] if chosen[i] >= 0 else None,
+                "top_scores": {names[r]: round(float(scores.confidence[i, r]), 4) for r in order},
+            }
+        )
+    timings = []
+    for text in data.texts[:latency_sample]:
+        started = time.perf_counter()
+        router.route(text)
+        timings.append((time.perf_counter() - started) * 1000)
+    latency = {
+        "p50": round(float(np.percentile(timings, 50)), 3),
+        "p95": round(float(np.percentile(timings, 95)), 3),
+        "queries": float(len(timings)),
+    }
+    report = EvalReport(**{**vars(report), "misrouted": sample, "latency_ms": latency})
+    return report, scores, truth
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _f1(p: float | None, r: float | None) -> float | None:
+    if p is None or r is None:
+        return None
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _auroc(score: npt.NDArray[np.float32], positive: npt.NDArray[np.bool_]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with ties averaged); None without both classes."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score), dtype=np.float64)
+    sorted_scores = score[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -1,0 +1,157 @@
+"""Turning other formats into route files.
+
+- Labelled data (``{"text", "label"}`` JSON lines): one route per label; rows with the
+  out-of-scope label become the file's ``out_of_scope`` examples, never a route.
+- A semantic-router / LiteLLM auto-router config (``router.json``, JSON or YAML): routes with
+  ``name``, ``utterances``, ``description``, ``score_threshold`` and optionally ``llm.model``.
+
+Duplicates (same text, ignoring case and spacing) are dropped: within a label silently, across
+labels by keeping the first label and counting the rest, since an example must belong to one
+route.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from semroute.config import normalise_utterance, parse_routes
+from semroute.errors import DataError, RouteConfigError
+from semroute.evaluate import DEFAULT_OOS_LABEL, load_labelled
+
+__all__ = ["ImportReport", "import_file"]
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    path: Path
+    routes: int
+    utterances: int
+    out_of_scope: int
+    dropped: int
+    """Rows left out as duplicates."""
+
+
+def import_file(
+    source: str | Path,
+    out: str | Path,
+    *,
+    default_model: str | None = None,
+    oos_label: str = DEFAULT_OOS_LABEL,
+    force: bool = False,
+) -> ImportReport:
+    """Write ``out`` as a route file built from ``source`` (JSON lines, or a router.json)."""
+    src, dst = Path(source), Path(out)
+    if dst.exists() and not force:
+        raise DataError(f"{dst} already exists; choose another --out or pass --force", file=src)
+    if src.suffix == ".jsonl":
+        data, dropped = _from_labelled(src, oos_label)
+    else:
+        data, dropped = _from_router_config(src)
+    if default_model:
+        data = {"router": {"default_model": default_model}, **data}
+    _validate(data, src, has_router=default_model is not None)
+    _write_yaml(dst, data, header=f"Imported from {src.name} by `semroute import`.")
+    return ImportReport(
+        path=dst,
+        routes=len(data["routes"]),
+        utterances=sum(len(r["utterances"]) for r in data["routes"]),
+        out_of_scope=len(data.get("out_of_scope", [])),
+        dropped=dropped,
+    )
+
+
+def _from_labelled(path: Path, oos_label: str) -> tuple[dict[str, Any], int]:
+    rows = load_labelled(path)
+    by_label: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    dropped = 0
+    for text, label in zip(rows.texts, rows.labels, strict=True):
+        key = normalise_utterance(text)
+        if not key or key in owner:
+            dropped += 1
+            continue
+        owner[key] = label
+        by_label.setdefault(label, []).append(text.strip())
+    out_of_scope = by_label.pop(oos_label, [])
+    if not by_label:
+        raise DataError(
+            f"every row is labelled {oos_label!r}: there is no route to import", file=path
+        )
+    data: dict[str, Any] = {
+        "routes": [{"name": label, "utterances": texts} for label, texts in by_label.items()]
+    }
+    if out_of_scope:
+        data["out_of_scope"] = out_of_scope
+    return data, dropped
+
+
+def _from_router_config(path: Path) -> tuple[dict[str, Any], int]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise DataError(
+            f"cannot read it as a router config ({type(exc).__name__}); pass a .jsonl file of "
+            'labelled rows or a semantic-router router.json/.yaml with "routes"',
+            file=path,
+        ) from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("routes"), list):
+        raise DataError(
+            'expected a mapping with a "routes" list (semantic-router format)', file=path
+        )
+    seen: set[str] = set()
+    routes, dropped = [], 0
+    for i, entry in enumerate(raw["routes"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise DataError(f'routes[{i}] has no "name"', file=path)
+        utterances = []
+        for u in _strings(entry.get("utterances"), path, f"routes[{i}].utterances"):
+            key = normalise_utterance(u)
+            if not key or key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            utterances.append(u.strip())
+        route: dict[str, Any] = {"name": entry["name"], "utterances": utterances}
+        if entry.get("description"):
+            route["description"] = str(entry["description"])
+        llm = entry.get("llm")
+        if isinstance(llm, dict) and isinstance(llm.get("name") or llm.get("model"), str):
+            route["model"] = llm.get("model") or llm["name"]
+        if isinstance(entry.get("score_threshold"), int | float):
+            route["threshold"] = float(entry["score_threshold"])
+        if isinstance(entry.get("metadata"), dict) and entry["metadata"]:
+            route["metadata"] = entry["metadata"]
+        routes.append(route)
+    return {"routes": routes}, dropped
+
+
+def _strings(value: Any, path: Path, field: str) -> Iterable[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError(f"{field} must be a list of strings", file=path)
+    return value
+
+
+def _validate(data: dict[str, Any], src: Path, *, has_router: bool) -> None:
+    # Validate exactly as `semroute validate` would; a file without a router block is checked
+    # with a stand-in one, since the real one lives in another file.
+    probe = data if has_router else {"router": {"default_model": "-"}, **data}
+    try:
+        parse_routes(probe, source=str(src))
+    except RouteConfigError as exc:
+        raise DataError(f"would not make a valid route file: {exc.message}", file=src) from exc
+
+
+def _write_yaml(dst: Path, data: dict[str, Any], *, header: str) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"# {header}\n{body}", encoding="utf-8")
+    os.replace(tmp, dst)
