@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, overload
+from typing import Any
 
-__all__ = ["Decision", "Reason", "RouteScore", "RouteScores"]
+__all__ = ["Decision", "Reason", "RouteScore"]
 
 
 class Reason(StrEnum):
@@ -52,51 +52,32 @@ class RouteScore:
         }
 
 
-class RouteScores(Sequence[RouteScore]):
-    """Every route's score, best first, built on first access.
+class _LazyScores:
+    """The ``scores`` field of :class:`Decision`: given a builder, it builds the tuple on first
+    read, once, under a lock. Routing needs only the best route, so ``route()`` does no
+    per-route Python work unless someone looks at every route."""
 
-    Routing needs only the best route; building one :class:`RouteScore` per route is left
-    until someone looks, so ``route()`` does no per-route Python work.
-    """
+    _lock = threading.Lock()
 
-    __slots__ = ("_build", "_items")
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = f"_{name}"
 
-    def __init__(self, build: Callable[[], tuple[RouteScore, ...]]) -> None:
-        self._build: Callable[[], tuple[RouteScore, ...]] | None = build
-        self._items: tuple[RouteScore, ...] | None = None
+    def __get__(self, obj: object, objtype: type | None = None) -> tuple[RouteScore, ...]:
+        if obj is None:
+            return ()  # the dataclass default
+        value = obj.__dict__[self._attr]
+        if callable(value):
+            with self._lock:
+                value = obj.__dict__[self._attr]
+                if callable(value):
+                    value = obj.__dict__[self._attr] = value()
+        return value  # type: ignore[no-any-return]
 
-    def _all(self) -> tuple[RouteScore, ...]:
-        if self._items is None:
-            assert self._build is not None
-            self._items, self._build = self._build(), None
-        return self._items
-
-    @overload
-    def __getitem__(self, index: int) -> RouteScore: ...
-    @overload
-    def __getitem__(self, index: slice) -> tuple[RouteScore, ...]: ...
-    def __getitem__(self, index: int | slice) -> RouteScore | tuple[RouteScore, ...]:
-        return self._all()[index]
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    def __iter__(self) -> Iterator[RouteScore]:
-        return iter(self._all())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RouteScores | tuple | list):
-            return self._all() == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._all())
-
-    def __repr__(self) -> str:
-        return repr(self._all())
+    def __set__(self, obj: object, value: object) -> None:
+        obj.__dict__[self._attr] = value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Decision:
     """Where a query goes and why.
 
@@ -110,10 +91,15 @@ class Decision:
     confidence: float
     margin: float
     reason: Reason
-    scores: Sequence[RouteScore]
     latency_ms: float
     truncated: bool = False
     """The query was longer than the encoder's window; only its start was used."""
+    scores: tuple[RouteScore, ...] = _LazyScores()  # type: ignore[assignment]
+    """Every route, best first (built on first access; a callable may be passed to defer it)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.scores  # noqa: B018 - pickle the built tuple, never the builder
+        return self.__dict__
 
     @property
     def matched(self) -> bool:

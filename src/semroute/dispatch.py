@@ -265,7 +265,15 @@ class _Call:
 
 
 def _pinned(model: str) -> Decision:
-    return Decision(None, model, 0.0, 0.0, Reason.PINNED, (), 0.0)
+    return Decision(
+        route=None,
+        model=model,
+        confidence=0.0,
+        margin=0.0,
+        reason=Reason.PINNED,
+        latency_ms=0.0,
+        scores=(),
+    )
 
 
 def _start(

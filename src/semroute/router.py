@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from semroute.conversation import Message, route_messages
-from semroute.decision import Decision, Reason, RouteScore, RouteScores
+from semroute.decision import Decision, Reason, RouteScore
 from semroute.encoders import Encoder, OnnxEncoder, StaticEncoder
 from semroute.errors import CorruptIndexError, InvalidQueryError
 from semroute.index import IndexedRoute, RouteIndex, encoder_path
@@ -68,7 +68,12 @@ class Router:
     """
 
     def __init__(
-        self, index: RouteIndex, encoder: Encoder, *, cache_size: int = DEFAULT_CACHE_SIZE
+        self,
+        index: RouteIndex,
+        encoder: Encoder,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        exact: bool = False,
     ) -> None:
         index.check_encoder(encoder.info)
         self.index = index
@@ -91,7 +96,8 @@ class Router:
             centroids(self._vectors, self._starts) if self.scorer == "centroid" else None
         )
         self._owner = None
-        if index.approximate:
+        self._sizes = np.array([r.stop - r.start for r in index.routes], dtype=np.int64)
+        if index.approximate and not exact:
             self._owner = np.full(len(index.vectors), -1, dtype=np.int64)
             for i, r in enumerate(index.routes):
                 self._owner[r.start : r.stop] = i
@@ -109,15 +115,17 @@ class Router:
         encoder: Encoder | None = None,
         check_routes: bool = True,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        exact: bool = False,
     ) -> Router:
         """Load the index at ``path`` (default ``$SEMROUTE_INDEX`` or ``indexes/default``).
 
         Nothing is re-embedded. ``cache_size`` bounds the cache of recent queries' scores (0
-        turns it off). Raises :class:`~semroute.errors.IndexLoadError` subclasses for a
+        turns it off). ``exact=True`` compares every query with every example even when the index
+        is approximate (HNSW): slower, used to check the approximation. Raises :class:`~semroute.errors.IndexLoadError` subclasses for a
         missing, corrupt or stale index, or one built with another encoder than ``encoder``.
         """
         index = RouteIndex.load(path or default_index_path(), check_routes=check_routes)
-        return cls(index, encoder or _encoder_for(index), cache_size=cache_size)
+        return cls(index, encoder or _encoder_for(index), cache_size=cache_size, exact=exact)
 
     @property
     def routes(self) -> tuple[IndexedRoute, ...]:
@@ -209,9 +217,9 @@ class Router:
             sims, ids = self.index.faiss.search(queries, NEIGHBOURS)
             n = len(self.index.routes)
             nearest, best = from_neighbours(sims, ids, self._owner, n)
-            top5 = (
-                from_neighbours(sims, ids, self._owner, n, 5)[0] if self.scorer == "top5" else None
-            )
+            top5 = None
+            if self.scorer == "top5":
+                top5 = from_neighbours(sims, ids, self._owner, n, 5, self._sizes)[0]
         else:
             sims = self._similarities(queries)
             nearest, best = best_per_route(sims, self._starts)
@@ -252,14 +260,13 @@ class Router:
                 for r in order
             )
 
-        scores = RouteScores(explain)
         return Decision(
             route=routes[choice].name if choice >= 0 else None,
             model=routes[choice].model if choice >= 0 else self.default_model,
             confidence=float(conf[order[0]]),
             margin=margin,
             reason=reason,
-            scores=scores,
+            scores=explain,  # type: ignore[arg-type]  # built on first access
             latency_ms=(time.perf_counter() - started) * 1000,
             truncated=truncated,
         )
@@ -304,16 +311,18 @@ class Router:
         return await acomplete(self, messages, stream=stream, **kwargs)
 
     def _empty(self, started: float) -> Decision:
-        scores = tuple(
-            RouteScore(r.name, 0.0, r.threshold, None, r.model) for r in self.index.routes
-        )
+        routes = self.index.routes
+
+        def explain() -> tuple[RouteScore, ...]:
+            return tuple(RouteScore(r.name, 0.0, r.threshold, None, r.model) for r in routes)
+
         return Decision(
             route=None,
             model=self.default_model,
             confidence=0.0,
             margin=0.0,
             reason=Reason.EMPTY_QUERY,
-            scores=scores,
+            scores=explain,  # type: ignore[arg-type]  # built on first access
             latency_ms=(time.perf_counter() - started) * 1000,
         )
 

@@ -67,12 +67,18 @@ def top_k_mean(sims: FloatArray, starts: IntArray, k: int = 5) -> FloatArray:
 
 
 def from_neighbours(
-    sims: FloatArray, ids: IntArray, owner: IntArray, n_routes: int, k: int = 1
+    sims: FloatArray,
+    ids: IntArray,
+    owner: IntArray,
+    n_routes: int,
+    k: int = 1,
+    sizes: IntArray | None = None,
 ) -> tuple[FloatArray, IntArray]:
     """Per-route scores from an approximate search's neighbours (best first per row).
 
     A route's score is the mean of its ``k`` most similar retrieved examples (``k=1``: the
-    closest). Retrieved lists are short, so a route with fewer than ``k`` retrieved examples, or
+    closest), or of all of them for a route with fewer than ``k`` (``sizes``: examples per
+    route). Retrieved lists are short, so a route with fewer retrieved examples than that, or
     none, is filled with the similarity of the last neighbour retrieved: an upper bound, since
     anything not retrieved is at most that similar. Its closest example is then unknown (-1).
     ``owner`` maps a vector to its route (-1 for out-of-scope examples).
@@ -92,10 +98,12 @@ def from_neighbours(
         present, first, counts = np.unique(routes, return_index=True, return_counts=True)
         best[row, present] = found[first]
         rank = np.arange(len(routes)) - np.repeat(first, counts)
-        top = np.where(rank < k, s, 0.0)
+        limit = np.repeat(np.minimum(sizes[present], k), counts) if sizes is not None else k
+        top = np.where(rank < limit, s, 0.0)
         sums = np.add.reduceat(top, first) if len(first) else np.zeros(0)
-        taken = np.minimum(counts, k)
-        conf[row, present] = (sums + (k - taken) * floor) / k
+        wanted = np.minimum(sizes[present], k) if sizes is not None else np.full(len(present), k)
+        taken = np.minimum(counts, wanted)
+        conf[row, present] = (sums + (wanted - taken) * floor) / wanted
     return conf, best
 
 

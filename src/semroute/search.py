@@ -73,13 +73,15 @@ def measure_agreement(
     exact.add(vectors)
     _, truth = exact.search(queries, 11)
     _, found = index.search(queries, 11)
-    hits, agree = 0, 0
+    hits, wanted, agree = 0, 0, 0
     for q, t, f in zip(sample, truth, found, strict=True):
-        t, f = t[t != q][:10], f[f != q][:10]
+        # FAISS pads short result lists with -1; the query's own vector is left out.
+        t, f = t[(t != q) & (t >= 0)][:10], f[(f != q) & (f >= 0)][:10]
         hits += len(np.intersect1d(t, f))
-        agree += int(owner[t[0]] == owner[f[0]]) if len(f) else 0
+        wanted += len(t)
+        agree += int(owner[t[0]] == owner[f[0]]) if len(t) and len(f) else int(not len(t))
     return {
-        "recall_at_10": round(hits / (10 * len(sample)), 4),
+        "recall_at_10": round(hits / max(wanted, 1), 4),
         "nearest_route_agreement": round(agree / len(sample), 4),
         "agreement_sample": len(sample),
     }
