@@ -31,8 +31,20 @@ PEER = ROOT / "scripts" / "peer_semantic_router.py"
 # (name, train, val, test, has out-of-scope rows)
 DATASETS = [
     ("CLINC150 Full", "clinc150/train.jsonl", "clinc150/val.jsonl", "clinc150/test.jsonl", True),
-    ("CLINC150 Small", "clinc150_small/train.jsonl", "clinc150/val.jsonl", "clinc150/test.jsonl", True),
-    ("CLINC150 Full, 10 per intent", "clinc150/train_10.jsonl", "clinc150/val.jsonl", "clinc150/test.jsonl", True),
+    (
+        "CLINC150 Small",
+        "clinc150_small/train.jsonl",
+        "clinc150/val.jsonl",
+        "clinc150/test.jsonl",
+        True,
+    ),
+    (
+        "CLINC150 Full, 10 per intent",
+        "clinc150/train_10.jsonl",
+        "clinc150/val.jsonl",
+        "clinc150/test.jsonl",
+        True,
+    ),
     ("BANKING77", "banking77/train.jsonl", None, "banking77/test.jsonl", False),
 ]
 # Published reference points (see ../shared/data/README.md).
@@ -58,8 +70,15 @@ def semroute_runs(work: Path, scorers: list[str]) -> list[dict[str, Any]]:
         routes = work / slug / "routes"
         index = work / slug / "index"
         if not (routes / "train.yaml").exists():
-            run(SEMROUTE, "import", str(require_data(*train.split("/"))), "--out",
-                str(routes / "train.yaml"), "--default-model", "frontier")
+            run(
+                SEMROUTE,
+                "import",
+                str(require_data(*train.split("/"))),
+                "--out",
+                str(routes / "train.yaml"),
+                "--default-model",
+                "frontier",
+            )
         for scorer in scorers:
             started = time.perf_counter()
             run(SEMROUTE, "build-index", str(routes), "--out", str(index), "--scorer", scorer)
@@ -68,13 +87,27 @@ def semroute_runs(work: Path, scorers: list[str]) -> list[dict[str, Any]]:
             if val:
                 started = time.perf_counter()
                 calibration = json.loads(
-                    run(SEMROUTE, "calibrate", "--data", str(require_data(*val.split("/"))),
-                        "--index", str(index), "--json")
+                    run(
+                        SEMROUTE,
+                        "calibrate",
+                        "--data",
+                        str(require_data(*val.split("/"))),
+                        "--index",
+                        str(index),
+                        "--json",
+                    )
                 )
                 calibration["wall_s"] = round(time.perf_counter() - started, 2)
             report = json.loads(
-                run(SEMROUTE, "eval", "--data", str(require_data(*test.split("/"))),
-                    "--index", str(index), "--json")
+                run(
+                    SEMROUTE,
+                    "eval",
+                    "--data",
+                    str(require_data(*test.split("/"))),
+                    "--index",
+                    str(index),
+                    "--json",
+                )
             )
             row = {
                 "dataset": name,
@@ -87,9 +120,17 @@ def semroute_runs(work: Path, scorers: list[str]) -> list[dict[str, Any]]:
                 "closed_set_accuracy": report["closed_set_accuracy"],
                 "latency_ms": report["latency_ms"],
                 "build_s": round(build_s, 1),
-                "calibration": calibration and {
+                "calibration": calibration
+                and {
                     k: calibration[k]
-                    for k in ("objective", "misroute_cost", "per_route", "shared_threshold", "seconds", "wall_s")
+                    for k in (
+                        "objective",
+                        "misroute_cost",
+                        "per_route",
+                        "shared_threshold",
+                        "seconds",
+                        "wall_s",
+                    )
                 },
                 "has_oos": has_oos,
             }
@@ -101,21 +142,36 @@ def semroute_runs(work: Path, scorers: list[str]) -> list[dict[str, Any]]:
 def peer_runs() -> list[dict[str, Any]]:
     rows = []
     for name, train, val, test, has_oos in DATASETS:
-        args = [sys.executable, str(PEER), "accuracy", "--train", str(require_data(*train.split("/"))),
-                "--test", str(require_data(*test.split("/")))]
+        args = [
+            sys.executable,
+            str(PEER),
+            "accuracy",
+            "--train",
+            str(require_data(*train.split("/"))),
+            "--test",
+            str(require_data(*test.split("/"))),
+        ]
         args += ["--val", str(require_data(*val.split("/")))] if val else ["--no-fit"]
         result = json.loads(run(*args))
-        rows.append({"dataset": name, "system": f"semantic-router {result.get('version', '1.1.1')}",
-                     "has_oos": has_oos, **result})
+        rows.append(
+            {
+                "dataset": name,
+                "system": f"semantic-router {result.get('version', '1.1.1')}",
+                "has_oos": has_oos,
+                **result,
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
 def pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
+    return "\u2013" if x is None else f"{100 * x:.1f}"
 
 
-def markdown(rows: list[dict[str, Any]], peer: list[dict[str, Any]], info: dict[str, Any], args: str) -> str:
+def markdown(
+    rows: list[dict[str, Any]], peer: list[dict[str, Any]], info: dict[str, Any], args: str
+) -> str:
     out = [
         "## Accuracy: CLINC150 and BANKING77",
         "",
@@ -136,20 +192,28 @@ def markdown(rows: list[dict[str, Any]], peer: list[dict[str, Any]], info: dict[
         out.append(f"### {name}")
         out.append("")
         if has_oos:
-            out.append("| system | in-scope accuracy | out-of-scope recall | accuracy | AUROC | closed-set |")
+            out.append(
+                "| system | in-scope accuracy | out-of-scope recall | accuracy | AUROC | closed-set |"
+            )
             out.append("|---|---:|---:|---:|---:|---:|")
             for r in ours:
-                out.append(f"| {r['system']} | {pct(r['in_scope_accuracy'])} | {pct(r['oos_recall'])} | "
-                           f"{pct(r['accuracy'])} | {pct(r['auroc'])} | {pct(r['closed_set_accuracy'])} |")
+                out.append(
+                    f"| {r['system']} | {pct(r['in_scope_accuracy'])} | {pct(r['oos_recall'])} | "
+                    f"{pct(r['accuracy'])} | {pct(r['auroc'])} | {pct(r['closed_set_accuracy'])} |"
+                )
             for r in theirs:
-                out.append(f"| {r['system']} (fitted on val) | {pct(r['in_scope_accuracy'])} | "
-                           f"{pct(r['oos_recall'])} | {pct(r['accuracy'])} | – | {pct(r.get('closed_set_accuracy'))} |")
+                out.append(
+                    f"| {r['system']} (fitted on val) | {pct(r['in_scope_accuracy'])} | "
+                    f"{pct(r['oos_recall'])} | {pct(r['accuracy'])} | \u2013 | {pct(r.get('closed_set_accuracy'))} |"
+                )
                 if "in_scope_accuracy_default_threshold" in r:
-                    out.append(f"| {r['system']} (default threshold) | "
-                               f"{pct(r['in_scope_accuracy_default_threshold'])} | "
-                               f"{pct(r['oos_recall_default_threshold'])} | – | – | – |")
+                    out.append(
+                        f"| {r['system']} (default threshold) | "
+                        f"{pct(r['in_scope_accuracy_default_threshold'])} | "
+                        f"{pct(r['oos_recall_default_threshold'])} | \u2013 | \u2013 | \u2013 |"
+                    )
             for ref, ins, oos in REFERENCES.get(name, []):
-                out.append(f"| {ref} | {ins:.1f} | {oos:.1f} | – | – | – |")
+                out.append(f"| {ref} | {ins:.1f} | {oos:.1f} | \u2013 | \u2013 | \u2013 |")
         else:
             out.append("| system | closed-set accuracy |")
             out.append("|---|---:|")
@@ -162,7 +226,7 @@ def markdown(rows: list[dict[str, Any]], peer: list[dict[str, Any]], info: dict[
     if cal:
         fits = [r["calibration"]["seconds"]["fit"] for r in cal]
         out.append(
-            f"Calibration on the 3,100 val rows took {min(fits):.2f}–{max(fits):.2f} s beyond "
+            f"Calibration on the 3,100 val rows took {min(fits):.2f}\u2013{max(fits):.2f} s beyond "
             f"encoding them (encoding: {cal[0]['calibration']['seconds']['encode']:.1f} s)."
         )
         out.append("")
@@ -182,7 +246,11 @@ def main() -> None:
     peer = [] if args.skip_peer else peer_runs()
     flags = "" if args.scorers == ",".join(SCORERS) else f" --scorers {args.scorers}"
     flags += " --skip-peer" if args.skip_peer else ""
-    save("accuracy", {"machine": info, "semroute": rows, "semantic_router": peer}, markdown(rows, peer, info, flags))
+    save(
+        "accuracy",
+        {"machine": info, "semroute": rows, "semantic_router": peer},
+        markdown(rows, peer, info, flags),
+    )
 
 
 if __name__ == "__main__":
