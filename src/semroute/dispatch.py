@@ -126,7 +126,7 @@ class DispatchResult:
 # --- one request -------------------------------------------------------------------------------
 
 
-class _Call:
+class Call:
     """A request on its way down its chain: the state the sync and async paths share."""
 
     def __init__(
@@ -283,10 +283,10 @@ def _start(
     fallbacks: Sequence[str] | None,
     stream: bool,
     kwargs: dict[str, Any],
-) -> _Call:
+) -> Call:
     if "messages" in kwargs:
         raise TypeError("pass the messages as the first argument, not as messages=")
-    return _Call(router, decision, as_messages(messages), fallbacks, stream, kwargs)
+    return Call(router, decision, as_messages(messages), fallbacks, stream, kwargs)
 
 
 # --- entry points ------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ async def acomplete(
     return await _walk(call)
 
 
-async def _walk(call: _Call) -> DispatchResult | AsyncDispatchStream:
+async def _walk(call: Call) -> DispatchResult | AsyncDispatchStream:
     """Try each model of the chain until one answers (for a stream: sends its first chunk)."""
     litellm_router = call.provider.litellm_router(call.chain)
     for name in call.chain:

@@ -190,7 +190,11 @@ _loop_lock = threading.Lock()
 
 
 def run_in_background(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the private loop and wait for its result (from any thread but its own)."""
     global _loop
+    if _loop is not None and _running_loop() is _loop:
+        coro.close()
+        raise RuntimeError("a synchronous dispatch call from dispatch's own loop; await acomplete")
     with _loop_lock:
         if _loop is None:
             _loop = asyncio.new_event_loop()
@@ -198,3 +202,10 @@ def run_in_background(coro: Coroutine[Any, Any, T]) -> T:
                 target=_loop.run_forever, name="semroute-dispatch", daemon=True
             ).start()
     return asyncio.run_coroutine_threadsafe(coro, _loop).result()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from semroute.providers import run_in_background
 
 if TYPE_CHECKING:
-    from semroute.dispatch import Attempt, Usage, _Call
+    from semroute.dispatch import Attempt, Call, Usage
 
 __all__ = ["END", "AsyncDispatchStream", "DispatchStream", "text_of"]
 
@@ -38,7 +38,7 @@ class AsyncDispatchStream:
     ``cost_usd`` once the stream has ended. The log line is written when it ends or is closed.
     """
 
-    def __init__(self, call: _Call, first: Any, rest: AsyncIterator[Any]) -> None:
+    def __init__(self, call: Call, first: Any, rest: AsyncIterator[Any]) -> None:
         self._call = call
         self.request_id = call.request_id
         self.decision = call.decision
