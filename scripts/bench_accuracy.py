@@ -139,6 +139,80 @@ def semroute_runs(work: Path, scorers: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+class TorchEncoder:
+    """sentence-transformers on torch, as the reference the ONNX runtimes are compared with."""
+
+    def __init__(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from semroute.config import DEFAULT_ENCODER
+        from semroute.encoders import EncoderInfo
+        from semroute.export import locate_model
+
+        self.model = SentenceTransformer(str(locate_model(DEFAULT_ENCODER)), device="cpu")
+        self.info = EncoderInfo("sentence-transformers", DEFAULT_ENCODER, "torch-fp32", 384, 256)
+
+    def encode(self, texts: Any) -> Any:
+        import numpy as np
+
+        from semroute.encoders import Embeddings
+
+        vectors = self.model.encode(list(texts), normalize_embeddings=True, batch_size=64)
+        return Embeddings(np.asarray(vectors, dtype=np.float32), np.zeros(len(texts), dtype=bool))
+
+
+def runtime_runs(work: Path) -> list[dict[str, Any]]:
+    """CLINC150 Full, hybrid scorer, each encoder runtime, through the Python API."""
+    from semroute.build import build_index
+    from semroute.calibrate import fit_thresholds
+    from semroute.config import load_routes
+    from semroute.evaluate import load_labelled, metrics
+    from semroute.router import Router
+
+    routes_dir = work / "clinc150-full" / "routes"
+    base = load_routes(routes_dir)
+    val = load_labelled(require_data("clinc150", "val.jsonl"))
+    test = load_labelled(require_data("clinc150", "test.jsonl"))
+    rows = []
+    for runtime in ("onnx", "onnx-int8", "static", "torch"):
+        import dataclasses
+
+        settings = dataclasses.replace(
+            base.settings, encoder_runtime=runtime if runtime != "torch" else "onnx"
+        )
+        route_set = dataclasses.replace(base, settings=settings)
+        out = work / f"runtime-{runtime}"
+        encoder = TorchEncoder() if runtime == "torch" else None
+        build_index(route_set, out, encoder=encoder, scorer="hybrid")
+        router = Router.load(out, encoder=encoder, cache_size=0)
+        names = [r.name for r in router.routes]
+        val_scores = router.score(val.texts)
+        fit = fit_thresholds(val_scores.confidence, val.truth(names))
+        test_scores = router.score(test.texts)
+        report = metrics(
+            test_scores.confidence, test.truth(names), fit.thresholds, router.min_margin, names
+        )
+        row = {
+            "runtime": runtime,
+            "in_scope_accuracy": report.in_scope_accuracy,
+            "oos_recall": report.oos_recall,
+            "accuracy": report.accuracy,
+            "closed_set_accuracy": report.closed_set_accuracy,
+            "auroc": report.auroc,
+            "encoder": router.index.manifest["encoder"],
+        }
+        if runtime != "torch":
+            timings = []
+            for text in test.texts[:500]:
+                started = time.perf_counter()
+                router.encoder.encode([text])
+                timings.append((time.perf_counter() - started) * 1000)
+            row["encode_p50_ms"] = round(sorted(timings)[len(timings) // 2], 3)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
 def peer_runs() -> list[dict[str, Any]]:
     rows = []
     for name, train, val, test, has_oos in DATASETS:
@@ -169,8 +243,38 @@ def pct(x: float | None) -> str:
     return "\u2013" if x is None else f"{100 * x:.1f}"
 
 
+def runtime_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    ref = next(r for r in rows if r["runtime"] == "torch")
+    out = [
+        "### Encoder runtimes (CLINC150 Full, hybrid scorer, default calibration)",
+        "",
+        "| encoder runtime | encode p50 (1 query, 1 thread) | in-scope accuracy | "
+        "out-of-scope recall | accuracy | accuracy vs torch | closed-set | AUROC |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = {
+        "onnx": "onnx (default): ONNX fp32",
+        "onnx-int8": "onnx-int8: ONNX dynamic int8",
+        "static": "static: model2vec distilled",
+        "torch": "sentence-transformers on torch (reference)",
+    }
+    for r in rows:
+        delta = 100 * (r["accuracy"] - ref["accuracy"])
+        enc = f"{r['encode_p50_ms']:.2f} ms" if "encode_p50_ms" in r else "-"
+        out.append(
+            f"| {names[r['runtime']]} | {enc} | {pct(r['in_scope_accuracy'])} | "
+            f"{pct(r['oos_recall'])} | {pct(r['accuracy'])} | {delta:+.2f} | "
+            f"{pct(r['closed_set_accuracy'])} | {pct(r['auroc'])} |"
+        )
+    return [*out, ""]
+
+
 def markdown(
-    rows: list[dict[str, Any]], peer: list[dict[str, Any]], info: dict[str, Any], args: str
+    rows: list[dict[str, Any]],
+    peer: list[dict[str, Any]],
+    info: dict[str, Any],
+    args: str,
+    runtimes: list[dict[str, Any]],
 ) -> str:
     out = [
         "## Accuracy: CLINC150 and BANKING77",
@@ -222,6 +326,8 @@ def markdown(
             for r in theirs:
                 out.append(f"| {r['system']} | {pct(r.get('closed_set_accuracy'))} |")
         out.append("")
+    if runtimes:
+        out += runtime_markdown(runtimes)
     cal = [r for r in rows if r["calibration"]]
     if cal:
         fits = [r["calibration"]["seconds"]["fit"] for r in cal]
@@ -239,17 +345,22 @@ def main() -> None:
     parser.add_argument("--scorers", default=",".join(SCORERS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/semroute-bench-accuracy"))
     parser.add_argument("--skip-peer", action="store_true", help="Leave semantic-router out.")
+    parser.add_argument(
+        "--skip-runtimes", action="store_true", help="Leave the runtime comparison out."
+    )
     args = parser.parse_args()
     info = machine()
     scorers = [s for s in args.scorers.split(",") if s]
     rows = semroute_runs(args.work, scorers)
+    runtimes = [] if args.skip_runtimes or "hybrid" not in scorers else runtime_runs(args.work)
     peer = [] if args.skip_peer else peer_runs()
     flags = "" if args.scorers == ",".join(SCORERS) else f" --scorers {args.scorers}"
     flags += " --skip-peer" if args.skip_peer else ""
+    flags += " --skip-runtimes" if args.skip_runtimes else ""
     save(
         "accuracy",
-        {"machine": info, "semroute": rows, "semantic_router": peer},
-        markdown(rows, peer, info, flags),
+        {"machine": info, "semroute": rows, "runtimes": runtimes, "semantic_router": peer},
+        markdown(rows, peer, info, flags, runtimes),
     )
 
 

@@ -79,7 +79,14 @@ def main() -> None:
     default=None,
     help="How route confidence is computed [default: the route files' router.scorer, else hybrid].",
 )
-def build_index_cmd(routes: Path, out: Path, scorer: str | None) -> None:
+@click.option(
+    "--index-type",
+    type=click.Choice(["auto", "flat", "hnsw"]),
+    default="auto",
+    show_default=True,
+    help="flat: exact search; hnsw: approximate; auto: exact up to 20,000 utterances.",
+)
+def build_index_cmd(routes: Path, out: Path, scorer: str | None, index_type: str) -> None:
     """Embed the utterances of ROUTES (a file or folder, default routes/) into an index.
 
     Utterances the previous index at --out already embedded with the same encoder are reused,
@@ -96,7 +103,9 @@ def build_index_cmd(routes: Path, out: Path, scorer: str | None) -> None:
     for warning in route_set.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     with _progress("Embedding utterances") as progress:
-        report = build_index(route_set, out, scorer=scorer, progress=progress)
+        report = build_index(
+            route_set, out, scorer=scorer, index_type=index_type, progress=progress
+        )
     oos = f", {report.out_of_scope} out-of-scope examples" if report.out_of_scope else ""
     click.echo(
         f"Built {report.path}: {report.routes} routes, {report.utterances} utterances{oos} "
@@ -181,7 +190,11 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
         "encoder": m["encoder"],
         "default_model": m["settings"]["default_model"],
         "min_margin": m["settings"].get("min_margin", 0.0),
+        "scorer": m["scorer"],
         "utterances": m["index"]["count"],
+        "out_of_scope_examples": len(index.out_of_scope),
+        "search": {k: v for k, v in m["index"].items() if k not in ("file", "count")},
+        "calibration": m.get("calibration"),
         "stale": stale is not None,
         "stale_reason": stale,
         "routes": [
@@ -207,7 +220,21 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
     console.print(
         f"encoder: {enc['name']} ({enc['kind']}, {enc['dim']} dims, fingerprint {enc['fingerprint']})"
     )
-    console.print(f"default model: {summary['default_model']}")
+    console.print(f"default model: {summary['default_model']}; scorer: {summary['scorer']}")
+    search = summary["search"]
+    line = f"search: {search['type']} over {summary['utterances']} vectors"
+    if search["type"] == "hnsw":
+        line += (
+            f" (recall@10 {search['recall_at_10']}, nearest-route agreement "
+            f"{search['nearest_route_agreement']} against exact search)"
+        )
+    console.print(line)
+    if summary["calibration"]:
+        cal = summary["calibration"]
+        console.print(
+            f"thresholds calibrated on {cal['data']} ({cal['rows']} rows, objective "
+            f"{cal['objective']}) at {cal['calibrated_at']}"
+        )
     table = Table("route", "model", "threshold", "utterances")
     for r in summary["routes"]:
         table.add_row(r["name"], r["model"], f"{r['threshold']:.2f}", str(r["utterances"]))

