@@ -19,7 +19,7 @@ from semroute.config import SCORERS
 from semroute.head import Head, fit_head
 from semroute.scoring import HYBRID_WEIGHT, centroids, choose, decide, hybrid, top_k_mean
 from semroute.testing import FakeEncoder
-from tests.conftest import write_routes
+from tests.conftest import ROUTES_YAML, write_routes
 
 # --- scoring: pure functions ------------------------------------------------------------------
 
@@ -272,29 +272,13 @@ def test_warm_start_predicts_like_a_cold_fit() -> None:
 
 # --- a router built with each scorer ----------------------------------------------------------
 
-ROUTES = """\
-routes:
-  - name: weather
-    model: weather-model
-    utterances:
-      - what is the weather forecast for tomorrow
-      - will it rain today
-      - how hot will it be this weekend
-  - name: billing
-    model: billing-model
-    utterances:
-      - why was my credit card charged twice
-      - cancel my subscription plan
-      - download my invoice
-  - name: greeting
-    utterances:
-      - hello there
-      - good morning friend
-out_of_scope:
-  - explain quantum physics to me
-  - write a poem about the sea
-  - who won the football game
-"""
+# The shared fixture's routes, every threshold the router's, plus out-of-scope examples.
+ROUTES = ROUTES_YAML.replace("    threshold: 0.6\n", "") + (
+    "out_of_scope:\n"
+    "  - explain quantum physics to me\n"
+    "  - write a poem about the sea\n"
+    "  - who won the football game\n"
+)
 ROUTER = "router: {default_model: frontier-model, threshold: 0.2}\n"
 UTTERANCES = {
     "weather": [
