@@ -382,7 +382,9 @@ def _display_name(name: str) -> str:
 
 def _tree_hash(folder: Path) -> str:
     """Content hash of a model folder, memoised by (path, size, mtime) so it is computed once."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts
+    )
     stamp = json.dumps(
         [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     )
