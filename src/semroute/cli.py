@@ -6,20 +6,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from semroute.calibrate import OBJECTIVES
 from semroute.config import SCORERS
 from semroute.errors import SemrouteError
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from semroute.decision import Decision
-    from semroute.decision_log import LogStats
-    from semroute.dispatch import DispatchResult
 
 log = logging.getLogger("semroute")
 
@@ -98,11 +91,12 @@ def build_index_cmd(routes: Path, out: Path, scorer: str | None, index_type: str
     """
     from semroute.build import build_index
     from semroute.config import load_routes
+    from semroute.report import progress as progress_bar
 
     route_set = load_routes(routes)
     for warning in route_set.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
-    with _progress("Embedding utterances") as progress:
+    with progress_bar("Embedding utterances") as progress:
         report = build_index(
             route_set, out, scorer=scorer, index_type=index_type, progress=progress
         )
@@ -141,9 +135,11 @@ def route_cmd(queries: tuple[str, ...], index_dir: Path | None, as_json: bool) -
         for decision in decisions:
             click.echo(json.dumps(decision.to_dict(), ensure_ascii=False))
         return
-    console = _console()
+    from semroute.report import console, print_decision
+
+    out = console()
     for query, decision in zip(queries, decisions, strict=True):
-        _print_decision(console, query, decision)
+        print_decision(out, query, decision)
 
 
 @main.command("validate")
@@ -210,39 +206,9 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
-    from rich.table import Table
+    from semroute.report import console, print_info
 
-    console = _console()
-    enc = m["encoder"]
-    console.print(
-        f"[bold]{index.path}[/] built {summary['built_at']} by semroute {summary['semroute_version']}"
-    )
-    console.print(
-        f"encoder: {enc['name']} ({enc['kind']}, {enc['dim']} dims, fingerprint {enc['fingerprint']})"
-    )
-    console.print(f"default model: {summary['default_model']}; scorer: {summary['scorer']}")
-    search = summary["search"]
-    line = f"search: {search['type']} over {summary['utterances']} vectors"
-    if search["type"] == "hnsw":
-        line += (
-            f" (recall@10 {search['recall_at_10']}, nearest-route agreement "
-            f"{search['nearest_route_agreement']} against exact search)"
-        )
-    console.print(line)
-    if summary["calibration"]:
-        cal = summary["calibration"]
-        console.print(
-            f"thresholds calibrated on {cal['data']} ({cal['rows']} rows, objective "
-            f"{cal['objective']}) at {cal['calibrated_at']}"
-        )
-    table = Table("route", "model", "threshold", "utterances")
-    for r in summary["routes"]:
-        table.add_row(r["name"], r["model"], f"{r['threshold']:.2f}", str(r["utterances"]))
-    console.print(table)
-    if stale:
-        console.print(f"[yellow]stale:[/] {stale}; run `semroute build-index`")
-    else:
-        console.print("[green]up to date[/] with its route files")
+    print_info(console(), summary)
 
 
 @main.command("chat")
@@ -276,8 +242,10 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
+    from semroute.report import console, print_dispatch
+
     click.echo(result.text or "")
-    _print_dispatch(_console(), result)
+    print_dispatch(console(), result)
 
 
 @main.command("stats")
@@ -304,7 +272,9 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2))
         return
-    _print_stats(_console(), log_file, stats)
+    from semroute.report import console, print_stats
+
+    print_stats(console(), log_file, stats)
 
 
 @main.command("import")
@@ -384,7 +354,7 @@ def eval_cmd(
       semroute eval --data test.jsonl --index indexes/default --plot eval.png
     """
     from semroute.evaluate import evaluate, load_labelled
-    from semroute.report import plot_evaluation, print_evaluation
+    from semroute.report import console, plot_evaluation, print_evaluation
     from semroute.router import Router
 
     router = Router.load(index_dir)
@@ -394,7 +364,7 @@ def eval_cmd(
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    print_evaluation(_console(), report, data)
+    print_evaluation(console(), report, data)
     if plot is not None:
         click.echo(f"Plot written to {plot}")
 
@@ -451,7 +421,7 @@ def calibrate_cmd(
       semroute calibrate --data val.jsonl --objective oos-recall --target 0.9 --dry-run
     """
     from semroute.calibrate import calibrate_index
-    from semroute.report import print_calibration
+    from semroute.report import console, print_calibration
 
     result = calibrate_index(
         index_dir,
@@ -466,7 +436,7 @@ def calibrate_cmd(
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    print_calibration(_console(), result, written=not dry_run)
+    print_calibration(console(), result, written=not dry_run)
 
 
 @main.command("schema")
@@ -480,130 +450,3 @@ def schema_cmd() -> None:
     from semroute.config import route_file_schema
 
     click.echo(json.dumps(route_file_schema(), indent=2))
-
-
-# --- rendering ---------------------------------------------------------------------------------
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
-def _print_decision(console: Console, query: str, decision: Decision) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"[bold]{query}[/]", title_justify="left", expand=False)
-    width = 12
-    name_width = max(len(s.route) for s in decision.scores)
-    # Everything but the utterance has a fixed width; the utterance is cut to what is left.
-    room = max(12, console.width - (name_width + 10 + width + 9) - 16)
-    table.add_column("route", no_wrap=True, min_width=name_width)
-    table.add_column("confidence", justify="right", no_wrap=True, min_width=10)
-    table.add_column("", no_wrap=True, min_width=width)
-    table.add_column("threshold", justify="right", no_wrap=True, min_width=9)
-    table.add_column("closest example", no_wrap=True)
-    for s in decision.scores:
-        filled = max(0, min(width, round(s.confidence * width)))
-        style = "green" if s.passed else "dim"
-        table.add_row(
-            f"[bold]{s.route}[/]" if s.route == decision.route else s.route,
-            f"{s.confidence:.3f}",
-            f"[{style}]{'█' * filled}{'·' * (width - filled)}[/]",
-            f"{s.threshold:.2f}",
-            _shorten(s.utterance or "", room),
-        )
-    console.print(table)
-    target = f"route [bold]{decision.route}[/]" if decision.route else "no route"
-    note = " (query truncated to the encoder's window)" if decision.truncated else ""
-    console.print(
-        f"→ {target} → model [bold]{decision.model}[/] ({decision.reason.value}, "
-        f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
-        f"{decision.latency_ms:.1f} ms){note}\n"
-    )
-
-
-def _print_dispatch(console: Console, result: DispatchResult) -> None:
-    d = result.decision
-    target = f"route [bold]{d.route}[/]" if d.route else "no route"
-    console.print(
-        f"\n→ {target} → model [bold]{d.model}[/] ({d.reason.value}, confidence "
-        f"{d.confidence:.3f}, {d.latency_ms:.1f} ms)"
-    )
-    for a in result.attempts:
-        outcome = "[green]answered[/]" if a.error is None else f"[red]failed[/]: {a.error}"
-        console.print(f"  {a.model}: {outcome} ({a.latency_ms:.0f} ms)", highlight=False)
-    usage = result.usage
-    tokens = f"{usage.prompt_tokens} in, {usage.completion_tokens} out" if usage else "no usage"
-    cost = f"${result.cost_usd:.6f}" if result.cost_usd is not None else "cost unknown"
-    console.print(f"  {tokens}, {cost}, request {result.request_id}")
-
-
-def _print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
-    from rich.table import Table
-
-    data = stats.to_dict()
-    n = stats.requests
-    console.print(f"[bold]{log_file}[/]: {n} requests")
-    if stats.malformed_lines:
-        console.print(f"[yellow]{stats.malformed_lines} malformed lines skipped[/]")
-    if not n:
-        return
-    for title, counts in (("route", data["routes"]), ("model", data["models"])):
-        table = Table(title, "requests", "share", title_justify="left")
-        for name, row in counts.items():
-            table.add_row(name, str(row["requests"]), f"{row['share']:.1%}")
-        console.print(table)
-    avg = data["avg_cost_usd"]
-    cost = f"${avg:.6f} per request" if avg is not None else "unknown"
-    if avg is not None and stats.priced_requests < n:
-        cost += f" ({stats.priced_requests} of {n} requests priced)"
-    console.print(f"average cost: {cost}")
-    console.print(
-        f"fallback rate: {data['fallback_rate']:.1%}, error rate: {data['error_rate']:.1%}"
-    )
-    table = Table("latency (ms)", "p50", "p95", title_justify="left")
-    for kind, q in data["latency_ms"].items():
-        table.add_row(kind, f"{q['p50']:.1f}", f"{q['p95']:.1f}")
-    console.print(table)
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-class _progress:
-    """A rich progress bar on a terminal; silent otherwise. Yields a (done, total) callback."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Any:
-        if not sys.stderr.isatty():
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress(
-            "{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.start()
-
-        def update(done: int, total: int) -> None:
-            if self._task is None:
-                self._task = self._bar.add_task(self.label, total=total)
-            self._bar.update(self._task, completed=done)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

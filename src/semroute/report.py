@@ -1,7 +1,9 @@
-"""Rendering evaluation and calibration results: rich tables for people, a PNG for eyes."""
+"""What the CLI shows people: rich tables for decisions, dispatches, logs, indexes, evaluation
+and calibration, a PNG for an evaluation, and a progress bar on a terminal."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,9 +13,22 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from semroute.decision import Decision
+    from semroute.decision_log import LogStats
+    from semroute.dispatch import DispatchResult
     from semroute.evaluate import EvalReport
 
-__all__ = ["plot_evaluation", "print_calibration", "print_evaluation"]
+__all__ = [
+    "console",
+    "plot_evaluation",
+    "print_calibration",
+    "print_decision",
+    "print_dispatch",
+    "print_evaluation",
+    "print_info",
+    "print_stats",
+    "progress",
+]
 
 
 def _pct(x: float | None) -> str:
@@ -158,3 +173,167 @@ def plot_evaluation(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- routing, dispatch, logs and indexes --------------------------------------------------------
+
+
+def print_info(console: Console, summary: dict[str, Any]) -> None:
+    """What ``semroute info`` shows: the summary an index gives of itself."""
+    from rich.table import Table
+
+    enc = summary["encoder"]
+    console.print(
+        f"[bold]{summary['path']}[/] built {summary['built_at']} "
+        f"by semroute {summary['semroute_version']}"
+    )
+    console.print(
+        f"encoder: {enc['name']} ({enc['kind']}, {enc['dim']} dims, fingerprint {enc['fingerprint']})"
+    )
+    console.print(f"default model: {summary['default_model']}; scorer: {summary['scorer']}")
+    search = summary["search"]
+    line = f"search: {search['type']} over {summary['utterances']} vectors"
+    if search["type"] == "hnsw":
+        line += (
+            f" (recall@10 {search['recall_at_10']}, nearest-route agreement "
+            f"{search['nearest_route_agreement']} against exact search)"
+        )
+    console.print(line)
+    if summary["calibration"]:
+        cal = summary["calibration"]
+        console.print(
+            f"thresholds calibrated on {cal['data']} ({cal['rows']} rows, objective "
+            f"{cal['objective']}) at {cal['calibrated_at']}"
+        )
+    table = Table("route", "model", "threshold", "utterances")
+    for r in summary["routes"]:
+        table.add_row(r["name"], r["model"], f"{r['threshold']:.2f}", str(r["utterances"]))
+    console.print(table)
+    if summary["stale"]:
+        console.print(f"[yellow]stale:[/] {summary['stale_reason']}; run `semroute build-index`")
+    else:
+        console.print("[green]up to date[/] with its route files")
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def print_decision(console: Console, query: str, decision: Decision) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"[bold]{query}[/]", title_justify="left", expand=False)
+    width = 12
+    name_width = max(len(s.route) for s in decision.scores)
+    # Everything but the utterance has a fixed width; the utterance is cut to what is left.
+    room = max(12, console.width - (name_width + 10 + width + 9) - 16)
+    table.add_column("route", no_wrap=True, min_width=name_width)
+    table.add_column("confidence", justify="right", no_wrap=True, min_width=10)
+    table.add_column("", no_wrap=True, min_width=width)
+    table.add_column("threshold", justify="right", no_wrap=True, min_width=9)
+    table.add_column("closest example", no_wrap=True)
+    for s in decision.scores:
+        filled = max(0, min(width, round(s.confidence * width)))
+        style = "green" if s.passed else "dim"
+        table.add_row(
+            f"[bold]{s.route}[/]" if s.route == decision.route else s.route,
+            f"{s.confidence:.3f}",
+            f"[{style}]{'█' * filled}{'·' * (width - filled)}[/]",
+            f"{s.threshold:.2f}",
+            shorten(s.utterance or "", room),
+        )
+    console.print(table)
+    target = f"route [bold]{decision.route}[/]" if decision.route else "no route"
+    note = " (query truncated to the encoder's window)" if decision.truncated else ""
+    console.print(
+        f"→ {target} → model [bold]{decision.model}[/] ({decision.reason.value}, "
+        f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
+        f"{decision.latency_ms:.1f} ms){note}\n"
+    )
+
+
+def print_dispatch(console: Console, result: DispatchResult) -> None:
+    d = result.decision
+    target = f"route [bold]{d.route}[/]" if d.route else "no route"
+    console.print(
+        f"\n→ {target} → model [bold]{d.model}[/] ({d.reason.value}, confidence "
+        f"{d.confidence:.3f}, {d.latency_ms:.1f} ms)"
+    )
+    for a in result.attempts:
+        outcome = "[green]answered[/]" if a.error is None else f"[red]failed[/]: {a.error}"
+        console.print(f"  {a.model}: {outcome} ({a.latency_ms:.0f} ms)", highlight=False)
+    usage = result.usage
+    tokens = f"{usage.prompt_tokens} in, {usage.completion_tokens} out" if usage else "no usage"
+    cost = f"${result.cost_usd:.6f}" if result.cost_usd is not None else "cost unknown"
+    console.print(f"  {tokens}, {cost}, request {result.request_id}")
+
+
+def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
+    from rich.table import Table
+
+    data = stats.to_dict()
+    n = stats.requests
+    console.print(f"[bold]{log_file}[/]: {n} requests")
+    if stats.malformed_lines:
+        console.print(f"[yellow]{stats.malformed_lines} malformed lines skipped[/]")
+    if not n:
+        return
+    for title, counts in (("route", data["routes"]), ("model", data["models"])):
+        table = Table(title, "requests", "share", title_justify="left")
+        for name, row in counts.items():
+            table.add_row(name, str(row["requests"]), f"{row['share']:.1%}")
+        console.print(table)
+    avg = data["avg_cost_usd"]
+    cost = f"${avg:.6f} per request" if avg is not None else "unknown"
+    if avg is not None and stats.priced_requests < n:
+        cost += f" ({stats.priced_requests} of {n} requests priced)"
+    console.print(f"average cost: {cost}")
+    console.print(
+        f"fallback rate: {data['fallback_rate']:.1%}, error rate: {data['error_rate']:.1%}"
+    )
+    table = Table("latency (ms)", "p50", "p95", title_justify="left")
+    for kind, q in data["latency_ms"].items():
+        table.add_row(kind, f"{q['p50']:.1f}", f"{q['p95']:.1f}")
+    console.print(table)
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class progress:
+    """A rich progress bar on a terminal; silent otherwise. Yields a (done, total) callback."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+
+        def update(done: int, total: int) -> None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.label, total=total)
+            self._bar.update(self._task, completed=done)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

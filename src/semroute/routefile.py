@@ -1,0 +1,405 @@
+"""The route file format: pydantic specs, its JSON Schema, and reading one YAML file.
+
+Untrusted input stops here. Each file is parsed with a safe loader (no tags, no alias bombs),
+validated with ``extra="forbid"`` (a typo is an error, not a silently ignored key), and every
+problem becomes a one-line :class:`RouteConfigError` naming the file, line, route and field.
+Rules that span files live in :mod:`semroute.config`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+)
+
+from semroute.conversation import ConversationSpec
+from semroute.errors import RouteConfigError
+from semroute.models import DispatchSpec, ModelSpec
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "DEFAULT_SCORER",
+    "DEFAULT_THRESHOLD",
+    "ROUTE_FILE_SUFFIXES",
+    "SCORERS",
+    "ParsedFile",
+    "RouteFileSpec",
+    "RouteSpec",
+    "RouterSpec",
+    "line_of",
+    "read_route_file",
+    "route_file_schema",
+    "validate_route_data",
+]
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_THRESHOLD = 0.5
+ScorerName = Literal["hybrid", "head", "nearest", "centroid", "top5"]
+RuntimeName = Literal["onnx", "onnx-int8", "static"]
+SCORERS: tuple[str, ...] = get_args(ScorerName)
+DEFAULT_SCORER: ScorerName = "hybrid"
+ROUTE_FILE_SUFFIXES = (".yaml", ".yml")
+
+# --- file format (untrusted input) -------------------------------------------------------------
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _example_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank; write the example text or delete the entry")
+    return value
+
+
+def _trimmed_name(value: str) -> str:
+    if value != value.strip() or not value:
+        raise ValueError("must be non-empty with no leading or trailing spaces")
+    if any(not ch.isprintable() for ch in value):
+        raise ValueError("must not contain line breaks, tabs or other control characters")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+Utterance = Annotated[str, AfterValidator(_example_text)]
+Name = Annotated[str, Field(max_length=100), AfterValidator(_trimmed_name)]
+# strict: YAML's `no`/`yes` would otherwise become 0.0/1.0 and "0.7" a number.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+
+
+# A list of deployments or the path of a LiteLLM config: tagged, so that an error in a list entry
+# is reported for the list alone (the tag is dropped from the error's location, see _untagged).
+ModelsField = Annotated[
+    Annotated[list[ModelSpec], Tag("list")] | Annotated[NonBlank, Tag("path")],
+    Discriminator(lambda v: "path" if isinstance(v, str) else "list"),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteSpec(_Strict):
+    """One route as written in a route file."""
+
+    name: Name = Field(description="Unique route name, e.g. `code`.")
+    utterances: list[Utterance] = Field(
+        min_length=1, description="Example requests that belong to this route."
+    )
+    description: str | None = Field(default=None, description="What the route is for.")
+    model: NonBlank | None = Field(
+        default=None, description="LiteLLM model this route dispatches to (default: router's)."
+    )
+    threshold: Fraction | None = Field(
+        default=None, description="Minimum confidence for this route (default: router's)."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form data.")
+    # --- dispatch ---
+    fallbacks: list[NonBlank] = Field(
+        default_factory=list,
+        description="Models declared under `models:` to try in order when this route's model fails.",
+    )
+
+
+class RouterSpec(_Strict):
+    """Router-wide settings: the `router:` mapping, held by at most one file."""
+
+    default_model: NonBlank = Field(
+        description="General model for every query no route matches confidently."
+    )
+    encoder: NonBlank = Field(
+        default=DEFAULT_ENCODER,
+        description="sentence-transformers model name or local path used to embed text.",
+    )
+    encoder_runtime: RuntimeName = Field(
+        default="onnx",
+        description="How text is embedded: onnx (exact, default), onnx-int8 (faster, "
+        "slightly different vectors) or static (a distilled model2vec model: sub-millisecond, "
+        "less accurate).",
+    )
+    threshold: Fraction = Field(
+        default=DEFAULT_THRESHOLD, description="Default minimum confidence for every route."
+    )
+    min_margin: Fraction = Field(
+        default=0.0,
+        description="When the best route leads the runner-up by less than this, the query is "
+        "ambiguous and goes to the default model.",
+    )
+    scorer: ScorerName = Field(
+        default=DEFAULT_SCORER,
+        description="How a route's confidence is computed: hybrid (learned head + closest "
+        "example), head, nearest (closest example), centroid, top5 (mean of 5 closest).",
+    )
+    # --- dispatch ---
+    default_fallbacks: list[NonBlank] = Field(
+        default_factory=list,
+        description="Models declared under `models:` to try in order when the default model fails.",
+    )
+    dispatch: DispatchSpec = Field(default_factory=DispatchSpec)
+    conversation: ConversationSpec = Field(default_factory=ConversationSpec)
+
+
+class RouteFileSpec(_Strict):
+    """A semroute route file."""
+
+    router: RouterSpec | None = None
+    routes: list[RouteSpec] = Field(default_factory=list)
+    out_of_scope: list[Utterance] = Field(
+        default_factory=list,
+        description="Requests no route should take (they go to the default model); used to "
+        "train the learned head and by `semroute calibrate`.",
+    )
+    # --- dispatch ---
+    models: ModelsField | None = Field(
+        default=None,
+        description="LiteLLM `model_list` entries, or the path of a LiteLLM proxy config.yaml.",
+    )
+
+
+def route_file_schema() -> dict[str, Any]:
+    """JSON Schema of the route file format, for editor autocompletion."""
+    schema = RouteFileSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "semroute route file"
+    return schema
+
+
+# --- reading one file ----------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedFile:
+    source: str
+    spec: RouteFileSpec
+    node: yaml.Node | None
+
+
+def read_route_file(path: Path) -> ParsedFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteConfigError(
+            f"cannot read file ({exc}); check it is UTF-8 text", file=path
+        ) from exc
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise RouteConfigError("file is empty; add a `routes:` list or delete it", file=path)
+        _check_tree(node, path)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem_mark = getattr(exc, "problem_mark", None)
+        context = getattr(exc, "context", None)
+        context_mark: Any = getattr(exc, "context_mark", None)
+        # Point at where the unfinished construct began (an unclosed quote or bracket), which is
+        # where the fix goes; the parser only notices the problem later, often at end of file.
+        opened = context_mark is not None and str(context).startswith("while")
+        mark = context_mark if opened else problem_mark
+        where = ""
+        if opened and problem_mark and context_mark.line != problem_mark.line:
+            where = f" ({context} that starts here; noticed at line {problem_mark.line + 1})"
+        raise RouteConfigError(
+            f"invalid YAML: {problem}{where}; fix the syntax",
+            file=path,
+            line=mark.line + 1 if mark else None,
+        ) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise RouteConfigError(
+            f"expected a mapping with `routes:` (and optionally `router:`), got {type(data).__name__}",
+            file=path,
+            line=node.start_mark.line + 1,
+        )
+    return validate_route_data(data, str(path), node)
+
+
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _check_tree(root: yaml.Node, path: Path) -> None:
+    """Reject what PyYAML accepts silently: duplicate keys (the last one wins, dropping data),
+    aliases that refer to themselves, and aliases that expand into an enormous document."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def walk(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:  # a shared alias: counted, not walked again
+            return sizes[key]
+        if key in active:
+            raise RouteConfigError(
+                "a YAML alias refers to itself; remove the anchor or the alias",
+                file=path,
+                line=node.start_mark.line + 1,
+            )
+        active.add(key)
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    if k.value in seen:
+                        raise RouteConfigError(
+                            f"key {k.value!r} appears twice in one mapping; merge them",
+                            file=path,
+                            line=k.start_mark.line + 1,
+                        )
+                    seen.add(k.value)
+                size += walk(k) + walk(v)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(walk(item) for item in node.value)
+        active.discard(key)
+        sizes[key] = size
+        if size > MAX_EXPANDED_NODES:
+            raise RouteConfigError(
+                f"YAML aliases expand this file to over {MAX_EXPANDED_NODES:,} entries; "
+                "write the entries out or use fewer aliases",
+                file=path,
+                line=node.start_mark.line + 1,
+            )
+        return size
+
+    try:
+        walk(root)
+    except RecursionError:
+        raise RouteConfigError("nested too deeply to read", file=path) from None
+
+
+def validate_route_data(data: dict[str, Any], source: str, node: yaml.Node | None) -> ParsedFile:
+    try:
+        spec = RouteFileSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, data, source, node) from None
+    return ParsedFile(source, spec, node)
+
+
+def _config_error(
+    exc: ValidationError, data: dict[str, Any], source: str, node: yaml.Node | None
+) -> RouteConfigError:
+    # A typo shows up twice: the unknown key and the required key it misspells. Report the typo,
+    # then whatever comes first in the file.
+    errors = sorted(
+        (_untagged(e) for e in exc.errors()),
+        key=lambda e: (e["type"] != "extra_forbidden", line_of(node, e["loc"]) or 0),
+    )
+    err = errors[0]
+    loc = tuple(err["loc"])
+    route = None
+    field_path: str | None = _field_path(loc)
+    if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+        routes = data.get("routes")
+        entry = routes[loc[1]] if isinstance(routes, list) and loc[1] < len(routes) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        route = name if isinstance(name, str) else f"#{loc[1] + 1}"
+        field_path = _field_path(loc[2:]) or None
+    message = _describe(err, loc)
+    if len(errors) > 1:
+        message += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in this file)"
+    return RouteConfigError(
+        message, file=source, route=route, field=field_path, line=line_of(node, loc)
+    )
+
+
+def _describe(err: Any, loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = list(_spec_at(loc[:-1]).model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+        return f"unknown field; {hint}"
+    if kind == "missing":
+        return "is required"
+    if kind == "too_short" and loc[-1] == "utterances":
+        return "needs at least one utterance"
+    given = err.get("input")
+    if kind in ("model_type", "dict_type"):
+        return f"should be a mapping of keys to values (got {given!r})"
+    if kind == "string_type" and given is None:
+        return "is empty; write a value or delete the entry"
+    if kind == "string_type" and isinstance(given, bool | int | float):
+        return f"should be text, not {given!r}; put it in quotes"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind not in ("value_error",) and not isinstance(given, dict | list):
+        msg += f" (got {given!r})"
+    return msg[0].lower() + msg[1:]
+
+
+def _untagged(err: Any) -> Any:
+    loc = tuple(err["loc"])
+    if loc[:1] == ("models",) and loc[1:2] in (("list",), ("path",)):
+        return {**err, "loc": ("models", *loc[2:])}
+    return err
+
+
+def _spec_at(loc: Sequence[Any]) -> type[BaseModel]:
+    """The pydantic model a (parent) error location points into, e.g. RouterSpec for `router`."""
+    model: type[BaseModel] = RouteFileSpec
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            continue  # a list index or a union member's tag
+        inner = _spec_in(info.annotation)
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
+def _spec_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _spec_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def line_of(node: yaml.Node | None, loc: Iterable[Any]) -> int | None:
+    """The line a pydantic error location points at: the key for a mapping entry."""
+    if node is None:
+        return None
+    current, marker = node, node
+    for part in loc:
+        if isinstance(current, yaml.MappingNode):
+            match = next(((k, v) for k, v in current.value if k.value == part), None)
+            if match is None:
+                break
+            marker, current = match
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(current.value):
+                break
+            marker = current = current.value[part]
+        else:
+            break
+    return int(marker.start_mark.line) + 1
