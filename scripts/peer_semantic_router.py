@@ -17,7 +17,7 @@ subprocess; nothing here writes outside .bench/.
   no out-of-scope rows). One torch thread unless --threads.
 - latency: builds the router from ROUTES.json ({"routes": [{"name", "utterances"}]}), warms up,
   then times each single-query `router(query)` over QUERIES.json (a list of strings) with one
-  thread; cold_start_s is the median wall time of fresh processes that import semantic_router,
+  torch thread (--threads 0: torch's own default, one per core); cold_start_s is the median wall time of fresh processes that import semantic_router,
   build the router from the routes file and route one query.
 - setup: only creates or updates the venv and reports the versions.
 
@@ -189,9 +189,11 @@ def worker_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     # Never reach for the hub; the model is a local folder.
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    n = str(threads)
-    env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
-    env.update(TOKENIZERS_PARALLELISM="false", RAYON_NUM_THREADS=n)
+    env.update(TOKENIZERS_PARALLELISM="false")
+    if threads > 0:  # 0: leave torch its own default (one thread per core)
+        n = str(threads)
+        env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
+        env.update(RAYON_NUM_THREADS=n)
     env.setdefault("SEMANTIC_ROUTER_LOG_LEVEL", "WARNING")
     env.pop("PYTHONPATH", None)  # keep semroute's venv out of the peer's imports
     return env
@@ -251,7 +253,10 @@ def outer(argv: list[str]) -> dict[str, Any]:
     acc.add_argument("--no-sweep", action="store_true", help="skip the extra val threshold sweep")
     acc.add_argument("--model", help="local model folder (default: semroute's default model)")
 
-    lat = sub.add_parser("latency", help="single-query routing latency, one thread")
+    lat = sub.add_parser("latency", help="single-query routing latency")
+    lat.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 0 leaves torch's default"
+    )
     lat.add_argument("--routes", type=Path, required=True)
     lat.add_argument("--queries", type=Path, required=True)
     lat.add_argument("--repeat", type=int, default=1)
@@ -306,7 +311,8 @@ def outer(argv: list[str]) -> dict[str, Any]:
         wargs = ["latency", "--routes", str(args.routes.resolve())]
         wargs += ["--queries", str(args.queries.resolve()), "--model", model]
         wargs += ["--repeat", str(args.repeat), "--warmup", str(args.warmup)]
-        result = run_worker(wargs, 1)
+        wargs += ["--threads", str(args.threads)]
+        result = run_worker(wargs, args.threads)
         result["cold_start_s"] = round(statistics.median(cold), 3) if cold else None
         result["cold_start_runs_s"] = cold
         result["cold_start_measures"] = (
@@ -328,16 +334,20 @@ def outer(argv: list[str]) -> dict[str, Any]:
 
 
 def _limit_threads(threads: int) -> Any:
-    n = str(threads)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
-        os.environ[var] = n
+    """Pin torch to ``threads`` threads; 0 leaves its default (one per core)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if threads > 0:
+        n = str(threads)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = n
+        os.environ["RAYON_NUM_THREADS"] = n
     import torch
 
-    torch.set_num_threads(threads)
-    torch.set_num_interop_threads(threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
     return torch
 
 
@@ -564,7 +574,7 @@ def _load_routes(path: Path) -> list[Any]:
 def worker_latency(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
-    torch = _limit_threads(1)
+    torch = _limit_threads(args.threads)
     import semantic_router
 
     routes = _load_routes(args.routes)
@@ -594,7 +604,8 @@ def worker_latency(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "routes": len(routes),
         "utterances": sum(len(r.utterances) for r in routes),
-        "threads": 1,
+        "threads": torch.get_num_threads(),
+        "threads_pinned": args.threads > 0,
         "warmup": args.warmup,
         "repeat": args.repeat,
         "n": len(times),
@@ -650,6 +661,7 @@ def worker(argv: list[str]) -> dict[str, Any]:
     lat.add_argument("--queries", type=Path, required=True)
     lat.add_argument("--repeat", type=int, default=1)
     lat.add_argument("--warmup", type=int, default=20)
+    lat.add_argument("--threads", type=int, default=1)
     lat.add_argument("--model", required=True)
     cold = sub.add_parser("cold")
     cold.add_argument("--routes", type=Path, required=True)
