@@ -9,6 +9,7 @@ Exporting a model (which does need torch) is :mod:`semroute.export`'s job.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,21 +63,39 @@ class Encoder(Protocol):
 
 
 class OnnxEncoder:
-    """A sentence-transformers model exported to ONNX, run with onnxruntime and `tokenizers`."""
+    """A sentence-transformers model exported to ONNX, run with onnxruntime and `tokenizers`.
 
-    def __init__(self, session: Any, tokenizer: Any, info: EncoderInfo, inputs: Sequence[str]):
+    An int8 export is dynamically quantised: each MatMul scales its input by the largest value
+    in the whole input, padding and batch-mates included, so batching would make a text's
+    vector depend on the texts it was batched with. Such an export embeds every text on its own
+    (spread over ``threads`` worker threads), so a text always gets the same vector, whether it
+    is routed alone, in a batch, or embedded into an index.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        tokenizer: Any,
+        info: EncoderInfo,
+        inputs: Sequence[str],
+        *,
+        per_text: bool = False,
+        workers: int = 1,
+    ):
         self._session = session
         self._tokenizer = tokenizer
         self._info = info
         self._inputs = tuple(inputs)
         self._output = session.get_outputs()[0].name
+        self._per_text = per_text
+        self._workers = max(1, workers)
 
     @classmethod
     def load(cls, directory: str | Path, *, threads: int | None = 1) -> OnnxEncoder:
         """Load an export written by :func:`semroute.export.export_onnx`.
 
-        ``threads=1`` suits routing single queries; ``None`` lets onnxruntime use every core
-        (building an index).
+        ``threads=1`` suits routing single queries; ``None`` uses every core (building an
+        index).
         """
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -92,8 +111,13 @@ class OnnxEncoder:
                 max_tokens=int(meta["max_tokens"]),
             )
             tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
+            per_text = meta.get("precision") == "int8"
             options = ort.SessionOptions()
-            if threads is not None:
+            if per_text:
+                # Parallelism comes from running texts side by side, one thread each.
+                options.intra_op_num_threads = 1
+                options.inter_op_num_threads = 1
+            elif threads is not None:
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1
             options.log_severity_level = 3
@@ -108,7 +132,8 @@ class OnnxEncoder:
         # stays stateless and safe to share between threads.
         tokenizer.enable_truncation(info.max_tokens)
         tokenizer.no_padding()
-        return cls(session, tokenizer, info, meta["inputs"])
+        workers = threads if threads is not None else (os.cpu_count() or 1)
+        return cls(session, tokenizer, info, meta["inputs"], per_text=per_text, workers=workers)
 
     @property
     def info(self) -> EncoderInfo:
@@ -123,6 +148,10 @@ class OnnxEncoder:
             return Embeddings(_normalise(vec), np.array([bool(enc.overflowing)]))
         encodings = self._tokenizer.encode_batch(list(texts))
         out = np.empty((len(texts), self._info.dim), dtype=np.float32)
+        if self._per_text:
+            self._run_each(encodings, out)
+            truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
+            return Embeddings(_normalise(out), truncated)
         # Sorting by length keeps padding (wasted compute) small within each batch.
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), batch_size):
@@ -132,6 +161,23 @@ class OnnxEncoder:
             )
         truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
         return Embeddings(_normalise(out), truncated)
+
+    def _run_each(self, encodings: Sequence[Any], out: npt.NDArray[np.float32]) -> None:
+        """Embed each encoding alone into its row of ``out`` (see the class docstring)."""
+
+        def rows(part: range) -> None:
+            for i in part:
+                out[i] = self._run([encodings[i].ids], [encodings[i].type_ids])[0]
+
+        n = len(encodings)
+        if self._workers == 1 or n < 2 * self._workers:
+            rows(range(n))
+            return
+        # onnxruntime releases the GIL while it runs, so threads embed texts in parallel.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self._workers) as pool:
+            list(pool.map(rows, (range(w, n, self._workers) for w in range(self._workers))))
 
     def _run(self, ids: list[list[int]], type_ids: list[list[int]]) -> npt.NDArray[np.float32]:
         import numpy as np
