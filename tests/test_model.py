@@ -14,7 +14,8 @@ import yaml
 from semroute import Reason, Router
 from semroute.config import DEFAULT_ENCODER
 from semroute.encoders import OnnxEncoder
-from semroute.export import ensure_onnx, locate_model
+from semroute.export import ensure_encoder, ensure_onnx, locate_model
+from semroute.routefile import DEFAULT_RUNTIME
 from tests.conftest import DATA, ROOT
 
 pytestmark = pytest.mark.model
@@ -126,6 +127,6 @@ def test_a_local_model_folder_works_as_encoder(model_cache: Path, tmp_path: Path
     build_index(routes, tmp_path / "idx")
     router = Router.load(tmp_path / "idx")
     # Exports are keyed by the weights' hash: the same weights under another path share one.
-    default = OnnxEncoder.load(ensure_onnx(DEFAULT_ENCODER)).info
+    default = OnnxEncoder.load(ensure_encoder(DEFAULT_ENCODER, DEFAULT_RUNTIME)).info
     assert router.index.encoder_info.fingerprint == default.fingerprint
     assert router.route("is it going to rain on saturday").route == "weather"

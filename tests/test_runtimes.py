@@ -1,5 +1,5 @@
-"""The encoder runtimes other than exact ONNX: int8-quantised ONNX and a static model2vec model,
-both derived from the real default model (offline)."""
+"""The encoder runtimes: int8-quantised ONNX (the default), exact fp32 ONNX and a static model2vec
+model, all derived from the real default model (offline)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from semroute import EncoderError, EncoderMismatchError, Router
 from semroute.build import build_index
 from semroute.config import DEFAULT_ENCODER
 from semroute.export import RUNTIMES, ensure_encoder, ensure_onnx, load_encoder
+from semroute.routefile import DEFAULT_RUNTIME
 from tests.conftest import DATA, ROOT
 
 pytestmark = pytest.mark.model
@@ -89,6 +90,39 @@ def test_int8_vectors_stay_close_to_fp32(model_cache: Path) -> None:
     cosine = np.sum(exact * quantised, axis=1)
     assert cosine.mean() >= 0.98
     assert cosine.min() < 0.9999  # really quantised, not the fp32 model under another name
+
+
+def test_int8_is_the_default_runtime(model_cache: Path, tmp_path: Path) -> None:
+    assert DEFAULT_RUNTIME == "onnx-int8"
+    build_index(ROOT / "routes", tmp_path / "idx")  # the bundled routes name no runtime
+    manifest = _json(tmp_path / "idx" / "manifest.json")
+    assert manifest["settings"]["encoder_runtime"] == "onnx-int8"
+    assert _json(tmp_path / "idx" / "encoder" / "encoder.json")["precision"] == "int8"
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_int8_vectors_do_not_depend_on_the_batch(model_cache: Path, threads: int | None) -> None:
+    # Dynamic quantisation scales a whole input at once: were texts batched, a text's vector
+    # would change with its batch-mates and padding, and index vectors would not match queries.
+    rows = (DATA / "clinc150_sample.jsonl").read_text().splitlines()[:40]
+    texts = [json.loads(line)["text"] for line in rows]
+    encoder = load_encoder(DEFAULT_ENCODER, runtime="onnx-int8", threads=threads)
+    alone = np.vstack([encoder.encode([t]).vectors for t in texts])
+    batched = encoder.encode(texts).vectors
+    with_a_long_one = encoder.encode(["word " * 300, *texts[::-1]]).vectors[1:][::-1]
+    np.testing.assert_array_equal(batched, alone)
+    np.testing.assert_array_equal(with_a_long_one, alone)
+
+
+def test_fp32_index_routes_clear_queries(
+    model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    index = _build("onnx", tmp_path_factory)
+    assert _json(index / "encoder" / "encoder.json")["precision"] == "fp32"
+    router = Router.load(index)
+    assert router.route("write a python function that parses a date string").route == "code"
+    assert router.route("what's the capital of France?").route is None
+    assert _accuracy(router) >= 0.9
 
 
 def test_int8_index_routes_clear_queries(int8_index: Path) -> None:

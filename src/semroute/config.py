@@ -31,6 +31,7 @@ from semroute.models import (
 )
 from semroute.routefile import (
     DEFAULT_ENCODER,
+    DEFAULT_RUNTIME,
     DEFAULT_SCORER,
     DEFAULT_THRESHOLD,
     ROUTE_FILE_SUFFIXES,
@@ -77,7 +78,7 @@ class RouterSettings:
 
     default_model: str
     encoder: str = DEFAULT_ENCODER
-    encoder_runtime: str = "onnx"
+    encoder_runtime: str = DEFAULT_RUNTIME
     threshold: float = DEFAULT_THRESHOLD
     min_margin: float = 0.0
     scorer: str = DEFAULT_SCORER
