@@ -120,6 +120,14 @@ def test_route_and_route_batch_give_equal_decisions(fake_index: Path) -> None:
         )
 
 
+def test_route_batch_leaves_the_per_route_scores_unbuilt(fake_index: Path) -> None:
+    decisions = Router.load(fake_index).route_batch(["will it rain", "", "hello"])
+    # Unbuilt, the field holds its builder: batches pay for no per-route Python work.
+    assert all(callable(d.__dict__["_scores"]) for d in decisions)
+    assert all(d.latency_ms > 0 for d in decisions)
+    assert decisions[0].scores[0].route == "weather"
+
+
 def test_a_fresh_decision_pickles(fake_index: Path) -> None:
     d = Router.load(fake_index).route("will it rain today")
     assert pickle.loads(pickle.dumps(d)) == d

@@ -67,9 +67,10 @@ class OnnxEncoder:
 
     An int8 export is dynamically quantised: each MatMul scales its input by the largest value
     in the whole input, padding and batch-mates included, so batching would make a text's
-    vector depend on the texts it was batched with. Such an export embeds every text on its own
-    (spread over ``threads`` worker threads), so a text always gets the same vector, whether it
-    is routed alone, in a batch, or embedded into an index.
+    vector depend on the texts it was batched with. Such an export embeds every text on its own,
+    one thread per text and several texts at once (one per core) when given many, so a text
+    always gets the same vector, whether it is routed alone, in a batch, or embedded into an
+    index.
     """
 
     def __init__(
@@ -94,8 +95,9 @@ class OnnxEncoder:
     def load(cls, directory: str | Path, *, threads: int | None = 1) -> OnnxEncoder:
         """Load an export written by :func:`semroute.export.export_onnx`.
 
-        ``threads=1`` suits routing single queries; ``None`` uses every core (building an
-        index).
+        ``threads`` is how many threads one model run may use: 1 suits routing single queries,
+        ``None`` uses every core (building an index). An int8 export always runs a text on one
+        thread and spreads many texts over every core instead.
         """
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -132,7 +134,7 @@ class OnnxEncoder:
         # stays stateless and safe to share between threads.
         tokenizer.enable_truncation(info.max_tokens)
         tokenizer.no_padding()
-        workers = threads if threads is not None else (os.cpu_count() or 1)
+        workers = os.cpu_count() or 1
         return cls(session, tokenizer, info, meta["inputs"], per_text=per_text, workers=workers)
 
     @property

@@ -46,6 +46,7 @@ __all__ = [
 
 DEFAULT_INDEX = Path("indexes") / "default"
 DEFAULT_CACHE_SIZE = 4096
+SCORE_CHUNK = 256
 INDEX_ENV = "SEMROUTE_INDEX"
 
 
@@ -166,14 +167,15 @@ class Router:
             chunk = queries[start : start + batch_size]
             started = time.perf_counter()
             s = self.score(chunk)
-            decisions = [
-                self._empty(started)
-                if s.empty[i]
-                else self._decision(s.confidence[i], s.best[i], bool(s.truncated[i]), started)
-                for i in range(len(chunk))
-            ]
             share = (time.perf_counter() - started) * 1000 / len(chunk)
-            out.extend(dataclasses.replace(d, latency_ms=share) for d in decisions)
+            out.extend(
+                self._empty(started, share)
+                if s.empty[i]
+                else self._decision(
+                    s.confidence[i], s.best[i], bool(s.truncated[i]), started, share
+                )
+                for i in range(len(chunk))
+            )
         return out
 
     def score(self, queries: Sequence[str]) -> Scores:
@@ -188,8 +190,12 @@ class Router:
         live = np.flatnonzero(~empty)
         if len(live):
             emb = self.encoder.encode([queries[int(i)] for i in live])
-            conf[live], best[live] = self._confidence(emb.vectors)
             truncated[live] = emb.truncated
+            # In slices, so the (queries x examples) similarity matrix stays a few MB.
+            for start in range(0, len(live), SCORE_CHUNK):
+                rows = live[start : start + SCORE_CHUNK]
+                part = emb.vectors[start : start + SCORE_CHUNK]
+                conf[rows], best[rows] = self._confidence(part)
         return Scores(conf, best, truncated, empty)
 
     def _similarities(self, queries: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -243,7 +249,10 @@ class Router:
         best: npt.NDArray[np.int64],
         truncated: bool,
         started: float,
+        latency_ms: float | None = None,
     ) -> Decision:
+        """The decision for one query's confidences; ``latency_ms`` defaults to the time since
+        ``started``."""
         choice, reason, margin, order = decide(conf, self._thresholds, self.min_margin)
         routes = self.index.routes
         utterances = self.index.utterances
@@ -267,7 +276,7 @@ class Router:
             margin=margin,
             reason=reason,
             scores=explain,  # type: ignore[arg-type]  # built on first access
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=_elapsed_ms(started) if latency_ms is None else latency_ms,
             truncated=truncated,
         )
 
@@ -310,7 +319,7 @@ class Router:
 
         return await acomplete(self, messages, stream=stream, **kwargs)
 
-    def _empty(self, started: float) -> Decision:
+    def _empty(self, started: float, latency_ms: float | None = None) -> Decision:
         routes = self.index.routes
 
         def explain() -> tuple[RouteScore, ...]:
@@ -323,8 +332,12 @@ class Router:
             margin=0.0,
             reason=Reason.EMPTY_QUERY,
             scores=explain,  # type: ignore[arg-type]  # built on first access
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=_elapsed_ms(started) if latency_ms is None else latency_ms,
         )
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _check_query(query: object) -> None:
