@@ -241,7 +241,10 @@ def main() -> None:
     build_index(ROOT / "routes", bundled)
     cold = Router.load(bundled, cache_size=0)
     results: dict[str, Any] = {"machine": info, "queries": len(queries)}
-    results["route_cold_cache"] = percentiles(time_routes(cold, queries))
+    # Timed again after semantic-router, and the two passes pooled, so a slow spell of this
+    # shared machine does not land on one side of the ratio only.
+    cold_passes = [time_routes(cold, queries)]
+    results["route_cold_cache"] = percentiles(cold_passes[0])
     warm = Router.load(bundled)
     for q in queries:
         warm.route(q)
@@ -262,17 +265,17 @@ def main() -> None:
     results["route_batch_qps"] = round(len(test) / (time.perf_counter() - started), 1)
     print(json.dumps(results), file=sys.stderr)
 
-    # The same routes with the int8 encoder runtime (faster, slightly different vectors).
+    # The same routes with the exact fp32 encoder runtime (`encoder_runtime: onnx`).
     from semroute.config import load_routes
 
     bundled_routes = load_routes(ROOT / "routes")
-    int8 = dataclasses.replace(
+    fp32 = dataclasses.replace(
         bundled_routes,
-        settings=dataclasses.replace(bundled_routes.settings, encoder_runtime="onnx-int8"),
+        settings=dataclasses.replace(bundled_routes.settings, encoder_runtime="onnx"),
     )
-    build_index(int8, args.work / "bundled-int8")
-    int8_router = Router.load(args.work / "bundled-int8", cache_size=0)
-    results["route_cold_cache_int8"] = percentiles(time_routes(int8_router, queries))
+    build_index(fp32, args.work / "bundled-fp32")
+    fp32_router = Router.load(args.work / "bundled-fp32", cache_size=0)
+    results["route_cold_cache_fp32"] = percentiles(time_routes(fp32_router, queries))
 
     if not args.skip_peer:
         # Pinned to one torch thread like semroute, and as shipped (torch's default threads).
@@ -280,15 +283,18 @@ def main() -> None:
         results["semantic_router_default_threads"] = peer_latency(
             args.work, queries, bundled_routes, "bundled", threads=0
         )
+        cold_passes.append(time_routes(cold, queries))
+        results["route_cold_cache"] = percentiles(cold_passes[0] + cold_passes[1])
+        results["route_cold_cache_passes_p50_ms"] = [percentiles(p)["p50_ms"] for p in cold_passes]
         ours = results["route_cold_cache"]["p50_ms"]
-        ours_int8 = results["route_cold_cache_int8"]["p50_ms"]
+        ours_fp32 = results["route_cold_cache_fp32"]["p50_ms"]
         for key, peer in (
             ("", "semantic_router"),
             ("_sr_default_threads", "semantic_router_default_threads"),
         ):
             sr = results[peer]["p50_ms"]
             results[f"speedup_p50{key}"] = round(sr / ours, 1)
-            results[f"speedup_p50_int8{key}"] = round(sr / ours_int8, 1)
+            results[f"speedup_p50_fp32{key}"] = round(sr / ours_fp32, 1)
         clinc_routes = load_routes(clinc.parent / "clinc150-routes")
         results["semantic_router_15k"] = peer_latency(args.work, queries, clinc_routes, "clinc")
         results["speedup_p50_15k"] = round(
@@ -312,25 +318,30 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         if on
     )
     cold, hit = r["route_cold_cache"], r["route_cache_hit"]
+    passes = ""
+    if "route_cold_cache_passes_p50_ms" in r:
+        before, after = r["route_cold_cache_passes_p50_ms"]
+        passes = f" (before and after semantic-router, pooled; p50s {before:.2f} / {after:.2f} ms)"
     rows = [
         "## Latency: semroute beside semantic-router 1.1.1",
         "",
         f"`.venv/bin/python scripts/bench_latency.py{flags}`: {r['queries']} short queries "
         "(≤ 20 words: the bundled routes' held-out queries and CLINC150 test texts), the bundled "
-        "example routes, the default encoder (all-MiniLM-L6-v2, ONNX fp32 with one thread), "
+        "example routes, the default encoder (all-MiniLM-L6-v2) in its default runtime (ONNX int8, "
+        "one thread; the fp32 runtime too, for comparison), "
         "timed one query at a time in one process. semroute always runs the encoder on one "
         "thread; semantic-router is timed both pinned to one torch thread and as shipped, "
         "with torch's default (one thread per core).",
         "",
         "| measurement | p50 | p95 | p99 | target |",
         "|---|---:|---:|---:|---|",
-        f"| semroute `route()`, query cache cold | {cold['p50_ms']:.2f} ms | {cold['p95_ms']:.2f} ms | {cold['p99_ms']:.2f} ms | p50 ≤ 4 ms, p99 ≤ 12 ms |",
+        f"| semroute `route()`, query cache cold{passes} | {cold['p50_ms']:.2f} ms | {cold['p95_ms']:.2f} ms | {cold['p99_ms']:.2f} ms | p50 ≤ 4 ms, p99 ≤ 12 ms |",
         f"| semroute `route()`, repeated query (cache hit) | {hit['p50_ms']:.3f} ms | {hit['p95_ms']:.3f} ms | {hit['p99_ms']:.3f} ms | p50 ≤ 0.2 ms |",
     ]
-    i8 = r["route_cold_cache_int8"]
+    f32 = r["route_cold_cache_fp32"]
     rows.append(
-        f"| semroute `route()`, cache cold, `encoder_runtime: onnx-int8` | {i8['p50_ms']:.2f} ms | "
-        f"{i8['p95_ms']:.2f} ms | {i8['p99_ms']:.2f} ms | |"
+        f"| semroute `route()`, cache cold, `encoder_runtime: onnx` (fp32) | {f32['p50_ms']:.2f} ms | "
+        f"{f32['p95_ms']:.2f} ms | {f32['p99_ms']:.2f} ms | |"
     )
     for key, how in (
         ("semantic_router", "one torch thread, like semroute"),
@@ -372,8 +383,8 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{r[f'speedup_p50{key}']:.1f}x | ≥ 5x |"
             )
             rows.append(
-                f"| the same, semroute with `encoder_runtime: onnx-int8` | "
-                f"{r[f'speedup_p50_int8{key}']:.1f}x | ≥ 5x |"
+                f"| the same, semroute with `encoder_runtime: onnx` (fp32) | "
+                f"{r[f'speedup_p50_fp32{key}']:.1f}x | |"
             )
         rows.append(
             f"| semantic-router p50 ÷ semroute p50, CLINC150 routes (same run) | {r['speedup_p50_15k']:.1f}x | |"
