@@ -68,6 +68,7 @@ def test_info_reports_routes_and_staleness(fake_index: Path, routes_dir: Path) -
         ("greeting", 2),
     ]
     assert info["encoder"]["name"] == "fake-256"
+    assert info["encoder_runtime"] == "fake"
     (routes_dir / "routes.yaml").write_text(ROUTES_YAML.replace("hello there", "hi there"))
     code, out, _ = run("info", "--index", str(fake_index))
     assert code == 0

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from semroute import EncoderError, EncoderMismatchError, Router
 from semroute.build import build_index
+from semroute.cli import main
 from semroute.config import DEFAULT_ENCODER
 from semroute.export import RUNTIMES, ensure_encoder, ensure_onnx, load_encoder
 from semroute.routefile import DEFAULT_RUNTIME
@@ -98,6 +100,8 @@ def test_int8_is_the_default_runtime(model_cache: Path, tmp_path: Path) -> None:
     manifest = _json(tmp_path / "idx" / "manifest.json")
     assert manifest["settings"]["encoder_runtime"] == "onnx-int8"
     assert _json(tmp_path / "idx" / "encoder" / "encoder.json")["precision"] == "int8"
+    info = CliRunner().invoke(main, ["info", "--index", str(tmp_path / "idx"), "--json"])
+    assert json.loads(info.output)["encoder_runtime"] == "onnx-int8"
 
 
 @pytest.mark.parametrize("threads", [1, None])

@@ -184,6 +184,10 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
         "built_at": m.get("built_at"),
         "semroute_version": m.get("semroute_version"),
         "encoder": m["encoder"],
+        # A fake or custom encoder passed to build_index ignores the configured runtime.
+        "encoder_runtime": m["settings"].get("encoder_runtime", "onnx")
+        if m["encoder"]["kind"] in ("onnx", "static")
+        else m["encoder"]["kind"],
         "default_model": m["settings"]["default_model"],
         "min_margin": m["settings"].get("min_margin", 0.0),
         "scorer": m["scorer"],

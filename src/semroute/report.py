@@ -188,7 +188,8 @@ def print_info(console: Console, summary: dict[str, Any]) -> None:
         f"by semroute {summary['semroute_version']}"
     )
     console.print(
-        f"encoder: {enc['name']} ({enc['kind']}, {enc['dim']} dims, fingerprint {enc['fingerprint']})"
+        f"encoder: {enc['name']} ({summary['encoder_runtime']}, {enc['dim']} dims, "
+        f"fingerprint {enc['fingerprint']})"
     )
     console.print(f"default model: {summary['default_model']}; scorer: {summary['scorer']}")
     search = summary["search"]
