@@ -7,8 +7,9 @@ the data is found exactly (no grid, no random search). Objectives:
   answered by the wrong route's model (an out-of-scope query routed anywhere included); a
   fallback is an in-scope query sent to the default model. The default ratio of 2 says a wrong
   specialised answer is twice as bad as paying the frontier model for a query a route could
-  have taken; it does not depend on how many out-of-scope rows the data happens to hold.
-- ``accuracy``: maximise overall accuracy (sensitive to the data's in/out-of-scope mix).
+  have taken. Like ``accuracy`` it adds up over rows, so the data's share of out-of-scope
+  rows moves it: calibrate on data whose mix resembles the traffic.
+- ``accuracy``: maximise overall accuracy.
 - ``balanced``: maximise in-scope accuracy + out-of-scope recall (needs out-of-scope rows).
 - ``oos-recall``: the lowest threshold catching at least ``target`` of out-of-scope rows.
 - ``fallback-rate``: the highest threshold sending at most ``target`` of all rows to the default.
