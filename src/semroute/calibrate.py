@@ -118,11 +118,13 @@ def fit_thresholds(
     if bootstrap < 0:
         raise DataError(f"bootstrap must be 0 or more, not {bootstrap}", file=source)
 
+    # Targets are quantiles of the data, not optima: only optima are bagged.
+    bagged = bootstrap if objective in BAGGED else 0
+
     def shared_for(rows: BoolArray | slice) -> float:
-        return _bagged(best[rows], ok[rows], ins[rows], objective, misroute_cost, target, bootstrap)
+        return _bagged(best[rows], ok[rows], ins[rows], objective, misroute_cost, target, bagged)
 
     shared = shared_for(slice(None))
-    bagged = bootstrap if objective in BAGGED else 0
     counts = np.bincount(top, minlength=n_routes)
     if objective not in ("cost", "accuracy") or not per_route or counts.max() < MIN_ROUTE_ROWS:
         return Fit(
@@ -201,7 +203,7 @@ def _bagged(
     bootstrap: int,
 ) -> float:
     """The mean of :func:`_sweep`'s optimum over ``bootstrap`` resamples of the rows."""
-    if bootstrap == 0 or objective not in BAGGED or len(best) < 2:
+    if bootstrap == 0 or len(best) < 2:
         return _sweep(best, ok, ins, objective, misroute_cost, target)
     finite = best[np.isfinite(best)]
     # A resample whose optimum is "route nothing" means above every row, not just above the

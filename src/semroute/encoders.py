@@ -152,15 +152,14 @@ class OnnxEncoder:
         out = np.empty((len(texts), self._info.dim), dtype=np.float32)
         if self._per_text:
             self._run_each(encodings, out)
-            truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
-            return Embeddings(_normalise(out), truncated)
-        # Sorting by length keeps padding (wasted compute) small within each batch.
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            out[chunk] = self._run(
-                [encodings[i].ids for i in chunk], [encodings[i].type_ids for i in chunk]
-            )
+        else:
+            # Sorting by length keeps padding (wasted compute) small within each batch.
+            order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out[chunk] = self._run(
+                    [encodings[i].ids for i in chunk], [encodings[i].type_ids for i in chunk]
+                )
         truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
         return Embeddings(_normalise(out), truncated)
 
