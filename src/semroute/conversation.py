@@ -12,6 +12,7 @@ the route before it.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,7 @@ def as_messages(query: str | Sequence[Message]) -> list[dict[str, Any]]:
 
 def user_turns(messages: object) -> list[str]:
     """The text of every user message, oldest first. Raises InvalidQueryError for bad input."""
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+    if isinstance(messages, str | bytes | bytearray) or not isinstance(messages, Sequence):
         raise InvalidQueryError(
             "a query must be a string or a list of messages like "
             f"{{'role': 'user', 'content': '...'}}, not {type(messages).__name__}"
@@ -80,7 +81,7 @@ def user_turns(messages: object) -> list[str]:
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise InvalidQueryError(
                 f"a query must be a string or a list of messages; message {i} is "
-                f"{message!r}, not a mapping with a 'role'"
+                f"{reprlib.repr(message)}, not a mapping with a 'role'"
             )
         if message["role"] == "user":
             turns.append(_text(message.get("content"), i))
@@ -88,18 +89,30 @@ def user_turns(messages: object) -> list[str]:
 
 
 def _text(content: object, i: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, Sequence):  # content parts: keep the text ones
-        return " ".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, Mapping) and part.get("type") == "text"
-        )
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return str.__str__(content)  # a subclass's own methods are not ours to call
+    if isinstance(content, Sequence) and not isinstance(content, bytes | bytearray):
+        return " ".join(_part_text(part, i, j) for j, part in enumerate(content))
     raise InvalidQueryError(
         f"message {i} has content of type {type(content).__name__}; use a string or a list "
         "of content parts"
     )
+
+
+def _part_text(part: object, i: int, j: int) -> str:
+    """The text of a content part; parts of other types (images, audio) say nothing to route on."""
+    if not isinstance(part, Mapping) or part.get("type") != "text":
+        return ""
+    text = part.get("text")
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise InvalidQueryError(
+            f"message {i} content part {j} has text of type {type(text).__name__}; use a string"
+        )
+    return str.__str__(text)
 
 
 def route_messages(
@@ -109,10 +122,16 @@ def route_messages(
     turns = user_turns(messages)
     if not turns:
         return route_batch([""])[0]
-    windows = ["\n".join(turns[max(0, i - settings.turns + 1) : i + 1]) for i in range(len(turns))]
+    # Only the windows that are routed are joined, so a long conversation costs what its last
+    # STICKY_HISTORY turns cost.
+    last = len(turns) - (STICKY_HISTORY if settings.sticky else 1)
+    windows = [
+        "\n".join(turns[max(0, i - settings.turns + 1) : i + 1])
+        for i in range(max(0, last), len(turns))
+    ]
     if not settings.sticky:
-        return route_batch(windows[-1:])[0]
-    decisions = route_batch(windows[-STICKY_HISTORY:])
+        return route_batch(windows)[0]
+    decisions = route_batch(windows)
     current = decisions[0]
     for new in decisions[1:]:
         current = stick(current, new)

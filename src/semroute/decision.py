@@ -20,7 +20,8 @@ class Reason(StrEnum):
     AMBIGUOUS = "ambiguous"
     """Two routes are too close to call (margin under ``min_margin``): the default model answers."""
     EMPTY_QUERY = "empty_query"
-    """The query is empty or only whitespace: the default model answers."""
+    """The query shows no visible character (empty, whitespace, zero-width or control
+    characters only): the default model answers."""
     STICKY = "sticky"
     """A follow-up turn matched no other route confidently: the conversation keeps its route."""
     PINNED = "pinned"

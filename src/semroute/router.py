@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -28,6 +31,7 @@ from semroute.scoring import (
     top_k_mean,
 )
 from semroute.search import NEIGHBOURS
+from semroute.text import clean, is_blank
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -47,7 +51,35 @@ __all__ = [
 DEFAULT_INDEX = Path("indexes") / "default"
 DEFAULT_CACHE_SIZE = 4096
 SCORE_CHUNK = 256
+ENCODE_CHUNK = 1024
 INDEX_ENV = "SEMROUTE_INDEX"
+
+CHARS_PER_TOKEN = 128
+"""Characters a query may hold per token of the encoder's window before it is cut.
+
+A WordPiece tokenizer (BERT's, which sentence-transformers models use) reads a word of up to
+``max_input_chars_per_word`` (100) characters as at least one token, so with its separator a
+token covers at most 101 characters; SentencePiece and BPE pieces are shorter still. A cut text
+of ``max_tokens * CHARS_PER_TOKEN`` characters, with whitespace runs and invisible characters
+squeezed out, therefore still fills the window when it is cut at a space, and the encoder sees
+exactly the tokens it would have seen in the whole text. Only words longer than 100 characters,
+which WordPiece reads as one unknown token, can defeat the bound: such a query is routed on its
+start and says it was truncated."""
+
+READ_WINDOWS = 16
+"""How many windows' worth of characters a long query is read for words before it is cut: a
+query padded with more than that much whitespace or invisible characters is routed on its start
+(and says it was truncated), so padding cannot make routing slow."""
+
+# What BERT's normaliser drops (C0/C1 controls, zero-width, bidi and invisible format characters,
+# the byte-order mark) and whitespace runs, which its pre-tokeniser reads as one separator.
+# Squeezing them out of a long query lets padding neither push words past the cut nor cost time.
+_DROPPED = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff]+"
+)
+_ASCII_DROPPED = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_SPACES = re.compile(r"\s{2,}|[^\S ]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +91,9 @@ class Scores:
     best: npt.NDArray[np.int64]
     """(queries, routes): index of each route's closest example in ``index.utterances``."""
     truncated: npt.NDArray[np.bool_]
+    """The query was longer than the encoder's window: only its start counted."""
     empty: npt.NDArray[np.bool_]
+    """The query shows no visible character (see :func:`semroute.text.is_blank`)."""
 
 
 class Router:
@@ -102,11 +136,9 @@ class Router:
             self._owner = np.full(len(index.vectors), -1, dtype=np.int64)
             for i, r in enumerate(index.routes):
                 self._owner[r.start : r.stop] = i
-        # Repeated queries skip the encoder and the similarity search. lru_cache is thread-safe;
-        # an entry holds one float and one int per route, whatever the index size.
-        self._scored = (
-            functools.lru_cache(maxsize=cache_size)(self._score_one) if cache_size else None
-        )
+        self._window = encoder.info.max_tokens * CHARS_PER_TOKEN
+        # Repeated queries skip the encoder and the similarity search.
+        self._scored = _QueryCache(cache_size, self._score_one) if cache_size > 0 else None
 
     @classmethod
     def load(
@@ -144,15 +176,29 @@ class Router:
         if not isinstance(query, str):
             return route_messages(query, self.dispatch_config.conversation, self.route_batch)
         started = time.perf_counter()
-        _check_query(query)
-        if not query.strip():
+        text, cut = self._prepare(query)
+        if not text:
             return self._empty(started)
-        conf, best, truncated = self._scored(query) if self._scored else self._score_one(query)
-        return self._decision(conf, best, truncated, started)
+        conf, best, truncated = self._scored(text) if self._scored else self._score_one(text)
+        return self._decision(conf, best, truncated or cut, started)
 
     def cache_info(self) -> functools._CacheInfo | None:
         """Hits, misses and size of the query cache (None when it is off)."""
-        return self._scored.cache_info() if self._scored else None
+        return self._scored.info() if self._scored else None
+
+    def _prepare(self, query: str) -> tuple[str, bool]:
+        """The text the encoder gets for ``query`` ("" when it shows nothing), and whether
+        visible text was cut off its end.
+
+        Lone surrogates become U+FFFD (see :mod:`semroute.text`). A query longer than the
+        window can hold is cut cheaply first (see :data:`CHARS_PER_TOKEN`), so a megabyte of
+        text costs no more to tokenise than a page.
+        """
+        if type(query) is not str:
+            query = str.__str__(query)  # a subclass's own methods are not ours to call
+        text, cut = _fit(query, self._window)
+        text = clean(text)
+        return ("", False) if is_blank(text) else (text, cut)
 
     def _score_one(self, query: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]:
         emb = self.encoder.encode([query])
@@ -161,12 +207,19 @@ class Router:
         return conf[0], best[0], bool(emb.truncated[0])
 
     def route_batch(self, queries: Sequence[str], *, batch_size: int = 256) -> list[Decision]:
-        """Route many queries, encoding them in batches. Each decision's latency is its share."""
+        """Route many queries, encoding them in batches. Each decision's latency is its share.
+
+        ``queries`` is a list (or any iterable) of strings; a single string is refused with
+        :class:`~semroute.errors.InvalidQueryError`, as is an item that is not a string.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidQueryError(f"batch_size must be a positive integer, not {batch_size!r}")
+        prepared = self._prepare_all(queries, "route_batch")
         out: list[Decision] = []
-        for start in range(0, len(queries), batch_size):
-            chunk = queries[start : start + batch_size]
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start : start + batch_size]
             started = time.perf_counter()
-            s = self.score(chunk)
+            s = self._score_prepared(chunk)
             share = (time.perf_counter() - started) * 1000 / len(chunk)
             out.extend(
                 self._empty(started, share)
@@ -179,22 +232,43 @@ class Router:
         return out
 
     def score(self, queries: Sequence[str]) -> Scores:
-        """Every route's confidence for each query, without deciding (see :mod:`semroute.scoring`)."""
-        for q in queries:
-            _check_query(q)
-        n, routes = len(queries), len(self.index.routes)
+        """Every route's confidence for each query, without deciding (see :mod:`semroute.scoring`).
+
+        Queries are prepared as :meth:`route` prepares them (cleaned, cut to the window).
+        """
+        return self._score_prepared(self._prepare_all(queries, "score"))
+
+    def _prepare_all(self, queries: object, caller: str) -> list[tuple[str, bool]]:
+        """:meth:`_prepare` for every query of a batch, refusing a batch that is not one."""
+        if isinstance(queries, str | bytes | bytearray | Mapping) or not isinstance(
+            queries, Iterable
+        ):
+            raise InvalidQueryError(
+                f"{caller} takes a list of query strings, not {_kind(queries)}; "
+                "route a single query with route()"
+            )
+        prepared = []
+        for i, query in enumerate(queries):
+            _check_query(query, f"query {i} of the batch")
+            prepared.append(self._prepare(query))
+        return prepared
+
+    def _score_prepared(self, prepared: Sequence[tuple[str, bool]]) -> Scores:
+        n, routes = len(prepared), len(self.index.routes)
         conf = np.zeros((n, routes), dtype=np.float32)
         best = np.zeros((n, routes), dtype=np.int64)
-        truncated = np.zeros(n, dtype=bool)
-        empty = np.array([not q.strip() for q in queries], dtype=bool)
+        truncated = np.array([cut for _, cut in prepared], dtype=bool)
+        empty = np.array([not text for text, _ in prepared], dtype=bool)
         live = np.flatnonzero(~empty)
-        if len(live):
-            emb = self.encoder.encode([queries[int(i)] for i in live])
-            truncated[live] = emb.truncated
+        # Encoded in chunks, so a long batch holds a bounded number of vectors at a time.
+        for start in range(0, len(live), ENCODE_CHUNK):
+            chunk = live[start : start + ENCODE_CHUNK]
+            emb = self.encoder.encode([prepared[int(i)][0] for i in chunk])
+            truncated[chunk] |= emb.truncated
             # In slices, so the (queries x examples) similarity matrix stays a few MB.
-            for start in range(0, len(live), SCORE_CHUNK):
-                rows = live[start : start + SCORE_CHUNK]
-                part = emb.vectors[start : start + SCORE_CHUNK]
+            for offset in range(0, len(chunk), SCORE_CHUNK):
+                rows = chunk[offset : offset + SCORE_CHUNK]
+                part = emb.vectors[offset : offset + SCORE_CHUNK]
                 conf[rows], best[rows] = self._confidence(part)
         return Scores(conf, best, truncated, empty)
 
@@ -340,9 +414,98 @@ def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _check_query(query: object) -> None:
+def _check_query(query: object, what: str = "a query") -> None:
     if not isinstance(query, str):
-        raise InvalidQueryError(f"a query must be a string, not {type(query).__name__}")
+        hint = "; decode it first" if isinstance(query, bytes | bytearray) else ""
+        raise InvalidQueryError(f"{what} must be a string, not {_kind(query)}{hint}")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "None"
+    return "a single string" if isinstance(value, str) else type(value).__name__
+
+
+def _fit(text: str, window: int) -> tuple[str, bool]:
+    """``text`` cut to at most ``window`` characters, and whether anything visible was cut.
+
+    A longer text first loses what BERT's normaliser and pre-tokeniser would ignore anyway
+    (:data:`_DROPPED`, whitespace runs), chunk by chunk and only as far as the cut needs (at most
+    :data:`READ_WINDOWS` chunks), then is cut at the last space before ``window`` so no word is
+    split.
+    """
+    if len(text) <= window:
+        return text, False
+    kept: list[str] = []
+    size = pos = 0
+    after_space = True  # a leading space is kept only once, as a separator would be
+    while pos < len(text) and size <= window + 1 and pos < READ_WINDOWS * window:
+        part = _squeeze(text[pos : pos + window])
+        pos += window
+        if after_space and part.startswith(" "):
+            part = part[1:]  # the rest of a whitespace run that straddled two chunks
+        if part:
+            kept.append(part)
+            size += len(part)
+            after_space = part.endswith(" ")
+    squeezed = "".join(kept).rstrip(" ")
+    if len(squeezed) <= window:
+        # All read; or the read limit was hit, and what is left may hold words.
+        rest = text[pos:]
+        return squeezed, bool(rest) and not rest.isspace()
+    space = squeezed.rfind(" ", window // 2, window + 1)
+    return squeezed[: space if space > 0 else window], True
+
+
+def _squeeze(text: str) -> str:
+    if text.isascii():  # the common case, at C speed: a regex class tests every character
+        text = text.encode("ascii").translate(None, _ASCII_DROPPED).decode("ascii")
+    else:
+        text = _DROPPED.sub("", text)
+    return _SPACES.sub(" ", text)
+
+
+class _QueryCache:
+    """The scores of recent queries, least recently used first out.
+
+    Keyed by a digest of the text the encoder saw, so an entry is a few hundred bytes (one
+    float and one int per route) however long the query was. Thread-safe; two threads missing
+    the same query at once both compute it, as with :func:`functools.lru_cache`.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        compute: Callable[[str], tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]],
+    ) -> None:
+        self._maxsize = maxsize
+        self._compute = compute
+        self._entries: OrderedDict[
+            bytes, tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]
+        ] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+
+    def __call__(self, text: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]:
+        key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self._hits += 1
+                return found
+            self._misses += 1
+        value = self._compute(text)
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+        return value
+
+    def info(self) -> functools._CacheInfo:
+        with self._lock:
+            return functools._CacheInfo(self._hits, self._misses, self._maxsize, len(self._entries))
 
 
 def _encoder_for(index: RouteIndex) -> Encoder:
