@@ -306,7 +306,7 @@ def _with_models(route_set: RouteSet, parsed: list[ParsedFile]) -> RouteSet:
             models.extend(load_proxy_config(files[-1]))
         elif declared:
             own = [ModelDeployment.from_spec(m) for m in declared]
-            check_secrets(own, p.source)
+            check_secrets(own, p.source, node=p.node)
             models.extend(own)
     names = {m.model_name for m in models}
     warnings = list(route_set.warnings)

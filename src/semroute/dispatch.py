@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 from semroute.conversation import Message, as_messages
 from semroute.decision import Decision, Reason
 from semroute.decision_log import entry, open_log
-from semroute.errors import DispatchError
+from semroute.errors import DispatchError, InvalidQueryError
 from semroute.models import UnknownPriceWarning, price_of
 from semroute.providers import import_litellm, provider_for, run_in_background
+from semroute.secrets import is_secret_name
 from semroute.streaming import END, AsyncDispatchStream, DispatchStream, text_of
 
 if TYPE_CHECKING:
@@ -286,6 +287,13 @@ def _start(
 ) -> Call:
     if "messages" in kwargs:
         raise TypeError("pass the messages as the first argument, not as messages=")
+    for name, value in kwargs.items():
+        # LiteLLM would reject it with an error that quotes the value: the key, in a traceback.
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and is_secret_name(name):
+            raise InvalidQueryError(
+                f"{name}= must be a string, not {type(value).__name__}; pass the key as text"
+            )
     return Call(router, decision, as_messages(messages), fallbacks, stream, kwargs)
 
 

@@ -126,7 +126,7 @@ class DataError(SemrouteError):
 
 
 class InvalidQueryError(SemrouteError, TypeError):
-    """A query is not a string or an OpenAI-style message list."""
+    """A query or a request argument is of the wrong type (a query must be a string or a message list)."""
 
 
 class DispatchError(SemrouteError):

@@ -24,6 +24,7 @@ import yaml
 from semroute.config import normalise_utterance, parse_routes
 from semroute.errors import DataError, RouteConfigError
 from semroute.evaluate import DEFAULT_OOS_LABEL, load_labelled
+from semroute.routefile import MAX_DEPTH, read_text, read_yaml
 
 __all__ = ["ImportReport", "import_file"]
 
@@ -93,15 +94,7 @@ def _from_labelled(path: Path, oos_label: str) -> tuple[dict[str, Any], int]:
 
 
 def _from_router_config(path: Path) -> tuple[dict[str, Any], int]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise DataError(
-            f"cannot read it as a router config ({type(exc).__name__}); pass a .jsonl file of "
-            'labelled rows or a semantic-router router.json/.yaml with "routes"',
-            file=path,
-        ) from exc
+    raw = _read_router_config(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("routes"), list):
         raise DataError(
             'expected a mapping with a "routes" list (semantic-router format)', file=path
@@ -131,6 +124,50 @@ def _from_router_config(path: Path) -> tuple[dict[str, Any], int]:
             route["metadata"] = entry["metadata"]
         routes.append(route)
     return {"routes": routes}, dropped
+
+
+def _read_router_config(path: Path) -> Any:
+    """A router.json / .yaml, read with the limits every file semroute reads has (size, depth,
+    alias expansion), so a hostile config is one error line, never a traceback or a bomb."""
+    try:
+        if path.suffix != ".json":
+            return read_yaml(path)[0]
+        raw = json.loads(read_text(path))
+    except RouteConfigError as exc:
+        where = f" (line {exc.line})" if exc.line else ""
+        raise DataError(
+            f"cannot read it as a router config{where}: {exc.message}", file=path
+        ) from exc
+    except RecursionError as exc:  # nested beyond what Python's JSON decoder can follow
+        raise DataError(
+            "cannot read it as a router config: nested too deeply; flatten the structure",
+            file=path,
+        ) from exc
+    except ValueError as exc:
+        raise DataError(
+            f"cannot read it as a router config ({type(exc).__name__}); pass a .jsonl file of "
+            'labelled rows or a semantic-router router.json/.yaml with "routes"',
+            file=path,
+        ) from exc
+    if _depth_over(raw, MAX_DEPTH):
+        raise DataError(
+            f"cannot read it as a router config: nested more than {MAX_DEPTH} levels deep; "
+            "flatten the structure",
+            file=path,
+        )
+    return raw
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _strings(value: Any, path: Path, field: str) -> Iterable[str]:

@@ -6,7 +6,9 @@ with ``os.environ/VAR`` for secrets). They come from a top-level ``models:`` lis
 or from a LiteLLM proxy ``config.yaml`` named by path (its ``model_list``).
 
 Secrets stay unresolved here and in the index: ``os.environ/VAR`` is looked up only when a
-request is dispatched. A literal secret in a file is refused.
+request is dispatched. A literal secret anywhere in a model entry (an ``api_key``, a header such
+as ``Authorization``, a URL's ``user:password@``) is refused: it would end up in the index and in
+git (see :mod:`semroute.secrets`).
 
 Prices come from the deployment (``input_cost_per_token``/``output_cost_per_token`` in
 ``litellm_params`` or ``model_info``, as LiteLLM reads them) or from the cost map that ships
@@ -20,18 +22,28 @@ import dataclasses
 import importlib.util
 import itertools
 import json
-import re
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from semroute.conversation import ConversationSettings
 from semroute.errors import RouteConfigError
+from semroute.secrets import env_references, literal_secrets
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "DispatchConfig",
@@ -47,13 +59,8 @@ __all__ = [
     "provider_warnings",
 ]
 
-ENV_PREFIX = "os.environ/"
-# Parameter names that hold credentials; their values must be `os.environ/VAR` references.
-SECRET_PARAM = re.compile(
-    r"(api_key|secret|secret_key|secret_access_key|password|credentials|session_token|"
-    r"ad_token|auth_token)$"
-)
 PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
+T = TypeVar("T")
 # A chain step from a model at least this expensive (input, per token: $2 per million) ...
 FRONTIER_INPUT_PRICE = 2e-6
 # ... to one this many times cheaper (input plus output price) is worth a warning.
@@ -87,12 +94,45 @@ class ModelSpec(BaseModel):
         model = value.get("model")
         if not isinstance(model, str) or not model.strip():
             raise ValueError("needs `model:`, the LiteLLM model string (e.g. openai/gpt-4o)")
-        return value
+        return json_ready(value)
+
+    @field_validator("model_info")
+    @classmethod
+    def _info_json_ready(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return json_ready(value)
 
 
 class _ProxyModelSpec(ModelSpec):
     # A LiteLLM proxy config is the team's own file, read by LiteLLM too: keep keys we do not use.
     model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _extra_json_ready(self) -> _ProxyModelSpec:
+        json_ready(self.model_extra or {})
+        return self
+
+
+def json_ready(value: T) -> T:
+    """``value`` unchanged if the index's JSON manifest can hold it, else a ValueError saying
+    what cannot (YAML reads `.nan`, `.inf`, dates and `!!binary` into values JSON has not)."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(
+                f"{item!r} cannot be stored in the index (JSON has no NaN or infinity); "
+                "write a finite number or a string"
+            )
+        elif not isinstance(item, str | int | float | None):
+            raise ValueError(
+                f"a {type(item).__name__} ({str(item)[:40]!r}) cannot be stored in the index; "
+                "put the value in quotes"
+            )
+    return value
 
 
 class DispatchSpec(BaseModel):
@@ -168,12 +208,9 @@ class ModelDeployment:
         return out
 
     def env_vars(self) -> list[str]:
-        """The environment variables this deployment reads (``os.environ/VAR`` values)."""
-        return [
-            v[len(ENV_PREFIX) :]
-            for v in self.litellm_params.values()
-            if isinstance(v, str) and v.startswith(ENV_PREFIX)
-        ]
+        """The environment variables this deployment reads (``os.environ/VAR`` values, headers
+        included)."""
+        return list(dict.fromkeys(env_references(self.litellm_params)))
 
 
 @dataclass(frozen=True)
@@ -236,28 +273,45 @@ class Price:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def check_secrets(deployments: Iterable[ModelDeployment], source: str) -> None:
+def check_secrets(
+    deployments: Iterable[ModelDeployment],
+    source: str,
+    *,
+    prefix: str = "models",
+    node: yaml.Node | None = None,
+) -> None:
     """Refuse credentials written into a file: they would end up in the index and in git."""
+    from semroute.routefile import line_of
+
     for i, d in enumerate(deployments):
-        for key, value in d.litellm_params.items():
-            literal = isinstance(value, str) and value.strip() and not value.startswith(ENV_PREFIX)
-            if SECRET_PARAM.search(key) and literal:
-                raise RouteConfigError(
-                    f"model {d.model_name!r} has a literal secret; write "
-                    f"`{key}: os.environ/VAR` and set VAR in the environment",
-                    file=source,
-                    field=f"models[{i}].litellm_params.{key}",
-                )
+        entry = d.to_dict()
+        for where, problem in literal_secrets(entry):
+            field_path = f"{prefix}[{i}].{where}"
+            raise RouteConfigError(
+                f"model {d.model_name!r} {problem}; write `{where.rsplit('.', 1)[-1]}: "
+                "os.environ/VAR` and set VAR in the environment",
+                file=source,
+                field=field_path,
+                line=line_of(node, (prefix, i, *_loc(where))),
+            )
+
+
+def _loc(where: str) -> list[str | int]:
+    """``litellm_params.extra_headers.Authorization`` / ``x[0]`` as a location for line_of."""
+    out: list[str | int] = []
+    for part in where.split("."):
+        name, _, rest = part.partition("[")
+        out.append(name)
+        out += [int(i) for i in rest.rstrip("]").split("][") if i] if rest else []
+    return out
 
 
 def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
-    """The ``model_list`` of a LiteLLM proxy ``config.yaml``."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RouteConfigError(
-            f"cannot read this LiteLLM config ({exc}); fix it or the path in `models:`", file=path
-        ) from exc
+    """The ``model_list`` of a LiteLLM proxy ``config.yaml``, read with the same guards as a
+    route file (size, depth, alias expansion)."""
+    from semroute.routefile import line_of, read_yaml
+
+    data, node = read_yaml(path)
     entries = data.get("model_list") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise RouteConfigError(
@@ -275,9 +329,10 @@ def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
                 str(err["msg"]).removeprefix("Value error, "),
                 file=path,
                 field=f"model_list[{i}]" + (f".{where}" if where else ""),
+                line=line_of(node, ("model_list", i, *err["loc"])),
             ) from None
     deployments = tuple(out)
-    check_secrets(deployments, str(path))
+    check_secrets(deployments, str(path), prefix="model_list", node=node)
     return deployments
 
 

@@ -5,7 +5,9 @@ models, plus one deployment for each plain LiteLLM model string the routes name.
 the deployment, resolves ``os.environ/VAR`` secrets at that moment, applies the timeout and
 retries, and cools down deployments that keep failing so later requests skip them. It also
 knows each decision's fallback chain and turns LiteLLM's exceptions into one-line attempt errors
-with every known secret masked: this is the one seam with LiteLLM.
+with every credential LiteLLM could have sent masked (see :mod:`semroute.secrets`): this is the
+one seam with LiteLLM, so every output (attempts, ``DispatchError``, the decision log, the CLI)
+gets masked text.
 
 LiteLLM is imported here on the first dispatch, never by ``import semroute`` or routing.
 """
@@ -23,7 +25,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from semroute.decision import Decision, Reason
-from semroute.models import SECRET_PARAM, DispatchConfig
+from semroute.models import DispatchConfig
+from semroute.secrets import Masker, resolve_references
 
 if TYPE_CHECKING:
     from semroute.router import Router
@@ -109,7 +112,11 @@ class Provider:
         litellm = import_litellm()
         self.errors = _provider_errors()
         s = self.config.settings
-        model_list = [m.to_dict() for m in self.config.models]
+        # LiteLLM resolves `os.environ/VAR` in top-level parameters only; headers are resolved here.
+        model_list = [
+            {**m.to_dict(), "litellm_params": resolve_references(m.litellm_params)}
+            for m in self.config.models
+        ]
         self._known = {m.model_name for m in self.config.models}
         named = (
             self.default_model,
@@ -136,13 +143,14 @@ class Provider:
         return router
 
     def describe(self, exc: BaseException, model: str, kwargs: Mapping[str, Any]) -> str:
-        """One line for a failed attempt, with every known secret masked."""
-        message = str(getattr(exc, "message", None) or exc)
+        """One line for a failed attempt, with every credential LiteLLM could send masked."""
+        masker = Masker.collect(*(m.to_dict() for m in self.config.models), kwargs)
+        # Masked before anything else: whitespace folding would break a multi-line key apart,
+        # and the cut to MAX_ERROR_CHARS would leave the prefix of a key it runs through.
+        message = masker.mask(str(getattr(exc, "message", None) or exc))
         # LiteLLM prefixes the provider's message with class names, often twice.
         message = _LITELLM_PREFIXES.sub("", " ".join(message.split())) or type(exc).__name__
         text = f"{type(exc).__name__}: {message}"[:MAX_ERROR_CHARS]
-        for secret in self._secrets(kwargs):
-            text = text.replace(secret, "***")
         missing = [
             var
             for d in self.config.models
@@ -158,12 +166,6 @@ class Provider:
                 "openai/gpt-4o, and check its litellm_params)"
             )
         return text
-
-    def _secrets(self, kwargs: Mapping[str, Any]) -> list[str]:
-        values = [os.environ.get(v) for d in self.config.models for v in d.env_vars()]
-        values += [v for k, v in kwargs.items() if SECRET_PARAM.search(k) and isinstance(v, str)]
-        # Longest first, so a key that contains another is masked whole.
-        return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
 
 
 _providers: weakref.WeakKeyDictionary[Router, Provider] = weakref.WeakKeyDictionary()

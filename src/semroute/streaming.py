@@ -88,7 +88,8 @@ class AsyncDispatchStream:
                     yield chunk
         except self._call.provider.errors as exc:
             self._done = True
-            raise self._call.broke(exc) from exc
+            # The provider's exception may hold an echoed key; its masked text is in the attempt.
+            raise self._call.broke(exc) from None
         finally:
             self._finish(chunks)
             close = getattr(rest, "aclose", None)
