@@ -29,7 +29,8 @@ from tests.conftest import ROOT, ROUTES_YAML
 
 def test_manifest_records_what_the_index_was_built_from(fake_index: Path) -> None:
     manifest = json.loads((fake_index / "manifest.json").read_text())
-    assert manifest["format"] == 1
+    assert manifest["format"] == 2
+    assert set(manifest["checksums"]) == {"index.faiss", "utterances.json", "head.npz"}
     assert manifest["semroute_version"]
     assert manifest["built_at"].endswith("+00:00")
     assert manifest["encoder"] == {
@@ -126,16 +127,16 @@ def test_missing_index_says_to_build(tmp_path: Path) -> None:
     [
         (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
-        (lambda p: (p / "index.faiss").write_bytes(b"\0" * 100), "index.faiss is unreadable"),
+        (lambda p: (p / "index.faiss").write_bytes(b"\0" * 100), "index.faiss is damaged"),
         (
             lambda p: (p / "index.faiss").write_bytes((p / "index.faiss").read_bytes()[:500]),
-            "index.faiss is unreadable",
+            "index.faiss is damaged",
         ),
         (lambda p: (p / "utterances.json").unlink(), "utterances.json is missing"),
-        (lambda p: (p / "utterances.json").write_text('["one"]'), "the manifest says 8"),
+        (lambda p: (p / "utterances.json").write_text('["one"]'), "utterances.json is damaged"),
         (
             lambda p: (p / "manifest.json").write_text(
-                (p / "manifest.json").read_text().replace('"format": 1', '"format": 99')
+                (p / "manifest.json").read_text().replace('"format": 2', '"format": 99')
             ),
             "format 99",
         ),

@@ -380,7 +380,7 @@ def test_index_with_a_damaged_head_is_refused(
 ) -> None:
     build_index(routes_dir, tmp_path / "idx", encoder=FakeEncoder(), scorer=scorer)
     damage(tmp_path / "idx" / "head.npz")
-    with pytest.raises(CorruptIndexError, match="learned head") as info:
+    with pytest.raises(CorruptIndexError, match=r"learned head|head\.npz") as info:
         Router.load(tmp_path / "idx")
     assert "run `semroute build-index`" in str(info.value)
 

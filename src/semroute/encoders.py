@@ -21,13 +21,21 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["Embeddings", "Encoder", "EncoderInfo", "OnnxEncoder", "StaticEncoder"]
+__all__ = [
+    "Embeddings",
+    "Encoder",
+    "EncoderInfo",
+    "OnnxEncoder",
+    "StaticEncoder",
+    "read_export_meta",
+]
 
 ENCODER_META = "encoder.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 STATIC_DIR = "model2vec"
 STATIC_MAX_TOKENS = 512
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -103,15 +111,15 @@ class OnnxEncoder:
         from tokenizers import Tokenizer
 
         d = Path(directory)
+        meta = read_export_meta(d, onnx=True)
+        info = EncoderInfo(
+            kind="onnx",
+            name=meta["name"],
+            fingerprint=meta["fingerprint"],
+            dim=meta["dim"],
+            max_tokens=meta["max_tokens"],
+        )
         try:
-            meta = json.loads((d / ENCODER_META).read_text())
-            info = EncoderInfo(
-                kind="onnx",
-                name=meta["name"],
-                fingerprint=meta["fingerprint"],
-                dim=int(meta["dim"]),
-                max_tokens=int(meta["max_tokens"]),
-            )
             tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
             per_text = meta.get("precision") == "int8"
             options = ort.SessionOptions()
@@ -211,10 +219,10 @@ class StaticEncoder:
     @classmethod
     def load(cls, directory: str | Path) -> StaticEncoder:
         d = Path(directory)
+        meta = read_export_meta(d, onnx=False)
         try:
             from model2vec import StaticModel
 
-            meta = json.loads((d / ENCODER_META).read_text())
             model = StaticModel.from_pretrained(str(d / STATIC_DIR))
         except Exception as exc:  # model2vec and safetensors raise assorted types; map them here
             raise EncoderError(
@@ -224,8 +232,8 @@ class StaticEncoder:
             kind="static",
             name=meta["name"],
             fingerprint=meta["fingerprint"],
-            dim=int(meta["dim"]),
-            max_tokens=int(meta["max_tokens"]),
+            dim=meta["dim"],
+            max_tokens=meta["max_tokens"],
         )
         return cls(model, info)
 
@@ -243,6 +251,34 @@ class StaticEncoder:
         lengths = [len(e.ids) for e in self._model.tokenizer.encode_batch(texts)]
         truncated = np.array([n > self._info.max_tokens for n in lengths], dtype=bool)
         return Embeddings(_normalise(np.asarray(vectors, dtype=np.float32)), truncated)
+
+
+def read_export_meta(directory: Path, *, onnx: bool) -> dict[str, Any]:
+    """An export's ``encoder.json``, checked: every field the encoders read, of the right type."""
+    file = directory / ENCODER_META
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise EncoderError(f"{file} is unreadable ({type(exc).__name__})") from exc
+    if not isinstance(meta, dict):
+        raise EncoderError(f"{file} is not a JSON object")
+    for key in ("name", "fingerprint"):
+        if not isinstance(meta.get(key), str):
+            raise EncoderError(f"{file} has no text {key!r}")
+    for key in ("dim", "max_tokens"):
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise EncoderError(f"{file} has no positive whole {key!r}")
+    if not isinstance(meta.get("kind", "onnx"), str):
+        raise EncoderError(f"{file} has a {'kind'!r} that is not text")
+    inputs = meta.get("inputs")
+    if onnx and (
+        not isinstance(inputs, list)
+        or not inputs
+        or not all(isinstance(n, str) and n in ONNX_INPUTS for n in inputs)
+    ):
+        raise EncoderError(f"{file} has no {'inputs'!r} list naming some of {ONNX_INPUTS}")
+    return meta
 
 
 def _normalise(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

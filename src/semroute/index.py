@@ -2,22 +2,31 @@
 
     indexes/default/
     ├── manifest.json     format, versions, encoder, routes digest, thresholds, vector → route ranges,
-    │                     declared models and fallback chains (secrets as `os.environ/VAR` only)
+    │                     declared models and fallback chains (secrets as `os.environ/VAR` only),
+    │                     the SHA-256 of every other file (see :mod:`semroute.manifest`)
     ├── index.faiss       L2-normalised utterance vectors (inner product = cosine)
     ├── utterances.json   the utterance texts, in vector order (routes', then out-of-scope examples)
     ├── head.npz          the learned head's arrays (see semroute.head), when the scorer uses one
-    └── encoder/          the ONNX export the vectors came from (queries must use the same one)
+    └── encoder/          a copy of the ONNX export the vectors came from (queries must use it)
 
-Loading never re-embeds anything and refuses an index that is corrupt or older than the route
-files it was built from. Writing one is :mod:`semroute.build`'s job.
+Loading never re-embeds anything and refuses an index that is corrupt (the manifest is checked
+against a schema and every file against its checksum, see :mod:`semroute.manifest`) or older
+than the route files it was built from. Writing one is :mod:`semroute.build`'s job.
+
+A build swaps a new index in with two renames, under a lock that every writer holds. Readers
+never rename anything without that lock: a reader that finds only the parked old index waits
+for the live build to finish, or recovers a killed build's index under the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Callable
+import stat
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,25 +36,47 @@ from semroute.encoders import EncoderInfo
 from semroute.errors import (
     CorruptIndexError,
     EncoderMismatchError,
+    IndexLoadError,
     IndexNotFoundError,
     RouteConfigError,
     StaleIndexError,
 )
 from semroute.head import Head
+from semroute.manifest import (
+    ENCODER_DIR,
+    FAISS_FILE,
+    FORMAT,
+    MANIFEST,
+    REBUILD,
+    UTTERANCES,
+    open_files,
+    parse_manifest,
+    read_manifest,
+    verify_checksums,
+    write_manifest,
+)
 from semroute.search import vectors_of
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["IndexedRoute", "RouteIndex", "read_manifest", "write_manifest"]
+# The file names, the format and the manifest functions live in semroute.manifest; they are
+# importable from here too, as they were before it existed.
+__all__ = [
+    "ENCODER_DIR",
+    "FAISS_FILE",
+    "FORMAT",
+    "MANIFEST",
+    "IndexedRoute",
+    "RouteIndex",
+    "read_manifest",
+    "write_manifest",
+]
 
-FORMAT = 1
-MANIFEST = "manifest.json"
-FAISS_FILE = "index.faiss"
-UTTERANCES = "utterances.json"
-ENCODER_DIR = "encoder"
-REBUILD = "run `semroute build-index`"
+SWAP_WAIT = 2.0
+"""Seconds a reader waits for a live build to finish swapping the index in (two renames)."""
+LOAD_ATTEMPTS = 3
 
 Progress = Callable[[int, int], None]
 
@@ -124,21 +155,65 @@ class RouteIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, check_routes: bool = True) -> RouteIndex:
-        """Read an index; with ``check_routes`` refuse it if its route files have changed."""
+        """Read an index; with ``check_routes`` refuse it if its route files have changed.
 
+        A build may swap a new index in while this reads (see :func:`recover`): a read that
+        the swap crossed is retried, so the result is wholly the old index or wholly the new.
+        """
         p = Path(path)
-        recover(p)
-        manifest = read_manifest(p)
-        for name in (FAISS_FILE, UTTERANCES):
-            if not (p / name).is_file():
-                raise CorruptIndexError(f"{name} is missing; {REBUILD}", path=p)
+        for attempt in range(LOAD_ATTEMPTS):
+            where = _settle(p)
+            before = _identity(where)
+            try:
+                index = cls._read(p, where)
+            except IndexLoadError:
+                if attempt + 1 < LOAD_ATTEMPTS and _identity(where) != before:
+                    continue
+                raise
+            if _identity(where) == before:
+                break
+        if check_routes:
+            index.check_fresh()
+        return index
+
+    @classmethod
+    def _read(cls, p: Path, where: Path) -> RouteIndex:
+        # Every file is opened through one handle on the folder before any is read: a build
+        # that renames folders meanwhile cannot mix the files of two indexes.
         try:
-            utterances = json.loads((p / UTTERANCES).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            dir_fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError as exc:
+            raise IndexNotFoundError(f"nothing has been built here; {REBUILD}", path=p) from exc
+        except OSError as exc:
+            raise CorruptIndexError(
+                f"is not a readable folder ({exc.strerror or exc}); {REBUILD}", path=p
+            ) from exc
+        fds: dict[str, int] = {}
+        try:
+            manifest = _open_manifest(dir_fd, where)
+            fds = open_files(dir_fd, manifest, p)
+            return cls._read_files(p, where, manifest, fds)
+        finally:
+            for fd in (dir_fd, *fds.values()):
+                os.close(fd)
+
+    @classmethod
+    def _read_files(
+        cls, p: Path, where: Path, manifest: dict[str, Any], fds: dict[str, int]
+    ) -> RouteIndex:
+        # First: FAISS and numpy trust the files they parse (a damaged header can ask FAISS for a
+        # terabyte), so nothing is parsed until it is known to be what the build wrote.
+        verify_checksums(p, manifest, fds)
+        try:
+            with open(fds[UTTERANCES], encoding="utf-8", closefd=False) as f:
+                utterances = json.load(f)
+        except (OSError, ValueError, RecursionError) as exc:
             raise CorruptIndexError(f"{UTTERANCES} is unreadable; {REBUILD}", path=p) from exc
-        faiss_index, vectors = _read_faiss(p / FAISS_FILE, p)
-        count = int(manifest["index"]["count"])
-        dim = int(manifest["encoder"]["dim"])
+        if not isinstance(utterances, list) or not all(isinstance(u, str) for u in utterances):
+            raise CorruptIndexError(f"{UTTERANCES} is not a list of texts; {REBUILD}", path=p)
+        faiss_index, vectors = _read_faiss(_fd_path(fds[FAISS_FILE]), p)
+        count = manifest["index"]["count"]
+        dim = manifest["encoder"]["dim"]
         if vectors.shape != (count, dim) or len(utterances) != count:
             raise CorruptIndexError(
                 f"holds {vectors.shape[0]} vectors of dimension {vectors.shape[1]} and "
@@ -147,20 +222,8 @@ class RouteIndex:
             )
         head = None
         if manifest.get("head"):
-            try:
-                head = Head.load(p / manifest["head"]["file"])
-            except (OSError, KeyError, ValueError) as exc:
-                raise CorruptIndexError(
-                    f"the learned head is unreadable; {REBUILD}", path=p
-                ) from exc
-            if head.coef.shape[1] != dim or head.n_routes != len(manifest["routes"]):
-                raise CorruptIndexError(
-                    f"the learned head does not fit its routes; {REBUILD}", path=p
-                )
-        index = cls(p, manifest, vectors, utterances, head, faiss_index)
-        if check_routes:
-            index.check_fresh()
-        return index
+            head = _read_head(_fd_path(fds[manifest["head"]["file"]]), manifest, p)
+        return cls(where, manifest, vectors, utterances, head, faiss_index)
 
     def staleness(self) -> str | None:
         """Why this index no longer matches its route files, or None if it does (or they are gone)."""
@@ -199,41 +262,6 @@ class RouteIndex:
             )
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    manifest_file = path / MANIFEST
-    if not manifest_file.is_file():
-        if not path.exists():
-            raise IndexNotFoundError(f"nothing has been built here; {REBUILD}", path=path)
-        raise CorruptIndexError(f"{MANIFEST} is missing; {REBUILD}", path=path)
-    try:
-        manifest: dict[str, Any] = json.loads(manifest_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptIndexError(f"{MANIFEST} is not valid JSON; {REBUILD}", path=path) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise CorruptIndexError(
-            f"manifest format {found!r} is not the supported {FORMAT}; {REBUILD}", path=path
-        )
-    missing = {
-        "encoder",
-        "routes",
-        "settings",
-        "index",
-        "routes_digest",
-        "scorer",
-    } - manifest.keys()
-    if missing:
-        raise CorruptIndexError(f"manifest lacks {sorted(missing)}; {REBUILD}", path=path)
-    return manifest
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Replace an index's manifest atomically (used by tools that refit thresholds)."""
-    tmp = path / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path / MANIFEST)
-
-
 def _read_faiss(file: Path, index_path: Path) -> tuple[Any, npt.NDArray[np.float32]]:
     import faiss
 
@@ -242,6 +270,39 @@ def _read_faiss(file: Path, index_path: Path) -> tuple[Any, npt.NDArray[np.float
         return index, vectors_of(index)
     except RuntimeError as exc:
         raise CorruptIndexError(f"{FAISS_FILE} is unreadable; {REBUILD}", path=index_path) from exc
+
+
+def _open_manifest(dir_fd: int, where: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(MANIFEST, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return read_manifest(where)  # names what is missing or wrong
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptIndexError(f"{MANIFEST} is not a regular file; {REBUILD}", path=where)
+        return parse_manifest(fd, where)
+    finally:
+        os.close(fd)
+
+
+def _fd_path(fd: int) -> Path:
+    """A name for an open file that libraries wanting a path (FAISS, numpy) can open."""
+    return Path(f"/dev/fd/{fd}")
+
+
+def _read_head(file: Path, manifest: dict[str, Any], p: Path) -> Head:
+    try:
+        head = Head.load(file)
+    except (OSError, KeyError, ValueError) as exc:
+        raise CorruptIndexError(f"the learned head is unreadable; {REBUILD}", path=p) from exc
+    classes = len(manifest["head"]["classes"])
+    if (
+        head.coef.shape != (classes, manifest["encoder"]["dim"])
+        or head.intercept.shape != (classes,)
+        or head.n_routes != len(manifest["routes"])
+    ):
+        raise CorruptIndexError(f"the learned head does not fit its routes; {REBUILD}", path=p)
+    return head
 
 
 def _unchanged(files: dict[str, str]) -> bool:
@@ -267,12 +328,67 @@ def backup_of(out: Path) -> Path:
     return out.parent / f".{out.name}.previous"
 
 
+def lock_file(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path) -> Iterator[bool]:
+    """Hold the lock that keeps writers (builds, calibrations, recovery) off the index at
+    ``out`` (a real path: symlinks resolved). Yields False, without waiting, when another
+    holds it. Raises OSError when the lock file cannot be created (a read-only folder)."""
+    with open(lock_file(out), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def recover(out: Path) -> None:
-    """Put back an index whose replacement was interrupted between its two renames."""
+    """Put back an index whose replacement was interrupted between its two renames.
+
+    Only a holder of :func:`writer_lock` may call this: a build between its two renames also
+    leaves only the backup, and putting it back then would make the build fail.
+    """
     backup = backup_of(out)
-    if not out.exists() and backup.is_dir():
+    if not out.exists() and not out.is_symlink() and backup.is_dir():
         with contextlib.suppress(OSError):
             os.replace(backup, out)
+
+
+def _settle(p: Path) -> Path:
+    """Where to read the index at ``p``: ``p`` itself, unless a build was caught between its
+    two renames. A live build finishes the swap within moments, so a reader waits for it; a
+    killed one is recovered under the writers' lock; where no lock can be taken (a read-only
+    folder), the parked index is read where it lies. Readers never rename without the lock."""
+    real = Path(os.path.realpath(p))  # builds lock and park the folder a symlink points to
+    backup = backup_of(real)
+    deadline = time.monotonic() + SWAP_WAIT
+    while not real.exists() and backup.is_dir():
+        try:
+            with writer_lock(real) as locked:
+                if locked:
+                    recover(real)
+                    return p
+        except OSError:
+            return backup
+        if time.monotonic() > deadline:
+            return backup
+        time.sleep(0.002)
+    return p
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def encoder_path(index: RouteIndex) -> Path:
