@@ -18,10 +18,9 @@ The optimum of such a step function is unstable: on a flat stretch of the object
 more or less move it by several hundredths, which on new queries moves out-of-scope recall by
 points. So for ``cost``, ``accuracy`` and ``balanced`` the shared threshold is bagged: the mean of
 the exact optimum over ``bootstrap`` resamples of the rows (100 by default, with a fixed seed, so
-a fit is reproducible; ``bootstrap=0`` gives the optimum on the data itself). On CLINC150's
-validation split it cuts the spread of thresholds fitted on random halves of the data by a
-quarter to a half, and the cost on the other half was lower for three of five encoders tried
-and the same, within noise, for the other two.
+a fit is reproducible; ``bootstrap=0`` gives the optimum on the data itself). On random halves
+of CLINC150's validation split it cuts the spread of the fitted threshold by about 40%, with the
+same cost on the other half on average (scripts/bench_choices.py, docs/benchmarks.md).
 
 For ``cost`` and ``accuracy``, which add up row by row, a route chosen by at least 10 rows may
 get its own threshold, shrunk toward the shared one by ``n / (n + s)`` where ``n`` is how many
@@ -56,6 +55,8 @@ MIN_ROUTE_ROWS = 10
 BOOTSTRAP = 100
 """Resamples whose exact optima are averaged into the shared threshold (bagging)."""
 BAGGED = ("cost", "accuracy", "balanced")
+MIN_FIT_ROWS = 30
+"""Fewer labelled rows than this and calibrate warns that the fit is unreliable."""
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -345,6 +346,45 @@ def headline(report: Any) -> dict[str, Any]:
     return {k: None if getattr(report, k) is None else round(getattr(report, k), 4) for k in keys}
 
 
+def support(
+    truth: npt.NDArray[np.int64], routes: Sequence[str], oos_label: str, source: str
+) -> list[str]:
+    """Why thresholds fitted on these rows should not be trusted (empty when nothing stands out).
+
+    Raises :class:`DataError` when no row is in scope: every objective then favours routing
+    nothing, and writing that to every route would send all traffic to the default model.
+    """
+    n, n_in = len(truth), int((truth >= 0).sum())
+    if n_in == 0:
+        raise DataError(
+            f"all {n} rows are labelled {oos_label!r} (out of scope), so no row shows a route "
+            "taking a query and any fit would send every query to the default model; add rows "
+            "labelled with route names (the thresholds were left unchanged)",
+            file=source,
+        )
+    doubts = []
+    if n < MIN_FIT_ROWS:
+        doubts.append(
+            f"only {n} row{'' if n == 1 else 's'}: thresholds fitted on so few move with every row added or removed; "
+            f"label at least {MIN_FIT_ROWS} (better, a few per route) before relying on them"
+        )
+    missing = [name for r, name in enumerate(routes) if not (truth == r).any()]
+    if missing:
+        listed = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        doubts.append(
+            f"{len(missing)} of {len(routes)} routes have no rows ({listed}): their thresholds "
+            "are fitted on other routes' rows; add rows for them"
+        )
+    if n_in == n:
+        doubts.append(
+            f"no out-of-scope rows ({oos_label!r}): nothing shows the fit what the default model "
+            "should get, so it only weighs routes against each other and may set thresholds too "
+            "low to turn unrelated queries away; add out-of-scope rows in the share your "
+            "traffic has"
+        )
+    return doubts
+
+
 def calibrate_index(
     index_dir: str | Path | None,
     data_file: str | Path,
@@ -357,7 +397,11 @@ def calibrate_index(
     oos_label: str = "oos",
     write: bool = True,
 ) -> dict[str, Any]:
-    """Fit thresholds for the index on labelled data; write them into its manifest."""
+    """Fit thresholds for the index on labelled data; write them into its manifest.
+
+    Data with no in-scope row is refused (:class:`DataError`). Data too thin to trust the fit
+    is fitted, with the reasons to doubt it listed in the result's ``warnings``.
+    """
     from semroute.build import build_lock
     from semroute.evaluate import load_labelled, metrics
     from semroute.index import read_manifest, write_manifest
@@ -367,6 +411,7 @@ def calibrate_index(
     data = load_labelled(data_file)
     names = [r.name for r in router.routes]
     truth = data.truth(names, oos_label)
+    doubts = support(truth, names, oos_label, str(data_file))
     started = time.perf_counter()
     scores = router.score(data.texts)
     encoded = time.perf_counter()
@@ -394,6 +439,7 @@ def calibrate_index(
         "after": headline(after),
         "thresholds": {n: float(t) for n, t in zip(names, fit.thresholds, strict=True)},
         "seconds": {"encode": round(encoded - started, 3), "fit": round(fitted - encoded, 3)},
+        "warnings": doubts,
     }
     if write:
         path = router.index.path

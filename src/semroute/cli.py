@@ -13,6 +13,7 @@ import click
 from semroute.calibrate import OBJECTIVES
 from semroute.config import SCORERS
 from semroute.errors import SemrouteError
+from semroute.text import printable
 
 log = logging.getLogger("semroute")
 
@@ -33,9 +34,14 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SemrouteError as exc:
-            message = " ".join(str(exc).split("\n"))
+            # Messages quote user input (queries, labels, file names): escape it for the terminal.
+            message = printable(" ".join(str(exc).split("\n")))
             click.secho(f"error: {message}", fg="red", err=True)
             ctx.exit(1)
+
+
+def _warn(message: object) -> None:
+    click.secho(f"warning: {printable(' '.join(str(message).split()))}", fg="yellow", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +101,7 @@ def build_index_cmd(routes: Path, out: Path, scorer: str | None, index_type: str
 
     route_set = load_routes(routes)
     for warning in route_set.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
+        _warn(warning)
     with progress_bar("Embedding utterances") as progress:
         report = build_index(
             route_set, out, scorer=scorer, index_type=index_type, progress=progress
@@ -155,7 +161,7 @@ def validate_cmd(routes: Path) -> None:
 
     route_set = load_routes(routes)
     for warning in route_set.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
+        _warn(warning)
     n_utt = sum(len(r.utterances) for r in route_set.routes)
     click.echo(
         f"{routes}: {len(route_set.routes)} routes, {n_utt} utterances, "
@@ -242,13 +248,14 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
         result = router.complete(text, model=model)
     for warning in caught:  # ours (an unknown price, an unwritable log), not libraries' notices
         if issubclass(warning.category, UnknownPriceWarning | RuntimeWarning):
-            click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+            _warn(warning.message)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
     from semroute.report import console, print_dispatch
 
-    click.echo(result.text or "")
+    # The answer is the provider's text: it must not drive the terminal either.
+    click.echo(printable((result.text or "").replace("\r\n", "\n")))
     print_dispatch(console(), result)
 
 
@@ -257,6 +264,11 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
 @JSON_OPTION
 def stats_cmd(log_file: Path, as_json: bool) -> None:
     """Summarise a decision log: requests, share per route and model, cost, fallbacks, latency.
+
+    A line that is not a log record is skipped and counted as malformed: a line that is not one
+    JSON object with a string request_id, or whose route, model or error is not text or null,
+    whose fallbacks is not a list or null, or whose routing_ms, model_ms or cost_usd is not a
+    finite number or null. A log that holds only malformed lines still exits 0.
 
     \b
     Examples:
@@ -274,7 +286,8 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
             "or $SEMROUTE_LOG"
         ) from exc
     if as_json:
-        click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2))
+        # allow_nan=False: NaN and Infinity are not JSON; to_dict() keeps every number finite.
+        click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2, allow_nan=False))
         return
     from semroute.report import console, print_stats
 
@@ -448,6 +461,8 @@ def calibrate_cmd(
         oos_label=oos_label,
         write=not dry_run,
     )
+    for doubt in result["warnings"]:
+        _warn(doubt)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -4,15 +4,18 @@ A line holds the time, the request id, the routing decision (route, reason, conf
 top scores), the recommended and the final model, the fallbacks taken and every attempt, routing
 and model latency, tokens, cost and the error, if any. Prompts and answers are only written when
 ``log_content`` is on. Credentials never are: nothing from the request's LiteLLM parameters is
-logged, and error texts have the values of the deployments' ``os.environ/VAR`` secrets masked
-before they get here.
+logged, and error texts have every credential LiteLLM could send masked (see
+:mod:`semroute.secrets`) before they get here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import stat
 import threading
 import warnings
 from collections import Counter
@@ -21,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from semroute import text
 
 if TYPE_CHECKING:
     from semroute.decision import Decision
@@ -93,23 +98,26 @@ class DecisionLog:
         self._warned = False
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record. A failing disk is reported once as a warning, never raised."""
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-        data = memoryview((line + "\n").encode())
+        """Append one record. A record that cannot be written (a failing disk, a path that is
+        not a regular file, a value JSON cannot hold) is reported once as a warning, never
+        raised: the request it describes has already been answered."""
+        try:
+            data = memoryview(_encode(record))
+        except (TypeError, ValueError, RecursionError) as exc:
+            self._warn(f"cannot write a line of the decision log {self.path} ({exc})")
+            return
         with self._lock:
             try:
                 fd = self._open()
                 while data:
                     data = data[os.write(fd, data) :]
             except OSError as exc:
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(
-                        f"cannot write the decision log {self.path} ({exc}); requests go on "
-                        "without it",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+                self._warn(f"cannot write the decision log {self.path} ({exc})")
+
+    def _warn(self, problem: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"{problem}; requests go on without it", RuntimeWarning, stacklevel=3)
 
     def _open(self) -> int:
         """The descriptor, reopened when the file was moved or deleted (log rotation)."""
@@ -124,15 +132,58 @@ class DecisionLog:
             os.close(self._fd)
             self._fd = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        self._fd = os.open(self.path, flags, 0o644)
-        return self._fd
+        # Anything but a regular file (a FIFO, a device, a socket) is refused before a byte is
+        # written: opening a FIFO for writing waits for a reader, and every request with it.
+        # The check after opening covers a path swapped in between; O_NONBLOCK keeps that open
+        # from waiting.
+        with contextlib.suppress(FileNotFoundError):
+            _regular(os.stat(self.path).st_mode)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(self.path, flags, 0o644)
+        try:
+            _regular(os.fstat(fd).st_mode)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            errno.EINVAL, "not a regular file; point dispatch.log or $SEMROUTE_LOG at a file"
+        )
+
+
+def _encode(record: Mapping[str, Any]) -> bytes:
+    """One UTF-8 line of valid JSON: lone surrogates (from a prompt or an answer) become U+FFFD,
+    which UTF-8 can hold, and non-finite numbers, which JSON cannot, become null."""
+    try:
+        line = json.dumps(
+            record, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str
+        )
+    except ValueError:
+        line = json.dumps(
+            _finite(record), ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str
+        )
+    return (text.clean(line) + "\n").encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 _logs: dict[Path, DecisionLog] = {}
@@ -177,8 +228,11 @@ class LogStats:
             "malformed_lines": self.malformed_lines,
             "error_rate": _share(self.errors, n),
             "fallback_rate": _share(self.answered_by_fallback, n),
+            # Finite or None: `semroute stats --json` must stay valid JSON whatever the log held.
             "avg_cost_usd": (
-                self.cost_usd_total / self.priced_requests if self.priced_requests else None
+                _finite(self.cost_usd_total / self.priced_requests)
+                if self.priced_requests
+                else None
             ),
             "priced_requests": self.priced_requests,
             "routes": {k: {"requests": v, "share": _share(v, n)} for k, v in self.routes.items()},
@@ -192,38 +246,85 @@ NO_ANSWER = "(failed)"
 
 
 def summarise(lines: Iterable[str]) -> LogStats:
-    """Summarise log lines; lines that are not log records are counted, not fatal."""
+    """Summarise log lines. A line that is not a log record is counted as malformed and
+    skipped, never fatal: see :func:`_record` for what a record is."""
     records, malformed = [], 0
     for line in lines:
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError:
+        record = _record(line)
+        if record is None:
             malformed += 1
-            continue
-        if not isinstance(record, dict) or "request_id" not in record:
-            malformed += 1
-            continue
-        records.append(record)
-    costs = [r["cost_usd"] for r in records if isinstance(r.get("cost_usd"), int | float)]
+        else:
+            records.append(record)
+    costs = [r["cost_usd"] for r in records if r["cost_usd"] is not None]
     latency: dict[str, list[float]] = {"routing": [], "model": [], "total": []}
     for r in records:
-        routing, model = float(r.get("routing_ms") or 0), float(r.get("model_ms") or 0)
+        routing, model = r["routing_ms"] or 0.0, r["model_ms"] or 0.0
         latency["routing"].append(routing)
         latency["model"].append(model)
         latency["total"].append(routing + model)
     return LogStats(
         requests=len(records),
         malformed_lines=malformed,
-        errors=sum(1 for r in records if r.get("error")),
-        answered_by_fallback=sum(1 for r in records if r.get("model") and r.get("fallbacks")),
-        routes=dict(Counter(r.get("route") or NO_ROUTE for r in records).most_common()),
-        models=dict(Counter(r.get("model") or NO_ANSWER for r in records).most_common()),
+        errors=sum(1 for r in records if r["error"]),
+        answered_by_fallback=sum(1 for r in records if r["model"] and r["fallbacks"]),
+        routes=dict(Counter(r["route"] or NO_ROUTE for r in records).most_common()),
+        models=dict(Counter(r["model"] or NO_ANSWER for r in records).most_common()),
         cost_usd_total=float(sum(costs)),
         priced_requests=len(costs),
         latency_ms={k: (_percentile(v, 0.5), _percentile(v, 0.95)) for k, v in latency.items()},
     )
+
+
+# What stats reads from a line, and what each field may hold; any other value makes the line
+# malformed. Other fields are not read, so they may hold anything.
+_TEXT, _NUMBER, _LIST = "text", "number", "list"
+_FIELDS = {
+    "route": _TEXT,
+    "model": _TEXT,
+    "error": _TEXT,
+    "fallbacks": _LIST,
+    "routing_ms": _NUMBER,
+    "model_ms": _NUMBER,
+    "cost_usd": _NUMBER,
+}
+_LARGEST = 1e300
+"""Larger numbers are refused: sums and percentiles of them would not stay finite."""
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """The fields stats reads from a log line, or None when the line is malformed: not one JSON
+    object, nested deeper than Python's recursion limit, without a string ``request_id``, or
+    with a field of the wrong type (``route``, ``model`` and ``error`` text or null,
+    ``fallbacks`` a list or null, ``routing_ms``, ``model_ms`` and ``cost_usd`` a finite
+    number or null)."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("request_id"), str):
+        return None
+    record: dict[str, Any] = {}
+    for name, kind in _FIELDS.items():
+        value = raw.get(name)
+        if value is None:
+            record[name] = None
+        elif kind == _TEXT and isinstance(value, str):
+            record[name] = text.clean(value)
+        elif kind == _LIST and isinstance(value, list):
+            record[name] = value
+        elif kind == _NUMBER and _is_number(value):
+            record[name] = float(value)
+        else:
+            return None
+    return record
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return -_LARGEST <= value <= _LARGEST  # False for NaN too
 
 
 def _share(part: int, whole: int) -> float | None:

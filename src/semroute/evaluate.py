@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from semroute import text
 from semroute.errors import DataError
 from semroute.scoring import choose
 
@@ -58,10 +59,16 @@ class Labelled:
 
 
 def load_labelled(path: str | Path) -> Labelled:
-    """Read a JSON-lines file of ``{"text": ..., "label": ...}`` rows."""
+    """Read a JSON-lines file of ``{"text": ..., "label": ...}`` rows.
+
+    Lone surrogates in a text or label (JSON escapes such as ``"\\ud800"`` make them) are
+    replaced with U+FFFD, as in queries (see :mod:`semroute.text`).
+    """
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        # Split on newlines only: splitlines() would also cut a JSON string holding U+2028 or
+        # U+0085, which JSON allows unescaped.
+        lines = p.read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read it ({exc}); pass a UTF-8 JSON-lines file", file=p) from exc
     texts: list[str] = []
@@ -73,13 +80,19 @@ def load_labelled(path: str | Path) -> Labelled:
             row = json.loads(line)
         except ValueError as exc:
             raise DataError(f"not valid JSON ({exc.args[0]})", file=p, line=number) from exc
+        except RecursionError as exc:
+            raise DataError(
+                'nested too deeply to read; a row is one flat {"text": ..., "label": ...} object',
+                file=p,
+                line=number,
+            ) from exc
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise DataError('expected an object with a string "text"', file=p, line=number)
         label = row.get("label")
         if not isinstance(label, str) or not label:
             raise DataError('expected a non-empty string "label"', file=p, line=number)
-        texts.append(row["text"])
-        labels.append(label)
+        texts.append(text.clean(row["text"]))
+        labels.append(text.clean(label))
     if not texts:
         raise DataError("holds no rows", file=p)
     return Labelled(texts, labels, str(p))
@@ -195,9 +208,9 @@ def evaluate(
             }
         )
     timings = []
-    for text in data.texts[:latency_sample]:
+    for query in data.texts[:latency_sample]:
         started = time.perf_counter()
-        router.route(text)
+        router.route(query)
         timings.append((time.perf_counter() - started) * 1000)
     latency = {
         "p50": round(float(np.percentile(timings, 50)), 3),

@@ -2,8 +2,8 @@
 
 Point a LiteLLM deployment at it (``model: openai/<name>``, ``api_base: provider.url``) and tell
 it, per model name, how to behave: answer, fail with a status (500, 429 with ``Retry-After``,
-401, ...), hang past the client's timeout, send malformed JSON, or fail a share of requests at
-random. It records every request (model, ``Authorization`` header, streamed or not, status it
+401, ...), hang past the client's timeout, send malformed JSON, break a stream after some chunks,
+or fail a share of requests at random. It records every request (model, ``Authorization`` header, streamed or not, status it
 answered) so tests can assert which deployment was hit and with which key.
 
     with FakeProvider() as provider:
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import sys
 import threading
 import time
@@ -36,13 +37,15 @@ class Behaviour:
     """What the server does for one model name."""
 
     kind: str = "answer"
-    """``answer``, ``error``, ``hang``, ``malformed`` or ``flaky``."""
+    """``answer``, ``error``, ``hang``, ``malformed``, ``break`` or ``flaky``."""
     text: str | None = None
     """The answer (default: ``"Hello from <model>."``)."""
     status: int = 500
     retry_after: float | None = None
     rate: float = 0.0
     """For ``flaky``: the share of requests that fail with ``status``."""
+    after: int = 0
+    """For ``break``: the stream events sent before the connection is dropped."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,16 @@ class FakeProvider:
     def malformed(self, model: str) -> None:
         """Answer 200 with a body that is not valid JSON (or, streamed, an invalid event)."""
         self._set(model, Behaviour("malformed"))
+
+    def break_stream(self, model: str, after: int = 1, text: str | None = None) -> None:
+        """Stream ``after`` events of the answer, then drop the connection mid-body.
+
+        The first event carries the role, each later one a word of ``text``. A request that
+        does not stream gets the whole answer.
+        """
+        if after < 0:
+            raise ValueError(f"after must be 0 or more, not {after}")
+        self._set(model, Behaviour("break", text=text, after=after))
 
     def flaky(self, model: str, rate: float, status: int = 500, text: str | None = None) -> None:
         """Fail ``rate`` of the requests for ``model`` at random (seeded), answer the rest."""
@@ -235,7 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": len(text.split()),
             "total_tokens": prompt_tokens + len(text.split()),
         }
-        if stream:
+        if stream and kind == "break":
+            self._broken_stream(model, text, behaviour.after)
+        elif stream:
             self._stream(
                 model, text, usage, bool((body.get("stream_options") or {}).get("include_usage"))
             )
@@ -262,16 +277,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, model: str, text: str, usage: dict[str, int], include_usage: bool) -> None:
         self._sse_start()
         ident = f"chatcmpl-{uuid.uuid4().hex[:12]}"
-        words = text.split(" ")
-        first = {"role": "assistant", "content": ""}
-        self._event(_chunk(ident, model, first, None))
-        for i, word in enumerate(words):
-            self._event(_chunk(ident, model, {"content": word if i == 0 else " " + word}, None))
+        for event in _answer_events(ident, model, text):
+            self._event(event)
         self._event(_chunk(ident, model, {}, "stop"))
         if include_usage:
             self._event({**_chunk(ident, model, {}, None), "choices": [], "usage": usage})
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
+
+    def _broken_stream(self, model: str, text: str, after: int) -> None:
+        """Send ``after`` events, then close the socket without ending the chunked body: to the
+        client this is a connection lost mid-answer, not an answer that ended."""
+        self._sse_start()
+        ident = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        for event in _answer_events(ident, model, text)[:after]:
+            self._event(event)
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     # --- HTTP plumbing -----------------------------------------------------------------------
 
@@ -319,6 +341,14 @@ def _completion(model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
         ],
         "usage": usage,
     }
+
+
+def _answer_events(ident: str, model: str, text: str) -> list[dict[str, Any]]:
+    """A streamed answer's events before the final one: the role, then one per word."""
+    events = [_chunk(ident, model, {"role": "assistant", "content": ""}, None)]
+    for i, word in enumerate(text.split(" ")):
+        events.append(_chunk(ident, model, {"content": word if i == 0 else " " + word}, None))
+    return events
 
 
 def _chunk(ident: str, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:

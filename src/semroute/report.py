@@ -1,5 +1,10 @@
 """What the CLI shows people: rich tables for decisions, dispatches, logs, indexes, evaluation
-and calibration, a PNG for an evaluation, and a progress bar on a terminal."""
+and calibration, a PNG for an evaluation, and a progress bar on a terminal.
+
+Everything shown that came from outside semroute (queries, utterances, labels, route and model
+names, paths, providers' error texts) goes through :func:`shown` first: a query must not be able
+to move the cursor or recolour the screen, nor be read as rich markup.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from semroute.text import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,6 +38,14 @@ __all__ = [
 ]
 
 
+def shown(value: object, width: int | None = None) -> str:
+    """``value`` as terminal-safe rich markup text, cut to ``width`` characters if given."""
+    from rich.markup import escape
+
+    text = printable(str(value))
+    return escape(shorten(text, width) if width is not None else text)
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -38,7 +53,7 @@ def _pct(x: float | None) -> str:
 def print_evaluation(console: Console, report: EvalReport, data: Path) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]{data}[/]: {report.n} rows, {report.n_oos} out of scope")
+    console.print(f"[bold]{shown(data)}[/]: {report.n} rows, {report.n_oos} out of scope")
     summary = Table("metric", "value", title="Overall", title_justify="left")
     for label, value in [
         ("accuracy", _pct(report.accuracy)),
@@ -71,12 +86,14 @@ def print_evaluation(console: Console, report: EvalReport, data: Path) -> None:
             title_justify="left",
         )
         for name, m in worst:
-            table.add_row(name, _pct(m.precision), _pct(m.recall), _pct(m.f1), str(m.support))
+            table.add_row(
+                shown(name), _pct(m.precision), _pct(m.recall), _pct(m.f1), str(m.support)
+            )
         console.print(table)
     if report.confused_pairs:
         table = Table("route", "sent to", "rows", title="Most confused", title_justify="left")
         for a, b, n in report.confused_pairs:
-            table.add_row(a, b, str(n))
+            table.add_row(shown(a), shown(b), str(n))
         console.print(table)
     if report.misrouted:
         table = Table(
@@ -88,8 +105,10 @@ def print_evaluation(console: Console, report: EvalReport, data: Path) -> None:
             title_justify="left",
         )
         for row in report.misrouted:
-            top = ", ".join(f"{k} {v:.2f}" for k, v in row["top_scores"].items())
-            table.add_row(row["text"], row["label"], str(row["chosen"] or "(default)"), top)
+            top = ", ".join(f"{shown(k)} {v:.2f}" for k, v in row["top_scores"].items())
+            table.add_row(
+                shown(row["text"]), shown(row["label"]), shown(row["chosen"] or "(default)"), top
+            )
         console.print(table)
 
 
@@ -100,7 +119,7 @@ def print_calibration(console: Console, result: dict[str, Any], *, written: bool
         "metric",
         "before",
         "after",
-        title=f"Calibration on {result['data']} ({result['rows']} rows)",
+        title=f"Calibration on {shown(result['data'])} ({result['rows']} rows)",
         title_justify="left",
     )
     for key in ("accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "coverage"):
@@ -121,7 +140,7 @@ def print_calibration(console: Console, result: dict[str, Any], *, written: bool
         f"encoding {result['seconds']['encode']:.1f} s, fitting {result['seconds']['fit']:.2f} s"
     )
     if written:
-        console.print(f"[green]Wrote the thresholds into {result['index']}/manifest.json[/]")
+        console.print(f"[green]Wrote the thresholds into {shown(result['index'])}/manifest.json[/]")
     else:
         console.print("[yellow]Dry run: nothing written[/]")
 
@@ -184,14 +203,16 @@ def print_info(console: Console, summary: dict[str, Any]) -> None:
 
     enc = summary["encoder"]
     console.print(
-        f"[bold]{summary['path']}[/] built {summary['built_at']} "
-        f"by semroute {summary['semroute_version']}"
+        f"[bold]{shown(summary['path'])}[/] built {shown(summary['built_at'])} "
+        f"by semroute {shown(summary['semroute_version'])}"
     )
     console.print(
-        f"encoder: {enc['name']} ({summary['encoder_runtime']}, {enc['dim']} dims, "
-        f"fingerprint {enc['fingerprint']})"
+        f"encoder: {shown(enc['name'])} ({shown(summary['encoder_runtime'])}, {enc['dim']} dims, "
+        f"fingerprint {shown(enc['fingerprint'])})"
     )
-    console.print(f"default model: {summary['default_model']}; scorer: {summary['scorer']}")
+    console.print(
+        f"default model: {shown(summary['default_model'])}; scorer: {shown(summary['scorer'])}"
+    )
     search = summary["search"]
     line = f"search: {search['type']} over {summary['utterances']} vectors"
     if search["type"] == "hnsw":
@@ -203,15 +224,19 @@ def print_info(console: Console, summary: dict[str, Any]) -> None:
     if summary["calibration"]:
         cal = summary["calibration"]
         console.print(
-            f"thresholds calibrated on {cal['data']} ({cal['rows']} rows, objective "
-            f"{cal['objective']}) at {cal['calibrated_at']}"
+            f"thresholds calibrated on {shown(cal['data'])} ({cal['rows']} rows, objective "
+            f"{shown(cal['objective'])}) at {shown(cal['calibrated_at'])}"
         )
     table = Table("route", "model", "threshold", "utterances")
     for r in summary["routes"]:
-        table.add_row(r["name"], r["model"], f"{r['threshold']:.2f}", str(r["utterances"]))
+        table.add_row(
+            shown(r["name"]), shown(r["model"]), f"{r['threshold']:.2f}", str(r["utterances"])
+        )
     console.print(table)
     if summary["stale"]:
-        console.print(f"[yellow]stale:[/] {summary['stale_reason']}; run `semroute build-index`")
+        console.print(
+            f"[yellow]stale:[/] {shown(summary['stale_reason'])}; run `semroute build-index`"
+        )
     else:
         console.print("[green]up to date[/] with its route files")
 
@@ -225,9 +250,9 @@ def console() -> Console:
 def print_decision(console: Console, query: str, decision: Decision) -> None:
     from rich.table import Table
 
-    table = Table(title=f"[bold]{query}[/]", title_justify="left", expand=False)
+    table = Table(title=f"[bold]{shown(query, TITLE_WIDTH)}[/]", title_justify="left", expand=False)
     width = 12
-    name_width = max(len(s.route) for s in decision.scores)
+    name_width = max(len(printable(s.route)) for s in decision.scores)
     # Everything but the utterance has a fixed width; the utterance is cut to what is left.
     room = max(12, console.width - (name_width + 10 + width + 9) - 16)
     table.add_column("route", no_wrap=True, min_width=name_width)
@@ -238,18 +263,19 @@ def print_decision(console: Console, query: str, decision: Decision) -> None:
     for s in decision.scores:
         filled = max(0, min(width, round(s.confidence * width)))
         style = "green" if s.passed else "dim"
+        name = shown(s.route)
         table.add_row(
-            f"[bold]{s.route}[/]" if s.route == decision.route else s.route,
+            f"[bold]{name}[/]" if s.route == decision.route else name,
             f"{s.confidence:.3f}",
             f"[{style}]{'█' * filled}{'·' * (width - filled)}[/]",
             f"{s.threshold:.2f}",
-            shorten(s.utterance or "", room),
+            shown(s.utterance or "", room),
         )
     console.print(table)
-    target = f"route [bold]{decision.route}[/]" if decision.route else "no route"
+    target = f"route [bold]{shown(decision.route)}[/]" if decision.route else "no route"
     note = " (query truncated to the encoder's window)" if decision.truncated else ""
     console.print(
-        f"→ {target} → model [bold]{decision.model}[/] ({decision.reason.value}, "
+        f"→ {target} → model [bold]{shown(decision.model)}[/] ({decision.reason.value}, "
         f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
         f"{decision.latency_ms:.1f} ms){note}\n"
     )
@@ -257,14 +283,14 @@ def print_decision(console: Console, query: str, decision: Decision) -> None:
 
 def print_dispatch(console: Console, result: DispatchResult) -> None:
     d = result.decision
-    target = f"route [bold]{d.route}[/]" if d.route else "no route"
+    target = f"route [bold]{shown(d.route)}[/]" if d.route else "no route"
     console.print(
-        f"\n→ {target} → model [bold]{d.model}[/] ({d.reason.value}, confidence "
+        f"\n→ {target} → model [bold]{shown(d.model)}[/] ({d.reason.value}, confidence "
         f"{d.confidence:.3f}, {d.latency_ms:.1f} ms)"
     )
     for a in result.attempts:
-        outcome = "[green]answered[/]" if a.error is None else f"[red]failed[/]: {a.error}"
-        console.print(f"  {a.model}: {outcome} ({a.latency_ms:.0f} ms)", highlight=False)
+        outcome = "[green]answered[/]" if a.error is None else f"[red]failed[/]: {shown(a.error)}"
+        console.print(f"  {shown(a.model)}: {outcome} ({a.latency_ms:.0f} ms)", highlight=False)
     usage = result.usage
     tokens = f"{usage.prompt_tokens} in, {usage.completion_tokens} out" if usage else "no usage"
     cost = f"${result.cost_usd:.6f}" if result.cost_usd is not None else "cost unknown"
@@ -276,7 +302,7 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
 
     data = stats.to_dict()
     n = stats.requests
-    console.print(f"[bold]{log_file}[/]: {n} requests")
+    console.print(f"[bold]{shown(log_file)}[/]: {n} requests")
     if stats.malformed_lines:
         console.print(f"[yellow]{stats.malformed_lines} malformed lines skipped[/]")
     if not n:
@@ -284,7 +310,7 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
     for title, counts in (("route", data["routes"]), ("model", data["models"])):
         table = Table(title, "requests", "share", title_justify="left")
         for name, row in counts.items():
-            table.add_row(name, str(row["requests"]), f"{row['share']:.1%}")
+            table.add_row(shown(name), str(row["requests"]), f"{row['share']:.1%}")
         console.print(table)
     avg = data["avg_cost_usd"]
     cost = f"${avg:.6f} per request" if avg is not None else "unknown"
@@ -296,8 +322,16 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
     )
     table = Table("latency (ms)", "p50", "p95", title_justify="left")
     for kind, q in data["latency_ms"].items():
-        table.add_row(kind, f"{q['p50']:.1f}", f"{q['p95']:.1f}")
+        table.add_row(kind, _ms(q["p50"]), _ms(q["p95"]))
     console.print(table)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+TITLE_WIDTH = 300
+"""Characters of a query shown above its table (a huge query would bury the table)."""
 
 
 def shorten(text: str, width: int) -> str:
