@@ -145,9 +145,9 @@ class TorchEncoder:
     def __init__(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from semroute.config import DEFAULT_ENCODER
-        from semroute.encoders import EncoderInfo
-        from semroute.export import locate_model
+        from semroute.config.routes import DEFAULT_ENCODER
+        from semroute.encoders.base import EncoderInfo
+        from semroute.encoders.export import locate_model
 
         self.model = SentenceTransformer(str(locate_model(DEFAULT_ENCODER)), device="cpu")
         self.info = EncoderInfo("sentence-transformers", DEFAULT_ENCODER, "torch-fp32", 384, 256)
@@ -155,7 +155,7 @@ class TorchEncoder:
     def encode(self, texts: Any) -> Any:
         import numpy as np
 
-        from semroute.encoders import Embeddings
+        from semroute.encoders.base import Embeddings
 
         vectors = self.model.encode(list(texts), normalize_embeddings=True, batch_size=64)
         return Embeddings(np.asarray(vectors, dtype=np.float32), np.zeros(len(texts), dtype=bool))
@@ -163,11 +163,11 @@ class TorchEncoder:
 
 def runtime_runs(work: Path) -> list[dict[str, Any]]:
     """CLINC150 Full, hybrid scorer, each encoder runtime, through the Python API."""
-    from semroute.build import build_index
-    from semroute.calibrate import fit_thresholds
-    from semroute.config import load_routes
-    from semroute.evaluate import load_labelled, metrics
-    from semroute.router import Router
+    from semroute.config.routes import load_routes
+    from semroute.routing.router import Router
+    from semroute.tuning.build import build_index
+    from semroute.tuning.calibrate import fit_thresholds
+    from semroute.tuning.evaluate import load_labelled, metrics
 
     routes_dir = work / "clinc150-full" / "routes"
     base = load_routes(routes_dir)

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_dispatch.py [--runs 50] [--rounds 5] [--work DIR]
 
-Every model is served by semroute.fake_provider.FakeProvider, an OpenAI-compatible HTTP server on
+Every model is served by semroute.testing.fake_provider.FakeProvider, an OpenAI-compatible HTTP server on
 127.0.0.1 running in this process, and routing uses an index built with FakeEncoder: the figures
 measure semroute, LiteLLM and a local HTTP round trip, not a model or a network.
 
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import machine, machine_markdown, save
 
 from semroute import Router
-from semroute.build import build_index
-from semroute.fake_provider import FakeProvider
 from semroute.testing import FakeEncoder
+from semroute.testing.fake_provider import FakeProvider
+from semroute.tuning.build import build_index
 
 KEY_ENV = "BENCH_PROVIDER_KEY"
 ROUTES = {  # route → (its model, its fallbacks, an utterance that FakeEncoder routes to it)
@@ -177,7 +177,7 @@ def main() -> None:
 ## Dispatch: failover latency and 200 concurrent requests
 
 `.venv/bin/python scripts/bench_dispatch.py --runs {args.runs} --rounds {args.rounds}`: models
-served by `semroute.fake_provider.FakeProvider` (an OpenAI-compatible HTTP server on 127.0.0.1, in
+served by `semroute.testing.fake_provider.FakeProvider` (an OpenAI-compatible HTTP server on 127.0.0.1, in
 the same process), routing with `FakeEncoder`, default dispatch settings (no retries; LiteLLM's
 cooldown policy), a decision log written for every request.
 

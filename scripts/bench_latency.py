@@ -100,8 +100,8 @@ def cold_start(index: Path, runs: int) -> float:
 
 
 def clinc_index(work: Path) -> Path:
-    from semroute.build import build_index
-    from semroute.config import parse_routes
+    from semroute.config.routes import parse_routes
+    from semroute.tuning.build import build_index
 
     by_label: dict[str, list[str]] = defaultdict(list)
     oos = []
@@ -151,9 +151,9 @@ def large_texts(n: int) -> dict[str, list[str]]:
 
 
 def large_case(work: Path, n: int, queries: list[str], agreement: bool) -> dict[str, Any]:
-    from semroute.build import build_index
-    from semroute.config import parse_routes
-    from semroute.router import Router
+    from semroute.config.routes import parse_routes
+    from semroute.routing.router import Router
+    from semroute.tuning.build import build_index
 
     texts = large_texts(n)
     routes = parse_routes(
@@ -232,8 +232,8 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
-    from semroute.build import build_index
-    from semroute.router import Router
+    from semroute.routing.router import Router
+    from semroute.tuning.build import build_index
 
     info = machine()
     queries = short_queries(args.queries)
@@ -266,7 +266,7 @@ def main() -> None:
     print(json.dumps(results), file=sys.stderr)
 
     # The same routes with the exact fp32 encoder runtime (`encoder_runtime: onnx`).
-    from semroute.config import load_routes
+    from semroute.config.routes import load_routes
 
     bundled_routes = load_routes(ROOT / "routes")
     fp32 = dataclasses.replace(

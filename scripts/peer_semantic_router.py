@@ -27,7 +27,7 @@ versions of torch, transformers and numpy; a minimal constraints file pinning on
 fallback if those pins ever clash with semantic-router's requirements). It is installed on first
 use and again only when constraints.txt or the Python changes. The commands re-run this file with
 that venv's Python (`worker ...`). The model is semroute's default, all-MiniLM-L6-v2, from the
-local folder `semroute.export.locate_model` unpacks (or --model FOLDER), loaded by
+local folder `semroute.encoders.export.locate_model` unpacks (or --model FOLDER), loaded by
 semantic-router's own HuggingFaceEncoder with the Hugging Face hub switched off.
 
 How semantic-router 1.1.1 is used, as its README shows it:
@@ -171,7 +171,7 @@ def locate_model(given: str | None) -> str:
     else:
         if not SEMROUTE_PYTHON.exists():
             raise Failure(f"{SEMROUTE_PYTHON} not found; run scripts/test first or pass --model")
-        code = f"from semroute.export import locate_model; print(locate_model({MODEL!r}))"
+        code = f"from semroute.encoders.export import locate_model; print(locate_model({MODEL!r}))"
         proc = subprocess.run(
             [str(SEMROUTE_PYTHON), "-c", code], capture_output=True, text=True, check=False
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from semroute.fake_provider import FakeProvider
+from semroute.testing.fake_provider import FakeProvider
 
 # The whole suite runs offline: the model comes from a PyPI package, never from the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,8 +59,8 @@ def routes_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_index(tmp_path: Path, routes_dir: Path) -> Path:
-    from semroute.build import build_index
     from semroute.testing import FakeEncoder
+    from semroute.tuning.build import build_index
 
     out = tmp_path / "indexes" / "default"
     build_index(routes_dir, out, encoder=FakeEncoder())
@@ -83,7 +83,7 @@ def model_cache(request: pytest.FixtureRequest) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def bundled_index(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled example routes built with the real default model."""
-    from semroute.build import build_index
+    from semroute.tuning.build import build_index
 
     out = tmp_path_factory.mktemp("bundled") / "default"
     build_index(ROOT / "routes", out)
@@ -92,6 +92,6 @@ def bundled_index(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture
 def provider() -> Iterator[FakeProvider]:
-    """A real OpenAI-compatible HTTP server on 127.0.0.1 (see semroute.fake_provider)."""
+    """A real OpenAI-compatible HTTP server on 127.0.0.1 (see semroute.testing.fake_provider)."""
     with FakeProvider(hang_seconds=5) as running:
         yield running

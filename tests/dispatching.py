@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
-from semroute.build import build_index
-from semroute.fake_provider import FakeProvider
-from semroute.router import Router
+from semroute.routing.router import Router
 from semroute.testing import FakeEncoder
+from semroute.testing.fake_provider import FakeProvider
+from semroute.tuning.build import build_index
 
 KEY_ENV = "FAKE_PROVIDER_KEY"
 KEY = "sk-semroute-test-4f9a2c71b3"
@@ -51,7 +51,9 @@ def build(
             "encoder": "fake",
             "threshold": 0.5,
             "dispatch": {
-                "timeout": 1.0,
+                # Generous: an answering request must never time out on a loaded machine; the
+                # tests about hanging models set their own short timeout.
+                "timeout": 10.0,
                 "log": str(folder / "decisions.jsonl"),
                 **(dispatch or {}),
             },

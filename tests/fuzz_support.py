@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from semroute.encoders import Embeddings, EncoderInfo
+from semroute.encoders.base import Embeddings, EncoderInfo
 from semroute.errors import SemrouteError
 from semroute.testing import FakeEncoder
 

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from semroute import Router
-from semroute.build import build_index
-from semroute.calibrate import calibrate_index, fit_thresholds
-from semroute.cli import main
+from semroute.cli.main import main
 from semroute.errors import DataError
-from semroute.evaluate import evaluate, load_labelled, metrics
-from semroute.scoring import choose
+from semroute.routing.scoring import choose
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
+from semroute.tuning.calibrate import calibrate_index, fit_thresholds
+from semroute.tuning.evaluate import evaluate, load_labelled, metrics
 from tests.conftest import ROUTES_YAML
 
 ROUTE_NOTHING = math.inf

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from semroute.cli import main
-from semroute.fake_provider import FakeProvider
+from semroute.cli.main import main
+from semroute.testing.fake_provider import FakeProvider
 from tests.conftest import ROUTES_YAML
 from tests.dispatching import KEY, KEY_ENV, build
 

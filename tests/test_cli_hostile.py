@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from semroute.cli import main
-from semroute.fake_provider import FakeProvider
+from semroute.cli.main import main
+from semroute.testing.fake_provider import FakeProvider
 from tests.dispatching import KEY, KEY_ENV, build
 
 ESC = "\x1b"
@@ -53,8 +53,8 @@ def test_escape_sequences_and_markup_in_a_query_are_shown_not_obeyed(fake_index:
 
 
 def test_escape_sequences_in_utterances_are_shown_not_obeyed(tmp_path: Path) -> None:
-    from semroute.build import build_index
     from semroute.testing import FakeEncoder
+    from semroute.tuning.build import build_index
     from tests.conftest import write_routes
 
     routes = write_routes(

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from semroute.cli import main
-from semroute.config import RouteSet, load_routes, parse_routes, route_file_schema
+from semroute.cli.main import main
+from semroute.config.routes import RouteSet, load_routes, parse_routes, route_file_schema
 from semroute.errors import RouteConfigError
 
 REPO = Path(__file__).parents[1]

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from semroute import InvalidQueryError, Reason, Router
-from semroute.build import build_index
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 from tests.conftest import ROUTES_YAML, write_routes
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from semroute.cli import main
-from semroute.decision_log import DecisionLog, open_log, summarise
+from semroute.cli.main import main
+from semroute.dispatch.log import DecisionLog, open_log, summarise
 
 
 def test_threads_never_interleave_or_lose_lines(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_threads_never_interleave_or_lose_lines(tmp_path: Path) -> None:
 def test_processes_appending_to_one_file_keep_whole_lines(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     code = (
-        "import sys; from semroute.decision_log import DecisionLog; "
+        "import sys; from semroute.dispatch.log import DecisionLog; "
         "log = DecisionLog(sys.argv[1]); "
         "[log.write({'request_id': f'{sys.argv[2]}-{i}', 'pad': 'y' * 2000}) for i in range(400)]"
     )

@@ -12,7 +12,7 @@ import pytest
 
 import semroute
 from semroute import DispatchError, Reason, UnknownPriceWarning
-from semroute.fake_provider import FakeProvider
+from semroute.testing.fake_provider import FakeProvider
 from tests.dispatching import KEY, KEY_ENV, build, deployment, log_lines
 
 T = TypeVar("T")

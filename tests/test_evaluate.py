@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from semroute import Router
-from semroute.cli import main
+from semroute.cli.main import main
 from semroute.errors import DataError
-from semroute.evaluate import Labelled, evaluate, load_labelled, metrics
+from semroute.tuning.evaluate import Labelled, evaluate, load_labelled, metrics
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from semroute.export import _tree_hash
+from semroute.encoders.export import _tree_hash
 
 
 @pytest.fixture

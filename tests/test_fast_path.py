@@ -20,16 +20,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import semroute.search
+import semroute.index.vectors
 from semroute import Decision, Router, SemrouteError
-from semroute.build import build_index
-from semroute.config import SCORERS
+from semroute.config.routes import SCORERS
 from semroute.decision import Reason, RouteScore
-from semroute.encoders import Embeddings
-from semroute.index import RouteIndex
-from semroute.scoring import best_per_route, from_neighbours, top_k_mean
-from semroute.search import HNSW_EF_SEARCH, NEIGHBOURS
+from semroute.encoders.base import Embeddings
+from semroute.index.store import RouteIndex
+from semroute.index.vectors import HNSW_EF_SEARCH, NEIGHBOURS
+from semroute.routing.scoring import best_per_route, from_neighbours, top_k_mean
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 
 
 class CountingEncoder(FakeEncoder):
@@ -451,10 +451,10 @@ def test_auto_index_type_switches_to_hnsw_above_the_flat_limit(
 ) -> None:
     build_index(routes_dir, tmp_path / "small", encoder=FakeEncoder())
     assert _manifest(tmp_path / "small")["index"]["type"] == "flat"
-    monkeypatch.setattr(semroute.search, "FLAT_LIMIT", 8)  # the fixture has 8 utterances
+    monkeypatch.setattr(semroute.index.vectors, "FLAT_LIMIT", 8)  # the fixture has 8 utterances
     build_index(routes_dir, tmp_path / "at", encoder=FakeEncoder(), index_type="auto")
     assert _manifest(tmp_path / "at")["index"]["type"] == "flat"
-    monkeypatch.setattr(semroute.search, "FLAT_LIMIT", 7)
+    monkeypatch.setattr(semroute.index.vectors, "FLAT_LIMIT", 7)
     build_index(routes_dir, tmp_path / "above", encoder=FakeEncoder(), index_type="auto")
     assert _manifest(tmp_path / "above")["index"]["type"] == "hnsw"
     # Fewer vectors than NEIGHBOURS: FAISS pads the neighbours with -1, which must not matter.

@@ -26,16 +26,16 @@ from click.testing import CliRunner
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from semroute.build import build_index
-from semroute.cli import main
-from semroute.config import SCORERS, load_routes
+from semroute.cli.main import main
+from semroute.config.routes import SCORERS, load_routes
 from semroute.decision import Decision, Reason
-from semroute.decision_log import DecisionLog, summarise
+from semroute.dispatch.log import DecisionLog, summarise
 from semroute.errors import CorruptIndexError, IndexLoadError
-from semroute.evaluate import evaluate, load_labelled
-from semroute.importers import import_file
-from semroute.router import Router
+from semroute.routing.router import Router
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
+from semroute.tuning.evaluate import evaluate, load_labelled
+from semroute.tuning.importers import import_file
 from tests.conftest import ROUTES_YAML, write_routes
 from tests.fuzz_support import (
     WORDS,
@@ -466,7 +466,7 @@ def test_a_deeply_nested_route_file_is_refused_without_a_crash(tmp_path: Path, t
     write_routes(tmp_path / "routes", router=ROUTER_YAML)
     (tmp_path / "routes" / "deep.yaml").write_text(text)
     message = run_bounded(
-        f"from semroute.config import load_routes; folder = {str(tmp_path / 'routes')!r}",
+        f"from semroute.config.routes import load_routes; folder = {str(tmp_path / 'routes')!r}",
         "load_routes(folder)",
     )
     assert "deep.yaml" in message, message
@@ -523,8 +523,8 @@ def test_litellm_configs_load_or_are_refused_in_one_line(scratch: Any, config: s
 
 _BOMB_SETUP = """
 from pathlib import Path
-from semroute.build import build_index
-from semroute.config import load_routes
+from semroute.tuning.build import build_index
+from semroute.config.routes import load_routes
 from semroute.testing import FakeEncoder
 root = Path({root!r})
 """

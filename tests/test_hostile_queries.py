@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from semroute import Decision, InvalidQueryError, Reason, Router
-from semroute.build import build_index
-from semroute.encoders import Embeddings, Encoder, EncoderInfo
-from semroute.router import CHARS_PER_TOKEN, READ_WINDOWS
-from semroute.scoring import hybrid
+from semroute.encoders.base import Embeddings, Encoder, EncoderInfo
+from semroute.routing.router import CHARS_PER_TOKEN, READ_WINDOWS
+from semroute.routing.scoring import hybrid
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 from tests.conftest import ROUTES_YAML, write_routes
 
 FAKE_WINDOW = FakeEncoder().info.max_tokens * CHARS_PER_TOKEN
@@ -215,7 +215,7 @@ def test_the_cache_finds_a_repeated_huge_query(recording: tuple[Router, Recordin
 
 @pytest.mark.model
 def test_a_10_mb_query_routes_like_its_first_page_with_the_real_model(bundled_index: Path) -> None:
-    from semroute.router import _encoder_for
+    from semroute.routing.router import _encoder_for
 
     router = Router.load(bundled_index)
     encoder = Recording(_encoder_for(router.index))

@@ -13,12 +13,12 @@ import yaml
 from click.testing import CliRunner
 
 from semroute import Router
-from semroute.build import build_index
-from semroute.cli import main
-from semroute.config import load_routes
+from semroute.cli.main import main
+from semroute.config.routes import load_routes
 from semroute.errors import DataError
-from semroute.importers import import_file
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
+from semroute.tuning.importers import import_file
 from tests.conftest import DATA
 
 IMPORT = DATA / "import"

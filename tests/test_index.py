@@ -20,10 +20,10 @@ from semroute import (
     SemrouteError,
     StaleIndexError,
 )
-from semroute.build import build_index
-from semroute.config import load_routes
-from semroute.index import RouteIndex
+from semroute.config.routes import load_routes
+from semroute.index.store import RouteIndex
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 from tests.conftest import ROOT, ROUTES_YAML
 
 
@@ -182,7 +182,7 @@ def test_killed_build_leaves_the_previous_index_loadable(
         f"""
         import time
         from pathlib import Path
-        from semroute.build import build_index
+        from semroute.tuning.build import build_index
         from semroute.testing import FakeEncoder
 
         class Slow(FakeEncoder):

@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from semroute import CorruptIndexError, Router, SemrouteError
-from semroute.build import build_index
-from semroute.cli import main
-from semroute.config import DEFAULT_ENCODER
+from semroute.cli.main import main
+from semroute.config.routes import DEFAULT_ENCODER
 from semroute.errors import EncoderError
-from semroute.index import RouteIndex
+from semroute.index.store import RouteIndex
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 from tests.conftest import ROUTES_YAML, write_routes
 
 REBUILD = "run `semroute build-index`"
@@ -262,7 +262,7 @@ def test_a_fifo_in_place_of_an_index_file_is_refused_without_blocking(fake_index
 
 
 def test_calibrated_thresholds_keep_the_index_loadable(fake_index: Path) -> None:
-    from semroute.index import read_manifest, write_manifest
+    from semroute.index.store import read_manifest, write_manifest
 
     manifest = read_manifest(fake_index)
     manifest["routes"][0]["threshold"] = 0.25
@@ -280,7 +280,7 @@ def test_calibrated_thresholds_keep_the_index_loadable(fake_index: Path) -> None
 def test_writers_share_one_lock_whichever_path_names_the_index(
     fake_index: Path, routes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semroute.build import build_lock
+    from semroute.tuning.build import build_lock
 
     link = tmp_path / "link"
     link.symlink_to(fake_index, target_is_directory=True)
@@ -342,7 +342,7 @@ def test_readers_loading_in_a_loop_never_break_builds(routes_dir: Path, tmp_path
 
 
 def test_a_reader_recovers_a_killed_swap_only_under_the_lock(fake_index: Path) -> None:
-    from semroute.index import writer_lock
+    from semroute.index.store import writer_lock
 
     backup = fake_index.parent / ".default.previous"
     fake_index.rename(backup)
@@ -367,7 +367,7 @@ def _sha(file: Path) -> str:
 def test_semroute_cache_pointing_at_a_file_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semroute.export import locate_model
+    from semroute.encoders.export import locate_model
 
     not_a_folder = tmp_path / "cache-file"
     not_a_folder.write_text("")
@@ -384,7 +384,7 @@ def test_semroute_cache_pointing_at_a_file_is_one_line(
 def test_a_damaged_cached_model_is_unpacked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semroute.export import locate_model
+    from semroute.encoders.export import locate_model
 
     monkeypatch.setenv("SEMROUTE_CACHE", str(tmp_path / "cache"))
     folder = locate_model(DEFAULT_ENCODER)
@@ -397,7 +397,7 @@ def test_a_damaged_cached_model_is_unpacked_again(
 @pytest.fixture
 def private_cache(model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the session's model cache that a test may damage."""
-    from semroute.export import ensure_encoder
+    from semroute.encoders.export import ensure_encoder
 
     ensure_encoder(DEFAULT_ENCODER, "onnx-int8")  # the export exists (and is sound) before copying
     cache = tmp_path / "cache"
@@ -410,7 +410,7 @@ def private_cache(model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_writing_to_an_index_never_writes_into_the_cache(
     private_cache: Path, routes_dir: Path, tmp_path: Path
 ) -> None:
-    from semroute.export import ensure_encoder
+    from semroute.encoders.export import ensure_encoder
 
     routes = write_routes(tmp_path / "real-routes", router="router:\n  default_model: big\n")
     out = tmp_path / "idx"
@@ -428,7 +428,7 @@ def test_writing_to_an_index_never_writes_into_the_cache(
 
 @pytest.mark.model
 def test_a_damaged_cached_export_is_made_again(private_cache: Path) -> None:
-    from semroute.export import ensure_encoder, load_encoder
+    from semroute.encoders.export import ensure_encoder, load_encoder
 
     export = ensure_encoder(DEFAULT_ENCODER, "onnx-int8")
     good = _sha(export / "tokenizer.json")
@@ -442,8 +442,8 @@ def test_a_damaged_cached_export_is_made_again(private_cache: Path) -> None:
 def test_encoder_json_without_inputs_is_an_encoder_error(
     private_cache: Path, tmp_path: Path
 ) -> None:
-    from semroute.encoders import OnnxEncoder
-    from semroute.export import ensure_encoder
+    from semroute.encoders.base import OnnxEncoder
+    from semroute.encoders.export import ensure_encoder
 
     copy = tmp_path / "export"
     shutil.copytree(ensure_encoder(DEFAULT_ENCODER, "onnx-int8"), copy)
@@ -460,7 +460,7 @@ def test_encoder_json_without_inputs_is_an_encoder_error(
 
 def test_search_turns_approximate_just_past_the_documented_limit(tmp_path: Path) -> None:
     # The README promises exact search "up to 20,000 utterances", and search.FLAT_LIMIT says so.
-    from semroute.config import parse_routes
+    from semroute.config.routes import parse_routes
 
     def routes(n: int) -> Any:
         utterances = [f"u{i} w{i % 97}" for i in range(n)]

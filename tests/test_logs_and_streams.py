@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 from semroute import DispatchError
-from semroute.decision_log import DecisionLog, summarise
-from semroute.fake_provider import FakeProvider
+from semroute.dispatch.log import DecisionLog, summarise
+from semroute.testing.fake_provider import FakeProvider
 from tests.dispatching import KEY, KEY_ENV, build, log_lines
 
 T = TypeVar("T")

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from semroute import Reason, Router
-from semroute.config import DEFAULT_ENCODER
-from semroute.encoders import OnnxEncoder
-from semroute.export import ensure_encoder, ensure_onnx, locate_model
-from semroute.routefile import DEFAULT_RUNTIME
+from semroute.config.routefile import DEFAULT_RUNTIME
+from semroute.config.routes import DEFAULT_ENCODER
+from semroute.encoders.base import OnnxEncoder
+from semroute.encoders.export import ensure_encoder, ensure_onnx, locate_model
 from tests.conftest import DATA, ROOT
 
 pytestmark = pytest.mark.model
@@ -122,7 +122,7 @@ def test_a_local_model_folder_works_as_encoder(model_cache: Path, tmp_path: Path
         "  - name: weather\n"
         "    utterances: [will it rain tomorrow, what's the forecast for the weekend]\n"
     )
-    from semroute.build import build_index
+    from semroute.tuning.build import build_index
 
     build_index(routes, tmp_path / "idx")
     router = Router.load(tmp_path / "idx")

@@ -13,11 +13,11 @@ import yaml
 from click.testing import CliRunner
 
 from semroute import Router, StaleIndexError
-from semroute.build import build_index
-from semroute.cli import main
-from semroute.config import load_routes, parse_routes
-from semroute.models import Price, price_of
+from semroute.cli.main import main
+from semroute.config.deployments import Price, price_of
+from semroute.config.routes import load_routes, parse_routes
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 
 PROXY_CONFIG = {
     "model_list": [
@@ -159,7 +159,7 @@ def test_validate_prints_chain_warnings(tmp_path: Path) -> None:
     ],
 )
 def test_prices(model: str, declared: list[dict[str, Any]], price: Price | None) -> None:
-    from semroute.models import ModelDeployment
+    from semroute.config.deployments import ModelDeployment
 
     deployments = [ModelDeployment("alias", params) for params in declared]
     found = price_of(model, deployments)

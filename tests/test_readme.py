@@ -7,8 +7,8 @@ import re
 
 import yaml
 
-from semroute.cli import main
-from semroute.config import parse_routes
+from semroute.cli.main import main
+from semroute.config.routes import parse_routes
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -9,9 +9,9 @@ import pytest
 
 import semroute
 from semroute import Decision, InvalidQueryError, Reason, Router
-from semroute.build import build_index
-from semroute.router import default_router
+from semroute.routing.router import default_router
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 from tests.conftest import write_routes
 
 

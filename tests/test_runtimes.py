@@ -16,11 +16,11 @@ import yaml
 from click.testing import CliRunner
 
 from semroute import EncoderError, EncoderMismatchError, Router
-from semroute.build import build_index
-from semroute.cli import main
-from semroute.config import DEFAULT_ENCODER
-from semroute.export import RUNTIMES, ensure_encoder, ensure_onnx, load_encoder
-from semroute.routefile import DEFAULT_RUNTIME
+from semroute.cli.main import main
+from semroute.config.routefile import DEFAULT_RUNTIME
+from semroute.config.routes import DEFAULT_ENCODER
+from semroute.encoders.export import RUNTIMES, ensure_encoder, ensure_onnx, load_encoder
+from semroute.tuning.build import build_index
 from tests.conftest import DATA, ROOT
 
 pytestmark = pytest.mark.model

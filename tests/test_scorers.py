@@ -1,5 +1,5 @@
 """Every way of turning similarities into route confidence: the pure reductions in
-``semroute.scoring``, the learned head, and a router built with each scorer."""
+``semroute.routing.scoring``, the learned head, and a router built with each scorer."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from semroute import CorruptIndexError, Reason, Router
-from semroute.build import build_index
-from semroute.config import SCORERS
-from semroute.head import Head, fit_head
-from semroute.scoring import HYBRID_WEIGHT, centroids, choose, decide, hybrid, top_k_mean
+from semroute.config.routes import SCORERS
+from semroute.index.head import Head, fit_head
+from semroute.routing.scoring import HYBRID_WEIGHT, centroids, choose, decide, hybrid, top_k_mean
 from semroute.testing import FakeEncoder
+from semroute.tuning.build import build_index
 from tests.conftest import ROUTES_YAML, write_routes
 
 # --- scoring: pure functions ------------------------------------------------------------------

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from semroute.decision import Reason
-from semroute.scoring import best_per_route, decide, route_of_vectors
+from semroute.routing.scoring import best_per_route, decide, route_of_vectors
 
 
 @st.composite

@@ -20,11 +20,11 @@ import yaml
 from click.testing import CliRunner
 
 from semroute import DispatchError, InvalidQueryError, RouteConfigError, load_routes
-from semroute.build import build_index
-from semroute.cli import main
-from semroute.fake_provider import FakeProvider
-from semroute.router import Router
+from semroute.cli.main import main
+from semroute.routing.router import Router
 from semroute.testing import FakeEncoder
+from semroute.testing.fake_provider import FakeProvider
+from semroute.tuning.build import build_index
 from tests.dispatching import KEY, KEY_ENV, deployment
 
 OPENAI_KEY = "sk-plain-openai-7Hq2Lw9Zx4Rt6Yb1Nc8V"
@@ -324,7 +324,7 @@ def test_references_and_ordinary_headers_are_accepted(tmp_path: Path) -> None:
 
 
 def test_every_credential_variable_litellm_reads_is_masked() -> None:
-    from semroute.secrets import Masker
+    from semroute.config.secrets import Masker
 
     # Every variable LiteLLM's own code reads a key, token, secret or password from (its source
     # is read, not imported: importing LiteLLM outside semroute's seam changes its set-up).
@@ -350,7 +350,7 @@ def test_every_credential_variable_litellm_reads_is_masked() -> None:
 
 
 def test_masking_covers_json_credentials_urls_and_spares_ordinary_settings() -> None:
-    from semroute.secrets import Masker
+    from semroute.config.secrets import Masker
 
     private_key = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END"
     environ = {

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from semroute import RouteConfigError, load_routes
-from semroute.cli import main
+from semroute.cli.main import main
 from semroute.errors import DataError
-from semroute.importers import import_file
+from semroute.tuning.importers import import_file
 
 ROUTER = """\
 router:

@@ -29,19 +29,19 @@ from semroute.errors import (
 )
 
 if TYPE_CHECKING:
-    from semroute.build import BuildReport, build_index
-    from semroute.config import Route, RouterSettings, RouteSet, load_routes
-    from semroute.dispatch import (
+    from semroute.config.deployments import UnknownPriceWarning
+    from semroute.config.routes import Route, RouterSettings, RouteSet, load_routes
+    from semroute.dispatch.dispatcher import (
         AsyncDispatchStream,
         Attempt,
         DispatchResult,
         DispatchStream,
         Usage,
     )
-    from semroute.models import UnknownPriceWarning
-    from semroute.router import Router, acomplete, complete, route
+    from semroute.routing.router import Router, acomplete, complete, route
+    from semroute.tuning.build import BuildReport, build_index
 
-__version__ = "0.1.0"
+from semroute.version import __version__
 
 __all__ = [
     "AsyncDispatchStream",
@@ -78,22 +78,22 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Route": "semroute.config",
-    "RouteSet": "semroute.config",
-    "RouterSettings": "semroute.config",
-    "load_routes": "semroute.config",
-    "BuildReport": "semroute.build",
-    "build_index": "semroute.build",
-    "Router": "semroute.router",
-    "route": "semroute.router",
-    "complete": "semroute.router",
-    "acomplete": "semroute.router",
-    "AsyncDispatchStream": "semroute.dispatch",
-    "Attempt": "semroute.dispatch",
-    "DispatchResult": "semroute.dispatch",
-    "DispatchStream": "semroute.dispatch",
-    "Usage": "semroute.dispatch",
-    "UnknownPriceWarning": "semroute.models",
+    "Route": "semroute.config.routes",
+    "RouteSet": "semroute.config.routes",
+    "RouterSettings": "semroute.config.routes",
+    "load_routes": "semroute.config.routes",
+    "BuildReport": "semroute.tuning.build",
+    "build_index": "semroute.tuning.build",
+    "Router": "semroute.routing.router",
+    "route": "semroute.routing.router",
+    "complete": "semroute.routing.router",
+    "acomplete": "semroute.routing.router",
+    "AsyncDispatchStream": "semroute.dispatch.dispatcher",
+    "Attempt": "semroute.dispatch.dispatcher",
+    "DispatchResult": "semroute.dispatch.dispatcher",
+    "DispatchStream": "semroute.dispatch.dispatcher",
+    "Usage": "semroute.dispatch.dispatcher",
+    "UnknownPriceWarning": "semroute.config.deployments",
 }
 
 

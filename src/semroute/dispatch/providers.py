@@ -5,7 +5,7 @@ models, plus one deployment for each plain LiteLLM model string the routes name.
 the deployment, resolves ``os.environ/VAR`` secrets at that moment, applies the timeout and
 retries, and cools down deployments that keep failing so later requests skip them. It also
 knows each decision's fallback chain and turns LiteLLM's exceptions into one-line attempt errors
-with every credential LiteLLM could have sent masked (see :mod:`semroute.secrets`): this is the
+with every credential LiteLLM could have sent masked (see :mod:`semroute.config.secrets`): this is the
 one seam with LiteLLM, so every output (attempts, ``DispatchError``, the decision log, the CLI)
 gets masked text.
 
@@ -24,12 +24,12 @@ import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from semroute.config.deployments import DispatchConfig
+from semroute.config.secrets import Masker, resolve_references
 from semroute.decision import Decision, Reason
-from semroute.models import DispatchConfig
-from semroute.secrets import Masker, resolve_references
 
 if TYPE_CHECKING:
-    from semroute.router import Router
+    from semroute.routing.router import Router
 
 __all__ = ["Provider", "import_litellm", "provider_for", "run_in_background"]
 

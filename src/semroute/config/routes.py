@@ -1,7 +1,7 @@
 """Route files on disk → one validated, frozen :class:`RouteSet`.
 
 A route folder holds any number of ``*.yaml`` files. Each may hold a ``routes:`` list; at most one
-holds the router-wide ``router:`` mapping. :mod:`semroute.routefile` validates each file; the rules
+holds the router-wide ``router:`` mapping. :mod:`semroute.config.routefile` validates each file; the rules
 that span files (unique names, an utterance in one route only, one ``router:`` block, declared
 models and fallback chains) are checked here. Every problem is a one-line
 :class:`RouteConfigError` naming the file, line, route and field.
@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semroute.conversation import ConversationSettings
-from semroute.errors import RouteConfigError
-from semroute.models import (
+from semroute.config.deployments import (
     DispatchConfig,
     DispatchSettings,
     ModelDeployment,
@@ -29,7 +27,7 @@ from semroute.models import (
     load_proxy_config,
     provider_warnings,
 )
-from semroute.routefile import (
+from semroute.config.routefile import (
     DEFAULT_ENCODER,
     DEFAULT_RUNTIME,
     DEFAULT_SCORER,
@@ -43,6 +41,8 @@ from semroute.routefile import (
     route_file_schema,
     validate_route_data,
 )
+from semroute.errors import RouteConfigError
+from semroute.routing.conversation import ConversationSettings
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -3,7 +3,7 @@
 Untrusted input stops here. Each file is parsed with a safe loader (no tags, no alias bombs),
 validated with ``extra="forbid"`` (a typo is an error, not a silently ignored key), and every
 problem becomes a one-line :class:`RouteConfigError` naming the file, line, route and field.
-Rules that span files live in :mod:`semroute.config`.
+Rules that span files live in :mod:`semroute.config.routes`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pydantic import (
     ValidationError,
 )
 
-from semroute.conversation import ConversationSpec
+from semroute.config.deployments import DispatchSpec, ModelSpec, json_ready
 from semroute.errors import RouteConfigError
-from semroute.models import DispatchSpec, ModelSpec, json_ready
+from semroute.routing.conversation import ConversationSpec
 
 __all__ = [
     "DEFAULT_ENCODER",

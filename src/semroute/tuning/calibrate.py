@@ -402,10 +402,10 @@ def calibrate_index(
     Data with no in-scope row is refused (:class:`DataError`). Data too thin to trust the fit
     is fitted, with the reasons to doubt it listed in the result's ``warnings``.
     """
-    from semroute.build import build_lock
-    from semroute.evaluate import load_labelled, metrics
-    from semroute.index import read_manifest, write_manifest
-    from semroute.router import Router
+    from semroute.index.store import read_manifest, write_manifest
+    from semroute.routing.router import Router
+    from semroute.tuning.build import build_lock
+    from semroute.tuning.evaluate import load_labelled, metrics
 
     router = Router.load(index_dir)
     data = load_labelled(data_file)

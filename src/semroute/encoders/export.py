@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from semroute.config import DEFAULT_ENCODER
-from semroute.encoders import (
+from semroute.config.routes import DEFAULT_ENCODER
+from semroute.encoders.base import (
     ENCODER_META,
     ONNX_FILE,
     STATIC_DIR,

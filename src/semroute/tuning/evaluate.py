@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from semroute import text
+import semroute.text as text
 from semroute.errors import DataError
-from semroute.scoring import choose
+from semroute.routing.scoring import choose
 
 if TYPE_CHECKING:
-    from semroute.router import Router, Scores
+    from semroute.routing.router import Router, Scores
 
 __all__ = ["EvalReport", "Labelled", "evaluate", "load_labelled", "metrics"]
 

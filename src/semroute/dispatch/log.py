@@ -5,7 +5,7 @@ top scores), the recommended and the final model, the fallbacks taken and every 
 and model latency, tokens, cost and the error, if any. Prompts and answers are only written when
 ``log_content`` is on. Credentials never are: nothing from the request's LiteLLM parameters is
 logged, and error texts have every credential LiteLLM could send masked (see
-:mod:`semroute.secrets`) before they get here.
+:mod:`semroute.config.secrets`) before they get here.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semroute import text
+import semroute.text as text
 
 if TYPE_CHECKING:
     from semroute.decision import Decision
-    from semroute.dispatch import Attempt, Usage
+    from semroute.dispatch.dispatcher import Attempt, Usage
 
 __all__ = ["LOG_ENV", "DecisionLog", "LogStats", "entry", "open_log", "summarise"]
 

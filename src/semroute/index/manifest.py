@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from semroute.config import SCORERS
+from semroute.config.deployments import DispatchConfig
+from semroute.config.routes import SCORERS
 from semroute.errors import CorruptIndexError, IndexNotFoundError
-from semroute.head import HEAD_FILE
-from semroute.models import DispatchConfig
+from semroute.index.head import HEAD_FILE
 from semroute.text import printable
 
 __all__ = [
@@ -119,7 +119,7 @@ class SourcesEntry(_Part):
 
 
 class Manifest(_Part):
-    """What ``manifest.json`` holds (see :mod:`semroute.index` for the folder around it)."""
+    """What ``manifest.json`` holds (see :mod:`semroute.index.store` for the folder around it)."""
 
     format: Literal[2]
     semroute_version: str

@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
-from semroute.config import normalise_utterance, parse_routes
+from semroute.config.routefile import MAX_DEPTH, read_text, read_yaml
+from semroute.config.routes import normalise_utterance, parse_routes
 from semroute.errors import DataError, RouteConfigError
-from semroute.evaluate import DEFAULT_OOS_LABEL, load_labelled
-from semroute.routefile import MAX_DEPTH, read_text, read_yaml
+from semroute.tuning.evaluate import DEFAULT_OOS_LABEL, load_labelled
 
 __all__ = ["ImportReport", "import_file"]
 

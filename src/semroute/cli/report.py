@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from semroute.decision import Decision
-    from semroute.decision_log import LogStats
-    from semroute.dispatch import DispatchResult
-    from semroute.evaluate import EvalReport
+    from semroute.dispatch.dispatcher import DispatchResult
+    from semroute.dispatch.log import LogStats
+    from semroute.tuning.evaluate import EvalReport
 
 __all__ = [
     "console",

@@ -1,7 +1,7 @@
 """Streamed answers: chunks as they arrive, with the decision known before the first one.
 
 A stream is returned once a model has sent its first chunk, so a model whose stream fails before
-that has already been failed over (see :mod:`semroute.dispatch`). When the stream ends, or is
+that has already been failed over (see :mod:`semroute.dispatch.dispatcher`). When the stream ends, or is
 closed, its chunks are assembled into one response and the request is logged.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from semroute.providers import run_in_background
+from semroute.dispatch.providers import run_in_background
 
 if TYPE_CHECKING:
-    from semroute.dispatch import Attempt, Call, Usage
+    from semroute.dispatch.dispatcher import Attempt, Call, Usage
 
 __all__ = ["END", "AsyncDispatchStream", "DispatchStream", "text_of"]
 

@@ -5,7 +5,7 @@
 
 A decision's chain is its model followed by the route's ``fallbacks:`` (for the default model,
 ``default_fallbacks:``). Each step is one call to the ``litellm.Router`` of
-:mod:`semroute.providers`, which picks the deployment and applies timeouts, retries and cooldowns.
+:mod:`semroute.dispatch.providers`, which picks the deployment and applies timeouts, retries and cooldowns.
 semroute steps from one model to the next itself, with LiteLLM's own fallbacks switched off,
 because it reports every attempt (model, error, latency) and LiteLLM's fallback path re-raises
 only the last error and times nothing per step.
@@ -24,17 +24,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from semroute.conversation import Message, as_messages
+from semroute.config.deployments import UnknownPriceWarning, price_of
+from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
-from semroute.decision_log import entry, open_log
+from semroute.dispatch.log import entry, open_log
+from semroute.dispatch.providers import import_litellm, provider_for, run_in_background
+from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream, text_of
 from semroute.errors import DispatchError, InvalidQueryError
-from semroute.models import UnknownPriceWarning, price_of
-from semroute.providers import import_litellm, provider_for, run_in_background
-from semroute.secrets import is_secret_name
-from semroute.streaming import END, AsyncDispatchStream, DispatchStream, text_of
+from semroute.routing.conversation import Message, as_messages
 
 if TYPE_CHECKING:
-    from semroute.router import Router
+    from semroute.routing.router import Router
 
 __all__ = [
     "AsyncDispatchStream",

@@ -26,12 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semroute.config import SCORERS, RouteSet, file_digest, load_routes, route_files
-from semroute.encoders import Encoder, EncoderInfo
+from semroute.config.routes import SCORERS, RouteSet, file_digest, load_routes, route_files
+from semroute.encoders.base import Encoder, EncoderInfo
 from semroute.errors import SemrouteError
-from semroute.head import HEAD_FILE, Head, fit_head
-from semroute.index import RouteIndex, backup_of, recover, writer_lock
-from semroute.manifest import (
+from semroute.index.head import HEAD_FILE, Head, fit_head
+from semroute.index.manifest import (
     ENCODER_DIR,
     FAISS_FILE,
     FORMAT,
@@ -42,7 +41,8 @@ from semroute.manifest import (
     is_index_folder,
     validate,
 )
-from semroute.search import choose_type, make_index
+from semroute.index.store import RouteIndex, backup_of, recover, writer_lock
+from semroute.index.vectors import choose_type, make_index
 from semroute.text import printable
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def build_index(
     """Embed every utterance and write the index to ``out``, replacing what was there atomically.
 
     ``scorer`` overrides the route files' ``router.scorer``. ``index_type`` is ``flat`` (exact),
-    ``hnsw`` (approximate) or ``auto``: exact up to :data:`semroute.search.FLAT_LIMIT` utterances.
+    ``hnsw`` (approximate) or ``auto``: exact up to :data:`semroute.index.vectors.FLAT_LIMIT` utterances.
     """
     started = time.perf_counter()
     if not isinstance(routes, RouteSet):
@@ -100,7 +100,7 @@ def build_index(
     out = _prepare_out(shown, routes)
     export_dir: Path | None = None
     if encoder is None:
-        from semroute.export import ensure_encoder, load_encoder_dir
+        from semroute.encoders.export import ensure_encoder, load_encoder_dir
 
         export_dir = ensure_encoder(routes.settings.encoder, routes.settings.encoder_runtime)
         encoder = load_encoder_dir(export_dir, threads=None)
@@ -454,6 +454,6 @@ def build_lock(out: Path) -> Iterator[None]:
 
 
 def _version() -> str:
-    from semroute import __version__
+    from semroute.version import __version__
 
     return __version__

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
-from semroute.conversation import Message, route_messages
+from semroute.config.deployments import DispatchConfig
 from semroute.decision import Decision, Reason, RouteScore
-from semroute.encoders import Encoder, OnnxEncoder, StaticEncoder
+from semroute.encoders.base import Encoder, OnnxEncoder, StaticEncoder
 from semroute.errors import CorruptIndexError, InvalidQueryError
-from semroute.index import IndexedRoute, RouteIndex, encoder_path
-from semroute.models import DispatchConfig
-from semroute.scoring import (
+from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
+from semroute.index.vectors import NEIGHBOURS
+from semroute.routing.conversation import Message, route_messages
+from semroute.routing.scoring import (
     best_per_route,
     centroids,
     decide,
@@ -30,13 +31,12 @@ from semroute.scoring import (
     hybrid,
     top_k_mean,
 )
-from semroute.search import NEIGHBOURS
 from semroute.text import clean, is_blank
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from semroute.dispatch import AsyncDispatchStream, DispatchResult, DispatchStream
+    from semroute.dispatch.dispatcher import AsyncDispatchStream, DispatchResult, DispatchStream
 
 __all__ = [
     "DEFAULT_INDEX",
@@ -171,7 +171,7 @@ class Router:
     def route(self, query: str | Sequence[Message]) -> Decision:
         """Decide which model should answer ``query``. Low confidence is a value, not an error.
 
-        ``query`` is a string or an OpenAI-style message list (see :mod:`semroute.conversation`).
+        ``query`` is a string or an OpenAI-style message list (see :mod:`semroute.routing.conversation`).
         """
         if not isinstance(query, str):
             return route_messages(query, self.dispatch_config.conversation, self.route_batch)
@@ -232,7 +232,7 @@ class Router:
         return out
 
     def score(self, queries: Sequence[str]) -> Scores:
-        """Every route's confidence for each query, without deciding (see :mod:`semroute.scoring`).
+        """Every route's confidence for each query, without deciding (see :mod:`semroute.routing.scoring`).
 
         Queries are prepared as :meth:`route` prepares them (cleaned, cut to the window).
         """
@@ -354,7 +354,7 @@ class Router:
             truncated=truncated,
         )
 
-    # --- dispatch (semroute.dispatch does the work; LiteLLM loads on the first call) ---
+    # --- dispatch (semroute.dispatch.dispatcher does the work; LiteLLM loads on the first call) ---
 
     @functools.cached_property
     def dispatch_config(self) -> DispatchConfig:
@@ -373,7 +373,7 @@ class Router:
         self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
     ) -> DispatchResult | DispatchStream:
         """Route ``messages`` and send them to the chosen model; see :func:`semroute.complete`."""
-        from semroute.dispatch import complete
+        from semroute.dispatch.dispatcher import complete
 
         return complete(self, messages, stream=stream, **kwargs)
 
@@ -389,7 +389,7 @@ class Router:
         self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
     ) -> DispatchResult | AsyncDispatchStream:
         """The asynchronous :meth:`complete`; see :func:`semroute.acomplete`."""
-        from semroute.dispatch import acomplete
+        from semroute.dispatch.dispatcher import acomplete
 
         return await acomplete(self, messages, stream=stream, **kwargs)
 
@@ -523,7 +523,7 @@ def _encoder_for(index: RouteIndex) -> Encoder:
                 path=index.path,
             ) from exc
     if info.kind == "fake":
-        from semroute.testing import FakeEncoder
+        from semroute.encoders.hashing import FakeEncoder
 
         return FakeEncoder(dim=info.dim, max_tokens=info.max_tokens)
     raise CorruptIndexError(f"unknown encoder kind {info.kind!r}", path=index.path)
@@ -568,7 +568,7 @@ def complete(
     """Route ``messages`` with the default router and dispatch them through LiteLLM.
 
     ``model=`` pins a model (no routing); ``stream=True`` returns a stream of chunks; every
-    other keyword goes to LiteLLM. See :func:`semroute.dispatch.complete`.
+    other keyword goes to LiteLLM. See :func:`semroute.dispatch.dispatcher.complete`.
     """
     return default_router().complete(messages, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
 

@@ -3,15 +3,15 @@
     indexes/default/
     ├── manifest.json     format, versions, encoder, routes digest, thresholds, vector → route ranges,
     │                     declared models and fallback chains (secrets as `os.environ/VAR` only),
-    │                     the SHA-256 of every other file (see :mod:`semroute.manifest`)
+    │                     the SHA-256 of every other file (see :mod:`semroute.index.manifest`)
     ├── index.faiss       L2-normalised utterance vectors (inner product = cosine)
     ├── utterances.json   the utterance texts, in vector order (routes', then out-of-scope examples)
-    ├── head.npz          the learned head's arrays (see semroute.head), when the scorer uses one
+    ├── head.npz          the learned head's arrays (see semroute.index.head), when the scorer uses one
     └── encoder/          a copy of the ONNX export the vectors came from (queries must use it)
 
 Loading never re-embeds anything and refuses an index that is corrupt (the manifest is checked
-against a schema and every file against its checksum, see :mod:`semroute.manifest`) or older
-than the route files it was built from. Writing one is :mod:`semroute.build`'s job.
+against a schema and every file against its checksum, see :mod:`semroute.index.manifest`) or older
+than the route files it was built from. Writing one is :mod:`semroute.tuning.build`'s job.
 
 A build swaps a new index in with two renames, under a lock that every writer holds. Readers
 never rename anything without that lock: a reader that finds only the parked old index waits
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semroute.config import file_digest, load_routes, route_files
-from semroute.encoders import EncoderInfo
+from semroute.config.routes import file_digest, load_routes, route_files
+from semroute.encoders.base import EncoderInfo
 from semroute.errors import (
     CorruptIndexError,
     EncoderMismatchError,
@@ -41,8 +41,8 @@ from semroute.errors import (
     RouteConfigError,
     StaleIndexError,
 )
-from semroute.head import Head
-from semroute.manifest import (
+from semroute.index.head import Head
+from semroute.index.manifest import (
     ENCODER_DIR,
     FAISS_FILE,
     FORMAT,
@@ -55,13 +55,13 @@ from semroute.manifest import (
     verify_checksums,
     write_manifest,
 )
-from semroute.search import vectors_of
+from semroute.index.vectors import vectors_of
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-# The file names, the format and the manifest functions live in semroute.manifest; they are
+# The file names, the format and the manifest functions live in semroute.index.manifest; they are
 # importable from here too, as they were before it existed.
 __all__ = [
     "ENCODER_DIR",

@@ -8,7 +8,7 @@ or from a LiteLLM proxy ``config.yaml`` named by path (its ``model_list``).
 Secrets stay unresolved here and in the index: ``os.environ/VAR`` is looked up only when a
 request is dispatched. A literal secret anywhere in a model entry (an ``api_key``, a header such
 as ``Authorization``, a URL's ``user:password@``) is refused: it would end up in the index and in
-git (see :mod:`semroute.secrets`).
+git (see :mod:`semroute.config.secrets`).
 
 Prices come from the deployment (``input_cost_per_token``/``output_cost_per_token`` in
 ``litellm_params`` or ``model_info``, as LiteLLM reads them) or from the cost map that ships
@@ -38,9 +38,9 @@ from pydantic import (
     model_validator,
 )
 
-from semroute.conversation import ConversationSettings
+from semroute.config.secrets import env_references, literal_secrets
 from semroute.errors import RouteConfigError
-from semroute.secrets import env_references, literal_secrets
+from semroute.routing.conversation import ConversationSettings
 
 if TYPE_CHECKING:
     import yaml
@@ -281,7 +281,7 @@ def check_secrets(
     node: yaml.Node | None = None,
 ) -> None:
     """Refuse credentials written into a file: they would end up in the index and in git."""
-    from semroute.routefile import line_of
+    from semroute.config.routefile import line_of
 
     for i, d in enumerate(deployments):
         entry = d.to_dict()
@@ -309,7 +309,7 @@ def _loc(where: str) -> list[str | int]:
 def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
     """The ``model_list`` of a LiteLLM proxy ``config.yaml``, read with the same guards as a
     route file (size, depth, alias expansion)."""
-    from semroute.routefile import line_of, read_yaml
+    from semroute.config.routefile import line_of, read_yaml
 
     data, node = read_yaml(path)
     entries = data.get("model_list") if isinstance(data, dict) else None

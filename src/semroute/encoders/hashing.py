@@ -1,9 +1,8 @@
-"""Test helpers that go through semroute's real seams.
+"""A hashing encoder: a deterministic stand-in for an embedding model, needing no model files.
 
-:class:`FakeEncoder` is a deterministic stand-in for an embedding model: each word is hashed to a
-signed coordinate, so texts sharing words are similar and unrelated texts are nearly orthogonal.
-It satisfies :class:`semroute.encoders.Encoder`, so indexes can be built and routed with it and no
-model at all.
+Each word is hashed to a signed coordinate, so texts sharing words are similar and unrelated texts
+are nearly orthogonal. It satisfies :class:`semroute.encoders.base.Encoder`, so indexes can be
+built and routed with it (tests use it as :class:`semroute.testing.FakeEncoder`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from semroute.encoders import Embeddings, EncoderInfo
+from semroute.encoders.base import Embeddings, EncoderInfo
 
 __all__ = ["FakeEncoder"]
 

@@ -3,7 +3,7 @@
 The query path runs an ONNX export of the sentence-transformers model with onnxruntime and the
 model's own fast tokenizer: no torch, no ``import sentence_transformers``, one intra-op thread.
 Index vectors come from the very same ONNX file, so queries and utterances live in one space.
-Exporting a model (which does need torch) is :mod:`semroute.export`'s job.
+Exporting a model (which does need torch) is :mod:`semroute.encoders.export`'s job.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class OnnxEncoder:
 
     @classmethod
     def load(cls, directory: str | Path, *, threads: int | None = 1) -> OnnxEncoder:
-        """Load an export written by :func:`semroute.export.export_onnx`.
+        """Load an export written by :func:`semroute.encoders.export.export_onnx`.
 
         ``threads`` is how many threads one model run may use: 1 suits routing single queries,
         ``None`` uses every core (building an index). An int8 export always runs a text on one
@@ -209,7 +209,7 @@ class StaticEncoder:
 
     No transformer runs at query time, so encoding takes tens of microseconds; the price is
     accuracy (docs/benchmarks.md). It is distilled from the same weights by
-    :func:`semroute.export.distill_static`.
+    :func:`semroute.encoders.export.distill_static`.
     """
 
     def __init__(self, model: Any, info: EncoderInfo) -> None:

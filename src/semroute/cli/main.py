@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from semroute.calibrate import OBJECTIVES
-from semroute.config import SCORERS
+from semroute.config.routes import SCORERS
 from semroute.errors import SemrouteError
 from semroute.text import printable
+from semroute.tuning.calibrate import OBJECTIVES
 
 log = logging.getLogger("semroute")
 
@@ -95,9 +95,9 @@ def build_index_cmd(routes: Path, out: Path, scorer: str | None, index_type: str
     Example:
       semroute build-index routes/ --out indexes/default
     """
-    from semroute.build import build_index
-    from semroute.config import load_routes
-    from semroute.report import progress as progress_bar
+    from semroute.cli.report import progress as progress_bar
+    from semroute.config.routes import load_routes
+    from semroute.tuning.build import build_index
 
     route_set = load_routes(routes)
     for warning in route_set.warnings:
@@ -133,7 +133,7 @@ def route_cmd(queries: tuple[str, ...], index_dir: Path | None, as_json: bool) -
       semroute route "translate 'good morning' into Spanish"
       semroute route "what's the capital of France?" --json
     """
-    from semroute.router import Router
+    from semroute.routing.router import Router
 
     router = Router.load(index_dir)
     decisions = [router.route(q) for q in queries]
@@ -141,7 +141,7 @@ def route_cmd(queries: tuple[str, ...], index_dir: Path | None, as_json: bool) -
         for decision in decisions:
             click.echo(json.dumps(decision.to_dict(), ensure_ascii=False))
         return
-    from semroute.report import console, print_decision
+    from semroute.cli.report import console, print_decision
 
     out = console()
     for query, decision in zip(queries, decisions, strict=True):
@@ -157,7 +157,7 @@ def validate_cmd(routes: Path) -> None:
     Example:
       semroute validate routes/
     """
-    from semroute.config import load_routes
+    from semroute.config.routes import load_routes
 
     route_set = load_routes(routes)
     for warning in route_set.warnings:
@@ -179,8 +179,8 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
     Example:
       semroute info --index indexes/default
     """
-    from semroute.index import RouteIndex
-    from semroute.router import default_index_path
+    from semroute.index.store import RouteIndex
+    from semroute.routing.router import default_index_path
 
     index = RouteIndex.load(index_dir or default_index_path(), check_routes=False)
     stale = index.staleness()
@@ -216,7 +216,7 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
-    from semroute.report import console, print_info
+    from semroute.cli.report import console, print_info
 
     print_info(console(), summary)
 
@@ -239,8 +239,8 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
     """
     import warnings
 
-    from semroute.models import UnknownPriceWarning
-    from semroute.router import Router
+    from semroute.config.deployments import UnknownPriceWarning
+    from semroute.routing.router import Router
 
     router = Router.load(index_dir)
     with warnings.catch_warnings(record=True) as caught:
@@ -252,7 +252,7 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
-    from semroute.report import console, print_dispatch
+    from semroute.cli.report import console, print_dispatch
 
     # The answer is the provider's text: it must not drive the terminal either.
     click.echo(printable((result.text or "").replace("\r\n", "\n")))
@@ -275,7 +275,7 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
       semroute stats logs/decisions.jsonl
       semroute stats logs/decisions.jsonl --json
     """
-    from semroute.decision_log import summarise
+    from semroute.dispatch.log import summarise
 
     try:
         with log_file.open(encoding="utf-8", errors="replace") as lines:
@@ -289,7 +289,7 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
         # allow_nan=False: NaN and Infinity are not JSON; to_dict() keeps every number finite.
         click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2, allow_nan=False))
         return
-    from semroute.report import console, print_stats
+    from semroute.cli.report import console, print_stats
 
     print_stats(console(), log_file, stats)
 
@@ -325,7 +325,7 @@ def import_cmd(
       semroute import train.jsonl --out routes/intents.yaml --default-model gpt-4o
       semroute import router.json --out routes/from-semantic-router.yaml
     """
-    from semroute.importers import import_file
+    from semroute.tuning.importers import import_file
 
     report = import_file(source, out, default_model=default_model, oos_label=oos_label, force=force)
     extra = f", {report.out_of_scope} out-of-scope examples" if report.out_of_scope else ""
@@ -370,9 +370,9 @@ def eval_cmd(
     Example:
       semroute eval --data test.jsonl --index indexes/default --plot eval.png
     """
-    from semroute.evaluate import evaluate, load_labelled
-    from semroute.report import console, plot_evaluation, print_evaluation
-    from semroute.router import Router
+    from semroute.cli.report import console, plot_evaluation, print_evaluation
+    from semroute.routing.router import Router
+    from semroute.tuning.evaluate import evaluate, load_labelled
 
     router = Router.load(index_dir)
     report, scores, truth = evaluate(router, load_labelled(data), oos_label=oos_label)
@@ -447,8 +447,8 @@ def calibrate_cmd(
       semroute calibrate --data val.jsonl --index indexes/default
       semroute calibrate --data val.jsonl --objective oos-recall --target 0.9 --dry-run
     """
-    from semroute.calibrate import calibrate_index
-    from semroute.report import console, print_calibration
+    from semroute.cli.report import console, print_calibration
+    from semroute.tuning.calibrate import calibrate_index
 
     result = calibrate_index(
         index_dir,
@@ -477,6 +477,6 @@ def schema_cmd() -> None:
     Example:
       semroute schema > route-file.schema.json
     """
-    from semroute.config import route_file_schema
+    from semroute.config.routes import route_file_schema
 
     click.echo(json.dumps(route_file_schema(), indent=2))

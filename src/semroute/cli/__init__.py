@@ -1,0 +1,5 @@
+"""The ``semroute`` command: click commands and their rich rendering."""
+
+from semroute.cli.main import main
+
+__all__ = ["main"]

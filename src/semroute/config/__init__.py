@@ -1,0 +1,1 @@
+"""Untrusted YAML in, frozen specs out: route files, LiteLLM deployments, credentials."""

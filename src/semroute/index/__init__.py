@@ -1,0 +1,1 @@
+"""Vectors and manifest on disk: the typed manifest, the vector store, loading and recovery."""

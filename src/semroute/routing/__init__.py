@@ -1,0 +1,1 @@
+"""Query in, Decision out: scoring, the decision rule, the learned head's use, conversations."""

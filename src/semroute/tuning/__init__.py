@@ -1,0 +1,1 @@
+"""Offline work on labelled data: building indexes, evaluation, calibration, import."""
