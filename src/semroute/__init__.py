@@ -89,10 +89,10 @@ _LAZY = {
     "complete": "semroute.routing.router",
     "acomplete": "semroute.routing.router",
     "AsyncDispatchStream": "semroute.dispatch.dispatcher",
-    "Attempt": "semroute.dispatch.dispatcher",
+    "Attempt": "semroute.records",
     "DispatchResult": "semroute.dispatch.dispatcher",
     "DispatchStream": "semroute.dispatch.dispatcher",
-    "Usage": "semroute.dispatch.dispatcher",
+    "Usage": "semroute.records",
     "UnknownPriceWarning": "semroute.config.deployments",
 }
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from semroute.decision import Decision
-    from semroute.dispatch.dispatcher import Attempt
+    from semroute.records import Attempt
 
 __all__ = [
     "CorruptIndexError",

@@ -38,9 +38,9 @@ from pydantic import (
     model_validator,
 )
 
+from semroute.config.conversation import ConversationSettings
 from semroute.config.secrets import env_references, literal_secrets
 from semroute.errors import RouteConfigError
-from semroute.routing.conversation import ConversationSettings
 
 if TYPE_CHECKING:
     import yaml

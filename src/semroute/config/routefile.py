@@ -27,9 +27,9 @@ from pydantic import (
     ValidationError,
 )
 
+from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, ModelSpec, json_ready
 from semroute.errors import RouteConfigError
-from semroute.routing.conversation import ConversationSpec
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semroute.config.conversation import ConversationSettings
 from semroute.config.deployments import (
     DispatchConfig,
     DispatchSettings,
@@ -42,7 +43,6 @@ from semroute.config.routefile import (
     validate_route_data,
 )
 from semroute.errors import RouteConfigError
-from semroute.routing.conversation import ConversationSettings
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -31,6 +31,7 @@ from semroute.dispatch.log import entry, open_log
 from semroute.dispatch.providers import import_litellm, provider_for, run_in_background
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream, text_of
 from semroute.errors import DispatchError, InvalidQueryError
+from semroute.records import Attempt, Usage
 from semroute.routing.conversation import Message, as_messages
 
 if TYPE_CHECKING:
@@ -45,45 +46,6 @@ __all__ = [
     "acomplete",
     "complete",
 ]
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One model tried for a request: ``error`` is None for the one that answered."""
-
-    model: str
-    error: str | None
-    latency_ms: float
-    status: int | None = None
-    """The provider's HTTP status, when it sent one."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "status": self.status,
-            "error": self.error,
-            "latency_ms": round(self.latency_ms, 3),
-        }
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens a response used, as the provider reported them."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-    @classmethod
-    def of(cls, response: Any) -> Usage | None:
-        usage = getattr(response, "usage", None)
-        if usage is None:
-            return None
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        return cls(
-            prompt, completion, int(getattr(usage, "total_tokens", 0) or prompt + completion)
-        )
 
 
 @dataclass(frozen=True)

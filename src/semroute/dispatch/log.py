@@ -29,7 +29,7 @@ import semroute.text as text
 
 if TYPE_CHECKING:
     from semroute.decision import Decision
-    from semroute.dispatch.dispatcher import Attempt, Usage
+    from semroute.records import Attempt, Usage
 
 __all__ = ["LOG_ENV", "DecisionLog", "LogStats", "entry", "open_log", "summarise"]
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from semroute.dispatch.providers import run_in_background
 
 if TYPE_CHECKING:
-    from semroute.dispatch.dispatcher import Attempt, Call, Usage
+    from semroute.dispatch.dispatcher import Call
+    from semroute.records import Attempt, Usage
 
 __all__ = ["END", "AsyncDispatchStream", "DispatchStream", "text_of"]
 

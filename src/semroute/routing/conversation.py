@@ -14,11 +14,9 @@ from __future__ import annotations
 import dataclasses
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from semroute.config.conversation import ConversationSettings, ConversationSpec
 from semroute.decision import Decision, Reason
 from semroute.errors import InvalidQueryError
 
@@ -36,29 +34,6 @@ RouteBatch = Callable[[Sequence[str]], list[Decision]]
 
 # How many user turns a sticky conversation looks back over (each one is encoded).
 STICKY_HISTORY = 8
-
-
-class ConversationSpec(BaseModel):
-    """The `router.conversation` mapping of a route file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    turns: int = Field(
-        default=1, ge=1, le=20, strict=True, description="How many latest user turns to route on."
-    )
-    sticky: bool = Field(
-        default=False,
-        strict=True,
-        description="Keep a conversation on its route unless a new turn clearly matches another.",
-    )
-
-
-@dataclass(frozen=True)
-class ConversationSettings:
-    """Validated `router.conversation` settings."""
-
-    turns: int = 1
-    sticky: bool = False
 
 
 def as_messages(query: str | Sequence[Message]) -> list[dict[str, Any]]:
