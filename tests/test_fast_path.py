@@ -352,7 +352,7 @@ def _manifest(path: Path) -> dict[str, Any]:
 def _retrieved_routes(router: Router, query: str) -> set[str]:
     """The routes owning at least one of the query's NEIGHBOURS nearest vectors in the graph."""
     vector = FakeEncoder().encode([query]).vectors
-    _, ids = router.index.faiss.search(vector, NEIGHBOURS)
+    _, ids = router.index.store.search(vector, NEIGHBOURS)
     return {r.name for r in router.routes for i in ids[0] if r.start <= i < r.stop}
 
 
@@ -436,7 +436,7 @@ def test_out_of_scope_examples_are_never_a_routes_closest_utterance(
     queries = corpus.oos_queries(20, seed=5) + [q for _, q in corpus.queries(1, seed=6)]
     oos_retrieved = 0
     for q in queries:
-        _, ids = index.faiss.search(FakeEncoder().encode([q]).vectors, NEIGHBOURS)
+        _, ids = index.store.search(FakeEncoder().encode([q]).vectors, NEIGHBOURS)
         oos_retrieved += int((ids[0] >= first_oos).any())
         for s in router.route(q).scores:
             if s.utterance is not None:

@@ -19,7 +19,7 @@ import yaml
 
 from semroute import Decision, InvalidQueryError, Reason, Router
 from semroute.encoders.base import Embeddings, Encoder, EncoderInfo
-from semroute.routing.router import CHARS_PER_TOKEN, READ_WINDOWS
+from semroute.routing.query import CHARS_PER_TOKEN, READ_WINDOWS
 from semroute.routing.scoring import hybrid
 from semroute.testing import FakeEncoder
 from semroute.tuning.build import build_index

@@ -262,19 +262,36 @@ def test_a_fifo_in_place_of_an_index_file_is_refused_without_blocking(fake_index
 
 
 def test_calibrated_thresholds_keep_the_index_loadable(fake_index: Path) -> None:
-    from semroute.index.store import read_manifest, write_manifest
+    from semroute.index.manifest import Manifest
 
-    manifest = read_manifest(fake_index)
-    manifest["routes"][0]["threshold"] = 0.25
-    write_manifest(fake_index, manifest)
+    manifest = Manifest.read(fake_index)
+    n = len(manifest.routes)
+    manifest.with_thresholds([0.25] * n, {}, fake_index).write(fake_index)
     assert RouteIndex.load(fake_index).routes[0].threshold == 0.25
-    manifest["routes"][0]["threshold"] = float("nan")
     with pytest.raises(CorruptIndexError, match="not a finite number"):
-        write_manifest(fake_index, manifest)
-    manifest["routes"][0]["threshold"] = 2.0
+        manifest.with_thresholds([float("nan")] * n, {}, fake_index)
     with pytest.raises(CorruptIndexError, match="threshold"):
-        write_manifest(fake_index, manifest)
+        manifest.with_thresholds([2.0] * n, {}, fake_index)
     assert RouteIndex.load(fake_index).routes[0].threshold == 0.25
+
+
+def test_a_manifest_with_fitted_thresholds_changes_nothing_else(fake_index: Path) -> None:
+    from semroute.index.manifest import Manifest
+
+    before = Manifest.read(fake_index)
+    n = len(before.routes)
+    after = before.with_thresholds([0.125] * n, {"objective": "cost"}, fake_index)
+    after.write(fake_index)
+    again = Manifest.read(fake_index)
+    assert [r.threshold for r in again.routes] == [0.125] * n
+    assert again.calibration == {"objective": "cost"}
+    expected = before.to_dict()
+    for r in expected["routes"]:
+        r["threshold"] = 0.125
+    assert again.to_dict() == {**expected, "calibration": {"objective": "cost"}}
+    with pytest.raises(CorruptIndexError, match="threshold"):
+        before.with_thresholds([2.0] * n, {}, fake_index)
+    assert RouteIndex.load(fake_index).routes[0].threshold == 0.125
 
 
 def test_writers_share_one_lock_whichever_path_names_the_index(
@@ -300,7 +317,7 @@ def _load_in_a_loop(path: str, ready: Any, stop: Any, failures: Any) -> None:
     while not stop.is_set():
         try:
             index = RouteIndex.load(path, check_routes=False)
-            assert len(index.utterances) == index.manifest["index"]["count"]
+            assert len(index.utterances) == index.manifest.index.count
         except (SemrouteError, AssertionError) as exc:
             failures.put(f"{type(exc).__name__}: {exc}")
             return
@@ -442,8 +459,8 @@ def test_a_damaged_cached_export_is_made_again(private_cache: Path) -> None:
 def test_encoder_json_without_inputs_is_an_encoder_error(
     private_cache: Path, tmp_path: Path
 ) -> None:
-    from semroute.encoders.base import OnnxEncoder
     from semroute.encoders.export import ensure_encoder
+    from semroute.encoders.onnx import OnnxEncoder
 
     copy = tmp_path / "export"
     shutil.copytree(ensure_encoder(DEFAULT_ENCODER, "onnx-int8"), copy)
@@ -479,6 +496,6 @@ def test_search_turns_approximate_just_past_the_documented_limit(tmp_path: Path)
     out = tmp_path / "idx"
     encoder = FakeEncoder(dim=8)
     build_index(routes(20_000), out, encoder=encoder)
-    assert RouteIndex.load(out).manifest["index"]["type"] == "flat"
+    assert RouteIndex.load(out).manifest.index.type == "flat"
     build_index(routes(20_001), out, encoder=encoder)
-    assert RouteIndex.load(out).manifest["index"]["type"] == "hnsw"
+    assert RouteIndex.load(out).manifest.index.type == "hnsw"

@@ -9,7 +9,7 @@ import pytest
 
 import semroute
 from semroute import Decision, InvalidQueryError, Reason, Router
-from semroute.routing.router import default_router
+from semroute.api import default_router
 from semroute.testing import FakeEncoder
 from semroute.tuning.build import build_index
 from tests.conftest import write_routes

@@ -16,7 +16,8 @@ from hypothesis.extra import numpy as hnp
 from semroute import CorruptIndexError, Reason, Router
 from semroute.config.routes import SCORERS
 from semroute.index.head import Head, fit_head
-from semroute.routing.scoring import HYBRID_WEIGHT, centroids, choose, decide, hybrid, top_k_mean
+from semroute.routing.rule import choose, contenders, decide
+from semroute.routing.scoring import HYBRID_WEIGHT, SCORING, centroids, hybrid, top_k_mean
 from semroute.testing import FakeEncoder
 from semroute.tuning.build import build_index
 from tests.conftest import ROUTES_YAML, write_routes
@@ -136,9 +137,12 @@ def test_choose_agrees_with_decide_row_by_row(
     conf, thresholds = case
     chosen = choose(conf, thresholds, min_margin)
     assert chosen.shape == (len(conf),)
-    for row, got in zip(conf, chosen, strict=True):
+    top, held = contenders(conf, min_margin)
+    for row, got, r, h in zip(conf, chosen, top, held, strict=True):
         want, reason, _, _ = decide(row, thresholds, min_margin)
         assert got == want, (row, reason)
+        # What calibration sweeps: routed exactly when the held confidence clears the threshold.
+        assert (h >= thresholds[r]) == (want >= 0), (row, h)
 
 
 def test_choose_and_decide_agree_when_the_margin_is_min_margin_up_to_rounding() -> None:
@@ -316,6 +320,7 @@ def scorer_indexes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_every_scorer_is_covered() -> None:
     assert set(SCORERS) == {"nearest", "top5", "centroid", "head", "hybrid"}
+    assert set(SCORING) == set(SCORERS)  # every name the route files accept has a scorer
 
 
 def _closest(query: str, route: str) -> tuple[str, float]:

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from semroute.decision import Reason
-from semroute.routing.scoring import best_per_route, decide, route_of_vectors
+from semroute.routing.rule import decide
+from semroute.routing.scoring import best_per_route, route_of_vectors
 
 
 @st.composite

@@ -9,41 +9,48 @@ and never an index that quietly routes wrong.
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
 import os
 import re
-import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from semroute.config.deployments import DispatchConfig
 from semroute.config.routes import SCORERS
+from semroute.errors import REBUILD_HINT as REBUILD
 from semroute.errors import CorruptIndexError, IndexNotFoundError
+from semroute.files import atomic_write
+from semroute.index.checksums import MANIFEST, checksums_of
 from semroute.index.head import HEAD_FILE
 from semroute.text import printable
 
+# MANIFEST and checksums_of live in semroute.index.checksums; importable from here as before.
 __all__ = [
     "FORMAT",
+    "MANIFEST",
     "Manifest",
     "checksums_of",
     "is_index_folder",
-    "open_files",
     "parse_manifest",
-    "read_manifest",
-    "verify_checksums",
-    "write_manifest",
 ]
 
 FORMAT = 2
 """2: every file of the index has a checksum in the manifest."""
-MANIFEST = "manifest.json"
 FAISS_FILE = "index.faiss"
 UTTERANCES = "utterances.json"
 ENCODER_DIR = "encoder"
-REBUILD = "run `semroute build-index`"
 OUT_OF_SCOPE_CLASS = "(out of scope)"
 MAX_MANIFEST_BYTES = 64 << 20
 """Far above any real manifest (a 150-route index's is about 60 kB); a bigger one is refused
@@ -119,7 +126,12 @@ class SourcesEntry(_Part):
 
 
 class Manifest(_Part):
-    """What ``manifest.json`` holds (see :mod:`semroute.index.store` for the folder around it)."""
+    """What ``manifest.json`` holds (see :mod:`semroute.index.store` for the folder around it).
+
+    Obtained validated from :meth:`read` or :meth:`create`; changed by :meth:`with_thresholds`
+    into a new value; written by :meth:`write`. The JSON is kept as it was read, so writing a
+    manifest back changes nothing but what was changed.
+    """
 
     format: Literal[2]
     semroute_version: str
@@ -186,9 +198,99 @@ class Manifest(_Part):
             raise ValueError(f"no checksum for {', '.join(missing)}")
         return self
 
+    _json: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of the index at ``path``, validated; raises :class:`CorruptIndexError`."""
+    # --- reading, creating, changing, writing ---
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        """The manifest of the index at ``path``, validated; raises :class:`CorruptIndexError`
+        (or :class:`IndexNotFoundError` when nothing is there)."""
+        return _read(path)
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        semroute_version: str,
+        built_at: str,
+        build_seconds: float,
+        encoder: Mapping[str, Any],
+        scorer: str,
+        routes_digest: str,
+        sources: Mapping[str, Any],
+        settings: Mapping[str, Any],
+        routes: Sequence[Mapping[str, Any]],
+        count: int,
+        dispatch: Mapping[str, Any],
+        index: Mapping[str, Any],
+        head_classes: Sequence[str] | None,
+        calibration: Mapping[str, Any] | None,
+        checksums: Mapping[str, str],
+    ) -> Manifest:
+        """A new index's manifest, validated (``path``: the index, for messages).
+
+        ``encoder``, ``settings``, each of ``routes`` and ``index`` hold the fields of
+        :class:`EncoderEntry`, :class:`SettingsEntry`, :class:`RouteEntry` and
+        :class:`IndexEntry` (``index``: without ``file`` and ``count``).
+        """
+        n_route_vectors = int(routes[-1]["vectors"][1]) if routes else 0
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "semroute_version": semroute_version,
+            "built_at": built_at,
+            "encoder": dict(encoder),
+            "scorer": scorer,
+            "routes_digest": routes_digest,
+            "sources": dict(sources),
+            "settings": dict(settings),
+            "routes": [dict(r) for r in routes],
+            "out_of_scope": {"vectors": [n_route_vectors, count]},
+            "dispatch": dict(dispatch),
+            "index": {"file": FAISS_FILE, **index, "count": count},
+            "utterances_file": UTTERANCES,
+        }
+        if head_classes is not None:
+            data["head"] = {"file": HEAD_FILE, "classes": list(head_classes)}
+        if calibration is not None:
+            data["calibration"] = dict(calibration)
+        data["checksums"] = dict(checksums)
+        data["build_seconds"] = build_seconds
+        return _from_dict(data, path)
+
+    def with_thresholds(
+        self, thresholds: Sequence[float], calibration: Mapping[str, Any], path: Path
+    ) -> Manifest:
+        """This manifest with one threshold per route (in route order) and a record of the
+        calibration that fitted them; validated (``path``: the index, for messages)."""
+        data = self.to_dict()
+        data["routes"] = [
+            # Full precision: a fitted threshold sits exactly on an observed confidence, and
+            # rounding it up would send that row to the default model.
+            dict(r, threshold=float(t))
+            for r, t in zip(data["routes"], thresholds, strict=True)
+        ]
+        data["calibration"] = dict(calibration)
+        return _from_dict(data, path)
+
+    def write(self, path: Path) -> None:
+        """Replace the manifest of the index at ``path`` atomically."""
+        atomic_write(path / MANIFEST, _dump(self._json, path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON data (a copy)."""
+        return copy.deepcopy(self._json)
+
+    # --- what the rest of semroute asks ---
+
+    @property
+    def approximate(self) -> bool:
+        """True when queries search an approximate (HNSW) index instead of every example."""
+        return self.index.type == "hnsw"
+
+
+def _read(path: Path) -> Manifest:
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
         if not path.exists():
@@ -204,7 +306,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         os.close(fd)
 
 
-def parse_manifest(fd: int, path: Path) -> dict[str, Any]:
+def parse_manifest(fd: int, path: Path) -> Manifest:
     """The manifest read from the open file ``fd``, validated (``path``: for messages)."""
     try:
         if os.fstat(fd).st_size > MAX_MANIFEST_BYTES:
@@ -218,8 +320,9 @@ def parse_manifest(fd: int, path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CorruptIndexError(f"{MANIFEST} is not a JSON object; {REBUILD}", path=path)
     _check_format(data.get("format"), path)
-    validate(raw, path)
-    return data
+    manifest = validate(raw, path)
+    manifest._json = data
+    return manifest
 
 
 def validate(raw: bytes | str, path: Path) -> Manifest:
@@ -232,98 +335,22 @@ def validate(raw: bytes | str, path: Path) -> Manifest:
     return manifest
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Replace an index's manifest atomically (used by tools that refit thresholds).
-
-    The new manifest is validated first: a tool cannot leave behind an index that will not load.
-    """
+def _dump(data: dict[str, Any], path: Path) -> str:
     try:
-        text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False)
+        return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
         raise CorruptIndexError(
             f"refusing to write a manifest holding a value that is not a finite number ({exc})",
             path=path,
         ) from exc
-    validate(text, path)
-    tmp = path / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path / MANIFEST)
 
 
-def checksum(file: Path) -> str:
-    h = hashlib.sha256()
-    with file.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def checksums_of(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` (except the manifest), by relative POSIX path."""
-    return {
-        f.relative_to(folder).as_posix(): checksum(f)
-        for f in sorted(folder.rglob("*"))
-        if f.is_file() and f.name != MANIFEST
-    }
-
-
-def open_files(dir_fd: int, manifest: dict[str, Any], path: Path) -> dict[str, int]:
-    """Open every file the manifest lists, relative to the open folder ``dir_fd``. Refuses a
-    missing file, and anything but a regular file (a FIFO or a device in its place would block
-    or never end when read). The caller closes the descriptors."""
-    fds: dict[str, int] = {}
-    try:
-        for name in manifest["checksums"]:
-            try:
-                fds[name] = os.open(name, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dir_fd)
-                regular = stat.S_ISREG(os.fstat(fds[name]).st_mode)
-            except FileNotFoundError as exc:
-                raise CorruptIndexError(f"{name} is missing; {REBUILD}", path=path) from exc
-            except OSError as exc:
-                raise CorruptIndexError(
-                    f"{name} is unreadable ({exc.strerror or exc}); {REBUILD}", path=path
-                ) from exc
-            if not regular:
-                raise CorruptIndexError(f"{name} is not a regular file; {REBUILD}", path=path)
-    except CorruptIndexError:
-        for fd in fds.values():
-            os.close(fd)
-        raise
-    return fds
-
-
-def verify_checksums(path: Path, manifest: dict[str, Any], fds: dict[str, int]) -> None:
-    """Refuse the index if any of its files (open as ``fds``, see :func:`open_files`) differs
-    from what the build wrote. Files are hashed side by side: hashlib releases the GIL, and
-    loading a 15,000-utterance index hashes about 45 MB."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    expected: dict[str, str] = manifest["checksums"]
-    names = sorted(expected, key=lambda n: -os.fstat(fds[n]).st_size)  # the biggest first
-    with ThreadPoolExecutor(max(1, min(len(names), os.cpu_count() or 1))) as pool:
-        found = dict(zip(names, pool.map(lambda n: _checksum_fd(fds[n]), names), strict=True))
-    for name in names:
-        if found[name] is None:
-            raise CorruptIndexError(f"{name} is unreadable; {REBUILD}", path=path)
-        if found[name] != expected[name]:
-            raise CorruptIndexError(
-                f"{name} is damaged or not the file this index was built with (its checksum "
-                f"differs); {REBUILD}",
-                path=path,
-            )
-
-
-def _checksum_fd(fd: int) -> str | None:
-    # pread: the hash neither moves nor depends on the descriptor's offset.
-    h = hashlib.sha256()
-    offset = 0
-    try:
-        while block := os.pread(fd, 1 << 20, offset):
-            h.update(block)
-            offset += len(block)
-    except OSError:
-        return None
-    return h.hexdigest()
+def _from_dict(data: dict[str, Any], path: Path) -> Manifest:
+    """``data`` validated as a manifest, exactly as it would be read back once written."""
+    text = _dump(data, path)
+    manifest = validate(text, path)
+    manifest._json = json.loads(text)
+    return manifest
 
 
 def _read_all(fd: int) -> bytes:

@@ -26,13 +26,14 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semroute.config.routes import file_digest, load_routes, route_files
 from semroute.encoders.base import EncoderInfo
+from semroute.errors import REBUILD_HINT as REBUILD
 from semroute.errors import (
     CorruptIndexError,
     EncoderMismatchError,
@@ -41,44 +42,27 @@ from semroute.errors import (
     RouteConfigError,
     StaleIndexError,
 )
+from semroute.index.checksums import open_files, verify_checksums
 from semroute.index.head import Head
 from semroute.index.manifest import (
     ENCODER_DIR,
     FAISS_FILE,
-    FORMAT,
     MANIFEST,
-    REBUILD,
     UTTERANCES,
-    open_files,
+    Manifest,
     parse_manifest,
-    read_manifest,
-    verify_checksums,
-    write_manifest,
 )
-from semroute.index.vectors import vectors_of
+from semroute.index.vectors import VectorStore, read_store
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-# The file names, the format and the manifest functions live in semroute.index.manifest; they are
-# importable from here too, as they were before it existed.
-__all__ = [
-    "ENCODER_DIR",
-    "FAISS_FILE",
-    "FORMAT",
-    "MANIFEST",
-    "IndexedRoute",
-    "RouteIndex",
-    "read_manifest",
-    "write_manifest",
-]
+__all__ = ["IndexedRoute", "RouteIndex"]
 
 SWAP_WAIT = 2.0
 """Seconds a reader waits for a live build to finish swapping the index in (two renames)."""
 LOAD_ATTEMPTS = 3
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -95,50 +79,52 @@ class IndexedRoute:
 
 
 class RouteIndex:
-    """A loaded index: vectors, the route table and the manifest they came with."""
+    """A loaded index: the vector store, the route table and the manifest they came with."""
 
     def __init__(
         self,
         path: Path,
-        manifest: dict[str, Any],
-        vectors: npt.NDArray[np.float32],
+        manifest: Manifest,
+        store: VectorStore,
         utterances: list[str],
         head: Head | None = None,
-        faiss_index: Any = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
-        self.vectors = vectors
-        """Every stored vector: the routes' examples, then the out-of-scope examples."""
+        self.store = store
+        """Every example vector: the routes', then the out-of-scope examples'."""
         self.utterances = utterances
         self.head = head
-        self.faiss = faiss_index
-        """The FAISS index (also owns the memory ``vectors`` views)."""
         self.routes = tuple(
             IndexedRoute(
-                name=r["name"],
-                model=r["model"],
-                threshold=float(r["threshold"]),
-                start=int(r["vectors"][0]),
-                stop=int(r["vectors"][1]),
-                description=r.get("description"),
-                metadata=r.get("metadata") or {},
+                name=r.name,
+                model=r.model,
+                threshold=float(r.threshold),
+                start=int(r.vectors[0]),
+                stop=int(r.vectors[1]),
+                description=r.description,
+                metadata=r.metadata or {},
             )
-            for r in manifest["routes"]
+            for r in manifest.routes
         )
 
     @property
     def encoder_info(self) -> EncoderInfo:
-        return EncoderInfo(**self.manifest["encoder"])
+        return EncoderInfo(**self.manifest.encoder.model_dump())
 
     @property
     def scorer(self) -> str:
-        return str(self.manifest["scorer"])
+        return self.manifest.scorer
 
     @property
     def approximate(self) -> bool:
         """True when queries search an approximate (HNSW) index instead of every example."""
-        return bool(self.manifest["index"].get("type") == "hnsw")
+        return self.manifest.approximate
+
+    @property
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """Every stored vector: the routes' examples, then the out-of-scope examples."""
+        return self.store.vectors()
 
     @property
     def route_vectors(self) -> npt.NDArray[np.float32]:
@@ -151,7 +137,7 @@ class RouteIndex:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return dict(self.manifest["settings"])
+        return self.manifest.settings.model_dump()
 
     @classmethod
     def load(cls, path: str | Path, *, check_routes: bool = True) -> RouteIndex:
@@ -191,7 +177,7 @@ class RouteIndex:
         fds: dict[str, int] = {}
         try:
             manifest = _open_manifest(dir_fd, where)
-            fds = open_files(dir_fd, manifest, p)
+            fds = open_files(dir_fd, manifest.checksums, p)
             return cls._read_files(p, where, manifest, fds)
         finally:
             for fd in (dir_fd, *fds.values()):
@@ -199,11 +185,11 @@ class RouteIndex:
 
     @classmethod
     def _read_files(
-        cls, p: Path, where: Path, manifest: dict[str, Any], fds: dict[str, int]
+        cls, p: Path, where: Path, manifest: Manifest, fds: dict[str, int]
     ) -> RouteIndex:
         # First: FAISS and numpy trust the files they parse (a damaged header can ask FAISS for a
         # terabyte), so nothing is parsed until it is known to be what the build wrote.
-        verify_checksums(p, manifest, fds)
+        verify_checksums(p, manifest.checksums, fds)
         try:
             with open(fds[UTTERANCES], encoding="utf-8", closefd=False) as f:
                 utterances = json.load(f)
@@ -211,37 +197,37 @@ class RouteIndex:
             raise CorruptIndexError(f"{UTTERANCES} is unreadable; {REBUILD}", path=p) from exc
         if not isinstance(utterances, list) or not all(isinstance(u, str) for u in utterances):
             raise CorruptIndexError(f"{UTTERANCES} is not a list of texts; {REBUILD}", path=p)
-        faiss_index, vectors = _read_faiss(_fd_path(fds[FAISS_FILE]), p)
-        count = manifest["index"]["count"]
-        dim = manifest["encoder"]["dim"]
-        if vectors.shape != (count, dim) or len(utterances) != count:
+        store = _read_store(_fd_path(fds[FAISS_FILE]), p)
+        count = manifest.index.count
+        dim = manifest.encoder.dim
+        if (store.count, store.dim) != (count, dim) or len(utterances) != count:
             raise CorruptIndexError(
-                f"holds {vectors.shape[0]} vectors of dimension {vectors.shape[1]} and "
+                f"holds {store.count} vectors of dimension {store.dim} and "
                 f"{len(utterances)} utterances, the manifest says {count} of {dim}; {REBUILD}",
                 path=p,
             )
         head = None
-        if manifest.get("head"):
-            head = _read_head(_fd_path(fds[manifest["head"]["file"]]), manifest, p)
-        return cls(where, manifest, vectors, utterances, head, faiss_index)
+        if manifest.head:
+            head = _read_head(_fd_path(fds[manifest.head.file]), manifest, p)
+        return cls(where, manifest, store, utterances, head)
 
     def staleness(self) -> str | None:
         """Why this index no longer matches its route files, or None if it does (or they are gone)."""
-        src = self.manifest.get("sources") or {}
-        folder = _find_sources(self.path, src)
+        src = self.manifest.sources
+        folder = _find_sources(self.path, src.relative, src.absolute)
         if folder is None:
             return None
         try:
             current = {f.name: file_digest(f) for f in route_files(folder)}
         except RouteConfigError:
             return f"its route files in {folder} are gone"
-        if current == src.get("files") and _unchanged(src.get("model_files") or {}):
+        if current == src.files and _unchanged(src.model_files):
             return None
         try:
             digest = load_routes(folder).digest()
         except RouteConfigError as exc:
             return f"its route files changed and no longer validate ({exc})"
-        if digest != self.manifest["routes_digest"]:
+        if digest != self.manifest.routes_digest:
             return f"it was built from other routes than those now in {folder}"
         return None
 
@@ -262,21 +248,18 @@ class RouteIndex:
             )
 
 
-def _read_faiss(file: Path, index_path: Path) -> tuple[Any, npt.NDArray[np.float32]]:
-    import faiss
-
+def _read_store(file: Path, index_path: Path) -> VectorStore:
     try:
-        index = faiss.read_index(str(file))
-        return index, vectors_of(index)
+        return read_store(file)
     except RuntimeError as exc:
         raise CorruptIndexError(f"{FAISS_FILE} is unreadable; {REBUILD}", path=index_path) from exc
 
 
-def _open_manifest(dir_fd: int, where: Path) -> dict[str, Any]:
+def _open_manifest(dir_fd: int, where: Path) -> Manifest:
     try:
         fd = os.open(MANIFEST, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
-        return read_manifest(where)  # names what is missing or wrong
+        return Manifest.read(where)  # names what is missing or wrong
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise CorruptIndexError(f"{MANIFEST} is not a regular file; {REBUILD}", path=where)
@@ -290,16 +273,17 @@ def _fd_path(fd: int) -> Path:
     return Path(f"/dev/fd/{fd}")
 
 
-def _read_head(file: Path, manifest: dict[str, Any], p: Path) -> Head:
+def _read_head(file: Path, manifest: Manifest, p: Path) -> Head:
     try:
         head = Head.load(file)
     except (OSError, KeyError, ValueError) as exc:
         raise CorruptIndexError(f"the learned head is unreadable; {REBUILD}", path=p) from exc
-    classes = len(manifest["head"]["classes"])
+    assert manifest.head is not None
+    classes = len(manifest.head.classes)
     if (
-        head.coef.shape != (classes, manifest["encoder"]["dim"])
+        head.coef.shape != (classes, manifest.encoder.dim)
         or head.intercept.shape != (classes,)
-        or head.n_routes != len(manifest["routes"])
+        or head.n_routes != len(manifest.routes)
     ):
         raise CorruptIndexError(f"the learned head does not fit its routes; {REBUILD}", path=p)
     return head
@@ -313,8 +297,8 @@ def _unchanged(files: dict[str, str]) -> bool:
         return False
 
 
-def _find_sources(index_path: Path, src: dict[str, Any]) -> Path | None:
-    for candidate in (src.get("relative"), src.get("absolute")):
+def _find_sources(index_path: Path, relative: str | None, absolute: str | None) -> Path | None:
+    for candidate in (relative, absolute):
         if candidate is None:
             continue
         folder = (index_path / candidate) if not Path(candidate).is_absolute() else Path(candidate)

@@ -1,20 +1,31 @@
-"""Which FAISS structure holds the vectors, chosen by size.
+"""Where the example vectors live: the :class:`VectorStore` interface and FAISS behind it.
 
 Up to ``FLAT_LIMIT`` route utterances the index is exact: every query is compared with every
 example (a flat inner-product index, searched with FAISS's single-threaded kernel). Beyond that
 an exact scan costs more than the encoder, so the index is an HNSW graph and each query looks at
 its ``NEIGHBOURS`` nearest examples. The build measures how well the graph agrees with exact
 search on the index's own embeddings and records it in the manifest.
+
+Another store (Qdrant, pgvector) implements :class:`VectorStore`; FAISS is imported only here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FLAT_LIMIT", "NEIGHBOURS", "make_index", "vectors_of"]
+__all__ = [
+    "FLAT_LIMIT",
+    "NEIGHBOURS",
+    "FaissStore",
+    "VectorStore",
+    "build_store",
+    "choose_type",
+    "read_store",
+]
 
 FLAT_LIMIT = 20_000
 HNSW_M = 32
@@ -23,6 +34,100 @@ HNSW_EF_SEARCH = 128
 NEIGHBOURS = 100
 RECALL_SAMPLE = 1000
 
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+class VectorStore(Protocol):
+    """Unit-length example vectors, searched by inner product (cosine)."""
+
+    @property
+    def count(self) -> int:
+        """How many vectors are stored."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def approximate(self) -> bool:
+        """True when :meth:`search` walks a graph instead of comparing every vector."""
+        ...
+
+    def similarities(self, queries: FloatArray, stop: int) -> FloatArray:
+        """Exact cosine of each query to each of the first ``stop`` vectors: (queries, stop)."""
+        ...
+
+    def search(self, queries: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
+        """Each query's ``k`` most similar vectors, best first: (similarities, positions), with
+        position -1 padding a short list."""
+        ...
+
+    def vectors(self) -> FloatArray:
+        """Every stored vector, in position order (read-only use)."""
+        ...
+
+
+class FaissStore:
+    """A FAISS flat (exact) or HNSW (approximate) inner-product index."""
+
+    def __init__(self, index: Any) -> None:
+        import faiss
+
+        self._index = index
+        self._vectors = _vectors_of(index)
+        self._approximate = not isinstance(index, faiss.IndexFlat)
+
+    @property
+    def count(self) -> int:
+        return int(self._vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._vectors.shape[1])
+
+    @property
+    def approximate(self) -> bool:
+        return self._approximate
+
+    def similarities(self, queries: FloatArray, stop: int) -> FloatArray:
+        vectors = self._vectors[:stop]
+        if len(queries) > 1:
+            out: FloatArray = queries @ vectors.T  # BLAS: best for throughput
+            return out
+        # One query: FAISS's single-threaded SIMD kernel. numpy's multi-threaded BLAS would
+        # have to wake a worker thread after the encoder ran, which costs milliseconds when
+        # the other core is busy.
+        import faiss
+
+        n, dim = vectors.shape
+        sims = np.empty((1, n), dtype=np.float32)
+        query = np.ascontiguousarray(queries[0], dtype=np.float32)
+        faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
+            faiss.swig_ptr(sims), faiss.swig_ptr(query), faiss.swig_ptr(vectors), dim, n
+        )
+        return sims
+
+    def search(self, queries: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
+        sims, ids = self._index.search(queries, k)
+        return sims, ids
+
+    def vectors(self) -> FloatArray:
+        return self._vectors
+
+    def write(self, file: Path) -> None:
+        """Save the index to ``file`` (what :func:`read_store` reads)."""
+        import faiss
+
+        faiss.write_index(self._index, str(file))
+
+
+def read_store(file: Path) -> FaissStore:
+    """The index saved at ``file``; raises RuntimeError when FAISS cannot read it."""
+    import faiss
+
+    return FaissStore(faiss.read_index(str(file)))
+
 
 def choose_type(n_route_vectors: int, requested: str = "auto") -> str:
     if requested != "auto":
@@ -30,18 +135,18 @@ def choose_type(n_route_vectors: int, requested: str = "auto") -> str:
     return "flat" if n_route_vectors <= FLAT_LIMIT else "hnsw"
 
 
-def make_index(
-    vectors: npt.NDArray[np.float32], owner: npt.NDArray[np.int64], kind: str
-) -> tuple[Any, dict[str, Any]]:
-    """Build the FAISS index over ``vectors``; ``owner`` is each vector's route (-1: none).
-    Returns the index and what the manifest should say about it."""
+def build_store(
+    vectors: FloatArray, owner: IntArray, kind: str
+) -> tuple[FaissStore, dict[str, Any]]:
+    """Index ``vectors`` as a ``kind`` ("flat" or "hnsw") store; ``owner`` is each vector's route
+    (-1: none). Returns the store and what the manifest should say about it."""
     import faiss
 
     dim = vectors.shape[1]
     if kind == "flat":
         flat = faiss.IndexFlatIP(dim)
         flat.add(vectors)
-        return flat, {"type": "flat", "metric": "inner_product"}
+        return FaissStore(flat), {"type": "flat", "metric": "inner_product"}
     index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     index.add(vectors)
@@ -53,14 +158,12 @@ def make_index(
         "ef_construction": HNSW_EF_CONSTRUCTION,
         "ef_search": HNSW_EF_SEARCH,
         "neighbours": NEIGHBOURS,
-        **measure_agreement(index, vectors, owner),
+        **_measure_agreement(index, vectors, owner),
     }
-    return index, meta
+    return FaissStore(index), meta
 
 
-def measure_agreement(
-    index: Any, vectors: npt.NDArray[np.float32], owner: npt.NDArray[np.int64]
-) -> dict[str, Any]:
+def _measure_agreement(index: Any, vectors: FloatArray, owner: IntArray) -> dict[str, Any]:
     """Recall@10 and nearest-route agreement of ``index`` against exact search, using a sample
     of the index's own utterance vectors as queries (each one's own vector left out)."""
     import faiss
@@ -87,7 +190,7 @@ def measure_agreement(
     }
 
 
-def vectors_of(index: Any) -> npt.NDArray[np.float32]:
+def _vectors_of(index: Any) -> FloatArray:
     """The stored vectors as a numpy view (no copy; valid while ``index`` lives)."""
     import faiss
 

@@ -4,31 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
-import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semroute.config.deployments import DispatchConfig
 from semroute.decision import Decision, Reason, RouteScore
-from semroute.encoders.base import Encoder, OnnxEncoder, StaticEncoder
-from semroute.errors import CorruptIndexError, InvalidQueryError
+from semroute.encoders.base import Encoder
+from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
 from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
 from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.conversation import Message, route_messages
+from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
+from semroute.routing.rule import decide
 from semroute.routing.scoring import (
+    Evidence,
     best_per_route,
     centroids,
-    decide,
     from_neighbours,
-    hybrid,
+    scorer_for,
     top_k_mean,
 )
 from semroute.text import clean, is_blank
@@ -36,16 +34,13 @@ from semroute.text import clean, is_blank
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from semroute.dispatch.dispatcher import AsyncDispatchStream, DispatchResult, DispatchStream
+    from semroute.config.conversation import ConversationSettings
 
 __all__ = [
     "DEFAULT_INDEX",
     "Router",
     "Scores",
-    "acomplete",
-    "complete",
-    "default_router",
-    "route",
+    "default_index_path",
 ]
 
 DEFAULT_INDEX = Path("indexes") / "default"
@@ -53,33 +48,6 @@ DEFAULT_CACHE_SIZE = 4096
 SCORE_CHUNK = 256
 ENCODE_CHUNK = 1024
 INDEX_ENV = "SEMROUTE_INDEX"
-
-CHARS_PER_TOKEN = 128
-"""Characters a query may hold per token of the encoder's window before it is cut.
-
-A WordPiece tokenizer (BERT's, which sentence-transformers models use) reads a word of up to
-``max_input_chars_per_word`` (100) characters as at least one token, so with its separator a
-token covers at most 101 characters; SentencePiece and BPE pieces are shorter still. A cut text
-of ``max_tokens * CHARS_PER_TOKEN`` characters, with whitespace runs and invisible characters
-squeezed out, therefore still fills the window when it is cut at a space, and the encoder sees
-exactly the tokens it would have seen in the whole text. Only words longer than 100 characters,
-which WordPiece reads as one unknown token, can defeat the bound: such a query is routed on its
-start and says it was truncated."""
-
-READ_WINDOWS = 16
-"""How many windows' worth of characters a long query is read for words before it is cut: a
-query padded with more than that much whitespace or invisible characters is routed on its start
-(and says it was truncated), so padding cannot make routing slow."""
-
-# What BERT's normaliser drops (C0/C1 controls, zero-width, bidi and invisible format characters,
-# the byte-order mark) and whitespace runs, which its pre-tokeniser reads as one separator.
-# Squeezing them out of a long query lets padding neither push words past the cut nor cost time.
-_DROPPED = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u2064\u2066-\u206f\ufeff]+"
-)
-_ASCII_DROPPED = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
-_SPACES = re.compile(r"\s{2,}|[^\S ]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,28 +85,29 @@ class Router:
         self.default_model: str = settings["default_model"]
         self.min_margin = float(settings.get("min_margin", 0.0))
         self.scorer = index.scorer
+        self._scorer = scorer_for(self.scorer)
+        self._store = index.store
         self._starts = np.array([r.start for r in index.routes], dtype=np.int64)
+        self._stop = index.routes[-1].stop
         self._thresholds = np.array([r.threshold for r in index.routes], dtype=np.float32)
-        self._vectors = np.ascontiguousarray(index.route_vectors)
         self._head = index.head
-        if self.scorer in ("head", "hybrid") and self._head is None:
+        if self._scorer.needs_head and self._head is None:
             raise CorruptIndexError(
-                f"scorer {self.scorer!r} needs a learned head and the index has none; "
-                "run `semroute build-index`",
+                f"scorer {self.scorer!r} needs a learned head and the index has none; {REBUILD_HINT}",
                 path=index.path,
             )
         self._centroids = (
-            centroids(self._vectors, self._starts) if self.scorer == "centroid" else None
+            centroids(index.route_vectors, self._starts) if self._scorer.needs_centroids else None
         )
         self._owner = None
         self._sizes = np.array([r.stop - r.start for r in index.routes], dtype=np.int64)
         if index.approximate and not exact:
-            self._owner = np.full(len(index.vectors), -1, dtype=np.int64)
+            self._owner = np.full(self._store.count, -1, dtype=np.int64)
             for i, r in enumerate(index.routes):
                 self._owner[r.start : r.stop] = i
         self._window = encoder.info.max_tokens * CHARS_PER_TOKEN
         # Repeated queries skip the encoder and the similarity search.
-        self._scored = _QueryCache(cache_size, self._score_one) if cache_size > 0 else None
+        self._scored = QueryCache(cache_size, self._score_one) if cache_size > 0 else None
 
     @classmethod
     def load(
@@ -174,7 +143,7 @@ class Router:
         ``query`` is a string or an OpenAI-style message list (see :mod:`semroute.routing.conversation`).
         """
         if not isinstance(query, str):
-            return route_messages(query, self.dispatch_config.conversation, self.route_batch)
+            return route_messages(query, self.conversation, self.route_batch)
         started = time.perf_counter()
         text, cut = self._prepare(query)
         if not text:
@@ -196,11 +165,11 @@ class Router:
         """
         if type(query) is not str:
             query = str.__str__(query)  # a subclass's own methods are not ours to call
-        text, cut = _fit(query, self._window)
+        text, cut = fit(query, self._window)
         text = clean(text)
         return ("", False) if is_blank(text) else (text, cut)
 
-    def _score_one(self, query: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]:
+    def _score_one(self, query: str) -> Scored:
         emb = self.encoder.encode([query])
         conf, best = self._confidence(emb.vectors)
         conf.flags.writeable = best.flags.writeable = False  # shared through the cache
@@ -272,50 +241,28 @@ class Router:
                 conf[rows], best[rows] = self._confidence(part)
         return Scores(conf, best, truncated, empty)
 
-    def _similarities(self, queries: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Cosine similarity of each query to every example (all vectors are unit length)."""
-        if len(queries) > 1:
-            return queries @ self._vectors.T  # BLAS: best for throughput
-        # One query: FAISS's single-threaded SIMD kernel. numpy's multi-threaded BLAS would
-        # have to wake a worker thread after the encoder ran, which costs milliseconds when
-        # the other core is busy.
-        import faiss
-
-        n, dim = self._vectors.shape
-        out = np.empty((1, n), dtype=np.float32)
-        query = np.ascontiguousarray(queries[0], dtype=np.float32)
-        faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
-            faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(self._vectors), dim, n
-        )
-        return out
-
     def _confidence(
         self, queries: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Every route's confidence for each query vector, and each route's closest example."""
+        top_k: Callable[[int], npt.NDArray[np.float32]]
         if self._owner is not None:
             # Approximate index: only the query's nearest examples are scored.
-            sims, ids = self.index.faiss.search(queries, NEIGHBOURS)
-            n = len(self.index.routes)
-            nearest, best = from_neighbours(sims, ids, self._owner, n)
-            top5 = None
-            if self.scorer == "top5":
-                top5 = from_neighbours(sims, ids, self._owner, n, 5, self._sizes)[0]
+            sims, ids = self._store.search(queries, NEIGHBOURS)
+            owner, n, sizes = self._owner, len(self._starts), self._sizes
+            nearest, best = from_neighbours(sims, ids, owner, n)
+
+            def top_k(k: int) -> npt.NDArray[np.float32]:
+                return from_neighbours(sims, ids, owner, n, k, sizes)[0]
         else:
-            sims = self._similarities(queries)
+            sims = self._store.similarities(queries, self._stop)
             nearest, best = best_per_route(sims, self._starts)
-            top5 = top_k_mean(sims, self._starts, 5) if self.scorer == "top5" else None
-        if self.scorer == "nearest":
-            return nearest, best
-        if top5 is not None:
-            return top5, best
-        if self.scorer == "centroid":
-            assert self._centroids is not None
-            return queries @ self._centroids.T, best
-        assert self._head is not None
-        probabilities = self._head.probabilities(queries)
-        if self.scorer == "head":
-            return probabilities, best
-        return hybrid(probabilities, nearest), best
+
+            def top_k(k: int) -> npt.NDArray[np.float32]:
+                return top_k_mean(sims, self._starts, k)
+
+        evidence = Evidence(queries, nearest, top_k, self._head, self._centroids)
+        return self._scorer.confidence(evidence), best
 
     def _decision(
         self,
@@ -354,44 +301,10 @@ class Router:
             truncated=truncated,
         )
 
-    # --- dispatch (semroute.dispatch.dispatcher does the work; LiteLLM loads on the first call) ---
-
     @functools.cached_property
-    def dispatch_config(self) -> DispatchConfig:
-        """Declared models, fallback chains, dispatch and conversation settings of the index."""
-        return DispatchConfig.from_dict(self.index.manifest.get("dispatch") or {})
-
-    @overload
-    def complete(
-        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
-    ) -> DispatchResult: ...
-    @overload
-    def complete(
-        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
-    ) -> DispatchStream: ...
-    def complete(
-        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
-    ) -> DispatchResult | DispatchStream:
-        """Route ``messages`` and send them to the chosen model; see :func:`semroute.complete`."""
-        from semroute.dispatch.dispatcher import complete
-
-        return complete(self, messages, stream=stream, **kwargs)
-
-    @overload
-    async def acomplete(
-        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
-    ) -> DispatchResult: ...
-    @overload
-    async def acomplete(
-        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
-    ) -> AsyncDispatchStream: ...
-    async def acomplete(
-        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
-    ) -> DispatchResult | AsyncDispatchStream:
-        """The asynchronous :meth:`complete`; see :func:`semroute.acomplete`."""
-        from semroute.dispatch.dispatcher import acomplete
-
-        return await acomplete(self, messages, stream=stream, **kwargs)
+    def conversation(self) -> ConversationSettings:
+        """How message lists are routed: the index's `router.conversation` settings."""
+        return DispatchConfig.from_dict(self.index.manifest.dispatch).conversation
 
     def _empty(self, started: float, latency_ms: float | None = None) -> Decision:
         routes = self.index.routes
@@ -426,91 +339,11 @@ def _kind(value: object) -> str:
     return "a single string" if isinstance(value, str) else type(value).__name__
 
 
-def _fit(text: str, window: int) -> tuple[str, bool]:
-    """``text`` cut to at most ``window`` characters, and whether anything visible was cut.
-
-    A longer text first loses what BERT's normaliser and pre-tokeniser would ignore anyway
-    (:data:`_DROPPED`, whitespace runs), chunk by chunk and only as far as the cut needs (at most
-    :data:`READ_WINDOWS` chunks), then is cut at the last space before ``window`` so no word is
-    split.
-    """
-    if len(text) <= window:
-        return text, False
-    kept: list[str] = []
-    size = pos = 0
-    after_space = True  # a leading space is kept only once, as a separator would be
-    while pos < len(text) and size <= window + 1 and pos < READ_WINDOWS * window:
-        part = _squeeze(text[pos : pos + window])
-        pos += window
-        if after_space and part.startswith(" "):
-            part = part[1:]  # the rest of a whitespace run that straddled two chunks
-        if part:
-            kept.append(part)
-            size += len(part)
-            after_space = part.endswith(" ")
-    squeezed = "".join(kept).rstrip(" ")
-    if len(squeezed) <= window:
-        # All read; or the read limit was hit, and what is left may hold words.
-        rest = text[pos:]
-        return squeezed, bool(rest) and not rest.isspace()
-    space = squeezed.rfind(" ", window // 2, window + 1)
-    return squeezed[: space if space > 0 else window], True
-
-
-def _squeeze(text: str) -> str:
-    if text.isascii():  # the common case, at C speed: a regex class tests every character
-        text = text.encode("ascii").translate(None, _ASCII_DROPPED).decode("ascii")
-    else:
-        text = _DROPPED.sub("", text)
-    return _SPACES.sub(" ", text)
-
-
-class _QueryCache:
-    """The scores of recent queries, least recently used first out.
-
-    Keyed by a digest of the text the encoder saw, so an entry is a few hundred bytes (one
-    float and one int per route) however long the query was. Thread-safe; two threads missing
-    the same query at once both compute it, as with :func:`functools.lru_cache`.
-    """
-
-    def __init__(
-        self,
-        maxsize: int,
-        compute: Callable[[str], tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]],
-    ) -> None:
-        self._maxsize = maxsize
-        self._compute = compute
-        self._entries: OrderedDict[
-            bytes, tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]
-        ] = OrderedDict()
-        self._lock = threading.Lock()
-        self._hits = self._misses = 0
-
-    def __call__(self, text: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], bool]:
-        key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-                self._hits += 1
-                return found
-            self._misses += 1
-        value = self._compute(text)
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._maxsize:
-                self._entries.popitem(last=False)
-        return value
-
-    def info(self) -> functools._CacheInfo:
-        with self._lock:
-            return functools._CacheInfo(self._hits, self._misses, self._maxsize, len(self._entries))
-
-
 def _encoder_for(index: RouteIndex) -> Encoder:
     info = index.encoder_info
     if info.kind in ("onnx", "static"):
+        from semroute.encoders.onnx import OnnxEncoder
+        from semroute.encoders.static import StaticEncoder
         from semroute.errors import EncoderError
 
         try:
@@ -519,7 +352,7 @@ def _encoder_for(index: RouteIndex) -> Encoder:
             return OnnxEncoder.load(encoder_path(index), threads=1)
         except EncoderError as exc:
             raise CorruptIndexError(
-                f"its encoder files are unusable ({exc}); run `semroute build-index`",
+                f"its encoder files are unusable ({exc}); {REBUILD_HINT}",
                 path=index.path,
             ) from exc
     if info.kind == "fake":
@@ -531,58 +364,3 @@ def _encoder_for(index: RouteIndex) -> Encoder:
 
 def default_index_path() -> Path:
     return Path(os.environ.get(INDEX_ENV) or DEFAULT_INDEX)
-
-
-_routers: dict[Path, Router] = {}
-_routers_lock = threading.Lock()
-
-
-def default_router() -> Router:
-    """The router for ``$SEMROUTE_INDEX`` (or ``indexes/default``), loaded once per process."""
-    path = default_index_path().resolve()
-    router = _routers.get(path)
-    if router is None:
-        with _routers_lock:
-            router = _routers.get(path)
-            if router is None:
-                router = _routers[path] = Router.load(path)
-    return router
-
-
-def route(query: str | Sequence[Message]) -> Decision:
-    """Route ``query`` with the default router (see :func:`default_router`)."""
-    return default_router().route(query)
-
-
-@overload
-def complete(
-    messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
-) -> DispatchResult: ...
-@overload
-def complete(
-    messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
-) -> DispatchStream: ...
-def complete(
-    messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
-) -> DispatchResult | DispatchStream:
-    """Route ``messages`` with the default router and dispatch them through LiteLLM.
-
-    ``model=`` pins a model (no routing); ``stream=True`` returns a stream of chunks; every
-    other keyword goes to LiteLLM. See :func:`semroute.dispatch.dispatcher.complete`.
-    """
-    return default_router().complete(messages, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
-
-
-@overload
-async def acomplete(
-    messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
-) -> DispatchResult: ...
-@overload
-async def acomplete(
-    messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
-) -> AsyncDispatchStream: ...
-async def acomplete(
-    messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
-) -> DispatchResult | AsyncDispatchStream:
-    """The asynchronous :func:`complete`."""
-    return await default_router().acomplete(messages, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]

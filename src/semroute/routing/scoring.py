@@ -1,25 +1,37 @@
-"""Pure functions: similarities → per-route confidence → decision.
+"""Per-route confidence: pure functions over similarities, and the scorers built from them.
 
 Vectors of one route are stored contiguously, so a route is the slice ``starts[r]:starts[r+1]``
 and per-route reductions are single ``numpy.ufunc.reduceat`` calls with no Python loop over routes.
+
+Each scorer named in the route files' ``router.scorer`` (:data:`semroute.config.routefile.SCORERS`)
+has one entry in :data:`SCORING`; a new scorer is a function and an entry there. What turns the
+confidences into a decision is :mod:`semroute.routing.rule`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
 
-from semroute.decision import Reason
+if TYPE_CHECKING:
+    from semroute.index.head import Head
 
 __all__ = [
     "HYBRID_WEIGHT",
+    "SCORING",
+    "Evidence",
+    "Scorer",
     "best_per_route",
     "centroids",
-    "choose",
-    "decide",
     "from_neighbours",
     "hybrid",
     "route_of_vectors",
+    "scorer_for",
     "top_k_mean",
 ]
 
@@ -124,37 +136,74 @@ def hybrid(probabilities: FloatArray, nearest: FloatArray) -> FloatArray:
     return out
 
 
-def decide(
-    confidence: FloatArray, thresholds: FloatArray, min_margin: float
-) -> tuple[int, Reason, float, IntArray]:
-    """Pick a route for one query from every route's confidence.
-
-    Only the best route is considered: if it is under its own threshold the query goes to the
-    default model even when a runner-up clears a lower threshold, because the runner-up is by
-    definition the worse match. Returns (route index or -1, reason, margin, order best first).
-    The margin is best minus runner-up (minus 0 when there is a single route).
-    """
-    order = np.argsort(-confidence, kind="stable")
-    top = int(order[0])
-    runner_up = float(confidence[order[1]]) if len(order) > 1 else 0.0
-    margin = float(confidence[top]) - runner_up
-    if confidence[top] < thresholds[top]:
-        return -1, Reason.BELOW_THRESHOLD, margin, order
-    if margin < min_margin:
-        return -1, Reason.AMBIGUOUS, margin, order
-    return top, Reason.MATCHED, margin, order
+# --- scorers -----------------------------------------------------------------------------------
 
 
-def choose(conf: FloatArray, thresholds: FloatArray, min_margin: float) -> IntArray:
-    """:func:`decide` for many queries at once: each row's route index, or -1 for the default."""
-    conf = np.atleast_2d(conf)
-    top = np.argmax(conf, axis=1)
-    best = conf[np.arange(len(conf)), top]
-    if conf.shape[1] > 1:
-        runner_up = np.partition(conf, -2, axis=1)[:, -2]
-    else:
-        runner_up = np.zeros(len(conf), dtype=conf.dtype)
-    # The margin in float64, exactly as decide() computes it, so eval agrees with route().
-    margin = best.astype(np.float64) - runner_up.astype(np.float64)
-    routed = (best >= thresholds[top]) & (margin >= min_margin)
-    return np.where(routed, top, -1).astype(np.int64)
+@dataclass(frozen=True)
+class Evidence:
+    """What a batch of queries shows about each route, for a scorer to turn into confidence."""
+
+    queries: FloatArray
+    """(queries, dim) unit query vectors."""
+    nearest: FloatArray
+    """(queries, routes): similarity to each route's closest example."""
+    top_k_mean: Callable[[int], FloatArray]
+    """(queries, routes) mean of each route's ``k`` closest examples, computed on demand."""
+    head: Head | None
+    centroids: FloatArray | None
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How one scorer turns :class:`Evidence` into per-route confidence."""
+
+    name: str
+    confidence: Callable[[Evidence], FloatArray]
+    needs_head: bool = False
+    """The index must hold a learned head (see :mod:`semroute.index.head`)."""
+    needs_centroids: bool = False
+    """The router precomputes each route's centroid (see :func:`centroids`)."""
+
+
+def _nearest(e: Evidence) -> FloatArray:
+    return e.nearest
+
+
+def _top5(e: Evidence) -> FloatArray:
+    return e.top_k_mean(5)
+
+
+def _centroid(e: Evidence) -> FloatArray:
+    assert e.centroids is not None
+    out: FloatArray = e.queries @ e.centroids.T
+    return out
+
+
+def _head(e: Evidence) -> FloatArray:
+    assert e.head is not None
+    return e.head.probabilities(e.queries)
+
+
+def _hybrid(e: Evidence) -> FloatArray:
+    assert e.head is not None
+    return hybrid(e.head.probabilities(e.queries), e.nearest)
+
+
+SCORING: Mapping[str, Scorer] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            Scorer("hybrid", _hybrid, needs_head=True),
+            Scorer("head", _head, needs_head=True),
+            Scorer("nearest", _nearest),
+            Scorer("centroid", _centroid, needs_centroids=True),
+            Scorer("top5", _top5),
+        )
+    }
+)
+"""Every scorer by name; the names are the ones the route files accept."""
+
+
+def scorer_for(name: str) -> Scorer:
+    """The scorer called ``name``; KeyError for a name the route files would not accept."""
+    return SCORING[name]
