@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from semroute.cli.main import main
-from semroute.dispatch.log import DecisionLog, open_log, summarise
+from semroute.dispatch.log import DecisionLog, DecisionLogs, summarise
 
 
 def test_threads_never_interleave_or_lose_lines(tmp_path: Path) -> None:
@@ -62,13 +62,18 @@ def test_semroute_log_wins_over_the_configured_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SEMROUTE_LOG", raising=False)
-    assert open_log(None) is None
-    configured = open_log(str(tmp_path / "a.jsonl"))
+    logs = DecisionLogs()
+    assert logs.open(None) is None
+    configured = logs.open(str(tmp_path / "a.jsonl"))
     assert configured is not None and configured.path == tmp_path / "a.jsonl"
-    assert open_log(str(tmp_path / "a.jsonl")) is configured  # one writer (and lock) per file
+    assert logs.open(str(tmp_path / "a.jsonl")) is configured  # one writer (and lock) per file
     monkeypatch.setenv("SEMROUTE_LOG", str(tmp_path / "b.jsonl"))
-    env = open_log(str(tmp_path / "a.jsonl"))
+    env = logs.open(str(tmp_path / "a.jsonl"))
     assert env is not None and env.path == tmp_path / "b.jsonl"
+    configured.write({"request_id": "a"})
+    logs.close()  # closes every file; the next write reopens it
+    configured.write({"request_id": "b"})
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 2
 
 
 def record(i: int, **fields: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,9 +12,9 @@ from typing import Any, TypeVar
 import pytest
 
 import semroute
-from semroute import DispatchError, Reason, UnknownPriceWarning
-from semroute.testing.fake_provider import FakeProvider
-from tests.dispatching import KEY, KEY_ENV, build, deployment, log_lines
+from semroute import Dispatcher, DispatchError, Reason, Router, UnknownPriceWarning
+from semroute.testing import FakeProvider
+from tests.provider_kit import KEY, KEY_ENV, build, deployment, log_lines
 
 T = TypeVar("T")
 
@@ -41,8 +42,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def test_happy_path_answers_from_the_routed_model(tmp_path: Path, provider: FakeProvider) -> None:
-    router = build(tmp_path, provider)
-    result = router.complete("will it rain today")
+    router, dispatcher = build(tmp_path, provider)
+    result = dispatcher.complete("will it rain today", router=router)
     assert result.decision.route == "weather"
     assert result.model == "weather-model"
     assert result.text == "Hello from weather-model."
@@ -56,8 +57,8 @@ def test_happy_path_answers_from_the_routed_model(tmp_path: Path, provider: Fake
 def test_failover_walks_the_chain_in_order(tmp_path: Path, provider: FakeProvider) -> None:
     provider.error("weather-model", status=500)
     provider.malformed("backup")
-    router = build(tmp_path, provider)
-    result = router.complete("will it rain today")
+    router, dispatcher = build(tmp_path, provider)
+    result = dispatcher.complete("will it rain today", router=router)
     assert result.model == "last-resort"
     assert result.text == "Hello from last-resort."
     assert [a.model for a in result.attempts] == ["weather-model", "backup", "last-resort"]
@@ -73,22 +74,24 @@ def test_default_model_falls_back_to_default_fallbacks(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.error("frontier", status=503)
-    result = build(tmp_path, provider).complete("explain quantum entanglement")
+    router, dispatcher = build(tmp_path, provider)
+    result = dispatcher.complete("explain quantum entanglement", router=router)
     assert result.decision.route is None and result.decision.model == "frontier"
     assert (result.model, result.fallbacks) == ("backup", ("frontier",))
 
 
 def test_rate_limited_model_fails_over(tmp_path: Path, provider: FakeProvider) -> None:
     provider.error("weather-model", status=429, retry_after=30)
-    result = build(tmp_path, provider).complete("will it rain today")
+    router, dispatcher = build(tmp_path, provider)
+    result = dispatcher.complete("will it rain today", router=router)
     assert result.model == "backup"
     assert result.attempts[0].status == 429
 
 
 def test_hanging_model_times_out_and_fails_over(tmp_path: Path, provider: FakeProvider) -> None:
     provider.hang("weather-model")
-    router = build(tmp_path, provider, dispatch={"timeout": 0.3})
-    result = router.complete("will it rain today")
+    router, dispatcher = build(tmp_path, provider, dispatch={"timeout": 0.3})
+    result = dispatcher.complete("will it rain today", router=router)
     assert result.model == "backup"
     assert (result.attempts[0].error or "").startswith("Timeout")
 
@@ -98,9 +101,9 @@ def test_every_model_failing_raises_dispatch_error_listing_attempts(
 ) -> None:
     for name in ("weather-model", "backup", "last-resort"):
         provider.error(name, status=500)
-    router = build(tmp_path, provider)
+    router, dispatcher = build(tmp_path, provider)
     with pytest.raises(DispatchError) as caught:
-        router.complete("will it rain today")
+        dispatcher.complete("will it rain today", router=router)
     err = caught.value
     assert [a.model for a in err.attempts] == ["weather-model", "backup", "last-resort"]
     assert all(a.error and a.status == 500 for a in err.attempts)
@@ -114,7 +117,8 @@ def test_every_model_failing_raises_dispatch_error_listing_attempts(
 
 def test_streaming_yields_chunks_after_the_decision(tmp_path: Path, provider: FakeProvider) -> None:
     provider.error("weather-model", status=500)
-    stream = build(tmp_path, provider).complete("will it rain today", stream=True)
+    router, dispatcher = build(tmp_path, provider)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
     # Decided, and failed over, before the first chunk is read.
     assert stream.decision.route == "weather"
     assert stream.model == "backup"
@@ -135,16 +139,17 @@ def test_a_stream_that_breaks_before_its_first_chunk_fails_over(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.malformed("weather-model")
-    stream = build(tmp_path, provider).complete("will it rain today", stream=True)
+    router, dispatcher = build(tmp_path, provider)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
     assert stream.model == "backup"
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
 def test_async_streaming(tmp_path: Path, provider: FakeProvider) -> None:
-    router = build(tmp_path, provider)
+    router, dispatcher = build(tmp_path, provider)
 
     async def main() -> tuple[str, str | None]:
-        stream = await router.acomplete("will it rain today", stream=True)
+        stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         return text, stream.text
 
@@ -155,7 +160,8 @@ def test_async_streaming(tmp_path: Path, provider: FakeProvider) -> None:
 def test_usage_and_cost_from_prices_registered_in_the_config(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
-    result = build(tmp_path, provider).complete("will it rain today")
+    router, dispatcher = build(tmp_path, provider)
+    result = dispatcher.complete("will it rain today", router=router)
     assert result.usage is not None
     # The fake provider counts words: "will it rain today" in, "Hello from weather-model." out.
     assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (4, 3)
@@ -179,7 +185,8 @@ def test_cost_from_litellms_cost_map_for_a_known_model(
         },
         *(deployment(provider, n) for n in ("weather-model", "backup", "last-resort")),
     ]
-    result = build(tmp_path, provider, models=models).complete("explain quantum entanglement")
+    router, dispatcher = build(tmp_path, provider, models=models)
+    result = dispatcher.complete("explain quantum entanglement", router=router)
     assert result.model == "frontier"
     assert result.usage is not None
     # gpt-4o-mini: $0.15 / $0.60 per million tokens in / out.
@@ -196,9 +203,9 @@ def test_a_model_without_a_price_costs_none_with_a_warning(
     }
     unpriced["litellm_params"]["api_key"] = f"os.environ/{KEY_ENV}"
     models = [deployment(provider, n) for n in ("frontier", "weather-model", "last-resort")]
-    router = build(tmp_path, provider, models=[*models, unpriced])
+    _, dispatcher = build(tmp_path, provider, models=[*models, unpriced])
     with pytest.warns(UnknownPriceWarning, match="'backup'"):
-        result = router.complete("hi", model="backup")
+        result = dispatcher.complete("hi", model="backup")
     assert result.cost_usd is None
     assert result.usage is not None
 
@@ -207,21 +214,21 @@ def test_pinned_model_is_not_routed_and_has_no_fallbacks(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.error("backup", status=500)
-    router = build(tmp_path, provider)
+    _, dispatcher = build(tmp_path, provider)
     with pytest.raises(DispatchError) as caught:
-        router.complete("will it rain today", model="backup")
+        dispatcher.complete("will it rain today", model="backup")
     assert [a.model for a in caught.value.attempts] == ["backup"]
     assert caught.value.decision is not None
     assert caught.value.decision.reason == Reason.PINNED
     provider.answer("backup")
-    result = router.complete("will it rain today", model="backup", fallbacks=["frontier"])
+    result = dispatcher.complete("will it rain today", model="backup", fallbacks=["frontier"])
     assert (result.model, result.decision.route) == ("backup", None)
 
 
 def test_pinned_plain_litellm_model_string(tmp_path: Path, provider: FakeProvider) -> None:
-    router = build(tmp_path, provider)
+    _, dispatcher = build(tmp_path, provider)
     with pytest.warns(UnknownPriceWarning):
-        result = router.complete(
+        result = dispatcher.complete(
             "hi", model="openai/adhoc", api_base=provider.url, api_key="sk-adhoc-9999"
         )
     assert result.text == "Hello from adhoc."
@@ -235,7 +242,8 @@ def test_messages_and_litellm_parameters_reach_the_provider(
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "will it rain today"},
     ]
-    result = build(tmp_path, provider).complete(messages, temperature=0.2, max_tokens=50)
+    router, dispatcher = build(tmp_path, provider)
+    result = dispatcher.complete(messages, router=router, temperature=0.2, max_tokens=50)
     assert result.decision.route == "weather"
     body = provider.requests[0].body
     assert body["messages"] == messages
@@ -247,9 +255,9 @@ def test_keys_never_reach_errors_or_the_log(tmp_path: Path, provider: FakeProvid
     provider.error("weather-model", status=401)
     provider.error("backup", status=401)
     provider.error("last-resort", status=401)
-    router = build(tmp_path, provider, dispatch={"log_content": True})
+    router, dispatcher = build(tmp_path, provider, dispatch={"log_content": True})
     with pytest.raises(DispatchError) as caught:
-        router.complete("will it rain today")
+        dispatcher.complete("will it rain today", router=router)
     assert provider.requests[0].authorization == f"Bearer {KEY}"
     assert KEY not in str(caught.value)
     assert all(KEY not in (a.error or "") for a in caught.value.attempts)
@@ -262,19 +270,19 @@ def test_keys_never_reach_errors_or_the_log(tmp_path: Path, provider: FakeProvid
 def test_an_unset_key_variable_is_named_in_the_attempt(
     tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    router = build(tmp_path, provider)
+    router, dispatcher = build(tmp_path, provider)
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(DispatchError, match=f"environment variable {KEY_ENV} is not set"):
-        router.complete("will it rain today")
+        dispatcher.complete("will it rain today", router=router)
 
 
 def test_one_log_line_per_request_without_content_by_default(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.error("weather-model", status=500)
-    router = build(tmp_path, provider)
-    first = router.complete("will it rain today")
-    router.complete("good morning friend")
+    router, dispatcher = build(tmp_path, provider)
+    first = dispatcher.complete("will it rain today", router=router)
+    dispatcher.complete("good morning friend", router=router)
     lines = log_lines(tmp_path)
     assert len(lines) == 2
     line = lines[0]
@@ -293,9 +301,9 @@ def test_one_log_line_per_request_without_content_by_default(
 def test_semroute_log_overrides_the_configured_path(
     tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    router = build(tmp_path, provider)
+    router, dispatcher = build(tmp_path, provider)
     monkeypatch.setenv("SEMROUTE_LOG", str(tmp_path / "elsewhere.jsonl"))
-    router.complete("will it rain today")
+    dispatcher.complete("will it rain today", router=router)
     assert not (tmp_path / "decisions.jsonl").exists()
     assert len((tmp_path / "elsewhere.jsonl").read_text().splitlines()) == 1
 
@@ -318,10 +326,13 @@ def test_200_concurrent_requests_with_30_percent_failures_all_answer(
     # and the log must hold one well-formed line per request.
     provider.flaky("weather-model", rate=0.3)
     provider.flaky("backup", rate=0.3)
-    router = build(tmp_path, provider)
+    router, dispatcher = build(tmp_path, provider)
 
     async def main() -> list[Any]:
-        calls = [router.acomplete(f"will it rain today, question {i}") for i in range(200)]
+        calls = [
+            dispatcher.acomplete(f"will it rain today, question {i}", router=router)
+            for i in range(200)
+        ]
         return await asyncio.gather(*calls)
 
     results = run(main())
@@ -344,9 +355,58 @@ def test_a_model_litellm_cannot_set_up_fails_over_and_says_why(
 ) -> None:
     models = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
     models.append({"model_name": "weather-model", "litellm_params": {"model": "no-provider-x"}})
-    router = build(tmp_path, provider, models=models)
-    result = router.complete("will it rain today")  # the other models still answer
+    router, dispatcher = build(tmp_path, provider, models=models)
+    result = dispatcher.complete(
+        "will it rain today", router=router
+    )  # the other models still answer
     assert result.model == "backup"
     assert "LiteLLM could not set this model up" in (result.attempts[0].error or "")
     with pytest.raises(DispatchError, match="name its provider"):
-        router.complete("hi", model="another-model-without-provider")
+        dispatcher.complete("hi", model="another-model-without-provider")
+
+
+def test_a_dispatcher_needs_a_router_unless_a_model_is_pinned(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    _, dispatcher = build(tmp_path, provider)
+    with pytest.raises(TypeError, match="router="):
+        dispatcher.complete("will it rain today")
+    assert provider.requests == []
+
+
+def test_a_closed_dispatcher_closes_its_log_and_reopens_it_on_the_next_request(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    router, _ = build(tmp_path, provider)
+    with Dispatcher.for_index(router.index) as dispatcher:
+        assert dispatcher.complete("will it rain today", router=router).model == "weather-model"
+    assert dispatcher.complete("hello there", router=router).model == "frontier"
+    dispatcher.close()
+    assert [line["route"] for line in log_lines(tmp_path)] == ["weather", "greeting"]
+
+
+def test_synchronous_calls_of_every_dispatcher_share_one_loop_thread(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    def loop_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "semroute-dispatch")
+
+    router, first = build(tmp_path, provider)
+    first.complete("will it rain today", router=router)
+    second = Dispatcher.for_index(router.index)
+    second.complete("will it rain today", router=router)
+    assert loop_threads() == 1
+
+
+def test_router_complete_still_works_with_a_deprecation_warning(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    build(tmp_path, provider)
+    router = Router.load(tmp_path / "index")
+    with pytest.warns(DeprecationWarning, match="Dispatcher.for_index"):
+        result = router.complete("will it rain today")
+    assert (result.decision.route, result.model) == ("weather", "weather-model")
+    with pytest.warns(DeprecationWarning, match="semroute.acomplete"):
+        result = run(router.acomplete("hello there"))
+    assert result.model == "frontier"
+    assert len(log_lines(tmp_path)) == 2

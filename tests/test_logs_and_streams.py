@@ -18,8 +18,8 @@ import pytest
 
 from semroute import DispatchError
 from semroute.dispatch.log import DecisionLog, summarise
-from semroute.testing.fake_provider import FakeProvider
-from tests.dispatching import KEY, KEY_ENV, build, log_lines
+from semroute.testing import FakeProvider
+from tests.provider_kit import KEY, KEY_ENV, build, log_lines
 
 T = TypeVar("T")
 
@@ -71,8 +71,8 @@ def test_an_answer_with_a_lone_surrogate_is_answered_and_logged_as_utf8(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.answer("weather-model", text="fix \ud800 this")
-    router = build(tmp_path, provider, dispatch={**PATIENT, "log_content": True})
-    result = router.complete("will it rain today")
+    router, dispatcher = build(tmp_path, provider, dispatch={**PATIENT, "log_content": True})
+    result = dispatcher.complete("will it rain today", router=router)
     assert result.text == "fix \ud800 this"  # the caller gets what the provider sent
     (raw,) = (tmp_path / "decisions.jsonl").read_bytes().splitlines()
     line = strict_json(raw)
@@ -139,12 +139,12 @@ def test_a_request_logged_to_a_fifo_is_answered_with_a_warning(
 ) -> None:
     fifo = tmp_path / "decisions.fifo"
     os.mkfifo(fifo)
-    router = build(tmp_path, provider, dispatch={**PATIENT, "log": str(fifo)})
+    router, dispatcher = build(tmp_path, provider, dispatch={**PATIENT, "log": str(fifo)})
     outcome: list[Any] = []
 
     def request() -> None:
         with pytest.warns(RuntimeWarning, match="decision log"):
-            outcome.append(router.complete("will it rain today").text)
+            outcome.append(dispatcher.complete("will it rain today", router=router).text)
 
     thread = threading.Thread(target=request, daemon=True)
     thread.start()
@@ -198,7 +198,8 @@ def test_a_stream_that_breaks_midway_raises_dispatch_error_and_logs_it(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.break_stream("weather-model", after=2, text="rain is likely tomorrow")
-    stream = build(tmp_path, provider, dispatch=PATIENT).complete("will it rain today", stream=True)
+    router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
     assert stream.model == "weather-model"
     received: list[Any] = []
     with pytest.raises(DispatchError, match="broke") as info:
@@ -216,10 +217,10 @@ def test_an_async_stream_that_breaks_midway_raises_dispatch_error_and_logs_it(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.break_stream("weather-model", after=3, text="rain is likely tomorrow")
-    router = build(tmp_path, provider, dispatch=PATIENT)
+    router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
 
     async def main() -> tuple[list[Any], DispatchError | None]:
-        stream = await router.acomplete("will it rain today", stream=True)
+        stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
         received: list[Any] = []
         try:
             async for chunk in stream:
@@ -239,7 +240,8 @@ def test_a_stream_broken_before_its_first_chunk_fails_over(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.break_stream("weather-model", after=0)
-    stream = build(tmp_path, provider, dispatch=PATIENT).complete("will it rain today", stream=True)
+    router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
     assert stream.model == "backup"
     assert text_of(list(stream)) == "Hello from backup."
     (line,) = log_lines(tmp_path)
@@ -248,7 +250,8 @@ def test_a_stream_broken_before_its_first_chunk_fails_over(
 
 def test_close_writes_the_log_line_once(tmp_path: Path, provider: FakeProvider) -> None:
     provider.answer("weather-model", text="rain is likely tomorrow afternoon")
-    stream = build(tmp_path, provider, dispatch=PATIENT).complete("will it rain today", stream=True)
+    router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
     chunks = iter(stream)
     next(chunks)
     assert log_lines(tmp_path) == []  # still streaming
@@ -263,7 +266,8 @@ def test_close_writes_the_log_line_once(tmp_path: Path, provider: FakeProvider) 
 def test_close_before_the_first_chunk_is_read_writes_the_log_line(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
-    stream = build(tmp_path, provider, dispatch=PATIENT).complete("will it rain today", stream=True)
+    router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
     stream.close()
     (line,) = log_lines(tmp_path)
     assert line["request_id"] == stream.request_id
@@ -271,7 +275,8 @@ def test_close_before_the_first_chunk_is_read_writes_the_log_line(
 
 def test_leaving_the_with_block_writes_the_log_line(tmp_path: Path, provider: FakeProvider) -> None:
     provider.answer("weather-model", text="rain is likely tomorrow afternoon")
-    stream = build(tmp_path, provider, dispatch=PATIENT).complete("will it rain today", stream=True)
+    router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
     with stream as open_stream:
         assert open_stream is stream
         next(iter(stream))
@@ -282,16 +287,18 @@ def test_leaving_the_with_block_writes_the_log_line(tmp_path: Path, provider: Fa
 
 def test_aclose_and_async_with_write_the_log_line(tmp_path: Path, provider: FakeProvider) -> None:
     provider.answer("weather-model", text="rain is likely tomorrow afternoon")
-    router = build(tmp_path, provider, dispatch=PATIENT)
+    router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
 
     async def main() -> list[int]:
         seen = []
-        stream = await router.acomplete("will it rain today", stream=True)
+        stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
         await anext(aiter(stream))
         seen.append(len(log_lines(tmp_path)))
         await stream.aclose()
         seen.append(len(log_lines(tmp_path)))
-        async with await router.acomplete("will it rain today", stream=True) as other:
+        async with await dispatcher.acomplete(
+            "will it rain today", router=router, stream=True
+        ) as other:
             await anext(aiter(other))
             seen.append(len(log_lines(tmp_path)))
         seen.append(len(log_lines(tmp_path)))

@@ -51,3 +51,30 @@ def test_routing_loads_neither_torch_nor_litellm(fake_index, query: str) -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["weather", []]
+
+
+def test_router_and_dispatcher_are_exported_and_router_load_keeps_the_subclass(
+    fake_index,  # type: ignore[no-untyped-def]
+) -> None:
+    from semroute.routing.router import Router as RoutingRouter
+
+    router = semroute.Router.load(fake_index)
+    assert type(router) is semroute.Router and isinstance(router, RoutingRouter)
+    dispatcher = semroute.Dispatcher.for_index(router.index)
+    assert dispatcher.default_model == router.default_model
+
+
+def test_the_old_fake_provider_module_still_imports_with_a_deprecation_warning() -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error'); "
+        "from semroute.fake_provider import FakeProvider"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1 and "DeprecationWarning" in out.stderr
+    assert "from semroute.testing import FakeProvider" in out.stderr
+    code = (
+        "import warnings; warnings.simplefilter('ignore'); "
+        "from semroute.fake_provider import FakeProvider; "
+        "from semroute.testing import FakeProvider as New; assert FakeProvider is New"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

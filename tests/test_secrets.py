@@ -19,13 +19,18 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from semroute import DispatchError, InvalidQueryError, RouteConfigError, load_routes
+from semroute import (
+    Dispatcher,
+    DispatchError,
+    InvalidQueryError,
+    RouteConfigError,
+    Router,
+    load_routes,
+)
 from semroute.cli.main import main
-from semroute.routing.router import Router
-from semroute.testing import FakeEncoder
-from semroute.testing.fake_provider import FakeProvider
+from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
-from tests.dispatching import KEY, KEY_ENV, deployment
+from tests.provider_kit import KEY, KEY_ENV, deployment
 
 OPENAI_KEY = "sk-plain-openai-7Hq2Lw9Zx4Rt6Yb1Nc8V"
 # (model string, the variable LiteLLM takes its key from, the variable naming its endpoint)
@@ -49,9 +54,9 @@ def plain_router(
     model: str,
     *,
     models: list[dict[str, Any]] | None = None,
-) -> Router:
+) -> tuple[Router, Dispatcher]:
     """Route `weather` goes to ``model`` (a plain LiteLLM string unless declared in ``models``),
-    then to the declared `backup`; everything else to `backup`."""
+    then to the declared `backup`; everything else to `backup`. The router and its dispatcher."""
     spec = {
         "router": {
             "default_model": "backup",
@@ -74,7 +79,8 @@ def plain_router(
     routes.mkdir(parents=True, exist_ok=True)
     (routes / "routes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     build_index(routes, folder / "index", encoder=FakeEncoder())
-    return Router.load(folder / "index")
+    router = Router.load(folder / "index")
+    return router, Dispatcher.for_index(router.index)
 
 
 def serve_plain(
@@ -102,7 +108,8 @@ def test_a_plain_model_strings_key_is_masked_in_the_result_and_the_log(
 ) -> None:
     serve_plain(monkeypatch, provider, key_var, base_var, OPENAI_KEY)
     provider.error(bare(model), status=401)
-    result = plain_router(tmp_path, provider, model).complete("will it rain today")
+    router, dispatcher = plain_router(tmp_path, provider, model)
+    result = dispatcher.complete("will it rain today", router=router)
     assert provider.requests[0].authorization == f"Bearer {OPENAI_KEY}"  # it was sent ...
     assert result.model == "backup" and result.fallbacks == (model,)
     error = result.attempts[0].error or ""
@@ -119,9 +126,9 @@ def test_a_plain_model_strings_key_is_masked_in_dispatch_error(
     serve_plain(monkeypatch, provider, key_var, base_var, OPENAI_KEY)
     provider.error(bare(model), status=401)
     provider.error("backup", status=401)
-    router = plain_router(tmp_path, provider, model)
+    router, dispatcher = plain_router(tmp_path, provider, model)
     with pytest.raises(DispatchError) as caught:
-        router.complete("will it rain today")
+        dispatcher.complete("will it rain today", router=router)
     assert OPENAI_KEY not in str(caught.value)
     assert all(OPENAI_KEY not in (a.error or "") for a in caught.value.attempts)
     assert OPENAI_KEY not in (tmp_path / "decisions.jsonl").read_text()
@@ -136,7 +143,8 @@ def test_a_key_longer_than_the_error_cut_leaves_no_prefix_behind(
     model, key_var, base_var = PLAIN_MODELS[0]
     serve_plain(monkeypatch, provider, key_var, base_var, long_key)
     provider.error(bare(model), status=401)
-    result = plain_router(tmp_path, provider, model).complete("will it rain today")
+    router, dispatcher = plain_router(tmp_path, provider, model)
+    result = dispatcher.complete("will it rain today", router=router)
     assert provider.requests[0].authorization == f"Bearer {long_key}"
     error = result.attempts[0].error or ""
     assert long_key[:12] not in error and long_key[-12:] not in error
@@ -175,9 +183,11 @@ def test_extra_headers_passed_to_complete_are_masked(
 ) -> None:
     token = "tok-caller-9c1e55a0d3f74b21"
     provider.error("backup", status=401)
-    router = plain_router(tmp_path, provider, "backup")
+    router, dispatcher = plain_router(tmp_path, provider, "backup")
     with pytest.raises(DispatchError) as caught:
-        router.complete("will it rain today", extra_headers={"Authorization": token})
+        dispatcher.complete(
+            "will it rain today", router=router, extra_headers={"Authorization": token}
+        )
     assert provider.requests[0].authorization == token
     assert token not in str(caught.value)
     assert "***" in (caught.value.attempts[0].error or "")
@@ -187,9 +197,9 @@ def test_extra_headers_passed_to_complete_are_masked(
 def test_a_numeric_api_key_is_refused_without_quoting_it(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
-    router = plain_router(tmp_path, provider, "backup")
+    router, dispatcher = plain_router(tmp_path, provider, "backup")
     with pytest.raises(InvalidQueryError) as caught:
-        router.complete("will it rain today", api_key=98765432109876)
+        dispatcher.complete("will it rain today", router=router, api_key=98765432109876)
     message = str(caught.value)
     assert "98765432109876" not in message and "api_key" in message and "\n" not in message
     assert provider.requests == []
@@ -205,9 +215,9 @@ def test_a_header_declared_as_a_reference_is_sent_resolved_and_masked(
     declared["litellm_params"]["extra_headers"] = {"Authorization": "os.environ/GATEWAY_AUTH"}
     provider.error("gateway", status=401)
     provider.error("backup", status=401)
-    router = plain_router(tmp_path, provider, "gateway", models=[declared])
+    router, dispatcher = plain_router(tmp_path, provider, "gateway", models=[declared])
     with pytest.raises(DispatchError) as caught:
-        router.complete("will it rain today")
+        dispatcher.complete("will it rain today", router=router)
     assert provider.requests[0].authorization == "gw-token-5be0c7a2e91f"
     assert "gw-token-5be0c7a2e91f" not in str(caught.value)
     manifest = (tmp_path / "index" / "manifest.json").read_text()

@@ -6,6 +6,12 @@
     >>> result = semroute.complete("fix this TypeError in my Python script")  # via LiteLLM
     >>> result.text, result.model, result.attempts, result.cost_usd
 
+With a router and a dispatcher of your own:
+
+    >>> router = semroute.Router.load("indexes/default")
+    >>> dispatcher = semroute.Dispatcher.for_index(router.index)
+    >>> result = dispatcher.complete("fix this TypeError", router=router)
+
 Heavy dependencies (numpy, onnxruntime, FAISS, torch, LiteLLM) load on first use, not on import.
 """
 
@@ -29,16 +35,13 @@ from semroute.errors import (
 )
 
 if TYPE_CHECKING:
-    from semroute.config.deployments import UnknownPriceWarning
+    from semroute.api import Router, acomplete, complete, route
+    from semroute.config.pricing import UnknownPriceWarning
     from semroute.config.routes import Route, RouterSettings, RouteSet, load_routes
-    from semroute.dispatch.dispatcher import (
-        AsyncDispatchStream,
-        Attempt,
-        DispatchResult,
-        DispatchStream,
-        Usage,
-    )
-    from semroute.routing.router import Router, acomplete, complete, route
+    from semroute.dispatch.dispatcher import Dispatcher
+    from semroute.dispatch.result import DispatchResult
+    from semroute.dispatch.streaming import AsyncDispatchStream, DispatchStream
+    from semroute.records import Attempt, Usage
     from semroute.tuning.build import BuildReport, build_index
 
 from semroute.version import __version__
@@ -53,6 +56,7 @@ __all__ = [
     "DispatchError",
     "DispatchResult",
     "DispatchStream",
+    "Dispatcher",
     "EncoderError",
     "EncoderMismatchError",
     "IndexLoadError",
@@ -84,16 +88,17 @@ _LAZY = {
     "load_routes": "semroute.config.routes",
     "BuildReport": "semroute.tuning.build",
     "build_index": "semroute.tuning.build",
-    "Router": "semroute.routing.router",
-    "route": "semroute.routing.router",
-    "complete": "semroute.routing.router",
-    "acomplete": "semroute.routing.router",
-    "AsyncDispatchStream": "semroute.dispatch.dispatcher",
+    "Router": "semroute.api",
+    "route": "semroute.api",
+    "complete": "semroute.api",
+    "acomplete": "semroute.api",
+    "Dispatcher": "semroute.dispatch.dispatcher",
+    "AsyncDispatchStream": "semroute.dispatch.streaming",
     "Attempt": "semroute.records",
-    "DispatchResult": "semroute.dispatch.dispatcher",
-    "DispatchStream": "semroute.dispatch.dispatcher",
+    "DispatchResult": "semroute.dispatch.result",
+    "DispatchStream": "semroute.dispatch.streaming",
     "Usage": "semroute.records",
-    "UnknownPriceWarning": "semroute.config.deployments",
+    "UnknownPriceWarning": "semroute.config.pricing",
 }
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from semroute.decision import Decision
     from semroute.records import Attempt, Usage
 
-__all__ = ["LOG_ENV", "DecisionLog", "LogStats", "entry", "open_log", "summarise"]
+__all__ = ["LOG_ENV", "DecisionLog", "DecisionLogs", "LogStats", "entry", "summarise"]
 
 LOG_ENV = "SEMROUTE_LOG"
 TOP_SCORES = 3
@@ -154,6 +154,11 @@ class DecisionLog:
                 os.close(self._fd)
                 self._fd = None
 
+    def __del__(self) -> None:
+        # A log dropped with its dispatcher must not keep its descriptor until exit.
+        if self._fd is not None:
+            os.close(self._fd)
+
 
 def _regular(mode: int) -> None:
     if not stat.S_ISREG(mode):
@@ -186,21 +191,32 @@ def _finite(value: Any) -> Any:
     return value
 
 
-_logs: dict[Path, DecisionLog] = {}
-_logs_lock = threading.Lock()
+class DecisionLogs:
+    """The decision logs one owner (a dispatcher) writes: one writer, and one lock, per file."""
 
+    def __init__(self) -> None:
+        self._logs: dict[Path, DecisionLog] = {}
+        self._lock = threading.Lock()
 
-def open_log(configured: str | None) -> DecisionLog | None:
-    """The log for ``$SEMROUTE_LOG``, else the configured path, else None; one per file."""
-    path = os.environ.get(LOG_ENV) or configured
-    if not path:
-        return None
-    key = Path(path).expanduser().absolute()
-    with _logs_lock:
-        log = _logs.get(key)
-        if log is None:
-            log = _logs[key] = DecisionLog(key)
-        return log
+    def open(self, configured: str | None) -> DecisionLog | None:
+        """The log for ``$SEMROUTE_LOG``, else the configured path, else None."""
+        path = os.environ.get(LOG_ENV) or configured
+        if not path:
+            return None
+        key = Path(path).expanduser().absolute()
+        with self._lock:
+            log = self._logs.get(key)
+            if log is None:
+                log = self._logs[key] = DecisionLog(key)
+            return log
+
+    def close(self) -> None:
+        """Close every file; a later :meth:`open` reopens it."""
+        with self._lock:
+            logs = list(self._logs.values())
+            self._logs.clear()
+        for log in logs:
+            log.close()
 
 
 # --- stats -------------------------------------------------------------------------------------

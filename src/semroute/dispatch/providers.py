@@ -1,4 +1,4 @@
-"""How requests reach the models: one ``litellm.Router`` per semroute router.
+"""How requests reach the models: one ``litellm.Router`` per :class:`~semroute.dispatch.dispatcher.Dispatcher`.
 
 A :class:`Provider` holds the LiteLLM router built (on first use) from the index's declared
 models, plus one deployment for each plain LiteLLM model string the routes name. LiteLLM picks
@@ -14,26 +14,20 @@ LiteLLM is imported here on the first dispatch, never by ``import semroute`` or 
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import os
 import re
 import threading
-import weakref
-from collections.abc import Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import Masker, resolve_references
 from semroute.decision import Decision, Reason
 
-if TYPE_CHECKING:
-    from semroute.routing.router import Router
+__all__ = ["Provider", "import_litellm"]
 
-__all__ = ["Provider", "import_litellm", "provider_for", "run_in_background"]
-
-T = TypeVar("T")
 MAX_ERROR_CHARS = 300
 _LITELLM_PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)\s*[:-]\s*)+")
 
@@ -62,7 +56,7 @@ def _provider_errors() -> tuple[type[BaseException], ...]:
 
 
 class Provider:
-    """The ``litellm.Router`` for one semroute router, built on first use, and its chains."""
+    """The ``litellm.Router`` for one index's models, built on first use, and its chains."""
 
     def __init__(
         self, config: DispatchConfig, default_model: str, route_models: Mapping[str, str]
@@ -166,48 +160,3 @@ class Provider:
                 "openai/gpt-4o, and check its litellm_params)"
             )
         return text
-
-
-_providers: weakref.WeakKeyDictionary[Router, Provider] = weakref.WeakKeyDictionary()
-_providers_lock = threading.Lock()
-
-
-def provider_for(router: Router) -> Provider:
-    with _providers_lock:
-        found = _providers.get(router)
-        if found is None:
-            found = _providers[router] = Provider(
-                router.dispatch_config,
-                router.default_model,
-                {r.name: r.model for r in router.routes},
-            )
-        return found
-
-
-# Synchronous calls run semroute's asynchronous path on a private event loop in a daemon thread.
-# One path means one behaviour to prove; and LiteLLM's own synchronous streaming re-requests a
-# stream that breaks before its first chunk without end, where its asynchronous path gives up.
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def run_in_background(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the private loop and wait for its result (from any thread but its own)."""
-    global _loop
-    if _loop is not None and _running_loop() is _loop:
-        coro.close()
-        raise RuntimeError("a synchronous dispatch call from dispatch's own loop; await acomplete")
-    with _loop_lock:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-            threading.Thread(
-                target=_loop.run_forever, name="semroute-dispatch", daemon=True
-            ).start()
-    return asyncio.run_coroutine_threadsafe(coro, _loop).result()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

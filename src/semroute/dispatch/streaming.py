@@ -10,25 +10,17 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from semroute.dispatch.providers import run_in_background
+from semroute.dispatch.result import text_of
 
 if TYPE_CHECKING:
-    from semroute.dispatch.dispatcher import Call
+    from semroute.dispatch.call import Call
+    from semroute.dispatch.loop import BackgroundLoop
     from semroute.records import Attempt, Usage
 
-__all__ = ["END", "AsyncDispatchStream", "DispatchStream", "text_of"]
+__all__ = ["END", "AsyncDispatchStream", "DispatchStream"]
 
 END = object()
 """The first chunk of a stream that ended before sending any."""
-
-
-def text_of(response: Any) -> str | None:
-    """The first choice's message content of a LiteLLM response (None if it has none)."""
-    try:
-        content = response.choices[0].message.content
-    except (AttributeError, IndexError, TypeError):
-        return None
-    return content if isinstance(content, str) else None
 
 
 class AsyncDispatchStream:
@@ -99,10 +91,14 @@ class AsyncDispatchStream:
 
 
 class DispatchStream:
-    """The synchronous :class:`AsyncDispatchStream`: ``for chunk in stream``."""
+    """The synchronous :class:`AsyncDispatchStream`: ``for chunk in stream``.
 
-    def __init__(self, inner: AsyncDispatchStream) -> None:
+    Its chunks are read on ``loop``, the loop the stream was opened on.
+    """
+
+    def __init__(self, inner: AsyncDispatchStream, loop: BackgroundLoop) -> None:
         self._inner = inner
+        self._loop = loop
         self.request_id = inner.request_id
         self.decision = inner.decision
         self.model = inner.model
@@ -132,13 +128,13 @@ class DispatchStream:
         chunks = aiter(self._inner)
         while True:
             try:
-                yield run_in_background(_next(chunks))
+                yield self._loop.run(_next(chunks))
             except StopAsyncIteration:
                 return
 
     def close(self) -> None:
         """Stop reading: the connection is released and the log line written."""
-        run_in_background(self._inner.aclose())
+        self._loop.run(self._inner.aclose())
 
     def __enter__(self) -> DispatchStream:
         return self

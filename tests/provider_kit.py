@@ -8,9 +8,8 @@ from typing import Any
 
 import yaml
 
-from semroute.routing.router import Router
-from semroute.testing import FakeEncoder
-from semroute.testing.fake_provider import FakeProvider
+from semroute import Dispatcher, Router
+from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
 
 KEY_ENV = "FAKE_PROVIDER_KEY"
@@ -40,9 +39,10 @@ def build(
     dispatch: dict[str, Any] | None = None,
     models: list[dict[str, Any]] | None = None,
     weather_fallbacks: tuple[str, ...] = ("backup", "last-resort"),
-) -> Router:
+) -> tuple[Router, Dispatcher]:
     """An index with routes `weather` (chain weather-model → backup → last-resort) and
-    `greeting` (the default model, frontier → backup), all served by ``provider``."""
+    `greeting` (the default model, frontier → backup), all served by ``provider``; its router
+    and its dispatcher."""
     names = ["frontier", "weather-model", "backup", "last-resort"]
     spec = {
         "router": {
@@ -73,7 +73,8 @@ def build(
     routes.mkdir(parents=True, exist_ok=True)
     (routes / "routes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     build_index(routes, folder / "index", encoder=FakeEncoder())
-    return Router.load(folder / "index")
+    router = Router.load(folder / "index")
+    return router, Dispatcher.for_index(router.index)
 
 
 def log_lines(folder: Path) -> list[dict[str, Any]]:

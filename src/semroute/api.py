@@ -1,0 +1,160 @@
+"""The module-level API: ``semroute.route``, ``complete`` and ``acomplete``.
+
+They use one :class:`Router` and one :class:`~semroute.dispatch.dispatcher.Dispatcher` per index
+(``$SEMROUTE_INDEX``, else ``indexes/default``), loaded on first use and kept for the life of the
+process: this module owns them. :class:`Router` here is the one ``semroute`` exports: the routing
+router plus the deprecated ``complete`` / ``acomplete`` methods.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from semroute.dispatch.dispatcher import Dispatcher
+from semroute.routing import router as routing
+from semroute.routing.router import default_index_path
+
+if TYPE_CHECKING:
+    from semroute.decision import Decision
+    from semroute.dispatch.result import DispatchResult
+    from semroute.dispatch.streaming import AsyncDispatchStream, DispatchStream
+    from semroute.routing.conversation import Message
+
+__all__ = [
+    "Router",
+    "acomplete",
+    "complete",
+    "default_dispatcher",
+    "default_router",
+    "route",
+]
+
+_DEPRECATED = (
+    "Router.{name}() is deprecated; use semroute.{name}(), or "
+    "Dispatcher.for_index(router.index).{name}(messages, router=router)"
+)
+
+
+class Router(routing.Router):
+    """A :class:`semroute.routing.router.Router` that still has ``complete`` and ``acomplete``.
+
+    Both are deprecated: a router routes, a :class:`~semroute.dispatch.dispatcher.Dispatcher`
+    sends. Until they go, each router keeps one dispatcher, made on the first call.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dispatcher: Dispatcher | None = None
+        self._dispatcher_lock = threading.Lock()
+
+    def _dispatch(self) -> Dispatcher:
+        with self._dispatcher_lock:
+            if self._dispatcher is None:
+                self._dispatcher = Dispatcher.for_index(self.index)
+            return self._dispatcher
+
+    @overload
+    def complete(
+        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+    ) -> DispatchResult: ...
+    @overload
+    def complete(
+        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+    ) -> DispatchStream: ...
+    def complete(
+        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+    ) -> DispatchResult | DispatchStream:
+        """Deprecated: ``Dispatcher.for_index(router.index).complete(messages, router=router)``."""
+        warnings.warn(_DEPRECATED.format(name="complete"), DeprecationWarning, stacklevel=2)
+        dispatcher = self._dispatch()
+        return dispatcher.complete(messages, router=self, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    @overload
+    async def acomplete(
+        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+    ) -> DispatchResult: ...
+    @overload
+    async def acomplete(
+        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+    ) -> AsyncDispatchStream: ...
+    async def acomplete(
+        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+    ) -> DispatchResult | AsyncDispatchStream:
+        """Deprecated: ``await Dispatcher.for_index(router.index).acomplete(messages, router=router)``."""
+        warnings.warn(_DEPRECATED.format(name="acomplete"), DeprecationWarning, stacklevel=2)
+        dispatcher = self._dispatch()
+        return await dispatcher.acomplete(messages, router=self, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+# --- the defaults: one router and one dispatcher per index path, for the process's life -------
+
+_defaults: dict[Path, tuple[Router, Dispatcher]] = {}
+_defaults_lock = threading.Lock()
+
+
+def _default() -> tuple[Router, Dispatcher]:
+    path = default_index_path().resolve()
+    found = _defaults.get(path)
+    if found is None:
+        with _defaults_lock:
+            found = _defaults.get(path)
+            if found is None:
+                router = Router.load(path)
+                assert isinstance(router, Router)  # load builds the class it is called on
+                found = _defaults[path] = (router, Dispatcher.for_index(router.index))
+    return found
+
+
+def default_router() -> Router:
+    """The router for ``$SEMROUTE_INDEX`` (or ``indexes/default``), loaded once per process."""
+    return _default()[0]
+
+
+def default_dispatcher() -> Dispatcher:
+    """The dispatcher for the same index as :func:`default_router`, made once per process."""
+    return _default()[1]
+
+
+def route(query: str | Sequence[Message]) -> Decision:
+    """Route ``query`` with the default router (see :func:`default_router`)."""
+    return default_router().route(query)
+
+
+@overload
+def complete(
+    messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+) -> DispatchResult: ...
+@overload
+def complete(
+    messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+) -> DispatchStream: ...
+def complete(
+    messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+) -> DispatchResult | DispatchStream:
+    """Route ``messages`` with the default router and dispatch them through LiteLLM.
+
+    ``model=`` pins a model (no routing); ``stream=True`` returns a stream of chunks; every
+    other keyword goes to LiteLLM. See :meth:`Dispatcher.complete`.
+    """
+    router, dispatcher = _default()
+    return dispatcher.complete(messages, router=router, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+@overload
+async def acomplete(
+    messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
+) -> DispatchResult: ...
+@overload
+async def acomplete(
+    messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
+) -> AsyncDispatchStream: ...
+async def acomplete(
+    messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
+) -> DispatchResult | AsyncDispatchStream:
+    """The asynchronous :func:`complete`."""
+    router, dispatcher = _default()
+    return await dispatcher.acomplete(messages, router=router, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]

@@ -1,0 +1,59 @@
+"""What a dispatched request returns: :class:`DispatchResult`, the answer and how it was reached."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from semroute.decision import Decision
+from semroute.records import Attempt, Usage
+
+__all__ = ["DispatchResult", "text_of"]
+
+
+def text_of(response: Any) -> str | None:
+    """The first choice's message content of a LiteLLM response (None if it has none)."""
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """A dispatched request's answer and how it was reached."""
+
+    request_id: str
+    decision: Decision
+    model: str
+    """The model that answered (a fallback, when ``decision.model`` failed)."""
+    response: Any
+    """LiteLLM's ``ModelResponse``."""
+    attempts: tuple[Attempt, ...]
+    usage: Usage | None
+    cost_usd: float | None
+    """From LiteLLM's cost map or the prices in the config; None (with a warning) if unknown."""
+
+    @property
+    def text(self) -> str | None:
+        """The first choice's message content."""
+        return text_of(self.response)
+
+    @property
+    def fallbacks(self) -> tuple[str, ...]:
+        """The models that failed before one answered."""
+        return tuple(a.model for a in self.attempts if a.error is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "text": self.text,
+            "model": self.model,
+            "fallbacks": list(self.fallbacks),
+            "attempts": [a.to_dict() for a in self.attempts],
+            "usage": dataclasses.asdict(self.usage) if self.usage else None,
+            "cost_usd": self.cost_usd,
+            "decision": self.decision.to_dict(),
+        }
