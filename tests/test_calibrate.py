@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from semroute import Router
 from semroute.cli.main import main
 from semroute.errors import DataError
-from semroute.routing.scoring import choose
+from semroute.routing.rule import choose
 from semroute.testing import FakeEncoder
 from semroute.tuning.build import build_index
 from semroute.tuning.calibrate import calibrate_index, fit_thresholds

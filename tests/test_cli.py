@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from semroute.cli.main import main
 from semroute.testing.fake_provider import FakeProvider
 from tests.conftest import ROUTES_YAML
-from tests.dispatching import KEY, KEY_ENV, build
+from tests.provider_kit import KEY, KEY_ENV, build
 
 SEMROUTE = str(Path(sys.executable).parent / "semroute")
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from semroute.cli.main import main
 from semroute.testing.fake_provider import FakeProvider
-from tests.dispatching import KEY, KEY_ENV, build
+from tests.provider_kit import KEY, KEY_ENV, build
 
 ESC = "\x1b"
 # Clears the screen, sets the window title, recolours; then rich markup that would restyle the

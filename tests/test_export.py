@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from semroute.encoders.export import _tree_hash
+from semroute.encoders.cache import tree_hash
 
 
 @pytest.fixture
@@ -27,20 +27,20 @@ def test_models_under_a_cache_folder_hash_by_content(cache: Path) -> None:
     a = _model(cache / "a", b"weights of a")
     b = _model(cache / "b", b"weights of b")
     c = _model(cache / "c", b"weights of a")
-    assert _tree_hash(a) != _tree_hash(b)
-    assert _tree_hash(a) == _tree_hash(c)
+    assert tree_hash(a) != tree_hash(b)
+    assert tree_hash(a) == tree_hash(c)
 
 
 def test_a_changed_weight_file_changes_the_hash(cache: Path) -> None:
     a = _model(cache / "a", b"weights")
-    before = _tree_hash(a)
+    before = tree_hash(a)
     (a / "model.safetensors").write_bytes(b"retrained weights")
-    assert _tree_hash(a) != before
+    assert tree_hash(a) != before
 
 
 def test_a_nested_cache_folder_inside_the_model_is_ignored(cache: Path) -> None:
     a = _model(cache / "a", b"weights")
-    before = _tree_hash(a)
+    before = tree_hash(a)
     (a / ".cache").mkdir()
     (a / ".cache" / "lock").write_text("downloader state")
-    assert _tree_hash(a) == before
+    assert tree_hash(a) == before

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from semroute.records import Attempt
 
 __all__ = [
+    "REBUILD_HINT",
     "CorruptIndexError",
     "DataError",
     "DispatchError",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 REBUILD_HINT = "run `semroute build-index`"
+"""What to do about an index that is stale or unusable, spelled once so every message agrees."""
 
 
 class SemrouteError(Exception):

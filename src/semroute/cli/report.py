@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from semroute.errors import REBUILD_HINT
 from semroute.text import printable
 
 if TYPE_CHECKING:
@@ -234,9 +235,7 @@ def print_info(console: Console, summary: dict[str, Any]) -> None:
         )
     console.print(table)
     if summary["stale"]:
-        console.print(
-            f"[yellow]stale:[/] {shown(summary['stale_reason'])}; run `semroute build-index`"
-        )
+        console.print(f"[yellow]stale:[/] {shown(summary['stale_reason'])}; {REBUILD_HINT}")
     else:
         console.print("[green]up to date[/] with its route files")
 

@@ -1,4 +1,4 @@
-"""Model deployments, their prices and fallback chains.
+"""Model deployments as LiteLLM declares them, and the dispatch settings of a route file.
 
 Deployments are declared in LiteLLM's own ``model_list`` format, so a team's LiteLLM setup is
 reused as it is: ``model_name`` (the name routes use) plus ``litellm_params`` (what LiteLLM calls,
@@ -10,22 +10,15 @@ request is dispatched. A literal secret anywhere in a model entry (an ``api_key`
 as ``Authorization``, a URL's ``user:password@``) is refused: it would end up in the index and in
 git (see :mod:`semroute.config.secrets`).
 
-Prices come from the deployment (``input_cost_per_token``/``output_cost_per_token`` in
-``litellm_params`` or ``model_info``, as LiteLLM reads them) or from the cost map that ships
-inside the LiteLLM package, read as JSON here so that validating route files does not import
-LiteLLM.
+Prices and the warnings about fallback chains live in :mod:`semroute.config.pricing`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import itertools
-import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +33,7 @@ from pydantic import (
 
 from semroute.config.conversation import ConversationSettings
 from semroute.config.secrets import env_references, literal_secrets
+from semroute.config.yamlsafe import line_of, read_yaml
 from semroute.errors import RouteConfigError
 
 if TYPE_CHECKING:
@@ -51,24 +45,12 @@ __all__ = [
     "DispatchSpec",
     "ModelDeployment",
     "ModelSpec",
-    "Price",
-    "UnknownPriceWarning",
-    "chain_warnings",
+    "check_secrets",
+    "json_ready",
     "load_proxy_config",
-    "price_of",
-    "provider_warnings",
 ]
 
-PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
 T = TypeVar("T")
-# A chain step from a model at least this expensive (input, per token: $2 per million) ...
-FRONTIER_INPUT_PRICE = 2e-6
-# ... to one this many times cheaper (input plus output price) is worth a warning.
-STEP_DOWN_RATIO = 10.0
-
-
-class UnknownPriceWarning(UserWarning):
-    """A model answered that has no price in LiteLLM's cost map or the config: cost is None."""
 
 
 # --- file format (untrusted input) -------------------------------------------------------------
@@ -255,21 +237,6 @@ class DispatchConfig:
         )
 
 
-@dataclass(frozen=True)
-class Price:
-    """US dollars per token."""
-
-    input: float
-    output: float
-
-    @property
-    def blended(self) -> float:
-        return self.input + self.output
-
-    def per_million(self) -> str:
-        return f"${self.input * 1e6:.2f}/${self.output * 1e6:.2f} per M tokens in/out"
-
-
 # --- loading -----------------------------------------------------------------------------------
 
 
@@ -281,8 +248,6 @@ def check_secrets(
     node: yaml.Node | None = None,
 ) -> None:
     """Refuse credentials written into a file: they would end up in the index and in git."""
-    from semroute.config.routefile import line_of
-
     for i, d in enumerate(deployments):
         entry = d.to_dict()
         for where, problem in literal_secrets(entry):
@@ -309,8 +274,6 @@ def _loc(where: str) -> list[str | int]:
 def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
     """The ``model_list`` of a LiteLLM proxy ``config.yaml``, read with the same guards as a
     route file (size, depth, alias expansion)."""
-    from semroute.config.routefile import line_of, read_yaml
-
     data, node = read_yaml(path)
     entries = data.get("model_list") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -334,82 +297,3 @@ def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
     deployments = tuple(out)
     check_secrets(deployments, str(path), prefix="model_list", node=node)
     return deployments
-
-
-# --- prices ------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def cost_map() -> Mapping[str, Any]:
-    """LiteLLM's bundled model cost map, read without importing LiteLLM (empty if absent)."""
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    for folder in spec.submodule_search_locations:
-        file = Path(folder) / "model_prices_and_context_window_backup.json"
-        if file.is_file():
-            data = json.loads(file.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-    return {}
-
-
-def _price_from(params: Mapping[str, Any]) -> Price | None:
-    values = [params.get(f) for f in PRICE_FIELDS]
-    if any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return Price(*(float(v) if isinstance(v, int | float) else 0.0 for v in values))
-    return None
-
-
-def _listed_price(model: str) -> Price | None:
-    table = cost_map()
-    entry = table.get(model)
-    if entry is None and "/" in model:
-        provider, _, bare = model.partition("/")
-        candidate = table.get(bare)
-        if candidate is not None and candidate.get("litellm_provider") == provider:
-            entry = candidate
-    return _price_from(entry) if isinstance(entry, dict) else None
-
-
-def price_of(model: str, deployments: Sequence[ModelDeployment] = ()) -> Price | None:
-    """A model name's price: from its declaration (if any), else LiteLLM's cost map."""
-    for d in deployments:
-        if d.model_name == model:
-            return (
-                _price_from(d.litellm_params)
-                or _price_from(d.model_info)
-                or _listed_price(str(d.litellm_params["model"]))
-            )
-    return _listed_price(model)
-
-
-def provider_warnings(
-    names: Sequence[str], deployments: Sequence[ModelDeployment], where: str
-) -> list[str]:
-    """Warn about plain model strings LiteLLM cannot map to a provider (it would refuse them)."""
-    declared = {d.model_name for d in deployments}
-    return [
-        f"{where}: LiteLLM does not know which provider serves model {name!r}; write it as "
-        f"provider/model (e.g. openai/{name}) or declare it under `models:`"
-        for name in dict.fromkeys(names)
-        if name not in declared and "/" not in name and name not in cost_map()
-    ]
-
-
-def chain_warnings(
-    chain: Sequence[str], deployments: Sequence[ModelDeployment], where: str
-) -> list[str]:
-    """Warn where a chain steps from a frontier model straight to a much cheaper one."""
-    out = []
-    for upper, lower in itertools.pairwise(chain):
-        hi, lo = price_of(upper, deployments), price_of(lower, deployments)
-        if hi is None or lo is None or hi.input < FRONTIER_INPUT_PRICE:
-            continue
-        if lo.blended * STEP_DOWN_RATIO <= hi.blended:
-            ratio = hi.blended / lo.blended if lo.blended else float("inf")
-            out.append(
-                f"{where}: fallback chain steps from {upper!r} ({hi.per_million()}) straight to "
-                f"{lower!r} ({lo.per_million()}), {ratio:.0f}x cheaper; put a model in between "
-                f"or accept that answers get worse whenever {upper!r} fails"
-            )
-    return out

@@ -23,11 +23,10 @@ from semroute.config.deployments import (
     DispatchConfig,
     DispatchSettings,
     ModelDeployment,
-    chain_warnings,
     check_secrets,
     load_proxy_config,
-    provider_warnings,
 )
+from semroute.config.pricing import chain_warnings, provider_warnings
 from semroute.config.routefile import (
     DEFAULT_ENCODER,
     DEFAULT_RUNTIME,
@@ -37,11 +36,13 @@ from semroute.config.routefile import (
     SCORERS,
     ParsedFile,
     RouterSpec,
-    line_of,
+    RuntimeName,
+    ScorerName,
     read_route_file,
     route_file_schema,
     validate_route_data,
 )
+from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
 __all__ = [
@@ -78,10 +79,10 @@ class RouterSettings:
 
     default_model: str
     encoder: str = DEFAULT_ENCODER
-    encoder_runtime: str = DEFAULT_RUNTIME
+    encoder_runtime: RuntimeName = DEFAULT_RUNTIME
     threshold: float = DEFAULT_THRESHOLD
     min_margin: float = 0.0
-    scorer: str = DEFAULT_SCORER
+    scorer: ScorerName = DEFAULT_SCORER
     # --- dispatch ---
     default_fallbacks: tuple[str, ...] = ()
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
@@ -178,74 +179,21 @@ def parse_routes(data: Mapping[str, Any], *, source: str = "<routes>") -> RouteS
 
 
 def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
-    settings_src: tuple[str, RouterSpec] | None = None
+    router_block: tuple[str, RouterSpec] | None = None
     routes: list[Route] = []
     name_seen: dict[str, str] = {}
     text_seen: dict[str, tuple[str, str]] = {}
     warnings: list[str] = []
-
     for p in parsed:
-        if p.spec.router is not None:
-            if settings_src is not None:
-                raise RouteConfigError(
-                    f"a second `router:` block (the first is in {settings_src[0]}); keep one",
-                    file=p.source,
-                    field="router",
-                    line=line_of(p.node, ("router",)),
-                )
-            settings_src = (p.source, p.spec.router)
-        for i, r in enumerate(p.spec.routes):
-            where = f"{p.source}:{line_of(p.node, ('routes', i, 'name')) or '?'}"
-            if r.name in name_seen:
-                raise RouteConfigError(
-                    f"route name already used at {name_seen[r.name]}; names must be unique",
-                    file=p.source,
-                    route=r.name,
-                    field="name",
-                    line=line_of(p.node, ("routes", i, "name")),
-                )
-            name_seen[r.name] = where
-            kept: list[str] = []
-            own: set[str] = set()
-            for j, text in enumerate(r.utterances):
-                key = normalise_utterance(text)
-                if key in own:
-                    warnings.append(
-                        f"{p.source}: route {r.name!r}: utterance {text!r} is listed twice; "
-                        "the copy is ignored"
-                    )
-                    continue
-                if key in text_seen and text_seen[key][0] != r.name:
-                    other, other_where = text_seen[key]
-                    raise RouteConfigError(
-                        f"{text!r} is also an utterance of route {other!r} ({other_where}); "
-                        "an example must belong to one route",
-                        file=p.source,
-                        route=r.name,
-                        field=f"utterances[{j}]",
-                        line=line_of(p.node, ("routes", i, "utterances", j)),
-                    )
-                own.add(key)
-                text_seen[key] = (r.name, where)
-                kept.append(text.strip())
-            routes.append(
-                Route(
-                    name=r.name,
-                    utterances=tuple(kept),
-                    model=r.model,
-                    threshold=r.threshold,
-                    description=r.description,
-                    metadata=dict(r.metadata),
-                    fallbacks=tuple(r.fallbacks),
-                )
-            )
+        router_block = _router_block(p, router_block)
+        routes += _file_routes(p, name_seen, text_seen, warnings)
 
     out_of_scope = _out_of_scope(parsed, text_seen, warnings)
     sources = [p.source for p in parsed]
     # Rules about the whole set of files are reported against the file or folder given.
     whole = str(root) if root is not None else sources[0]
     searched = "" if len(sources) == 1 else f" in any of {', '.join(Path(s).name for s in sources)}"
-    if settings_src is None:
+    if router_block is None:
         raise RouteConfigError(
             f"no `router:` block with a `default_model`{searched}; add one to a route file "
             "(the model that answers queries no route matches)",
@@ -256,19 +204,9 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
             "no routes defined; add a `routes:` list with at least one route",
             file=whole,
         )
-    s = settings_src[1]
-    settings = RouterSettings(
-        default_model=s.default_model,
-        encoder=s.encoder,
-        encoder_runtime=s.encoder_runtime,
-        threshold=s.threshold,
-        min_margin=s.min_margin,
-        scorer=s.scorer,
-        **_dispatch_settings(s),
-    )
     route_set = RouteSet(
         routes=tuple(routes),
-        settings=settings,
+        settings=_settings(router_block[1]),
         out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
@@ -276,19 +214,116 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
     return _with_models(route_set, parsed)
 
 
+def _router_block(
+    p: ParsedFile, found: tuple[str, RouterSpec] | None
+) -> tuple[str, RouterSpec] | None:
+    """The one `router:` block seen so far, refusing a second one in ``p``."""
+    if p.spec.router is None:
+        return found
+    if found is not None:
+        raise RouteConfigError(
+            f"a second `router:` block (the first is in {found[0]}); keep one",
+            file=p.source,
+            field="router",
+            line=line_of(p.node, ("router",)),
+        )
+    return (p.source, p.spec.router)
+
+
+def _file_routes(
+    p: ParsedFile,
+    name_seen: dict[str, str],
+    text_seen: dict[str, tuple[str, str]],
+    warnings: list[str],
+) -> list[Route]:
+    """The routes of one file, checked against those of the files before it: unique names,
+    and an utterance in one route only (a copy within a route is dropped with a warning)."""
+    routes = []
+    for i, r in enumerate(p.spec.routes):
+        where = f"{p.source}:{line_of(p.node, ('routes', i, 'name')) or '?'}"
+        if r.name in name_seen:
+            raise RouteConfigError(
+                f"route name already used at {name_seen[r.name]}; names must be unique",
+                file=p.source,
+                route=r.name,
+                field="name",
+                line=line_of(p.node, ("routes", i, "name")),
+            )
+        name_seen[r.name] = where
+        kept: list[str] = []
+        own: set[str] = set()
+        for j, text in enumerate(r.utterances):
+            key = normalise_utterance(text)
+            if key in own:
+                warnings.append(
+                    f"{p.source}: route {r.name!r}: utterance {text!r} is listed twice; "
+                    "the copy is ignored"
+                )
+                continue
+            if key in text_seen and text_seen[key][0] != r.name:
+                other, other_where = text_seen[key]
+                raise RouteConfigError(
+                    f"{text!r} is also an utterance of route {other!r} ({other_where}); "
+                    "an example must belong to one route",
+                    file=p.source,
+                    route=r.name,
+                    field=f"utterances[{j}]",
+                    line=line_of(p.node, ("routes", i, "utterances", j)),
+                )
+            own.add(key)
+            text_seen[key] = (r.name, where)
+            kept.append(text.strip())
+        routes.append(
+            Route(
+                name=r.name,
+                utterances=tuple(kept),
+                model=r.model,
+                threshold=r.threshold,
+                description=r.description,
+                metadata=dict(r.metadata),
+                fallbacks=tuple(r.fallbacks),
+            )
+        )
+    return routes
+
+
+def _settings(s: RouterSpec) -> RouterSettings:
+    return RouterSettings(
+        default_model=s.default_model,
+        encoder=s.encoder,
+        encoder_runtime=s.encoder_runtime,
+        threshold=s.threshold,
+        min_margin=s.min_margin,
+        scorer=s.scorer,
+        default_fallbacks=tuple(s.default_fallbacks),
+        dispatch=DispatchSettings(**s.dispatch.model_dump()),
+        conversation=ConversationSettings(**s.conversation.model_dump()),
+    )
+
+
 # --- dispatch: models and fallback chains ------------------------------------------------------
-
-
-def _dispatch_settings(s: RouterSpec) -> dict[str, Any]:
-    return {
-        "default_fallbacks": tuple(s.default_fallbacks),
-        "dispatch": DispatchSettings(**s.dispatch.model_dump()),
-        "conversation": ConversationSettings(**s.conversation.model_dump()),
-    }
 
 
 def _with_models(route_set: RouteSet, parsed: list[ParsedFile]) -> RouteSet:
     """Read the declared models, check every fallback chain against them, warn on steep steps."""
+    models, files = _declared_models(parsed)
+    warnings = list(route_set.warnings)
+    for p in parsed:
+        warnings += _chain_warnings(p, route_set.settings, models)
+        # Only a router set up to dispatch (one that declares models) needs names LiteLLM knows;
+        # for routing alone a model is any label.
+        plain: list[tuple[str | None, str]] = [(r.name, r.model) for r in p.spec.routes if r.model]
+        if p.spec.router is not None:
+            plain.append((None, route_set.settings.default_model))
+        for route, name in plain if models else ():
+            warnings.extend(provider_warnings([name], models, _where(p, route)))
+    return dataclasses.replace(
+        route_set, models=tuple(models), model_files=tuple(files), warnings=tuple(warnings)
+    )
+
+
+def _declared_models(parsed: list[ParsedFile]) -> tuple[list[ModelDeployment], list[Path]]:
+    """Every file's `models:` (a list, or the path of a LiteLLM config), and the configs read."""
     models: list[ModelDeployment] = []
     files: list[Path] = []
     for p in parsed:
@@ -308,46 +343,43 @@ def _with_models(route_set: RouteSet, parsed: list[ParsedFile]) -> RouteSet:
             own = [ModelDeployment.from_spec(m) for m in declared]
             check_secrets(own, p.source, node=p.node)
             models.extend(own)
+    return models, files
+
+
+def _chain_warnings(
+    p: ParsedFile, settings: RouterSettings, models: list[ModelDeployment]
+) -> list[str]:
+    """Refuse a fallback chain of ``p`` naming an undeclared model or one twice; warn where a
+    chain steps down steeply."""
     names = {m.model_name for m in models}
-    warnings = list(route_set.warnings)
-    settings = route_set.settings
-    for p in parsed:
-        chains: list[tuple[str | None, tuple[Any, ...], str, Sequence[str]]] = [
-            (r.name, ("routes", i), r.model or settings.default_model, r.fallbacks)
-            for i, r in enumerate(p.spec.routes)
-            if r.fallbacks
-        ]
-        if p.spec.router is not None and settings.default_fallbacks:
-            chains.append((None, ("router",), settings.default_model, settings.default_fallbacks))
-        for route, loc, first, fallbacks in chains:
-            key = "fallbacks" if route else "default_fallbacks"
-            for j, name in enumerate(fallbacks):
-                problem = None
-                if name not in names:
-                    close = difflib.get_close_matches(name, sorted(names), n=1)
-                    hint = f"did you mean {close[0]!r}?" if close else "declare it under `models:`"
-                    problem = f"model {name!r} is not declared under `models:`; {hint}"
-                elif name == first or name in fallbacks[:j]:
-                    problem = f"model {name!r} is already in this chain; list each model once"
-                if problem:
-                    raise RouteConfigError(
-                        problem,
-                        file=p.source,
-                        route=route,
-                        field=f"{key}[{j}]" if route else f"router.{key}[{j}]",
-                        line=line_of(p.node, (*loc, key, j)),
-                    )
-            warnings.extend(chain_warnings([first, *fallbacks], models, _where(p, route)))
-        # Only a router set up to dispatch (one that declares models) needs names LiteLLM knows;
-        # for routing alone a model is any label.
-        plain: list[tuple[str | None, str]] = [(r.name, r.model) for r in p.spec.routes if r.model]
-        if p.spec.router is not None:
-            plain.append((None, settings.default_model))
-        for route, name in plain if models else ():
-            warnings.extend(provider_warnings([name], models, _where(p, route)))
-    return dataclasses.replace(
-        route_set, models=tuple(models), model_files=tuple(files), warnings=tuple(warnings)
-    )
+    chains: list[tuple[str | None, tuple[Any, ...], str, Sequence[str]]] = [
+        (r.name, ("routes", i), r.model or settings.default_model, r.fallbacks)
+        for i, r in enumerate(p.spec.routes)
+        if r.fallbacks
+    ]
+    if p.spec.router is not None and settings.default_fallbacks:
+        chains.append((None, ("router",), settings.default_model, settings.default_fallbacks))
+    warnings: list[str] = []
+    for route, loc, first, fallbacks in chains:
+        key = "fallbacks" if route else "default_fallbacks"
+        for j, name in enumerate(fallbacks):
+            problem = None
+            if name not in names:
+                close = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "declare it under `models:`"
+                problem = f"model {name!r} is not declared under `models:`; {hint}"
+            elif name == first or name in fallbacks[:j]:
+                problem = f"model {name!r} is already in this chain; list each model once"
+            if problem:
+                raise RouteConfigError(
+                    problem,
+                    file=p.source,
+                    route=route,
+                    field=f"{key}[{j}]" if route else f"router.{key}[{j}]",
+                    line=line_of(p.node, (*loc, key, j)),
+                )
+        warnings.extend(chain_warnings([first, *fallbacks], models, _where(p, route)))
+    return warnings
 
 
 def _where(p: ParsedFile, route: str | None) -> str:

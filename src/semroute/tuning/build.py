@@ -1,58 +1,54 @@
 """Building an index: embed the route files' utterances, train the head, write atomically.
 
-A build writes into a fresh sibling folder and renames it into place, so an interrupted build
-leaves the previous index untouched; two builds of one index cannot run at once. It only ever
-replaces a folder that holds an index (or an empty or missing one): anything else at ``out``
-may be the user's own files, and is refused. A symlink at ``out`` is followed, so the folder it
-points to is replaced and the link itself stays as it is. The index being
-replaced is a cache: its vectors are reused for unchanged utterances, its head warm-starts the
-new one, and thresholds fitted by ``semroute calibrate`` are kept for routes whose configured
-threshold did not change.
+The index being replaced is a cache: its vectors are reused for unchanged utterances, its head
+warm-starts the new one, and thresholds fitted by ``semroute calibrate`` are kept for routes
+whose configured threshold did not change. How the folder is written and swapped in, and which
+folders a build refuses to replace, is :mod:`semroute.tuning.publish`'s part.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from semroute.config.routefile import ScorerName
 from semroute.config.routes import SCORERS, RouteSet, file_digest, load_routes, route_files
 from semroute.encoders.base import Encoder, EncoderInfo
 from semroute.errors import SemrouteError
+from semroute.index.checksums import checksums_of
 from semroute.index.head import HEAD_FILE, Head, fit_head
 from semroute.index.manifest import (
     ENCODER_DIR,
     FAISS_FILE,
-    FORMAT,
-    MANIFEST,
     OUT_OF_SCOPE_CLASS,
     UTTERANCES,
-    checksums_of,
-    is_index_folder,
-    validate,
+    Manifest,
 )
-from semroute.index.store import RouteIndex, backup_of, recover, writer_lock
-from semroute.index.vectors import choose_type, make_index
-from semroute.text import printable
+from semroute.index.store import RouteIndex, recover
+from semroute.index.vectors import FaissStore, build_store, choose_type
+from semroute.routing.scoring import scorer_for
+from semroute.tuning.publish import (
+    build_lock,
+    copy_tree,
+    remove_leftovers,
+    replace_dir,
+    writable_out,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["BuildReport", "build_index"]
+__all__ = ["BuildReport", "IndexType", "build_index"]
 
-NEEDS_HEAD = {"head", "hybrid"}
-INDEX_TYPES = ("auto", "flat", "hnsw")
+IndexType = Literal["auto", "flat", "hnsw"]
+INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
 
 Progress = Callable[[int, int], None]
 
@@ -77,8 +73,8 @@ def build_index(
     out: str | Path,
     *,
     encoder: Encoder | None = None,
-    scorer: str | None = None,
-    index_type: str = "auto",
+    scorer: ScorerName | None = None,
+    index_type: IndexType = "auto",
     progress: Progress | None = None,
 ) -> BuildReport:
     """Embed every utterance and write the index to ``out``, replacing what was there atomically.
@@ -89,52 +85,31 @@ def build_index(
     started = time.perf_counter()
     if not isinstance(routes, RouteSet):
         routes = load_routes(routes)
-    scorer = scorer or routes.settings.scorer
-    if scorer not in SCORERS:
-        raise SemrouteError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
-    if index_type not in INDEX_TYPES:
-        raise SemrouteError(
-            f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}"
-        )
+    chosen = _check_choices(scorer or routes.settings.scorer, index_type)
     shown = Path(out)
     out = _prepare_out(shown, routes)
-    export_dir: Path | None = None
-    if encoder is None:
-        from semroute.encoders.export import ensure_encoder, load_encoder_dir
-
-        export_dir = ensure_encoder(routes.settings.encoder, routes.settings.encoder_runtime)
-        encoder = load_encoder_dir(export_dir, threads=None)
-    info = encoder.info
+    encoder, export_dir = _encoder(routes, encoder)
 
     with build_lock(out):
         writable_out(shown, routes.root)  # again: the folder may have changed while we embedded
         recover(out)
-        _remove_leftovers(out)
-        previous = _previous_index(out, info)
+        remove_leftovers(out)
+        previous = _previous_index(out, encoder.info)
         table, texts = _route_table(routes)
         n_route_vectors = len(texts)
         texts.extend(routes.out_of_scope)
         vectors, todo = _vectors(texts, previous, encoder, progress)
-        faiss_index, index_meta = make_index(
+        store, index_meta = build_store(
             vectors, _owners(table, len(texts)), choose_type(n_route_vectors, index_type)
         )
         head = None
-        if scorer in NEEDS_HEAD:
+        if scorer_for(chosen).needs_head:
             head = _train_head(vectors, table, n_route_vectors, previous)
-        kept = _keep_calibration(table, previous, scorer)
-        manifest = _manifest(routes, info, scorer, table, len(texts), index_meta, out)
-        if head is not None:
-            manifest["head"] = {
-                "file": HEAD_FILE,
-                "classes": [r["name"] for r in table]
-                + ([OUT_OF_SCOPE_CLASS] if routes.out_of_scope else []),
-            }
-        if kept:
-            manifest["calibration"] = {
-                **previous.manifest["calibration"],  # type: ignore[union-attr]
-                "carried_over_at": manifest["built_at"],
-            }
-        _write(out, manifest, faiss_index, texts, head, export_dir, started)
+        kept = _keep_calibration(table, previous, chosen)
+        fields = _manifest_fields(routes, encoder.info, chosen, table, len(texts), index_meta, out)
+        carried = previous if kept else None
+        fields.update(_head_and_calibration(routes, table, head, carried, fields["built_at"]))
+        _write(out, fields, store, texts, head, export_dir, started)
 
     return BuildReport(
         path=shown,
@@ -146,6 +121,47 @@ def build_index(
         kept_thresholds=kept,
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_choices(scorer: str, index_type: str) -> str:
+    if scorer not in SCORERS:
+        raise SemrouteError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    if index_type not in INDEX_TYPES:
+        raise SemrouteError(
+            f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}"
+        )
+    return scorer
+
+
+def _encoder(routes: RouteSet, encoder: Encoder | None) -> tuple[Encoder, Path | None]:
+    """The encoder to embed with, and the export folder to copy into the index (None for an
+    encoder passed in, which has none)."""
+    if encoder is not None:
+        return encoder, None
+    from semroute.encoders.export import ensure_encoder, load_encoder_dir
+
+    export_dir = ensure_encoder(routes.settings.encoder, routes.settings.encoder_runtime)
+    return load_encoder_dir(export_dir, threads=None), export_dir
+
+
+def _head_and_calibration(
+    routes: RouteSet,
+    table: list[dict[str, Any]],
+    head: Head | None,
+    calibrated: RouteIndex | None,
+    built_at: str,
+) -> dict[str, Any]:
+    """The head's classes, and the calibration whose thresholds were carried over."""
+    classes = None
+    if head is not None:
+        classes = [r["name"] for r in table] + ([OUT_OF_SCOPE_CLASS] if routes.out_of_scope else [])
+    calibration = None
+    if calibrated is not None and calibrated.manifest.calibration is not None:
+        calibration = {
+            **calibrated.manifest.calibration,
+            "carried_over_at": built_at,
+        }
+    return {"head_classes": classes, "calibration": calibration}
 
 
 def _vectors(
@@ -176,8 +192,8 @@ def _owners(table: list[dict[str, Any]], count: int) -> npt.NDArray[np.int64]:
 
 def _write(
     out: Path,
-    manifest: dict[str, Any],
-    faiss_index: Any,
+    fields: dict[str, Any],
+    store: FaissStore,
     texts: list[str],
     head: Head | None,
     export_dir: Path | None,
@@ -187,20 +203,20 @@ def _write(
     checksums, comes last."""
 
     def fill(tmp: Path) -> None:
-        _write_faiss(tmp / FAISS_FILE, faiss_index)
+        store.write(tmp / FAISS_FILE)
         (tmp / UTTERANCES).write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
         if head is not None:
             head.save(tmp / HEAD_FILE)
         if export_dir is not None:
-            _copy_tree(export_dir, tmp / ENCODER_DIR)
-        manifest["checksums"] = checksums_of(tmp)
-        manifest["build_seconds"] = round(time.perf_counter() - started, 3)
-        text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False)
-        validate(text, out)
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
+            copy_tree(export_dir, tmp / ENCODER_DIR)
+        build_seconds = round(time.perf_counter() - started, 3)
+        manifest = Manifest.create(
+            out, **fields, checksums=checksums_of(tmp), build_seconds=build_seconds
+        )
+        manifest.write(tmp)
 
     try:
-        _replace_dir(out, fill)
+        replace_dir(out, fill)
     except OSError as exc:
         raise SemrouteError(f"cannot write the index at {out}: {exc.strerror or exc}") from exc
 
@@ -214,7 +230,7 @@ def _prepare_out(out: Path, routes: RouteSet) -> Path:
     return real
 
 
-def _manifest(
+def _manifest_fields(
     routes: RouteSet,
     info: EncoderInfo,
     scorer: str,
@@ -223,10 +239,8 @@ def _manifest(
     index_meta: dict[str, Any],
     out: Path,
 ) -> dict[str, Any]:
-    """Everything the manifest says but the head, the calibration and the checksums."""
-    n_route_vectors = table[-1]["vectors"][1] if table else 0
+    """What :meth:`Manifest.create` needs but the head, the calibration and the checksums."""
     return {
-        "format": FORMAT,
         "semroute_version": _version(),
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "encoder": info.to_dict(),
@@ -241,10 +255,9 @@ def _manifest(
             "min_margin": routes.settings.min_margin,
         },
         "routes": table,
-        "out_of_scope": {"vectors": [n_route_vectors, count]},
+        "count": count,
         "dispatch": routes.dispatch_config().to_dict(),
-        "index": {"file": FAISS_FILE, **index_meta, "count": count},
-        "utterances_file": UTTERANCES,
+        "index": index_meta,
     }
 
 
@@ -283,7 +296,7 @@ def _train_head(
     classes = [r["name"] for r in table] + [OUT_OF_SCOPE_CLASS][: n_classes - len(table)]
     start = None
     if previous is not None and previous.head is not None:
-        old_classes = previous.manifest["head"]["classes"]
+        old_classes = previous.manifest.head.classes if previous.manifest.head else []
         if set(old_classes) & set(classes):
             start = previous.head.rows_for(old_classes, classes)
     return fit_head(vectors, labels, n_classes, len(table), start=start)
@@ -291,14 +304,14 @@ def _train_head(
 
 def _keep_calibration(table: list[dict[str, Any]], previous: RouteIndex | None, scorer: str) -> int:
     """Carry calibrated thresholds over for routes whose configured threshold is unchanged."""
-    if previous is None or "calibration" not in previous.manifest or previous.scorer != scorer:
+    if previous is None or previous.manifest.calibration is None or previous.scorer != scorer:
         return 0
-    old = {r["name"]: r for r in previous.manifest["routes"]}
+    old = {r.name: r for r in previous.manifest.routes}
     kept = 0
     for r in table:
         before = old.get(r["name"])
-        if before and before.get("configured_threshold") == r["configured_threshold"]:
-            r["threshold"] = before["threshold"]
+        if before and before.configured_threshold == r["configured_threshold"]:
+            r["threshold"] = before.threshold
             kept += 1
     return kept
 
@@ -337,120 +350,6 @@ def _sources(routes: RouteSet, out: Path) -> dict[str, Any]:
         "files": {f.name: file_digest(f) for f in route_files(folder)},
         "model_files": {str(f.resolve()): file_digest(f) for f in routes.model_files},
     }
-
-
-def _write_faiss(file: Path, index: Any) -> None:
-    import faiss
-
-    faiss.write_index(index, str(file))
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy an export into the index. A copy, never a hard link: writing to a linked file
-    would write into the shared cache, and every later build would use the damaged export."""
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.name.startswith("."):
-            continue  # the cache's own bookkeeping (its checksums), not part of the export
-        if f.is_dir():
-            _copy_tree(f, dst / f.name)
-        elif f.is_file():
-            _copy_file(f, dst / f.name)
-
-
-_FICLONE = 0x40049409
-"""ioctl that makes ``dst`` share ``src``'s blocks copy-on-write (btrfs, XFS): a copy that takes
-no disk or time until either file changes."""
-
-
-def _copy_file(src: Path, dst: Path) -> None:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        try:
-            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
-            return
-        except OSError as exc:
-            # Filesystems without reflinks (ext4, tmpfs) say so with one of these.
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL):
-                raise
-        shutil.copyfileobj(fin, fout, 1 << 20)
-
-
-def _replace_dir(out: Path, fill: Callable[[Path], None]) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    try:
-        fill(tmp)
-        backup = backup_of(out)
-        _remove(backup)
-        if out.exists():
-            os.replace(out, backup)
-        # A kill between these two renames leaves only the backup; recover() restores it.
-        os.replace(tmp, out)
-        _remove(backup)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _remove(path: Path) -> None:
-    """Delete a folder we made, or whatever else stands at its name (an older semroute could
-    leave a symlink there), without following links."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _remove_leftovers(out: Path) -> None:
-    """Delete half-written folders of builds that were killed (we hold the lock: none is live)."""
-    for leftover in out.parent.glob(f".{out.name}.building-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-def writable_out(out: Path, routes_root: Path | None = None) -> Path:
-    """The folder a build of ``out`` replaces, with symlinks followed; refuses any that is not
-    an index, so no user file can be lost. ``routes_root``: where the route files are."""
-    real = Path(os.path.realpath(out))
-    where = f"{out}" + (f" (-> {real})" if real != out.absolute() else "")
-    advice = "choose a new or empty folder for the index, such as indexes/default"
-    if real.parent == real:
-        raise SemrouteError(f"refusing to build an index at {where}: it is the root; {advice}")
-    cwd = Path.cwd().resolve()
-    if real == cwd or real in cwd.parents:
-        raise SemrouteError(
-            f"refusing to build an index at {where}: it is or holds the current folder, which "
-            f"a build would replace whole; {advice}"
-        )
-    if routes_root is not None:
-        root = routes_root.resolve()
-        if real == root or real in root.parents:
-            raise SemrouteError(
-                f"refusing to build an index at {where}: it holds the route files, which a "
-                f"build would delete; {advice}"
-            )
-    if not real.exists():
-        return real
-    if not real.is_dir():
-        raise SemrouteError(f"refusing to build an index at {where}: it is a file; {advice}")
-    if not is_index_folder(real):
-        names = sorted(p.name for p in real.iterdir())
-        shown = ", ".join(printable(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
-        raise SemrouteError(
-            f"refusing to build an index at {where}: it holds {len(names)} entries that are "
-            f"not an index ({shown}), which a build would delete; {advice}"
-        )
-    return real
-
-
-@contextlib.contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold the lock that keeps two writers (builds, calibrations) off one index."""
-    with contextlib.ExitStack() as stack:
-        try:
-            locked = stack.enter_context(writer_lock(Path(os.path.realpath(out))))
-        except OSError as exc:
-            raise SemrouteError(f"cannot lock {out} for writing: {exc.strerror or exc}") from exc
-        if not locked:
-            raise SemrouteError(f"another build is writing {out}; wait for it to finish")
-        yield
 
 
 def _version() -> str:

@@ -18,9 +18,9 @@ The optimum of such a step function is unstable: on a flat stretch of the object
 more or less move it by several hundredths, which on new queries moves out-of-scope recall by
 points. So for ``cost``, ``accuracy`` and ``balanced`` the shared threshold is bagged: the mean of
 the exact optimum over ``bootstrap`` resamples of the rows (100 by default, with a fixed seed, so
-a fit is reproducible; ``bootstrap=0`` gives the optimum on the data itself). On random halves
-of CLINC150's validation split it cuts the spread of the fitted threshold by about 40%, with the
-same cost on the other half on average (scripts/bench_choices.py, docs/benchmarks.md).
+a fit is reproducible; ``bootstrap=0`` gives the optimum on the data itself). Fitted on one
+half of a labelled set, the bagged threshold moves less from half to half, at the same cost on
+the other half on average (scripts/bench_choices.py measures it; docs/benchmarks.md).
 
 For ``cost`` and ``accuracy``, which add up row by row, a route chosen by at least 10 rows may
 get its own threshold, shrunk toward the shared one by ``n / (n + s)`` where ``n`` is how many
@@ -36,30 +36,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
 from semroute.errors import DataError
+from semroute.routing.rule import contenders
+from semroute.tuning.sweep import (
+    MIN_ROUTE_ROWS,
+    BoolArray,
+    bagged_optimum,
+    choose_shrinkage,
+    per_route_thresholds,
+)
 
-__all__ = ["OBJECTIVES", "Fit", "calibrate_index", "fit_thresholds"]
+if TYPE_CHECKING:
+    from semroute.index.store import RouteIndex
+
+__all__ = ["OBJECTIVES", "Fit", "Objective", "calibrate_index", "fit_thresholds"]
 
 Objective = Literal["cost", "accuracy", "balanced", "oos-recall", "fallback-rate"]
-OBJECTIVES: tuple[str, ...] = ("cost", "accuracy", "balanced", "oos-recall", "fallback-rate")
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 DEFAULT_MISROUTE_COST = 2.0
-SHRINKAGE = (0.0, 5.0, 20.0, 50.0, math.inf)
-FOLDS = 5
-MIN_ROUTE_ROWS = 10
-"""Rows that must choose a route before it may have a threshold of its own."""
 BOOTSTRAP = 100
 """Resamples whose exact optima are averaged into the shared threshold (bagging)."""
 BAGGED = ("cost", "accuracy", "balanced")
 MIN_FIT_ROWS = 30
 """Fewer labelled rows than this and calibrate warns that the fit is unreliable."""
-
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def fit_thresholds(
     confidence: npt.NDArray[np.float32],
     truth: npt.NDArray[np.int64],
     *,
-    objective: str = "cost",
+    objective: Objective = "cost",
     misroute_cost: float = DEFAULT_MISROUTE_COST,
     target: float | None = None,
     min_margin: float = 0.0,
@@ -107,12 +111,8 @@ def fit_thresholds(
     ``confidence`` itself); see the module docstring.
     """
     n_routes = confidence.shape[1]
-    top = np.argmax(confidence, axis=1)
-    best = confidence[np.arange(len(confidence)), top].astype(np.float64)
-    if n_routes > 1:
-        margin = best - np.partition(confidence, -2, axis=1)[:, -2]
-        # Ambiguous rows go to the default model whatever the threshold.
-        best = np.where(margin >= min_margin, best, -np.inf)
+    # The router's own rule: a row is routed exactly when best >= its route's threshold.
+    top, best = contenders(confidence, min_margin)
     ok = top == truth
     ins = truth >= 0
     _check(objective, target, ins, source)
@@ -123,7 +123,9 @@ def fit_thresholds(
     bagged = bootstrap if objective in BAGGED else 0
 
     def shared_for(rows: BoolArray | slice) -> float:
-        return _bagged(best[rows], ok[rows], ins[rows], objective, misroute_cost, target, bagged)
+        return bagged_optimum(
+            best[rows], ok[rows], ins[rows], objective, misroute_cost, target, bagged
+        )
 
     shared = shared_for(slice(None))
     counts = np.bincount(top, minlength=n_routes)
@@ -137,46 +139,13 @@ def fit_thresholds(
             target,
             bagged,
         )
-    folds = np.random.default_rng(0).integers(0, FOLDS, len(best))
-    fold_shared = [shared_for(folds != f) for f in range(FOLDS)]
-    per_fold: dict[float, FloatArray] = {}
-    for s in SHRINKAGE:
-        values = np.zeros(FOLDS)
-        for f, g in enumerate(fold_shared):
-            fit_rows, held = folds != f, folds == f
-            th = _per_route(
-                best[fit_rows],
-                ok[fit_rows],
-                ins[fit_rows],
-                top[fit_rows],
-                n_routes,
-                g,
-                s,
-                objective,
-                misroute_cost,
-            )
-            values[f] = _value(
-                best[held] >= th[top[held]], ok[held], ins[held], objective, misroute_cost
-            )
-        per_fold[s] = values
-    chosen = _one_standard_error(per_fold)
-    thresholds = _per_route(best, ok, ins, top, n_routes, shared, chosen, objective, misroute_cost)
+    chosen = choose_shrinkage(best, ok, ins, top, n_routes, shared_for, objective, misroute_cost)
+    thresholds = per_route_thresholds(
+        best, ok, ins, top, n_routes, shared, chosen, objective, misroute_cost
+    )
     return Fit(
         thresholds.astype(np.float32), shared, chosen, objective, misroute_cost, target, bagged
     )
-
-
-def _one_standard_error(per_fold: dict[float, FloatArray]) -> float:
-    """The simplest model whose cross-validated value is within one standard error of the best
-    (the usual guard against choosing a complex model on noise). Simplest first: one shared
-    threshold (∞), then ever weaker shrinkage."""
-    totals = {s: float(v.sum()) for s, v in per_fold.items()}
-    best = max(totals, key=lambda s: totals[s])
-    spread = float(np.std(per_fold[best], ddof=1) * np.sqrt(len(per_fold[best])))
-    for s in sorted(per_fold, reverse=True):  # inf, 50, 20, 5, 0
-        if totals[s] >= totals[best] - spread:
-            return s
-    return best
 
 
 def _check(objective: str, target: float | None, ins: BoolArray, source: str) -> None:
@@ -192,146 +161,6 @@ def _check(objective: str, target: float | None, ins: BoolArray, source: str) ->
         )
     if objective in ("oos-recall", "fallback-rate") and (target is None or not 0 <= target <= 1):
         raise DataError(f"objective {objective!r} needs --target between 0 and 1", file=source)
-
-
-def _bagged(
-    best: FloatArray,
-    ok: BoolArray,
-    ins: BoolArray,
-    objective: str,
-    misroute_cost: float,
-    target: float | None,
-    bootstrap: int,
-) -> float:
-    """The mean of :func:`_sweep`'s optimum over ``bootstrap`` resamples of the rows."""
-    if bootstrap == 0 or len(best) < 2:
-        return _sweep(best, ok, ins, objective, misroute_cost, target)
-    finite = best[np.isfinite(best)]
-    # A resample whose optimum is "route nothing" means above every row, not just above the
-    # resample's own highest row.
-    nothing = _above(float(finite.max())) if len(finite) else 1.0
-    rng = np.random.default_rng(0)
-    draws = [
-        _sweep(best[i], ok[i], ins[i], objective, misroute_cost, target, nothing=nothing)
-        for i in (rng.integers(0, len(best), len(best)) for _ in range(bootstrap))
-    ]
-    return float(np.mean(draws))
-
-
-def _above(confidence: float) -> float:
-    """The next float32 above ``confidence``: thresholds are stored and compared as float32,
-    where a float64 step above would round back down."""
-    return float(np.nextafter(np.float32(confidence), np.float32(np.inf)))
-
-
-def _sweep(
-    best: FloatArray,
-    ok: BoolArray,
-    ins: BoolArray,
-    objective: str,
-    misroute_cost: float,
-    target: float | None,
-    *,
-    nothing: float | None = None,
-) -> float:
-    """The best threshold for rows with these top confidences: exact over every distinct value.
-    ``nothing`` is the threshold that routes nothing (default: just above the highest row)."""
-    finite = np.isfinite(best)
-    candidates = np.unique(best[finite])
-    if len(candidates) == 0:
-        return 1.0 if nothing is None else nothing
-    order = np.argsort(best, kind="stable")
-    s, ok_s, ins_s = best[order], ok[order], ins[order]
-    cut = np.searchsorted(s, candidates, side="left")  # rows cut: are routed
-    cut = np.append(cut, len(s))  # one more candidate: route nothing
-    if nothing is None:
-        nothing = _above(float(candidates[-1]))
-    thresholds = np.append(candidates, np.float64(nothing))
-
-    # Suffix sums over routed rows, prefix sums over rows sent to the default model.
-    def suffix(x: BoolArray) -> FloatArray:
-        return np.append(np.cumsum(x[::-1])[::-1], 0).astype(np.float64)
-
-    def prefix(x: BoolArray) -> FloatArray:
-        return np.append(0, np.cumsum(x)).astype(np.float64)
-
-    routed_ok, routed_bad = suffix(ok_s)[cut], suffix(~ok_s)[cut]
-    fallback_in, fallback_oos = prefix(ins_s)[cut], prefix(~ins_s)[cut]
-    n, n_in, n_oos = len(s), max(int(ins.sum()), 1), max(int((~ins).sum()), 1)
-    if objective == "cost":
-        value = -(misroute_cost * routed_bad + fallback_in)
-    elif objective == "accuracy":
-        value = routed_ok + fallback_oos
-    elif objective == "balanced":
-        value = routed_ok / n_in + fallback_oos / n_oos
-    elif objective == "oos-recall":
-        assert target is not None
-        meets = fallback_oos / n_oos >= target - 1e-12
-        return float(thresholds[np.argmax(meets)]) if meets.any() else float(thresholds[-1])
-    else:  # fallback-rate: the highest threshold within the budget
-        assert target is not None
-        within = np.flatnonzero((fallback_in + fallback_oos) / n <= target + 1e-12)
-        return float(thresholds[within[-1]]) if len(within) else float(thresholds[0])
-    return float(thresholds[int(np.argmax(value))])
-
-
-def _per_route(
-    best: FloatArray,
-    ok: BoolArray,
-    ins: BoolArray,
-    top: npt.NDArray[np.int64],
-    n_routes: int,
-    shared: float,
-    shrinkage: float,
-    objective: str,
-    misroute_cost: float,
-) -> FloatArray:
-    thresholds = np.full(n_routes, shared, dtype=np.float64)
-    if math.isinf(shrinkage):
-        return thresholds
-    for r in np.unique(top):
-        rows = top == r
-        n = int(rows.sum())
-        if n < MIN_ROUTE_ROWS:
-            continue
-        own = _sweep(best[rows], ok[rows], ins[rows], objective, misroute_cost, None)
-        thresholds[r] = (n * own + shrinkage * shared) / (n + shrinkage)
-    return thresholds
-
-
-def _value(
-    routed: BoolArray, ok: BoolArray, ins: BoolArray, objective: str, misroute_cost: float
-) -> float:
-    if objective == "cost":
-        return -float(misroute_cost * (routed & ~ok).sum() + (~routed & ins).sum())
-    return float((routed & ok).sum() + (~routed & ~ins).sum())
-
-
-def apply_to_manifest(
-    manifest: dict[str, Any],
-    fit: Fit,
-    *,
-    data: str,
-    rows: int,
-    before: dict[str, Any],
-    after: dict[str, Any],
-) -> dict[str, Any]:
-    """A copy of ``manifest`` carrying the fitted thresholds and a record of the calibration."""
-    out = dict(manifest)
-    out["routes"] = [
-        # Full precision: a fitted threshold sits exactly on an observed confidence, and
-        # rounding it up would send that row to the default model.
-        dict(r, threshold=float(t))
-        for r, t in zip(manifest["routes"], fit.thresholds, strict=True)
-    ]
-    out["calibration"] = {
-        **fit.summary(),
-        "data": data,
-        "rows": rows,
-        "before": before,
-        "after": after,
-    }
-    return out
 
 
 def headline(report: Any) -> dict[str, Any]:
@@ -389,7 +218,7 @@ def calibrate_index(
     index_dir: str | Path | None,
     data_file: str | Path,
     *,
-    objective: str = "cost",
+    objective: Objective = "cost",
     misroute_cost: float = DEFAULT_MISROUTE_COST,
     target: float | None = None,
     per_route: bool = True,
@@ -402,9 +231,7 @@ def calibrate_index(
     Data with no in-scope row is refused (:class:`DataError`). Data too thin to trust the fit
     is fitted, with the reasons to doubt it listed in the result's ``warnings``.
     """
-    from semroute.index.store import read_manifest, write_manifest
     from semroute.routing.router import Router
-    from semroute.tuning.build import build_lock
     from semroute.tuning.evaluate import load_labelled, metrics
 
     router = Router.load(index_dir)
@@ -442,22 +269,29 @@ def calibrate_index(
         "warnings": doubts,
     }
     if write:
-        path = router.index.path
-        with build_lock(path):
-            manifest = read_manifest(path)
-            if manifest.get("built_at") != router.index.manifest.get("built_at"):
-                raise DataError(
-                    f"{path} was rebuilt while calibrating; run calibrate again", file=data_file
-                )
-            write_manifest(
-                path,
-                apply_to_manifest(
-                    manifest,
-                    fit,
-                    data=str(data_file),
-                    rows=len(truth),
-                    before=result["before"],
-                    after=result["after"],
-                ),
-            )
+        _write_fit(router.index, fit, data_file, len(truth), result)
     return result
+
+
+def _write_fit(
+    index: RouteIndex, fit: Fit, data_file: str | Path, rows: int, result: dict[str, Any]
+) -> None:
+    """Write the fitted thresholds into the index's manifest, unless it was rebuilt meanwhile."""
+    from semroute.index.manifest import Manifest
+    from semroute.tuning.publish import build_lock
+
+    path = index.path
+    with build_lock(path):
+        manifest = Manifest.read(path)
+        if manifest.built_at != index.manifest.built_at:
+            raise DataError(
+                f"{path} was rebuilt while calibrating; run calibrate again", file=data_file
+            )
+        record = {
+            **fit.summary(),
+            "data": str(data_file),
+            "rows": rows,
+            "before": result["before"],
+            "after": result["after"],
+        }
+        manifest.with_thresholds(fit.thresholds.tolist(), record, path).write(path)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 import semroute.text as text
 from semroute.errors import DataError
-from semroute.routing.scoring import choose
+from semroute.routing.rule import choose
 
 if TYPE_CHECKING:
     from semroute.routing.router import Router, Scores

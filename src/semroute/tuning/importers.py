@@ -13,7 +13,6 @@ route.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import Any
 
 import yaml
 
-from semroute.config.routefile import MAX_DEPTH, read_text, read_yaml
 from semroute.config.routes import normalise_utterance, parse_routes
+from semroute.config.yamlsafe import MAX_DEPTH, read_text, read_yaml
 from semroute.errors import DataError, RouteConfigError
+from semroute.files import atomic_write
 from semroute.tuning.evaluate import DEFAULT_OOS_LABEL, load_labelled
 
 __all__ = ["ImportReport", "import_file"]
@@ -189,6 +189,4 @@ def _validate(data: dict[str, Any], src: Path, *, has_router: bool) -> None:
 def _write_yaml(dst: Path, data: dict[str, Any], *, header: str) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"# {header}\n{body}", encoding="utf-8")
-    os.replace(tmp, dst)
+    atomic_write(dst, f"# {header}\n{body}")

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from semroute import Router, StaleIndexError
+from semroute import Dispatcher, Router, StaleIndexError
 from semroute.cli.main import main
-from semroute.config.deployments import Price, price_of
+from semroute.config.pricing import Price, price_of
 from semroute.config.routes import load_routes, parse_routes
 from semroute.testing import FakeEncoder
 from semroute.tuning.build import build_index
@@ -83,7 +83,7 @@ def test_the_index_keeps_models_and_chains_but_never_resolved_secrets(
     manifest = (tmp_path / "index" / "manifest.json").read_text()
     assert "sk-resolved-secret-value" not in manifest
     assert "os.environ/OPENAI_API_KEY" in manifest
-    config = Router.load(tmp_path / "index").dispatch_config
+    config = Dispatcher.for_index(Router.load(tmp_path / "index").index).config
     assert config.route_fallbacks == {"code": ("gpt-4o", "claude-sonnet")}
     assert config.default_fallbacks == ("claude-sonnet",)
     assert config.models[0].litellm_params["api_key"] == "os.environ/OPENAI_API_KEY"

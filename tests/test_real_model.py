@@ -14,8 +14,8 @@ import yaml
 from semroute import Reason, Router
 from semroute.config.routefile import DEFAULT_RUNTIME
 from semroute.config.routes import DEFAULT_ENCODER
-from semroute.encoders.base import OnnxEncoder
 from semroute.encoders.export import ensure_encoder, ensure_onnx, locate_model
+from semroute.encoders.onnx import OnnxEncoder
 from tests.conftest import DATA, ROOT
 
 pytestmark = pytest.mark.model

@@ -1,0 +1,33 @@
+"""Options and output helpers shared by the ``semroute`` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from semroute.text import printable
+
+__all__ = ["DATA_OPTION", "INDEX_OPTION", "JSON_OPTION", "OOS_OPTION", "warn"]
+
+INDEX_OPTION = click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Index folder [default: $SEMROUTE_INDEX or indexes/default].",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+DATA_OPTION = click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help='JSON lines of {"text": ..., "label": ...}.',
+)
+OOS_OPTION = click.option(
+    "--oos-label", default="oos", show_default=True, help="Label of out-of-scope rows."
+)
+
+
+def warn(message: object) -> None:
+    click.secho(f"warning: {printable(' '.join(str(message).split()))}", fg="yellow", err=True)

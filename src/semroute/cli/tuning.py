@@ -1,0 +1,135 @@
+"""Commands that measure and tune an index on labelled data: eval, calibrate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from semroute.cli.options import DATA_OPTION, INDEX_OPTION, JSON_OPTION, OOS_OPTION, warn
+from semroute.tuning.calibrate import OBJECTIVES, Objective
+
+__all__ = ["calibrate_cmd", "eval_cmd"]
+
+
+@click.command("eval")
+@DATA_OPTION
+@INDEX_OPTION
+@JSON_OPTION
+@OOS_OPTION
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Draw the threshold trade-off and per-route F1 into this PNG.",
+)
+def eval_cmd(
+    data: Path, index_dir: Path | None, as_json: bool, oos_label: str, plot: Path | None
+) -> None:
+    """Measure a router on labelled data.
+
+    An out-of-scope row is right only when it goes to the default model; an in-scope row sent
+    to the default model is wrong.
+
+    \b
+    Example:
+      semroute eval --data test.jsonl --index indexes/default --plot eval.png
+    """
+    from semroute.cli.report import console, plot_evaluation, print_evaluation
+    from semroute.routing.router import Router
+    from semroute.tuning.evaluate import evaluate, load_labelled
+
+    router = Router.load(index_dir)
+    report, scores, truth = evaluate(router, load_labelled(data), oos_label=oos_label)
+    if plot is not None:
+        plot_evaluation(report, scores.confidence, truth, router.thresholds, plot)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    print_evaluation(console(), report, data)
+    if plot is not None:
+        click.echo(f"Plot written to {plot}")
+
+
+@click.command("calibrate")
+@DATA_OPTION
+@INDEX_OPTION
+@JSON_OPTION
+@OOS_OPTION
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="cost",
+    show_default=True,
+    help="What the thresholds optimise (see `semroute calibrate --help`).",
+)
+@click.option(
+    "--misroute-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="For --objective cost: how much worse a misroute is than a fallback.",
+)
+@click.option(
+    "--target",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="For oos-recall / fallback-rate: the share to reach / not exceed.",
+)
+@click.option("--shared-only", is_flag=True, help="One threshold for every route.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Resamples averaged into the shared threshold (0: the exact optimum on the data).",
+)
+@click.option("--dry-run", is_flag=True, help="Show the result without writing it.")
+def calibrate_cmd(
+    data: Path,
+    index_dir: Path | None,
+    as_json: bool,
+    oos_label: str,
+    objective: Objective,
+    misroute_cost: float,
+    target: float | None,
+    shared_only: bool,
+    bootstrap: int,
+    dry_run: bool,
+) -> None:
+    """Fit route thresholds on labelled data and write them into the index.
+
+    Nothing is re-embedded except the data's own texts. Objectives: cost (default; a misroute
+    counts --misroute-cost times a needless fallback to the default model), accuracy,
+    balanced (in-scope accuracy + out-of-scope recall), oos-recall and fallback-rate (with
+    --target). With cost, accuracy or balanced, the shared threshold is the mean optimum over
+    --bootstrap resamples of the data, which holds up better on new queries than the optimum
+    on the data itself. With cost or accuracy, routes get their own thresholds where
+    cross-validation on the data shows it helps.
+
+    \b
+    Examples:
+      semroute calibrate --data val.jsonl --index indexes/default
+      semroute calibrate --data val.jsonl --objective oos-recall --target 0.9 --dry-run
+    """
+    from semroute.cli.report import console, print_calibration
+    from semroute.tuning.calibrate import calibrate_index
+
+    result = calibrate_index(
+        index_dir,
+        data,
+        objective=objective,
+        misroute_cost=misroute_cost,
+        target=target,
+        per_route=not shared_only,
+        bootstrap=bootstrap,
+        oos_label=oos_label,
+        write=not dry_run,
+    )
+    for doubt in result["warnings"]:
+        warn(doubt)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    print_calibration(console(), result, written=not dry_run)
