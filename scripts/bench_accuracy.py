@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import ROOT, machine, machine_markdown, require_data, save
 
 SEMROUTE = str(Path(sys.executable).parent / "semroute")
@@ -163,9 +162,7 @@ class TorchEncoder:
 
 def runtime_runs(work: Path) -> list[dict[str, Any]]:
     """CLINC150 Full, hybrid scorer, each encoder runtime, through the Python API."""
-    from semroute.config.routes import load_routes
-    from semroute.routing.router import Router
-    from semroute.tuning.build import build_index
+    from semroute import Router, build_index, load_routes
     from semroute.tuning.calibrate import fit_thresholds
     from semroute.tuning.evaluate import load_labelled, metrics
 
@@ -211,7 +208,7 @@ def runtime_runs(work: Path) -> list[dict[str, Any]]:
             "accuracy": report.accuracy,
             "closed_set_accuracy": report.closed_set_accuracy,
             "auroc": report.auroc,
-            "encoder": router.index.manifest["encoder"],
+            "encoder": router.index.manifest.encoder.model_dump(),
         }
         if runtime != "torch":
             timings = []

@@ -26,20 +26,15 @@ import os
 import shutil
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import machine, machine_markdown, save
-
-from semroute import Router
-from semroute.testing import FakeEncoder
-from semroute.testing.fake_provider import FakeProvider
-from semroute.tuning.build import build_index
+from semroute import Dispatcher, Router, build_index
+from semroute.testing import FakeEncoder, FakeProvider
 
 KEY_ENV = "BENCH_PROVIDER_KEY"
 ROUTES = {  # route → (its model, its fallbacks, an utterance that FakeEncoder routes to it)
@@ -92,12 +87,13 @@ def build(work: Path, provider: FakeProvider) -> Router:
 
 
 async def failover(router: Router, runs: int) -> dict[str, Any]:
+    dispatcher = Dispatcher.for_index(router.index)
     times: dict[str, list[float]] = {"healthy": [], "failing": [], "dead": []}
     expected = {"healthy": "answers", "failing": "backup", "dead": "backup"}
     for i in range(runs + 5):  # the first 5 of each warm up connections and clients
         for route in times:  # interleaved, so that drift affects each case alike
             started = time.perf_counter()
-            result = await router.acomplete(ROUTES[route][2])
+            result = await dispatcher.acomplete(ROUTES[route][2], router=router)
             elapsed = (time.perf_counter() - started) * 1000
             assert result.decision.route == route, result.decision
             assert result.model == expected[route], result.attempts
@@ -115,15 +111,17 @@ async def failover(router: Router, runs: int) -> dict[str, Any]:
 
 async def concurrent_round(router: Router, log: Path, n: int = 200) -> dict[str, Any]:
     log.unlink(missing_ok=True)
+    dispatcher = Dispatcher.for_index(router.index)
 
     async def one(i: int) -> tuple[float, Any]:
         started = time.perf_counter()
-        result = await router.acomplete(f"{ROUTES['flaky'][2]} question {i}")
+        result = await dispatcher.acomplete(f"{ROUTES['flaky'][2]} question {i}", router=router)
         return (time.perf_counter() - started) * 1000, result
 
     started = time.perf_counter()
     done = await asyncio.gather(*(one(i) for i in range(n)))
     wall = time.perf_counter() - started
+    dispatcher.close()
     latencies = sorted(ms for ms, _ in done)
     answered = sum(1 for _, r in done if r.text)
     records = []
@@ -181,7 +179,7 @@ served by `semroute.testing.fake_provider.FakeProvider` (an OpenAI-compatible HT
 the same process), routing with `FakeEncoder`, default dispatch settings (no retries; LiteLLM's
 cooldown policy), a decision log written for every request.
 
-Sequential `Router.acomplete()`, medians of {args.runs} requests each after a warm-up:
+Sequential `Dispatcher.acomplete()`, medians of {args.runs} requests each after a warm-up:
 
 | request | median | added by the failover | target |
 |---|---:|---:|---:|
@@ -189,7 +187,7 @@ Sequential `Router.acomplete()`, medians of {args.runs} requests each after a wa
 | the routed model returns 500, the next model of its chain answers | {m["failing"]:.1f} ms | {fo["added_by_500_ms"]:.1f} ms | < 1 s |
 | the routed model's endpoint refuses connections, the next model answers | {m["dead"]:.1f} ms | {fo["added_by_refused_connection_ms"]:.1f} ms | < 1 s |
 
-200 concurrent `Router.acomplete()` calls; the routed model and its first fallback fail 30% of
+200 concurrent `Dispatcher.acomplete()` calls; the routed model and its first fallback fail 30% of
 requests at random (500), the last fallback is healthy. {args.rounds} rounds:
 
 | measurement | every round | median |

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import ROOT, machine, machine_markdown, require_data, save
 
 PEER = ROOT / "scripts" / "peer_semantic_router.py"
@@ -100,8 +99,8 @@ def cold_start(index: Path, runs: int) -> float:
 
 
 def clinc_index(work: Path) -> Path:
+    from semroute import build_index
     from semroute.config.routes import parse_routes
-    from semroute.tuning.build import build_index
 
     by_label: dict[str, list[str]] = defaultdict(list)
     oos = []
@@ -151,9 +150,8 @@ def large_texts(n: int) -> dict[str, list[str]]:
 
 
 def large_case(work: Path, n: int, queries: list[str], agreement: bool) -> dict[str, Any]:
+    from semroute import Router, build_index
     from semroute.config.routes import parse_routes
-    from semroute.routing.router import Router
-    from semroute.tuning.build import build_index
 
     texts = large_texts(n)
     routes = parse_routes(
@@ -173,7 +171,7 @@ def large_case(work: Path, n: int, queries: list[str], agreement: bool) -> dict[
         "routes": len(texts),
         "build_s": round(build_s, 1),
         "embedded": report.embedded,
-        "index": router.index.manifest["index"],
+        "index": router.index.manifest.index.model_dump(exclude_unset=True),
         **percentiles(timings),
     }
     if agreement:
@@ -232,8 +230,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
-    from semroute.routing.router import Router
-    from semroute.tuning.build import build_index
+    from semroute import Router, build_index
 
     info = machine()
     queries = short_queries(args.queries)
@@ -266,7 +263,7 @@ def main() -> None:
     print(json.dumps(results), file=sys.stderr)
 
     # The same routes with the exact fp32 encoder runtime (`encoder_runtime: onnx`).
-    from semroute.config.routes import load_routes
+    from semroute import load_routes
 
     bundled_routes = load_routes(ROOT / "routes")
     fp32 = dataclasses.replace(
