@@ -51,7 +51,9 @@ def build(
             "encoder": "fake",
             "threshold": 0.5,
             "dispatch": {
-                "timeout": 1.0,
+                # Generous: an answering request must never time out on a loaded machine; the
+                # tests about hanging models set their own short timeout.
+                "timeout": 10.0,
                 "log": str(folder / "decisions.jsonl"),
                 **(dispatch or {}),
             },
