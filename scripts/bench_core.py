@@ -22,8 +22,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import machine, machine_markdown, require_data, save
 
 SEMROUTE = str(Path(sys.executable).parent / "semroute")

@@ -26,14 +26,11 @@ import os
 import shutil
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import machine, machine_markdown, save
 
 from semroute import Router
