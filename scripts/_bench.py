@@ -72,9 +72,17 @@ def _git_commit() -> str | None:
             text=True,
             check=True,
         )
-        return out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
+    # A run on a tree with uncommitted edits did not measure that commit alone: say so.
+    return out.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
 
 
 def machine_markdown(m: dict[str, Any]) -> str:

@@ -14,7 +14,11 @@ subprocess; nothing here writes outside .bench/.
   label), oos_recall (out-of-scope rows routed nowhere), accuracy (both together), the same three
   with semantic-router's default threshold, and closed_set_accuracy (the top route regardless of
   any threshold). --no-fit skips fitting (closed-set data such as BANKING77 has no val split and
-  no out-of-scope rows). One torch thread unless --threads.
+  no out-of-scope rows). One torch thread unless --threads. semantic-router has no place for
+  out-of-scope examples, so by default --train's out-of-scope rows are dropped; --oos-route
+  gives them to it as one more route, whose pick counts as "routed nowhere" (fitting then
+  learns that picking it is right for out-of-scope val rows; closed_set_accuracy still takes
+  the best in-scope route).
 - latency: builds the router from ROUTES.json ({"routes": [{"name", "utterances"}]}), warms up,
   then times each single-query `router(query)` over QUERIES.json (a list of strings) with one
   torch thread (--threads 0: torch's own default, one per core); cold_start_s is the median wall time of fresh processes that import semantic_router,
@@ -77,6 +81,7 @@ TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; any other torch
 # (that extra also pulls gliner2 and sentence-transformers, for other classes).
 PACKAGES = [SEMANTIC_ROUTER, "transformers", "tokenizers"]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+OOS_ROUTE = "__out_of_scope__"
 DEBUG = os.environ.get("PEER_DEBUG") == "1"
 
 
@@ -251,6 +256,9 @@ def outer(argv: list[str]) -> dict[str, Any]:
     acc.add_argument("--threads", type=int, default=1)
     acc.add_argument("--check-sample", type=int, default=200, help="rows also routed one by one")
     acc.add_argument("--no-sweep", action="store_true", help="skip the extra val threshold sweep")
+    acc.add_argument(
+        "--oos-route", action="store_true", help="train's out-of-scope rows as one more route"
+    )
     acc.add_argument("--model", help="local model folder (default: semroute's default model)")
 
     lat = sub.add_parser("latency", help="single-query routing latency")
@@ -298,6 +306,8 @@ def outer(argv: list[str]) -> dict[str, Any]:
             wargs.append("--no-fit")
         if args.no_sweep:
             wargs.append("--no-sweep")
+        if args.oos_route:
+            wargs.append("--oos-route")
         result = run_worker(wargs, args.threads)
     else:
         queries = json.loads(args.queries.read_text())
@@ -402,9 +412,19 @@ def _scores(router: Any, texts: list[str], what: str) -> tuple[list[dict[str, fl
     return out, time.perf_counter() - started
 
 
+def _nowhere(name: str | None) -> str | None:
+    """A pick of the out-of-scope route (--oos-route) means the query is routed nowhere."""
+    return None if name == OOS_ROUTE else name
+
+
+def _best_in_scope(scores: dict[str, float]) -> str | None:
+    named = {k: v for k, v in scores.items() if k != OOS_ROUTE}
+    return max(named, key=named.__getitem__) if named else None
+
+
 def _decide(router: Any, scores: list[dict[str, float]]) -> list[str | None]:
     # router._choose is what router(text) returns once the scores are in (limit=1)
-    return [router._choose(s, 1, None).name for s in scores]
+    return [_nowhere(router._choose(s, 1, None).name) for s in scores]
 
 
 def _metrics(picks: list[str | None], gold: list[str | None]) -> dict[str, Any]:
@@ -456,12 +476,19 @@ def worker_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     train = _read_jsonl(args.train)
     test = _read_jsonl(args.test)
     by_label: dict[str, list[str]] = {}
+    oos_texts = []
     for text, label in train:
         if label != args.oos_label:
             by_label.setdefault(label, []).append(text)
+        else:
+            oos_texts.append(text)
     if not by_label:
         raise Failure(f"{args.train} has no in-scope rows")
     routes = [Route(name=label, utterances=texts) for label, texts in sorted(by_label.items())]
+    if args.oos_route:
+        if not oos_texts or OOS_ROUTE in by_label:
+            raise Failure(f"--oos-route: {args.train} has no out-of-scope rows, or a {OOS_ROUTE}")
+        routes.append(Route(name=OOS_ROUTE, utterances=oos_texts))
 
     def gold(rows: list[tuple[str, str]]) -> list[str | None]:
         return [None if label == args.oos_label else label for _, label in rows]
@@ -482,7 +509,7 @@ def worker_accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
     test_texts, test_gold = [t for t, _ in test], gold(test)
     scores, scoring_s = _scores(router, test_texts, "test rows")
-    top = [max(s, key=s.__getitem__) for s in scores]
+    top = [_best_in_scope(s) for s in scores]
     default_picks = _decide(router, scores)
     default = _metrics(default_picks, test_gold)
     ins = [(t, g) for t, g in zip(top, test_gold, strict=True) if g is not None]
@@ -499,6 +526,9 @@ def worker_accuracy(args: argparse.Namespace) -> dict[str, Any]:
             "aggregation": "mean (default)",
             "routes": len(routes),
             "utterances": n_utt,
+            "oos_route": args.oos_route,
+            "oos_train_rows": len(oos_texts),
+            "oos_train_rows_used": len(oos_texts) if args.oos_route else 0,
         },
         "threads": args.threads,
         "n": len(test),
@@ -521,9 +551,11 @@ def worker_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         val = _read_jsonl(args.val)
         val_texts, val_gold = [t for t, _ in val], gold(val)
         val_gold = [g if g in by_label else None for g in val_gold]
+        # With the out-of-scope route, picking it is the right answer for an out-of-scope row.
+        fit_gold = [OOS_ROUTE if g is None and args.oos_route else g for g in val_gold]
         print(f"fitting on {len(val)} val rows ({args.fit_method}) ...", file=sys.stderr)
         t0 = time.perf_counter()
-        report = router.fit(X=val_texts, y=val_gold, method=args.fit_method)
+        report = router.fit(X=val_texts, y=fit_gold, method=args.fit_method)
         fit_s = time.perf_counter() - t0
         router.confidence_threshold = args.threshold
         picks = _decide(router, scores)
@@ -543,13 +575,13 @@ def worker_accuracy(args: argparse.Namespace) -> dict[str, Any]:
             n_val_oos=sum(g is None for g in val_gold),
             **fitted,
         )
-        if not args.no_sweep:
+        if not args.no_sweep and not args.oos_route:
             result["val_tuned_threshold"] = _sweep(router, val_texts, val_gold, scores, test_gold)
             router.confidence_threshold = args.threshold
     # Check: the public call agrees with the batched decisions on a sample of test rows.
     step = max(1, len(test) // max(1, args.check_sample))
     sample = list(range(0, len(test), step))[: args.check_sample]
-    agree = sum(router(test_texts[i]).name == picks[i] for i in sample)
+    agree = sum(_nowhere(router(test_texts[i]).name) == picks[i] for i in sample)
     result["public_call_check"] = {"rows": len(sample), "same_decision": agree}
     if sample and agree < 0.99 * len(sample):
         raise Failure(
@@ -655,6 +687,7 @@ def worker(argv: list[str]) -> dict[str, Any]:
     acc.add_argument("--threads", type=int, default=1)
     acc.add_argument("--check-sample", type=int, default=200)
     acc.add_argument("--no-sweep", action="store_true")
+    acc.add_argument("--oos-route", action="store_true")
     acc.add_argument("--model", required=True)
     lat = sub.add_parser("latency")
     lat.add_argument("--routes", type=Path, required=True)

@@ -114,8 +114,8 @@ def writable_out(out: Path, routes_root: Path | None = None) -> Path:
         names = sorted(p.name for p in real.iterdir())
         shown = ", ".join(printable(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
         raise SemrouteError(
-            f"refusing to build an index at {where}: it holds {len(names)} entries that are "
-            f"not an index ({shown}), which a build would delete; {advice}"
+            f"refusing to build an index at {where}: it holds files that are not an index "
+            f"({len(names)}: {shown}), which a build would delete; {advice}"
         )
     return real
 
