@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -202,10 +202,21 @@ class _Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK (~40 ms) and every request would look that much slower.
     disable_nagle_algorithm = True
 
+    # The request being answered: recorded as its response starts, so a client that has its
+    # answer always finds the request in FakeProvider.requests.
+    _pending: RecordedRequest | None = None
+
     def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr lines
         pass
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        if self._pending is not None:
+            self.provider._record(replace(self._pending, status=code))
+            self._pending = None
+        super().send_response(code, message)
+
     def do_POST(self) -> None:
+        self._pending = None
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -218,16 +229,20 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model", ""))
         stream = bool(body.get("stream"))
         behaviour, fails = self.provider._plan(model)
+        self._pending = RecordedRequest(model, self.headers.get("Authorization"), stream, 0, body)
         status = self._respond(model, body, stream, behaviour, fails)
-        self.provider._record(
-            RecordedRequest(model, self.headers.get("Authorization"), stream, status, body)
-        )
+        if self._pending is not None:  # no response was started
+            self.provider._record(replace(self._pending, status=status))
+            self._pending = None
 
     def _respond(
         self, model: str, body: dict[str, Any], stream: bool, behaviour: Behaviour, fails: bool
     ) -> int:
         kind = behaviour.kind
         if kind == "hang":
+            if self._pending is not None:  # recorded now: it is never answered
+                self.provider._record(self._pending)
+                self._pending = None
             self.provider._release.wait(self.provider._hang_seconds)
             self.close_connection = True
             return 0
