@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_dispatch.py [--runs 50] [--rounds 5] [--work DIR]
 
-Every model is served by semroute.fake_provider.FakeProvider, an OpenAI-compatible HTTP server on
+Every model is served by semroute.testing.FakeProvider, an OpenAI-compatible HTTP server on
 127.0.0.1 running in this process, and routing uses an index built with FakeEncoder: the figures
 measure semroute, LiteLLM and a local HTTP round trip, not a model or a network.
 
@@ -175,7 +175,7 @@ def main() -> None:
 ## Dispatch: failover latency and 200 concurrent requests
 
 `.venv/bin/python scripts/bench_dispatch.py --runs {args.runs} --rounds {args.rounds}`: models
-served by `semroute.fake_provider.FakeProvider` (an OpenAI-compatible HTTP server on 127.0.0.1, in
+served by `semroute.testing.FakeProvider` (an OpenAI-compatible HTTP server on 127.0.0.1, in
 the same process), routing with `FakeEncoder`, default dispatch settings (no retries; LiteLLM's
 cooldown policy), a decision log written for every request.
 
