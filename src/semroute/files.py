@@ -1,4 +1,5 @@
-"""Writing files and folders so that a reader sees the old version or the new one, never half.
+"""Writing files and folders so that a reader sees the old version or the new one, never half;
+and the one way semroute fingerprints a file's content.
 
 Everything semroute writes that another process may read at the same time (a manifest, a route
 file, the model cache) goes through here: the content is written next to its destination, made
@@ -9,6 +10,7 @@ sibling, never a truncated destination.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -16,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "sibling_dir"]
+__all__ = ["atomic_write", "sha256_file", "sibling_dir"]
 
 
 def atomic_write(path: Path, content: str | bytes, *, encoding: str = "utf-8") -> None:
@@ -45,3 +47,12 @@ def sibling_dir(target: Path, *, prefix: str) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of ``path``'s content (hex), read a megabyte at a time."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from semroute.errors import EncoderError
-from semroute.files import atomic_write, sibling_dir
+from semroute.files import atomic_write, sha256_file, sibling_dir
 
-__all__ = ["cache_dir", "cached", "file_hash", "publish", "tree_hash"]
+__all__ = ["cache_dir", "cached", "publish", "tree_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def publish(target: Path, fill: Callable[[Path], None], *, marker: str) -> None:
         except OSError as exc:
             raise cache_error(target.parent, exc) from exc
         fill(tmp)
-        sums = {f.relative_to(tmp).as_posix(): file_hash(f) for f in _files(tmp)}
+        sums = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in _files(tmp)}
         (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
         try:
             os.replace(tmp, target)
@@ -98,7 +98,7 @@ def _damage(target: Path) -> str | None:
     if present != set(sums):
         return "missing files or holding others"
     for name, digest in sums.items():
-        if file_hash(target / name) != digest:
+        if sha256_file(target / name) != digest:
             return f"damaged ({name} differs from what was exported)"
     return None
 
@@ -142,7 +142,7 @@ def tree_hash(folder: Path) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update(str(p.relative_to(folder)).encode() + b"\0")
-        h.update(file_hash(p).encode())
+        h.update(sha256_file(p).encode())
     digest = h.hexdigest()
     memo[key] = digest
     make_cache_dir(memo_file.parent)
@@ -151,11 +151,3 @@ def tree_hash(folder: Path) -> str:
     except OSError as exc:
         raise cache_error(memo_file, exc) from exc
     return digest
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

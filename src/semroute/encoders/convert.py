@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from semroute.encoders.base import ENCODER_META, EXPORT_FORMAT, ONNX_FILE, TOKENIZER_FILE
-from semroute.encoders.cache import file_hash
 from semroute.encoders.onnx import OnnxEncoder
 from semroute.errors import EncoderError
+from semroute.files import sha256_file
 
 __all__ = ["export_onnx", "quantize_export"]
 
@@ -68,7 +68,7 @@ def export_onnx(model_dir: Path, out: Path, *, name: str, source_hash: str) -> N
     meta = {
         "format": EXPORT_FORMAT,
         "name": name,
-        "fingerprint": file_hash(out / ONNX_FILE)[:24],
+        "fingerprint": sha256_file(out / ONNX_FILE)[:24],
         "source_hash": source_hash,
         "dim": dim,
         "max_tokens": max_tokens,
@@ -176,7 +176,7 @@ def quantize_export(source: Path, out: Path) -> None:
     meta = json.loads((source / ENCODER_META).read_text())
     # The fingerprint covers how texts are run (one at a time, see OnnxEncoder), not only the
     # file: vectors an older semroute embedded in padded batches do not match these.
-    mode = f"{file_hash(out / ONNX_FILE)}|per-text"
+    mode = f"{sha256_file(out / ONNX_FILE)}|per-text"
     meta.update(
         precision="int8",
         embedding="per-text",

@@ -19,8 +19,8 @@ from semroute.encoders.base import (
     normalise,
     read_export_meta,
 )
-from semroute.encoders.cache import file_hash
 from semroute.errors import EncoderError
+from semroute.files import sha256_file
 
 __all__ = ["StaticEncoder", "distill_static"]
 
@@ -94,7 +94,7 @@ def distill_static(model_dir: Path, out: Path, *, name: str, source_hash: str) -
         "format": EXPORT_FORMAT,
         "kind": "static",
         "name": name,
-        "fingerprint": file_hash(out / STATIC_DIR / "model.safetensors")[:24],
+        "fingerprint": sha256_file(out / STATIC_DIR / "model.safetensors")[:24],
         "source_hash": source_hash,
         "dim": int(model.dim),
         "max_tokens": STATIC_MAX_TOKENS,

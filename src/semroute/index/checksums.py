@@ -10,24 +10,17 @@ from pathlib import Path
 
 from semroute.errors import REBUILD_HINT as REBUILD
 from semroute.errors import CorruptIndexError
+from semroute.files import sha256_file
 
-__all__ = ["checksum", "checksums_of", "open_files", "verify_checksums"]
+__all__ = ["checksums_of", "open_files", "verify_checksums"]
 
 MANIFEST = "manifest.json"
-
-
-def checksum(file: Path) -> str:
-    h = hashlib.sha256()
-    with file.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checksums_of(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folder`` (except the manifest), by relative POSIX path."""
     return {
-        f.relative_to(folder).as_posix(): checksum(f)
+        f.relative_to(folder).as_posix(): sha256_file(f)
         for f in sorted(folder.rglob("*"))
         if f.is_file() and f.name != MANIFEST
     }
