@@ -307,8 +307,12 @@ class _Handler(BaseHTTPRequestHandler):
         ident = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         for event in _answer_events(ident, model, text)[:after]:
             self._event(event)
+        self.wfile.flush()
         self.close_connection = True
-        self.connection.shutdown(socket.SHUT_RDWR)
+        # A FIN, not a reset: the client reads every event sent, then finds the body cut short.
+        # (Shutting down both ways can send a reset, which makes the client's kernel drop events
+        # it has received but not yet read, so what arrives before the break would vary.)
+        self.connection.shutdown(socket.SHUT_WR)
 
     # --- HTTP plumbing -----------------------------------------------------------------------
 
