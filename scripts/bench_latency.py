@@ -1,6 +1,7 @@
 """Routing latency and throughput, semroute beside semantic-router 1.1.1, in one run.
 
     .venv/bin/python scripts/bench_latency.py [--queries 1000] [--skip-peer] [--from-json]
+    .venv/bin/python scripts/bench_latency.py --policy-only    # the policy-cost case alone
 
 On the bundled example routes, with the same local model (all-MiniLM-L6-v2) and the same
 queries (short: at most 20 words), it times:
@@ -9,6 +10,9 @@ queries (short: at most 20 words), it times:
 - `import semroute`, and a new process → first decision on a 15,000-utterance CLINC150 index;
 - `route_batch` throughput over the CLINC150 test set;
 Results go to docs/results/latency.json and the "latency" section of docs/benchmarks.md.
+The policy-cost case (``--policy-only``, also part of a full run) times `route()` on the bundled
+routes with and without 20 rules plus the capability and cost checks, query by query in turn
+(same run, same queries): docs/results/policy_latency.json and its own section.
 Medians of one run on a shared 2-core machine: noisy, so read ratios more than milliseconds,
 and each ratio against both of semroute's passes (timed before and after semantic-router).
 ``--from-json`` writes the section again from the saved results without measuring.
@@ -73,6 +77,118 @@ def time_routes(router: Any, queries: list[str], repeat: int = 1) -> list[float]
     finally:
         gc.enable()
     return out
+
+
+# 20 rules over every kind of signal; a short everyday query matches none, so all are tried.
+POLICY_RULES: list[dict[str, Any]] = [
+    {
+        "name": "no-secrets",
+        "when": {"text_matches": r"(?i)\b(password|api[_ ]key)\b"},
+        "action": "block",
+    },
+    {"name": "long-context", "when": {"input_tokens": {"gt": 50000}}, "model": "openai/gpt-4.1"},
+    {"name": "tools", "when": {"has_tools": True}, "model": "claude-sonnet"},
+    {"name": "vision", "when": {"has_images": True}, "model": "gpt-4o"},
+    {"name": "json", "when": {"json_mode": True, "route": "code"}, "model": "gpt-4o-mini"},
+    *(
+        {"name": f"task-{t}", "when": {"task": t}, "model": "claude-sonnet"}
+        for t in ("code-review", "legal", "medical", "finance", "research")
+    ),
+    {"name": "free-users", "when": {"user_tier": "free"}, "tier": "budget"},
+    {"name": "trial-users", "when": {"user_tier": {"in": ["trial", "edu"]}}, "tier": "budget"},
+    {"name": "team-infra", "when": {"metadata.team": "infra"}, "model": "gpt-4o"},
+    {"name": "big-output", "when": {"max_tokens": {"gte": 32000}}, "model": "openai/gpt-4.1"},
+    {"name": "long-system", "when": {"system_prompt_tokens": {"gt": 8000}}, "model": "gpt-4o"},
+    {
+        "name": "sure-code",
+        "when": {"route": "code", "confidence": {"gte": 0.99}},
+        "model": "gpt-4o",
+    },
+    {
+        "name": "cheap-chat",
+        "when": {"any": [{"user_tier": "basic"}, {"task": "chat"}]},
+        "tier": "budget",
+    },
+    {"name": "not-en", "when": {"metadata.lang": {"in": ["de", "fr"]}}, "model": "gpt-4o"},
+    {"name": "low-budget", "when": {"max_cost_usd": {"lt": 0.0001}}, "tier": "budget"},
+    {
+        "name": "ambiguous",
+        "when": {"reason": "ambiguous", "not": {"task": "chat"}},
+        "model": "gpt-4o",
+    },
+]
+POLICY_TIERS = {"budget": ["gpt-4o-mini", "gemini/gemini-1.5-flash"]}
+
+
+def policy_latency(work: Path, queries: list[str]) -> dict[str, Any]:
+    """`route()` p50 on the bundled routes without and with 20 rules and the capability and cost
+    checks (a $1 ceiling, so every decision's chain is screened and priced), timed query by
+    query in turn so that both see the same moments of the machine."""
+    from semroute.config.policy import compile_policy
+    from semroute.config.routes import load_routes
+    from semroute.routing.router import Router
+    from semroute.tuning.build import build_index
+
+    routes = load_routes(ROOT / "routes")
+    policy = compile_policy(
+        POLICY_RULES, POLICY_TIERS, source="bench", node=None, models=None, routes=None
+    )
+    build_index(routes, work / "bundled")
+    build_index(dataclasses.replace(routes, policy=policy), work / "bundled-policy")
+    plain = Router.load(work / "bundled", cache_size=0)
+    ruled = Router.load(work / "bundled-policy", cache_size=0)
+    for q in queries[:20]:  # warm up: the encoder, and the model info and prices looked up
+        plain.route(q)
+        ruled.route(q, max_cost_usd=1.0)
+    base, policy_s = [], []
+    gc.disable()
+    try:
+        for q in queries:
+            started = time.perf_counter()
+            plain.route(q)
+            base.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            ruled.route(q, max_cost_usd=1.0)
+            policy_s.append(time.perf_counter() - started)
+    finally:
+        gc.enable()
+    out = {
+        "rules": len(POLICY_RULES),
+        "baseline": percentiles(base),
+        "policy": percentiles(policy_s),
+    }
+    paired = np.median(np.array(policy_s) - np.array(base)) * 1000
+    out["added_p50_ms"] = round(out["policy"]["p50_ms"] - out["baseline"]["p50_ms"], 3)
+    out["median_paired_difference_ms"] = round(float(paired), 3)
+    return out
+
+
+def policy_markdown(r: dict[str, Any]) -> str:
+    p, b = r["policy"], r["baseline"]
+    return "\n".join(
+        [
+            "## Policy cost: 20 rules and the capability and cost checks",
+            "",
+            f"`.venv/bin/python {r['command']}`: {b['n']} short queries (those of the latency "
+            "section), the bundled example routes built twice, without rules and with "
+            f"{r['rules']} rules over every kind of signal (none matches an everyday query, so "
+            "all are tried) and a tier; the second router is asked with a $1 ceiling "
+            "(`max_cost_usd`), so each decision's chain is checked for capability and priced. "
+            "The two routers answer each query in turn, in one process, query cache off.",
+            "",
+            "| measurement | p50 | p95 | p99 | target |",
+            "|---|---:|---:|---:|---|",
+            f"| `route()`, no rules | {b['p50_ms']:.3f} ms | {b['p95_ms']:.3f} ms | "
+            f"{b['p99_ms']:.3f} ms | |",
+            f"| `route()`, 20 rules + checks | {p['p50_ms']:.3f} ms | {p['p95_ms']:.3f} ms | "
+            f"{p['p99_ms']:.3f} ms | |",
+            f"| p50 added | {r['added_p50_ms']:.3f} ms | | | ≤ 0.3 ms |",
+            f"| median of the per-query differences | {r['median_paired_difference_ms']:.3f} ms "
+            "| | | |",
+            "",
+            machine_markdown(r["machine"]),
+        ]
+    )
 
 
 def import_time(runs: int) -> float:
@@ -232,8 +348,8 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def command(args: argparse.Namespace) -> str:
-    flags = " --skip-peer" if args.skip_peer else ""
+def command(args: argparse.Namespace, policy_only: bool = False) -> str:
+    flags = " --policy-only" if policy_only else " --skip-peer" if args.skip_peer else ""
     if args.queries != 1000:
         flags += f" --queries {args.queries}"
     return f"scripts/bench_latency.py{flags}"
@@ -246,6 +362,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/semroute-bench-latency"))
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument(
+        "--policy-only", action="store_true", help="time only the policy-cost case (20 rules)"
+    )
+    parser.add_argument(
         "--from-json",
         action="store_true",
         help="measure nothing: write the section again from docs/results/latency.json",
@@ -256,6 +375,11 @@ def main() -> None:
         results["rendered_at_commit"] = machine()["git_commit"]
     else:
         args.work.mkdir(parents=True, exist_ok=True)
+        policy = policy_latency(args.work, short_queries(args.queries))
+        policy.update(machine=machine(), command=command(args, policy_only=True))
+        save("policy_latency", policy, policy_markdown(policy))
+        if args.policy_only:
+            return
         results = measure(args)
     if "semantic_router" in results:
         results.update(ratios(results))

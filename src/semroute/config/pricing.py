@@ -24,6 +24,7 @@ __all__ = [
     "UnknownPriceWarning",
     "chain_warnings",
     "cost_map",
+    "model_info_of",
     "price_of",
     "provider_warnings",
 ]
@@ -76,14 +77,31 @@ def _price_from(params: Mapping[str, Any]) -> Price | None:
 
 
 def _listed_price(model: str) -> Price | None:
+    entry = _listed_entry(model)
+    return _price_from(entry) if entry else None
+
+
+def model_info_of(model: str, deployments: Sequence[ModelDeployment] = ()) -> dict[str, Any]:
+    """What LiteLLM's cost map says about a model name (for a declared one: about the model it
+    deploys), overridden by the declaration's ``model_info`` (same keys as LiteLLM's, e.g.
+    ``max_input_tokens``, ``supports_vision``). Empty when nothing is known. Reading it the
+    first time loads the cost map (a few tenths of a second, once; never on import)."""
+    for d in deployments:
+        if d.model_name == model:
+            listed = _listed_entry(str(d.litellm_params.get("model", model)))
+            return {**listed, **dict(d.model_info)}
+    return dict(_listed_entry(model))
+
+
+def _listed_entry(model: str) -> Mapping[str, Any]:
     table = cost_map()
     entry = table.get(model)
     if entry is None and "/" in model:
         provider, _, bare = model.partition("/")
         candidate = table.get(bare)
-        if candidate is not None and candidate.get("litellm_provider") == provider:
+        if isinstance(candidate, dict) and candidate.get("litellm_provider") == provider:
             entry = candidate
-    return _price_from(entry) if isinstance(entry, dict) else None
+    return entry if isinstance(entry, dict) else {}
 
 
 def price_of(model: str, deployments: Sequence[ModelDeployment] = ()) -> Price | None:
