@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.errors import (
+    BlockedError,
     CorruptIndexError,
+    CostLimitError,
     DataError,
     DispatchError,
     EncoderError,
@@ -49,8 +51,10 @@ from semroute.version import __version__
 __all__ = [
     "AsyncDispatchStream",
     "Attempt",
+    "BlockedError",
     "BuildReport",
     "CorruptIndexError",
+    "CostLimitError",
     "DataError",
     "Decision",
     "DispatchError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -119,9 +119,25 @@ def default_dispatcher() -> Dispatcher:
     return _default()[1]
 
 
-def route(query: str | Sequence[Message]) -> Decision:
-    """Route ``query`` with the default router (see :func:`default_router`)."""
-    return default_router().route(query)
+def route(
+    query: str | Sequence[Message],
+    *,
+    request: Mapping[str, Any] | None = None,
+    task: str | None = None,
+    user_tier: str | None = None,
+    max_cost_usd: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Decision:
+    """Route ``query`` with the default router (see :func:`default_router`); the request and
+    hints feed the index's rules (see :meth:`semroute.routing.router.Router.route`)."""
+    return default_router().route(
+        query,
+        request=request,
+        task=task,
+        user_tier=user_tier,
+        max_cost_usd=max_cost_usd,
+        metadata=metadata,
+    )
 
 
 @overload

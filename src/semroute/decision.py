@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Decision", "Reason", "RouteScore"]
+__all__ = ["Decision", "Reason", "RouteScore", "Skip"]
 
 
 class Reason(StrEnum):
@@ -26,6 +28,26 @@ class Reason(StrEnum):
     """A follow-up turn matched no other route confidently: the conversation keeps its route."""
     PINNED = "pinned"
     """The caller named the model: nothing was routed."""
+    RULE = "rule"
+    """A rule (``rules:`` in the route files) chose the model or tier."""
+    BLOCKED = "blocked"
+    """A rule with ``action: block`` matched: no model may be called."""
+    OVER_BUDGET = "over_budget"
+    """Every candidate's estimated cost is over the cost ceiling: no model may be called
+    (dispatching raises :class:`~semroute.errors.CostLimitError`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A candidate model passed over without being tried: ``reason`` is ``capability`` or
+    ``over_budget`` (routing) or ``unhealthy`` (dispatch); ``detail`` says why, for a person."""
+
+    model: str
+    reason: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "reason": self.reason, "detail": self.detail}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +119,24 @@ class Decision:
     """The query was longer than the encoder's window; only its start was used."""
     scores: tuple[RouteScore, ...] = _LazyScores()  # type: ignore[assignment]
     """Every route, best first (built on first access; a callable may be passed to defer it)."""
+    signals: Mapping[str, Any] | None = None
+    """The request's signals (see :mod:`semroute.routing.signals`), when rules or hints were used."""
+    rule: str | None = None
+    """The rule that decided (None: no rule matched)."""
+    recommended_model: str | None = None
+    """The semantic router's model, before rules (None: the same as ``model``)."""
+    chain: tuple[str, ...] | None = None
+    """The models to try in order, when a rule, tier or check set them (empty when blocked or
+    over budget)."""
+    skipped: tuple[Skip, ...] = ()
+    """The candidates passed over before dispatch (capability, over budget), in chain order."""
+    estimated_cost_usd: float | None = None
+    """The estimated cost of ``model`` (the cheapest candidate's when over budget; None:
+    unknown price, or the request's signals were not read)."""
+    cost_limit_usd: float | None = None
+    """The cost ceiling applied (None: no ceiling)."""
+    within_cost_limit: bool | None = None
+    """Whether ``model``'s estimate fits the ceiling (None: no ceiling, or no estimate)."""
 
     def __getstate__(self) -> dict[str, Any]:
         self.scores  # noqa: B018 - pickle the built tuple, never the builder
@@ -105,6 +145,19 @@ class Decision:
     @property
     def matched(self) -> bool:
         return self.route is not None
+
+    def evolve(self, **changes: Any) -> Decision:
+        """A copy with ``changes``; unbuilt ``scores`` stay unbuilt."""
+        changes.setdefault("scores", self.__dict__["_scores"])
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def blocked(self) -> bool:
+        return self.reason == Reason.BLOCKED
+
+    @property
+    def over_budget(self) -> bool:
+        return self.reason == Reason.OVER_BUDGET
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,4 +169,16 @@ class Decision:
             "truncated": self.truncated,
             "latency_ms": round(self.latency_ms, 3),
             "scores": [s.to_dict() for s in self.scores],
+            "signals": dict(self.signals) if self.signals is not None else None,
+            "rule": self.rule,
+            "recommended_model": self.recommended_model or self.model,
+            "chain": list(self.chain) if self.chain is not None else None,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "estimated_cost_usd": _cost(self.estimated_cost_usd),
+            "cost_limit_usd": self.cost_limit_usd,
+            "within_cost_limit": self.within_cost_limit,
         }
+
+
+def _cost(usd: float | None) -> float | None:
+    return None if usd is None else float(f"{usd:.6g}")

@@ -10,8 +10,11 @@
     │   └── EncoderMismatchError   the index was built with another encoder than the one asked for
     ├── DataError                  a labelled data file is unreadable or names no route (file, line)
     ├── InvalidQueryError          a query is not a string or message list (also a TypeError)
-    └── DispatchError              every model of a fallback chain failed, or a stream broke
-                                   (attempts: each model tried, its error and latency)
+    ├── DispatchError              every model of a fallback chain failed, or a stream broke
+    │                              (attempts: each model tried, its error and latency)
+    ├── BlockedError               a rule blocked the request; no model was called (rule)
+    └── CostLimitError             every candidate's estimated cost is over the ceiling; no
+                                   model was called (cheapest, estimate_usd, ceiling_usd)
 
 Errors raised by dependencies (pydantic, PyYAML, FAISS, onnxruntime, LiteLLM) are caught where
 semroute calls them and re-raised as one of these with ``raise ... from exc``, so callers only need
@@ -25,12 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from semroute.decision import Decision
+    from semroute.decision import Decision, Skip
     from semroute.records import Attempt
 
 __all__ = [
     "REBUILD_HINT",
+    "BlockedError",
     "CorruptIndexError",
+    "CostLimitError",
     "DataError",
     "DispatchError",
     "EncoderError",
@@ -62,9 +67,11 @@ class RouteConfigError(SemrouteError):
         route: str | None = None,
         field: str | None = None,
         line: int | None = None,
+        rule: str | None = None,
     ) -> None:
         self.file = str(file) if file is not None else None
         self.route = route
+        self.rule = rule
         self.field = field
         self.line = line
         self.message = message
@@ -74,9 +81,8 @@ class RouteConfigError(SemrouteError):
         where = ""
         if self.file:
             where = self.file + (f":{self.line}" if self.line else "")
-        parts = [
-            p for p in (where, _quoted("route", self.route), _quoted("field", self.field)) if p
-        ]
+        labels = (_quoted("route", self.route), _quoted("rule", self.rule))
+        parts = [p for p in (where, *labels, _quoted("field", self.field)) if p]
         return ": ".join([*parts, self.message]) if parts else self.message
 
 
@@ -144,13 +150,58 @@ class DispatchError(SemrouteError):
         attempts: Sequence[Attempt] = (),
         request_id: str | None = None,
         decision: Decision | None = None,
+        skipped: Sequence[Skip] = (),
     ) -> None:
         self.attempts = tuple(attempts)
+        self.skipped = tuple(skipped)
+        """The models passed over without being tried (e.g. unhealthy), with why."""
         self.request_id = request_id
         self.decision = decision
-        tried = "; ".join(f"{a.model}: {a.error} ({a.latency_ms:.0f} ms)" for a in self.attempts)
-        super().__init__(f"{message}: {tried}" if tried else message)
+        tried = [f"{a.model}: {a.error} ({a.latency_ms:.0f} ms)" for a in self.attempts]
+        tried += [f"{s.model} skipped: {s.detail}" for s in self.skipped]
+        super().__init__(f"{message}: {'; '.join(tried)}" if tried else message)
 
 
 def _quoted(label: str, value: str | None) -> str:
     return f"{label} {value!r}" if value is not None else ""
+
+
+class BlockedError(SemrouteError):
+    """A rule with ``action: block`` matched the request: no model was called."""
+
+    def __init__(self, rule: str, *, decision: Decision | None = None) -> None:
+        self.rule = rule
+        self.decision = decision
+        super().__init__(f"blocked by rule {rule!r}")
+
+
+class CostLimitError(SemrouteError):
+    """Every candidate model's estimated cost is over the request's cost ceiling: no model was
+    called. ``cheapest`` is the candidate with the lowest estimate."""
+
+    def __init__(
+        self,
+        cheapest: str,
+        estimate_usd: float,
+        ceiling_usd: float,
+        *,
+        decision: Decision | None = None,
+    ) -> None:
+        self.cheapest = cheapest
+        self.estimate_usd = estimate_usd
+        self.ceiling_usd = ceiling_usd
+        self.decision = decision
+        super().__init__(
+            f"over the cost ceiling: the cheapest candidate, {cheapest!r}, is estimated at "
+            f"${estimate_usd:.6g}, over the ${ceiling_usd:.6g} limit"
+        )
+
+    @classmethod
+    def of(cls, decision: Decision) -> CostLimitError:
+        """The error for an ``over_budget`` decision (see :attr:`Decision.over_budget`)."""
+        return cls(
+            decision.model,
+            decision.estimated_cost_usd or 0.0,
+            decision.cost_limit_usd or 0.0,
+            decision=decision,
+        )

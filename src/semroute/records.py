@@ -1,4 +1,5 @@
-"""What dispatching a request leaves behind: each :class:`Attempt` and the :class:`Usage` reported.
+"""What dispatching a request leaves behind: each :class:`Attempt`, each model passed over
+(:class:`Skip`) and the :class:`Usage` reported.
 
 Plain data, below everything that produces or reports it (dispatch, errors, the decision log).
 """
@@ -20,14 +21,19 @@ class Attempt:
     latency_ms: float
     status: int | None = None
     """The provider's HTTP status, when it sent one."""
+    note: str | None = None
+    """Why a model judged unhealthy was tried anyway (every model of the chain was)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "model": self.model,
             "status": self.status,
             "error": self.error,
             "latency_ms": round(self.latency_ms, 3),
         }
+        if self.note is not None:
+            out["note"] = self.note
+        return out
 
 
 @dataclass(frozen=True)

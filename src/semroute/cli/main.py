@@ -52,23 +52,58 @@ def main() -> None:
 
 
 @main.command("route")
-@click.argument("queries", nargs=-1, required=True)
+@click.argument("queries", nargs=-1)
 @INDEX_OPTION
+@click.option("--task", default=None, help="The task hint rules test as `task`.")
+@click.option("--tier", "user_tier", default=None, help="The user tier rules test as `user_tier`.")
+@click.option(
+    "--max-cost", type=float, default=None, help="The cost ceiling in USD (`max_cost_usd`)."
+)
+@click.option(
+    "--max-tokens", type=click.IntRange(min=0), default=None, help="The answer's token cap."
+)
+@click.option(
+    "--request",
+    "body_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="An OpenAI chat-completions body (JSON): its messages, tools, response_format and "
+    "max_tokens feed the rules; without QUERY its messages are routed.",
+)
 @JSON_OPTION
-def route_cmd(queries: tuple[str, ...], index_dir: Path | None, as_json: bool) -> None:
+def route_cmd(
+    queries: tuple[str, ...],
+    index_dir: Path | None,
+    task: str | None,
+    user_tier: str | None,
+    max_cost: float | None,
+    max_tokens: int | None,
+    body_file: Path | None,
+    as_json: bool,
+) -> None:
     """Show every route's confidence for each QUERY and where it would go.
 
-    With --json, prints one JSON object per query (one line each).
+    With --json, prints one JSON object per query (one line each). The options are the
+    signals the index's `rules:` test.
 
     \b
     Examples:
       semroute route "translate 'good morning' into Spanish"
       semroute route "what's the capital of France?" --json
+      semroute route "review this diff" --task code-review --tier free --json
+      semroute route --request body.json --json
     """
     from semroute.routing.router import Router
 
+    body = _read_body(body_file) if body_file is not None else None
+    if not queries and not (body and body.get("messages")):
+        raise click.UsageError("give a QUERY, or --request with a body that has messages")
+    if max_tokens is not None:
+        body = {**(body or {}), "max_tokens": max_tokens}
     router = Router.load(index_dir)
-    decisions = [router.route(q) for q in queries]
+    hints: dict[str, Any] = {"task": task, "user_tier": user_tier, "max_cost_usd": max_cost}
+    asked: list[Any] = list(queries) if queries else [body["messages"] if body else []]
+    decisions = [router.route(q, request=body, **hints) for q in asked]
     if as_json:
         for decision in decisions:
             click.echo(json.dumps(decision.to_dict(), ensure_ascii=False))
@@ -76,8 +111,33 @@ def route_cmd(queries: tuple[str, ...], index_dir: Path | None, as_json: bool) -
     from semroute.cli.report import console, print_decision
 
     out = console()
-    for query, decision in zip(queries, decisions, strict=True):
-        print_decision(out, query, decision)
+    for query, decision in zip(asked, decisions, strict=True):
+        print_decision(
+            out, query if isinstance(query, str) else "(the request's messages)", decision
+        )
+
+
+def _read_body(path: Path) -> dict[str, Any]:
+    """An OpenAI chat-completions body, checked enough that routing it cannot fail oddly."""
+    from semroute.errors import InvalidQueryError
+
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidQueryError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidQueryError(f"{path}: not valid JSON ({exc})") from exc
+    kinds = {"messages": list, "tools": list, "response_format": dict, "max_tokens": int}
+    if not isinstance(body, dict):
+        raise InvalidQueryError(f"{path}: should be a JSON object with `messages`")
+    for key, kind in kinds.items():
+        value = body.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise InvalidQueryError(f"{path}: `{key}` should be a {kind.__name__}")
+    for i, message in enumerate(body.get("messages") or []):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidQueryError(f"{path}: messages[{i}] should be an object with a role")
+    return body
 
 
 @main.command("chat")
@@ -124,10 +184,11 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
 @click.argument("log_file", metavar="LOG", type=click.Path(path_type=Path, dir_okay=False))
 @JSON_OPTION
 def stats_cmd(log_file: Path, as_json: bool) -> None:
-    """Summarise a decision log: requests, share per route and model, cost, fallbacks, latency.
+    """Summarise a decision log: requests, share per route, rule and model, cost, fallbacks,
+    latency, and how often each skip reason fired.
 
     A line that is not a log record is skipped and counted as malformed: a line that is not one
-    JSON object with a string request_id, or whose route, model or error is not text or null,
+    JSON object with a string request_id, or whose route, rule, model or error is not text or null,
     whose fallbacks is not a list or null, or whose routing_ms, model_ms or cost_usd is not a
     finite number or null. A log that holds only malformed lines still exits 0.
 

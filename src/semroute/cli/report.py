@@ -278,6 +278,34 @@ def print_decision(console: Console, query: str, decision: Decision) -> None:
         f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
         f"{decision.latency_ms:.1f} ms){note}\n"
     )
+    if decision.rule is not None:
+        recommended = shown(decision.recommended_model or decision.model)
+        if decision.blocked:
+            outcome = "[red]blocked[/]: no model is called"
+        else:
+            outcome = f"models {' → '.join(shown(m) for m in decision.chain or (decision.model,))}"
+        console.print(
+            f"  rule [bold]{shown(decision.rule)}[/] matched: {outcome} "
+            f"(the routes recommended {recommended})\n"
+        )
+    _print_checks(console, decision)
+
+
+def _print_checks(console: Console, decision: Decision) -> None:
+    """The capability and cost checks: each candidate skipped, the estimate and the ceiling."""
+    for skip in decision.skipped:
+        console.print(f"  skipped {shown(skip.model)} ({skip.reason}): {shown(skip.detail)}")
+    limit = decision.cost_limit_usd
+    if decision.over_budget and limit is not None:
+        console.print(
+            f"  [red]over budget[/]: the cheapest candidate, {shown(decision.model)}, is estimated "
+            f"at ${decision.estimated_cost_usd or 0:.6g} (limit ${limit:.6g}); no model is called"
+        )
+    elif decision.estimated_cost_usd is not None:
+        within = f" (limit ${limit:.6g})" if limit is not None else ""
+        console.print(f"  estimated cost ${decision.estimated_cost_usd:.6g}{within}")
+    if decision.skipped or decision.estimated_cost_usd is not None:
+        console.print()
 
 
 def print_dispatch(console: Console, result: DispatchResult) -> None:
@@ -306,7 +334,12 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
         console.print(f"[yellow]{stats.malformed_lines} malformed lines skipped[/]")
     if not n:
         return
-    for title, counts in (("route", data["routes"]), ("model", data["models"])):
+    groups = [("route", data["routes"]), ("model", data["models"])]
+    from semroute.dispatch.log import NO_RULE
+
+    if any(name != NO_RULE for name in data["rules"]):  # shown once some request matched a rule
+        groups.insert(1, ("rule", data["rules"]))
+    for title, counts in groups:
         table = Table(title, "requests", "share", title_justify="left")
         for name, row in counts.items():
             table.add_row(shown(name), str(row["requests"]), f"{row['share']:.1%}")
@@ -323,6 +356,12 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
     for kind, q in data["latency_ms"].items():
         table.add_row(kind, _ms(q["p50"]), _ms(q["p95"]))
     console.print(table)
+    if data["skip_reasons"]:
+        table = Table("skip reason", "models skipped", "requests", "share", title_justify="left")
+        for reason, row in data["skip_reasons"].items():
+            share = f"{row['share']:.1%}"
+            table.add_row(shown(reason), str(row["skips"]), str(row["requests"]), share)
+        console.print(table)
 
 
 def _ms(value: float | None) -> str:

@@ -43,6 +43,8 @@ __all__ = [
     "DispatchConfig",
     "DispatchSettings",
     "DispatchSpec",
+    "HealthSettings",
+    "HealthSpec",
     "ModelDeployment",
     "ModelSpec",
     "check_secrets",
@@ -151,6 +153,55 @@ class DispatchSpec(BaseModel):
     )
 
 
+class HealthSpec(BaseModel):
+    """The `router.health` mapping: when a model is passed over before it is tried."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, strict=True, description="false: try every model.")
+    window: int = Field(
+        default=20, ge=1, le=10_000, strict=True, description="Recent requests kept per model."
+    )
+    min_requests: int = Field(
+        default=5,
+        ge=1,
+        strict=True,
+        description="Requests in the window before its error rate or latency is judged.",
+    )
+    max_error_rate: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        strict=True,
+        description="An error rate over this in the window opens the model's circuit.",
+    )
+    failures_to_open: int = Field(
+        default=3, ge=1, strict=True, description="Failures in a row that open the circuit."
+    )
+    cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        strict=True,
+        description="Seconds an open circuit waits before one probe request is let through.",
+    )
+    max_p95_ms: float | None = Field(
+        default=None,
+        gt=0,
+        strict=True,
+        description="A p95 latency over this in the window marks the model degraded "
+        "(skipped like an open circuit); null: latency is not judged.",
+    )
+
+    @model_validator(mode="after")
+    def _judgeable(self) -> HealthSpec:
+        if self.min_requests > self.window:
+            raise ValueError(
+                f"min_requests ({self.min_requests}) is more than window ({self.window}): "
+                "the window could never hold enough requests to judge"
+            )
+        return self
+
+
 # --- runtime values ----------------------------------------------------------------------------
 
 
@@ -208,6 +259,19 @@ class DispatchSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """Validated `router.health` settings (see :class:`HealthSpec`)."""
+
+    enabled: bool = True
+    window: int = 20
+    min_requests: int = 5
+    max_error_rate: float = 0.5
+    failures_to_open: int = 3
+    cooldown_s: float = 30.0
+    max_p95_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class DispatchConfig:
     """What dispatching needs, as an index stores it: deployments, chains and settings."""
 
@@ -216,6 +280,7 @@ class DispatchConfig:
     default_fallbacks: tuple[str, ...] = ()
     settings: DispatchSettings = field(default_factory=DispatchSettings)
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -224,6 +289,7 @@ class DispatchConfig:
             "default_fallbacks": list(self.default_fallbacks),
             "settings": dataclasses.asdict(self.settings),
             "conversation": dataclasses.asdict(self.conversation),
+            "health": dataclasses.asdict(self.health),
         }
 
     @classmethod
@@ -234,6 +300,7 @@ class DispatchConfig:
             default_fallbacks=tuple(data.get("default_fallbacks", ())),
             settings=DispatchSettings(**data.get("settings", {})),
             conversation=ConversationSettings(**data.get("conversation", {})),
+            health=HealthSettings(**data.get("health", {})),
         )
 
 

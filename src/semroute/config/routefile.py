@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from semroute.config.conversation import ConversationSpec
-from semroute.config.deployments import DispatchSpec, ModelSpec, json_ready
+from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
 from semroute.config.yamlsafe import line_of, read_yaml
 from semroute.errors import RouteConfigError
 
@@ -42,6 +42,7 @@ __all__ = [
     "RouteFileSpec",
     "RouteSpec",
     "RouterSpec",
+    "RuleSpec",
     "RuntimeName",
     "ScorerName",
     "read_route_file",
@@ -122,6 +123,30 @@ class RouteSpec(_Strict):
         default_factory=list,
         description="Models declared under `models:` to try in order when this route's model fails.",
     )
+    # --- policy ---
+    max_cost_usd: CostCeiling | None = Field(
+        default=None, description="Cost ceiling (USD) for the requests this route sends."
+    )
+
+
+DEFAULT_EXPECTED_OUTPUT = 256
+CostCeiling = Annotated[float, Field(gt=0.0, strict=True)]
+
+
+class TierSpec(_Strict):
+    """A tier in its mapping form: a chain of models and a cost ceiling."""
+
+    models: list[NonBlank] = Field(min_length=1, description="The chain, first tried first.")
+    max_cost_usd: CostCeiling | None = Field(
+        default=None, description="Skip a model whose estimated cost (USD) is over this."
+    )
+
+
+# The list form or the mapping form, tagged so an error is reported for the form written.
+TierField = Annotated[
+    Annotated[list[NonBlank], Tag("list")] | Annotated[TierSpec, Tag("mapping")],
+    Discriminator(lambda v: "mapping" if isinstance(v, dict | TierSpec) else "list"),
+]
 
 
 class RouterSpec(_Strict):
@@ -161,6 +186,36 @@ class RouterSpec(_Strict):
     )
     dispatch: DispatchSpec = Field(default_factory=DispatchSpec)
     conversation: ConversationSpec = Field(default_factory=ConversationSpec)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    # --- policy ---
+    tiers: dict[Name, TierField] = Field(
+        default_factory=dict,
+        description="Named chains of models for rules' `tier:` (first is tried first): a list, "
+        "or `{models: [...], max_cost_usd: X}` to give the tier a cost ceiling.",
+    )
+    expected_output_tokens: int = Field(
+        default=DEFAULT_EXPECTED_OUTPUT,
+        gt=0,
+        strict=True,
+        description="Output tokens a request is expected to produce when it sets no "
+        "max_tokens; used to estimate its cost against a ceiling.",
+    )
+
+
+class RuleSpec(_Strict):
+    """One rule of the top-level `rules:` list (see semroute.config.policy)."""
+
+    name: Name = Field(description="Unique rule name, e.g. `no-secrets`.")
+    when: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Signals and their tests, all of which must hold (empty: always).",
+    )
+    action: Literal["block"] | None = Field(default=None, description="`block`: call no model.")
+    model: NonBlank | None = Field(default=None, description="Send the request to this model.")
+    tier: Name | None = Field(default=None, description="Send it down this tier's chain.")
+    max_cost_usd: CostCeiling | None = Field(
+        default=None, description="Cost ceiling (USD) for the requests this rule sends."
+    )
 
 
 class RouteFileSpec(_Strict):
@@ -177,6 +232,10 @@ class RouteFileSpec(_Strict):
     models: ModelsField | None = Field(
         default=None,
         description="LiteLLM `model_list` entries, or the path of a LiteLLM proxy config.yaml.",
+    )
+    # --- policy ---
+    rules: list[RuleSpec] = Field(
+        default_factory=list, description="Tried in order before dispatch; the first match wins."
     )
 
 
@@ -232,6 +291,13 @@ def _config_error(
     loc = tuple(err["loc"])
     route = None
     field_path: str | None = _field_path(loc)
+    rule = None
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules")
+        entry = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        rule = name if isinstance(name, str) else f"#{loc[1] + 1}"
+        field_path = _field_path(loc[2:]) or None
     if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
         routes = data.get("routes")
         entry = routes[loc[1]] if isinstance(routes, list) and loc[1] < len(routes) else None
@@ -242,7 +308,7 @@ def _config_error(
     if len(errors) > 1:
         message += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in this file)"
     return RouteConfigError(
-        message, file=source, route=route, field=field_path, line=line_of(node, loc)
+        message, file=source, route=route, rule=rule, field=field_path, line=line_of(node, loc)
     )
 
 
@@ -276,6 +342,8 @@ def _untagged(err: Any) -> Any:
     loc = tuple(err["loc"])
     if loc[:1] == ("models",) and loc[1:2] in (("list",), ("path",)):
         return {**err, "loc": ("models", *loc[2:])}
+    if loc[:2] == ("router", "tiers") and loc[3:4] in (("list",), ("mapping",)):
+        return {**err, "loc": (*loc[:3], *loc[4:])}
     return err
 
 

@@ -22,10 +22,12 @@ from semroute.config.conversation import ConversationSettings
 from semroute.config.deployments import (
     DispatchConfig,
     DispatchSettings,
+    HealthSettings,
     ModelDeployment,
     check_secrets,
     load_proxy_config,
 )
+from semroute.config.policy import Policy, policy_of
 from semroute.config.pricing import chain_warnings, provider_warnings
 from semroute.config.routefile import (
     DEFAULT_ENCODER,
@@ -105,6 +107,10 @@ class RouteSet:
     """Declared model deployments (``models:`` lists and LiteLLM proxy configs)."""
     model_files: tuple[Path, ...] = ()
     """LiteLLM proxy configs the models were read from."""
+    policy: Policy = field(default_factory=Policy)
+    """The ``rules:`` (all files', in file order) and ``router.tiers``."""
+    health: HealthSettings = field(default_factory=HealthSettings)
+    """The ``router.health`` settings: when dispatch passes over an unhealthy model."""
 
     def threshold_for(self, route: Route) -> float:
         return route.threshold if route.threshold is not None else self.settings.threshold
@@ -121,6 +127,10 @@ class RouteSet:
             "out_of_scope": sorted(self.out_of_scope),
             "models": [m.to_dict() for m in self.models],
         }
+        if self.policy:  # absent without rules, so older indexes stay fresh
+            payload["policy"] = self.policy.to_dict()
+        if self.health != HealthSettings():  # absent by default, so older indexes stay fresh
+            payload["health"] = dataclasses.asdict(self.health)
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
     def dispatch_config(self) -> DispatchConfig:
@@ -130,6 +140,7 @@ class RouteSet:
             default_fallbacks=self.settings.default_fallbacks,
             settings=self.settings.dispatch,
             conversation=self.settings.conversation,
+            health=self.health,
         )
 
 
@@ -210,8 +221,21 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
+        health=HealthSettings(**router_block[1].health.model_dump()),
     )
-    return _with_models(route_set, parsed)
+    return _with_policy(_with_models(route_set, parsed), parsed, router_block[1])
+
+
+def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSpec) -> RouteSet:
+    # As for routes: only a router that declares models (to dispatch) needs known names; for
+    # routing alone a model is any label.
+    models: set[str] | None = None
+    if route_set.models:
+        models = {m.model_name for m in route_set.models} | {route_set.settings.default_model}
+        models |= {r.model for r in route_set.routes if r.model}
+    routes = {r.name for r in route_set.routes}
+    policy = policy_of(parsed, router.tiers, models=models, routes=routes)
+    return dataclasses.replace(route_set, policy=policy)
 
 
 def _router_block(

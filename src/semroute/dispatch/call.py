@@ -1,5 +1,6 @@
 """One request on its way down its fallback chain: the state the sync, async and streaming paths
-share, and what it leaves behind (the result or the error, the cost, the log line)."""
+share, and what it leaves behind (the result or the error, the cost, the log line, and each
+attempt's outcome for provider health)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from semroute.config.pricing import UnknownPriceWarning, price_of
+from semroute.decision import Skip
+from semroute.dispatch.health import Outcome, counts_as_failure
 from semroute.dispatch.log import entry
 from semroute.dispatch.providers import import_litellm
 from semroute.dispatch.result import DispatchResult, text_of
@@ -18,6 +21,7 @@ from semroute.records import Attempt, Usage
 
 if TYPE_CHECKING:
     from semroute.decision import Decision
+    from semroute.dispatch.health import Admission, HealthStore
     from semroute.dispatch.log import DecisionLog
     from semroute.dispatch.providers import Provider
 
@@ -37,6 +41,7 @@ class Call:
         stream: bool,
         kwargs: dict[str, Any],
         log: DecisionLog | None,
+        health: HealthStore | None = None,
     ) -> None:
         self.request_id = uuid.uuid4().hex
         self.provider = provider
@@ -46,8 +51,52 @@ class Call:
         self.stream = stream
         self.kwargs = kwargs
         self.attempts: list[Attempt] = []
+        self.skipped: list[Skip] = []
         self._log = log
         self._started = 0.0
+        self._health = health
+        self._refused: dict[str, Admission] = {}
+        self._probe = False
+        self._note: str | None = None
+
+    @property
+    def passed_over(self) -> tuple[Skip, ...]:
+        """Every model passed over: routing's (capability, budget), then dispatch's (health)."""
+        return (*self.decision.skipped, *self.skipped)
+
+    def admit(self, model: str) -> bool:
+        """Whether ``model`` may be tried now; if not, it is added to :attr:`skipped`."""
+        if self._health is None:
+            return True
+        admission = self._health.admit(model)
+        if admission.allowed:
+            self._probe = admission.probe
+            return True
+        self._refused[model] = admission
+        self.skipped.append(Skip(model, "unhealthy", admission.detail or "unhealthy"))
+        return False
+
+    def least_bad(self) -> str | None:
+        """When every model of the chain was skipped as unhealthy, the one to try anyway: a
+        degraded (slow) one before a failing one, then the one whose cool-off ends first."""
+        if self.attempts or not self.skipped:
+            return None
+        order = {s.model: i for i, s in enumerate(self.skipped)}
+
+        def badness(skip: Skip) -> tuple[bool, float, int]:
+            a = self._refused[skip.model]
+            return (not a.degraded, a.retry_in_s, order[skip.model])
+
+        pick = min(self.skipped, key=badness)
+        self.skipped.remove(pick)
+        self._probe = True
+        self._note = f"tried though unhealthy, as every model of the chain was ({pick.detail})"
+        return pick.model
+
+    def _outcome(self, ok: bool) -> None:
+        if self._health is not None:
+            last = self.attempts[-1]
+            self._health.record(last.model, Outcome(ok, last.latency_ms, probe=self._probe))
 
     def params(self, model: str) -> dict[str, Any]:
         self._started = time.perf_counter()
@@ -68,12 +117,16 @@ class Call:
     def failed(self, model: str, exc: BaseException) -> None:
         error = self.provider.describe(exc, model, self.kwargs)
         status = getattr(exc, "status_code", None)
-        self.attempts.append(
-            Attempt(model, error, self._elapsed_ms(), status if isinstance(status, int) else None)
-        )
+        status = status if isinstance(status, int) else None
+        self.attempts.append(Attempt(model, error, self._elapsed_ms(), status, self._note))
+        self._outcome(not counts_as_failure(status))
 
     def answered(self, model: str) -> None:
-        self.attempts.append(Attempt(model, None, self._elapsed_ms()))
+        """``model`` answered (for a stream: sent its first chunk; its outcome is recorded when
+        the stream ends or breaks)."""
+        self.attempts.append(Attempt(model, None, self._elapsed_ms(), note=self._note))
+        if not self.stream:
+            self._outcome(True)
 
     def result(self, response: Any) -> DispatchResult:
         model = self.attempts[-1].model
@@ -86,6 +139,7 @@ class Call:
             attempts=tuple(self.attempts),
             usage=usage,
             cost_usd=self.cost(model, response, usage),
+            skipped=self.passed_over,
         )
         self.log(usage, out.cost_usd, None, text_of(response))
         return out
@@ -109,12 +163,18 @@ class Call:
 
     def give_up(self) -> DispatchError:
         """Log the failure and build the error listing every attempt."""
-        tried = len(self.attempts)
+        tried = f"{len(self.attempts)} tried"
+        if self.skipped:
+            tried += f", {len(self.skipped)} skipped as unhealthy"
         what = f"route {self.decision.route!r}" if self.decision.route else "the request"
-        message = f"no model answered {what} ({tried} tried; check their endpoints and keys)"
+        message = f"no model answered {what} ({tried}; check their endpoints and keys)"
         self.log(None, None, message, None)
         return DispatchError(
-            message, attempts=self.attempts, request_id=self.request_id, decision=self.decision
+            message,
+            attempts=self.attempts,
+            request_id=self.request_id,
+            decision=self.decision,
+            skipped=self.passed_over,
         )
 
     def broke(self, exc: BaseException) -> DispatchError:
@@ -127,12 +187,14 @@ class Call:
             error=self.provider.describe(exc, model, self.kwargs),
             status=status if isinstance(status, int) else None,
         )
+        self._outcome(False)
         self.log(None, None, f"the stream from {model!r} broke", None)
         return DispatchError(
             f"the stream from {model!r} broke after it started",
             attempts=self.attempts,
             request_id=self.request_id,
             decision=self.decision,
+            skipped=self.passed_over,
         )
 
     def log(
@@ -145,12 +207,14 @@ class Call:
                     request_id=self.request_id,
                     decision=self.decision,
                     attempts=self.attempts,
+                    skipped=self.passed_over,
                     usage=usage,
                     cost_usd=cost,
                     stream=self.stream,
                     error=error,
                     content=(self.messages, answer) if content else None,
                 )
+                | _policy_fields(self.decision)
             )
 
     def streamed(self, chunks: list[Any]) -> tuple[Any, Usage | None, float | None]:
@@ -158,7 +222,21 @@ class Call:
         response = None
         if chunks:
             response = import_litellm().stream_chunk_builder(chunks, messages=self.messages)
+        self._outcome(True)
         usage = Usage.of(response)
         cost = self.cost(self.attempts[-1].model, response, usage) if response else None
         self.log(usage, cost, None, text_of(response))
         return response, usage, cost
+
+
+def _policy_fields(decision: Decision) -> dict[str, Any]:
+    """What rules added to the decision, for the log line (the signals hold no user text)."""
+    signals = dict(decision.signals) if decision.signals is not None else None
+    return {
+        "recommended_model": decision.recommended_model or decision.model,
+        "rule": decision.rule,
+        "signals": signals,
+        "estimated_cost_usd": decision.estimated_cost_usd,
+        "cost_limit_usd": decision.cost_limit_usd,
+        "within_cost_limit": decision.within_cost_limit,
+    }

@@ -11,25 +11,31 @@ cooldowns. semroute steps from one model to the next itself, with LiteLLM's own 
 off, because it reports every attempt (model, error, latency) and LiteLLM's fallback path re-raises
 only the last error and times nothing per step.
 
+Before each step, the model's health is asked (see :mod:`semroute.dispatch.health`): a model
+whose circuit is open, or that is degraded, is skipped without an attempt and named in the
+result's ``skipped``. When every model of the chain is skipped, the least bad one is tried anyway
+(its attempt carries a ``note`` saying so): a request is never failed without trying a model.
+
 When no model answers, the request is logged and one :class:`DispatchError` lists every attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
 from semroute.dispatch.call import Call
+from semroute.dispatch.health import HealthStore, LocalHealthStore
 from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
 from semroute.dispatch.result import DispatchResult
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
-from semroute.errors import InvalidQueryError
+from semroute.errors import BlockedError, CostLimitError, InvalidQueryError
 from semroute.routing.conversation import Message, as_messages
 
 if TYPE_CHECKING:
@@ -48,6 +54,10 @@ class Dispatcher:
     request) and the decision log it writes; its synchronous calls run on the process's
     :class:`~semroute.dispatch.loop.BackgroundLoop`. It is safe to share between threads;
     :meth:`close` (or a ``with`` block) closes its log file.
+
+    ``health`` is where models' health is kept: by default a :class:`LocalHealthStore` of its
+    own, built from the ``health:`` settings (none when they say ``enabled: false``); pass one
+    to share it between dispatchers, or a store shared between processes.
     """
 
     def __init__(
@@ -56,24 +66,36 @@ class Dispatcher:
         *,
         default_model: str,
         route_models: Mapping[str, str] | None = None,
+        health: HealthStore | None = None,
     ) -> None:
         self.config = config
         self.default_model = default_model
         self._provider = Provider(config, default_model, route_models or {})
         self._loop = BackgroundLoop.shared()
         self._logs = DecisionLogs()
+        if health is None and config.health.enabled:
+            settings = config.settings
+            # A probe that has not reported by the time its attempt must have ended never will.
+            lease = settings.timeout * (settings.retries + 1) + 1.0
+            health = LocalHealthStore(config.health, probe_lease_s=lease)
+        self.health = health
+        """Where models' health is kept (None: health is off and every model is tried)."""
 
     @classmethod
-    def for_index(cls, index: RouteIndex) -> Dispatcher:
+    def for_index(cls, index: RouteIndex, *, health: HealthStore | None = None) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
         return cls(
             DispatchConfig.from_dict(index.manifest.dispatch),
             default_model=index.settings["default_model"],
             route_models={r.name: r.model for r in index.routes},
+            health=health,
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
-        """The models to try for ``decision``, in order (``fallbacks`` replaces the configured)."""
+        """The models to try for ``decision``, in order (``fallbacks`` replaces the configured;
+        a rule's chain replaces the route's)."""
+        if decision.chain and fallbacks is None:
+            return decision.chain
         return self._provider.chain(decision, fallbacks)
 
     @overload
@@ -116,7 +138,8 @@ class Dispatcher:
         keywords (``temperature``, ``max_tokens``, ``tools``, ...) go to LiteLLM. Raises
         :class:`DispatchError` when no model of the chain answers.
         """
-        decision = _pinned(model) if model else _router(router).route(messages)
+        hints = _hints(kwargs)
+        decision = _pinned(model) if model else _router(router).route(messages, **hints)
         call = self._start(messages, decision, fallbacks, stream, kwargs)
         out = self._loop.run(self._walk(call))
         return DispatchStream(out, self._loop) if isinstance(out, AsyncDispatchStream) else out
@@ -154,10 +177,11 @@ class Dispatcher:
         **kwargs: Any,
     ) -> DispatchResult | AsyncDispatchStream:
         """The asynchronous :meth:`complete`. Routing runs in a worker thread, off the event loop."""
+        hints = _hints(kwargs)
         if model:
             decision = _pinned(model)
         else:
-            decision = await asyncio.to_thread(_router(router).route, messages)
+            decision = await asyncio.to_thread(_router(router).route, messages, **hints)
         call = self._start(messages, decision, fallbacks, stream, kwargs)
         return await self._walk(call)
 
@@ -186,6 +210,10 @@ class Dispatcher:
     ) -> Call:
         if "messages" in kwargs:
             raise TypeError("pass the messages as the first argument, not as messages=")
+        if decision.blocked:  # before anything is opened or sent
+            raise BlockedError(decision.rule or "?", decision=decision)
+        if decision.over_budget:  # no model of the chain fits the request's cost ceiling
+            raise CostLimitError.of(decision)
         for name, value in kwargs.items():
             # LiteLLM would reject it with an error that quotes the value: the key, in a traceback.
             number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -197,16 +225,17 @@ class Dispatcher:
             self._provider,
             decision,
             as_messages(messages),
-            self._provider.chain(decision, fallbacks),
+            self.chain(decision, fallbacks),
             stream=stream,
             kwargs=kwargs,
             log=self._logs.open(self.config.settings.log),
+            health=self.health,
         )
 
     async def _walk(self, call: Call) -> DispatchResult | AsyncDispatchStream:
         """Try each model of the chain until one answers (for a stream: sends its first chunk)."""
         litellm_router = self._provider.litellm_router(call.chain)
-        for name in call.chain:
+        for name in _candidates(call):
             try:
                 response = await litellm_router.acompletion(**call.params(name))
                 if not call.stream:
@@ -220,6 +249,33 @@ class Dispatcher:
             call.answered(name)
             return AsyncDispatchStream(call, first, rest)
         raise call.give_up()
+
+
+def _candidates(call: Call) -> Iterator[str]:
+    """The models to try, asked one at a time: health is asked about a model only when the
+    one before it has failed (so a probe is claimed only for a model that is tried)."""
+    for name in call.chain:
+        if call.admit(name):
+            yield name
+    last = call.least_bad()
+    if last is not None:
+        yield last
+
+
+HINTS = ("task", "user_tier", "max_cost_usd")
+# Read by rules and left in for LiteLLM: the request's fields, and `metadata`, which LiteLLM
+# also takes (for its callbacks and logging; it is never sent to the provider).
+REQUEST_KEYS = ("tools", "functions", "response_format", "max_tokens", "max_completion_tokens")
+
+
+def _hints(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The routing hints in ``kwargs``: ``task``, ``user_tier`` and ``max_cost_usd`` taken out
+    (LiteLLM never sees them); ``metadata`` and the request fields rules read left in."""
+    hints = {k: kwargs.pop(k) for k in HINTS if k in kwargs}
+    if "metadata" in kwargs:
+        hints["metadata"] = kwargs["metadata"]
+    request = {k: kwargs[k] for k in REQUEST_KEYS if k in kwargs}
+    return {**hints, "request": request} if request else hints
 
 
 def _router(router: Router | None) -> Router:

@@ -1,7 +1,8 @@
 """The decision log: one JSON line per dispatched request, and the summary `semroute stats` prints.
 
 A line holds the time, the request id, the routing decision (route, reason, confidence, margin,
-top scores), the recommended and the final model, the fallbacks taken and every attempt, routing
+top scores), the recommended and the final model, the fallbacks taken, every attempt and every
+model passed over without an attempt (``skipped``, with its reason), routing
 and model latency, tokens, cost and the error, if any. Prompts and answers are only written when
 ``log_content`` is on. Credentials never are: nothing from the request's LiteLLM parameters is
 logged, and error texts have every credential LiteLLM could send masked (see
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import semroute.text as text
 
 if TYPE_CHECKING:
-    from semroute.decision import Decision
+    from semroute.decision import Decision, Skip
     from semroute.records import Attempt, Usage
 
 __all__ = ["LOG_ENV", "DecisionLog", "DecisionLogs", "LogStats", "entry", "summarise"]
@@ -47,6 +48,7 @@ def entry(
     stream: bool,
     error: str | None,
     content: tuple[Any, str | None] | None = None,
+    skipped: Sequence[Skip] = (),
 ) -> dict[str, Any]:
     """One log line: ``content`` is (messages, answer), given only when the user opted in."""
     answered = attempts[-1].model if attempts and attempts[-1].error is None else None
@@ -65,6 +67,7 @@ def entry(
         "model": answered,
         "fallbacks": [a.model for a in attempts if a.error is not None],
         "attempts": [a.to_dict() for a in attempts],
+        "skipped": [s.to_dict() for s in skipped],
         "routing_ms": round(decision.latency_ms, 3),
         "model_ms": round(sum(a.latency_ms for a in attempts), 3),
         "prompt_tokens": usage.prompt_tokens if usage else None,
@@ -236,6 +239,10 @@ class LogStats:
     priced_requests: int
     latency_ms: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     """p50 and p95 of ``routing``, ``model`` and ``total`` latency."""
+    skip_reasons: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Per skip reason (e.g. ``unhealthy``): models skipped, and requests with such a skip."""
+    rules: Mapping[str, int] = field(default_factory=dict)
+    """Requests per matched rule (``(no rule)`` for the others)."""
 
     def to_dict(self) -> dict[str, Any]:
         n = self.requests
@@ -254,10 +261,16 @@ class LogStats:
             "routes": {k: {"requests": v, "share": _share(v, n)} for k, v in self.routes.items()},
             "models": {k: {"requests": v, "share": _share(v, n)} for k, v in self.models.items()},
             "latency_ms": {k: {"p50": v[0], "p95": v[1]} for k, v in self.latency_ms.items()},
+            "rules": {k: {"requests": v, "share": _share(v, n)} for k, v in self.rules.items()},
+            "skip_reasons": {
+                k: {"skips": skips, "requests": requests, "share": _share(requests, n)}
+                for k, (skips, requests) in self.skip_reasons.items()
+            },
         }
 
 
 NO_ROUTE = "(no route)"
+NO_RULE = "(no rule)"
 NO_ANSWER = "(failed)"
 
 
@@ -290,7 +303,25 @@ def summarise(lines: Iterable[str]) -> LogStats:
         cost_usd_total=float(sum(costs)),
         priced_requests=len(costs),
         latency_ms={k: (_percentile(v, 0.5), _percentile(v, 0.95)) for k, v in latency.items()},
+        skip_reasons=_skip_reasons(records),
+        rules=dict(Counter(r["rule"] or NO_RULE for r in records).most_common()),
     )
+
+
+def _skip_reasons(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per reason, how many models were skipped and in how many requests, most frequent first.
+    An entry of ``skipped`` without a text ``reason`` is not counted."""
+    skips: Counter[str] = Counter()
+    requests: Counter[str] = Counter()
+    for r in records:
+        reasons = [
+            text.clean(s["reason"])
+            for s in r["skipped"] or ()
+            if isinstance(s, dict) and isinstance(s.get("reason"), str)
+        ]
+        skips.update(reasons)
+        requests.update(set(reasons))
+    return {k: (n, requests[k]) for k, n in skips.most_common()}
 
 
 # What stats reads from a line, and what each field may hold; any other value makes the line
@@ -298,9 +329,11 @@ def summarise(lines: Iterable[str]) -> LogStats:
 _TEXT, _NUMBER, _LIST = "text", "number", "list"
 _FIELDS = {
     "route": _TEXT,
+    "rule": _TEXT,
     "model": _TEXT,
     "error": _TEXT,
     "fallbacks": _LIST,
+    "skipped": _LIST,
     "routing_ms": _NUMBER,
     "model_ms": _NUMBER,
     "cost_usd": _NUMBER,
@@ -312,8 +345,8 @@ _LARGEST = 1e300
 def _record(line: str) -> dict[str, Any] | None:
     """The fields stats reads from a log line, or None when the line is malformed: not one JSON
     object, nested deeper than Python's recursion limit, without a string ``request_id``, or
-    with a field of the wrong type (``route``, ``model`` and ``error`` text or null,
-    ``fallbacks`` a list or null, ``routing_ms``, ``model_ms`` and ``cost_usd`` a finite
+    with a field of the wrong type (``route``, ``rule``, ``model`` and ``error`` text or null,
+    ``fallbacks`` and ``skipped`` a list or null, ``routing_ms``, ``model_ms`` and ``cost_usd`` a finite
     number or null)."""
     try:
         raw = json.loads(line)

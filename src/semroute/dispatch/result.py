@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from semroute.decision import Decision
+from semroute.decision import Decision, Skip
 from semroute.records import Attempt, Usage
 
 __all__ = ["DispatchResult", "text_of"]
@@ -35,6 +35,8 @@ class DispatchResult:
     usage: Usage | None
     cost_usd: float | None
     """From LiteLLM's cost map or the prices in the config; None (with a warning) if unknown."""
+    skipped: tuple[Skip, ...] = ()
+    """The models of the chain passed over without being tried (e.g. unhealthy), with why."""
 
     @property
     def text(self) -> str | None:
@@ -53,6 +55,7 @@ class DispatchResult:
             "model": self.model,
             "fallbacks": list(self.fallbacks),
             "attempts": [a.to_dict() for a in self.attempts],
+            "skipped": [s.to_dict() for s in self.skipped],
             "usage": dataclasses.asdict(self.usage) if self.usage else None,
             "cost_usd": self.cost_usd,
             "decision": self.decision.to_dict(),

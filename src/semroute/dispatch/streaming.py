@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from semroute.dispatch.result import text_of
 
 if TYPE_CHECKING:
+    from semroute.decision import Skip
     from semroute.dispatch.call import Call
     from semroute.dispatch.loop import BackgroundLoop
     from semroute.records import Attempt, Usage
@@ -46,6 +47,11 @@ class AsyncDispatchStream:
     @property
     def attempts(self) -> tuple[Attempt, ...]:
         return tuple(self._call.attempts)
+
+    @property
+    def skipped(self) -> tuple[Skip, ...]:
+        """The models passed over without being tried (e.g. unhealthy), with why."""
+        return tuple(self._call.skipped)
 
     @property
     def text(self) -> str | None:
@@ -106,6 +112,10 @@ class DispatchStream:
     @property
     def attempts(self) -> tuple[Attempt, ...]:
         return self._inner.attempts
+
+    @property
+    def skipped(self) -> tuple[Skip, ...]:
+        return self._inner.skipped
 
     @property
     def response(self) -> Any:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from semroute.config.deployments import DispatchConfig
+from semroute.config.policy import Policy
 from semroute.config.routes import SCORERS
 from semroute.errors import REBUILD_HINT as REBUILD
 from semroute.errors import CorruptIndexError, IndexNotFoundError
@@ -149,6 +150,8 @@ class Manifest(_Part):
     utterances_file: Literal["utterances.json"]
     head: HeadEntry | None = None
     calibration: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
+    """Rules and tiers (absent when the route files have none)."""
     checksums: dict[str, str]
 
     @field_validator("scorer")
@@ -228,6 +231,7 @@ class Manifest(_Part):
         head_classes: Sequence[str] | None,
         calibration: Mapping[str, Any] | None,
         checksums: Mapping[str, str],
+        policy: Mapping[str, Any] | None = None,
     ) -> Manifest:
         """A new index's manifest, validated (``path``: the index, for messages).
 
@@ -255,6 +259,8 @@ class Manifest(_Part):
             data["head"] = {"file": HEAD_FILE, "classes": list(head_classes)}
         if calibration is not None:
             data["calibration"] = dict(calibration)
+        if policy:
+            data["policy"] = dict(policy)
         data["checksums"] = dict(checksums)
         data["build_seconds"] = build_seconds
         return _from_dict(data, path)
@@ -283,6 +289,10 @@ class Manifest(_Part):
         return copy.deepcopy(self._json)
 
     # --- what the rest of semroute asks ---
+
+    def rules(self, path: Path) -> Policy:
+        """The rules and tiers, validated (empty when there are none; ``path``: for messages)."""
+        return _policy(self.policy, path)
 
     @property
     def approximate(self) -> bool:
@@ -332,6 +342,7 @@ def validate(raw: bytes | str, path: Path) -> Manifest:
     except ValidationError as exc:
         raise CorruptIndexError(f"{MANIFEST}: {_first_problem(exc)}; {REBUILD}", path=path) from exc
     _check_dispatch(manifest.dispatch, path)
+    _policy(manifest.policy, path)
     return manifest
 
 
@@ -401,6 +412,17 @@ def _check_dispatch(dispatch: dict[str, Any], path: Path) -> None:
             f"{MANIFEST}: dispatch settings are malformed ({type(exc).__name__}); {REBUILD}",
             path=path,
         ) from exc
+
+
+def _policy(data: dict[str, Any] | None, path: Path) -> Policy:
+    from semroute.errors import RouteConfigError
+
+    if data is None:
+        return Policy()
+    try:
+        return Policy.from_dict(data, MANIFEST)
+    except RouteConfigError as exc:
+        raise CorruptIndexError(f"{printable(str(exc))}; {REBUILD}", path=path) from exc
 
 
 def _first_problem(exc: ValidationError) -> str:

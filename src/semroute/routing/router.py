@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from semroute.encoders.base import Encoder
 from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
 from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
 from semroute.index.vectors import NEIGHBOURS
+from semroute.routing.candidates import Candidates
 from semroute.routing.conversation import Message, route_messages
+from semroute.routing.policy import apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
 from semroute.routing.scoring import (
@@ -29,6 +31,7 @@ from semroute.routing.scoring import (
     scorer_for,
     top_k_mean,
 )
+from semroute.routing.signals import Hints, extract
 from semroute.text import clean, is_blank
 
 if TYPE_CHECKING:
@@ -85,6 +88,9 @@ class Router:
         self.default_model: str = settings["default_model"]
         self.min_margin = float(settings.get("min_margin", 0.0))
         self.scorer = index.scorer
+        self.policy = index.manifest.rules(index.path)
+        self._dispatch_settings = index.manifest.dispatch
+        self._candidates: Candidates | None = None
         self._scorer = scorer_for(self.scorer)
         self._store = index.store
         self._starts = np.array([r.start for r in index.routes], dtype=np.int64)
@@ -137,11 +143,46 @@ class Router:
     def thresholds(self) -> npt.NDArray[np.float32]:
         return self._thresholds.copy()
 
-    def route(self, query: str | Sequence[Message]) -> Decision:
+    def route(
+        self,
+        query: str | Sequence[Message],
+        *,
+        request: Mapping[str, Any] | None = None,
+        task: str | None = None,
+        user_tier: str | None = None,
+        max_cost_usd: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Decision:
         """Decide which model should answer ``query``. Low confidence is a value, not an error.
 
         ``query`` is a string or an OpenAI-style message list (see :mod:`semroute.routing.conversation`).
+        ``request`` (an OpenAI chat-completions body: messages, tools, response_format,
+        max_tokens) and the hints feed the signals the index's rules test (see
+        :mod:`semroute.routing.signals`); the first matching rule decides, then the candidates
+        that cannot serve the request or break its cost ceiling are passed over (see
+        :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
+        neither step runs.
         """
+        decision = self._semantic(query)
+        hints = Hints(task, user_tier, max_cost_usd, metadata or {})
+        checked = self.policy.rules or self.policy.route_limits
+        if not checked and request is None and not hints:
+            return decision
+        started = time.perf_counter()
+        signals = extract(_messages_of(query, request), request, hints)
+        out = apply(self.policy, signals, decision, self.candidates)
+        return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
+
+    @property
+    def candidates(self) -> Candidates:
+        """The capability and cost checks of this index's models (built on first use)."""
+        if self._candidates is None:
+            self._candidates = Candidates(
+                self._dispatch_settings, self.default_model, self.policy.expected_output_tokens
+            )
+        return self._candidates
+
+    def _semantic(self, query: str | Sequence[Message]) -> Decision:
         if not isinstance(query, str):
             return route_messages(query, self.conversation, self.route_batch)
         started = time.perf_counter()
@@ -325,6 +366,20 @@ class Router:
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _messages_of(
+    query: str | Sequence[Message], request: Mapping[str, Any] | None
+) -> Sequence[Mapping[str, Any]]:
+    """The messages signals are read from: the request's, else the query's."""
+    if request is not None and not isinstance(request, Mapping):
+        raise InvalidQueryError(f"request must be a mapping, not {_kind(request)}")
+    messages = (request or {}).get("messages")
+    if messages is None:
+        messages = [{"role": "user", "content": query}] if isinstance(query, str) else query
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise InvalidQueryError(f"request messages must be a list, not {_kind(messages)}")
+    return messages
 
 
 def _check_query(query: object, what: str = "a query") -> None:

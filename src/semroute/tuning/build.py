@@ -258,6 +258,7 @@ def _manifest_fields(
         "count": count,
         "dispatch": routes.dispatch_config().to_dict(),
         "index": index_meta,
+        "policy": routes.policy.to_dict() if routes.policy else None,
     }
 
 

@@ -1,0 +1,326 @@
+"""Rules and tiers: the top-level ``rules:`` list and ``router.tiers``, validated into a frozen
+:class:`Policy`.
+
+    router:
+      tiers: {budget: [gemini-flash, claude-haiku]}
+    rules:
+      - {name: no-secrets, when: {text_matches: '(?i)\\bpassword\\b'}, action: block}
+      - {name: free-users, when: {user_tier: free}, tier: budget}
+
+A condition (``when:``) maps signal names to tests, all of which must hold. A test is a value
+(equality), ``{in: [...]}``, ``{gt|gte|lt|lte: number}`` (several are all required), or
+``{not: test}``; ``any: [condition, ...]`` holds when one of its conditions does and
+``not: condition`` when it does not. ``text_matches`` is a regular expression searched in the
+user text. ``metadata.KEY`` tests the caller's metadata. Everything is checked here, once: a
+problem is a one-line :class:`RouteConfigError` naming the file, line, rule and field. Applying a
+policy is :mod:`semroute.routing.policy`'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from semroute.config.conditions import (
+    SIGNALS,
+    Condition,
+    Test,
+    Where,
+    compile_condition,
+    is_number,
+)
+from semroute.config.routefile import DEFAULT_EXPECTED_OUTPUT, ParsedFile, TierSpec
+from semroute.config.yamlsafe import line_of
+from semroute.errors import RouteConfigError
+
+__all__ = ["SIGNALS", "Condition", "Policy", "Rule", "Test", "compile_policy", "policy_of"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validated rule: when ``condition`` holds, block, or send to ``model`` or ``tier``."""
+
+    name: str
+    condition: Condition
+    when: Mapping[str, Any]
+    """The condition as written (JSON data), kept for the manifest."""
+    block: bool = False
+    model: str | None = None
+    tier: str | None = None
+    max_cost_usd: float | None = None
+    """The cost ceiling (USD) of the requests this rule sends (None: none of its own)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A router's rules (tried in order, first match wins) and its tiers."""
+
+    rules: tuple[Rule, ...] = ()
+    tiers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tier_limits: Mapping[str, float] = field(default_factory=dict)
+    """Cost ceilings (USD) of the tiers written as `{models: [...], max_cost_usd: X}`."""
+    route_limits: Mapping[str, float] = field(default_factory=dict)
+    """Cost ceilings (USD) set on routes (`max_cost_usd:` on a route)."""
+    expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT
+    """Output tokens assumed, for a cost estimate, when a request sets no max_tokens."""
+
+    def __bool__(self) -> bool:
+        custom = self.expected_output_tokens != DEFAULT_EXPECTED_OUTPUT
+        return bool(self.rules or self.tiers or self.route_limits or custom)
+
+    def ceiling(self, rule: Rule | None, route: str | None) -> float | None:
+        """The strictest cost ceiling the rule (and its tier) and the route set (None: none)."""
+        limits = [self.route_limits.get(route) if route is not None else None]
+        if rule is not None:
+            limits += [rule.max_cost_usd, self.tier_limits.get(rule.tier) if rule.tier else None]
+        return min((x for x in limits if x is not None), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        rules = []
+        for r in self.rules:
+            action: dict[str, Any] = (
+                {"action": "block"}
+                if r.block
+                else {"tier": r.tier}
+                if r.tier
+                else {"model": r.model}
+            )
+            limit = {"max_cost_usd": r.max_cost_usd} if r.max_cost_usd is not None else {}
+            rules.append({"name": r.name, "when": dict(r.when), **action, **limit})
+        tiers: dict[str, Any] = {
+            k: {"models": list(v), "max_cost_usd": self.tier_limits[k]}
+            if k in self.tier_limits
+            else list(v)
+            for k, v in self.tiers.items()
+        }
+        out: dict[str, Any] = {"rules": rules, "tiers": tiers}
+        if self.route_limits:
+            out["route_limits"] = dict(self.route_limits)
+        if self.expected_output_tokens != DEFAULT_EXPECTED_OUTPUT:
+            out["expected_output_tokens"] = self.expected_output_tokens
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str) -> Policy:
+        """A policy stored by :meth:`to_dict`, checked again (but not its models)."""
+        raw_tiers = data.get("tiers") or {}
+        if not isinstance(raw_tiers, dict):
+            raise RouteConfigError("tiers should map names to lists of models", file=source)
+        tiers, tier_limits, _ = split_tiers(raw_tiers, source)
+        rules = data.get("rules") or []
+        if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+            raise RouteConfigError("rules should be a list of mappings", file=source)
+        limits = data.get("route_limits") or {}
+        expected = data.get("expected_output_tokens", DEFAULT_EXPECTED_OUTPUT)
+        if not isinstance(limits, dict) or not all(_is_ceiling(v) for v in limits.values()):
+            raise RouteConfigError(
+                "route_limits should map routes to positive numbers", file=source
+            )
+        if not isinstance(expected, int) or isinstance(expected, bool) or expected <= 0:
+            raise RouteConfigError(
+                "expected_output_tokens should be a positive integer", file=source
+            )
+        policy = compile_policy(rules, tiers, source=source, node=None, models=None, routes=None)
+        return dataclasses.replace(
+            policy,
+            tier_limits=tier_limits,
+            route_limits={str(k): float(v) for k, v in limits.items()},
+            expected_output_tokens=expected,
+        )
+
+
+def split_tiers(
+    tiers: Mapping[str, Any], source: str
+) -> tuple[dict[str, list[str]], dict[str, float], set[str]]:
+    """Tiers as written (a list of models, or ``{models, max_cost_usd}``): their chains, their
+    cost ceilings and the names of those written as a mapping."""
+    chains: dict[str, list[str]] = {}
+    limits: dict[str, float] = {}
+    mapped = {str(k) for k, v in tiers.items() if isinstance(v, TierSpec | Mapping)}
+    for name, tier in tiers.items():
+        if isinstance(tier, TierSpec):
+            tier = tier.model_dump(exclude_none=True)
+        models, limit = (
+            (tier.get("models"), tier.get("max_cost_usd"))
+            if isinstance(tier, Mapping)
+            else (tier, None)
+        )
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise RouteConfigError(
+                "tiers should map names to lists of models", file=source, field=f"tiers.{name}"
+            )
+        if limit is not None and not _is_ceiling(limit):
+            raise RouteConfigError(
+                f"max_cost_usd should be a positive number (got {limit!r})",
+                file=source,
+                field=f"tiers.{name}.max_cost_usd",
+            )
+        chains[str(name)] = list(models)
+        if limit is not None:
+            limits[str(name)] = float(limit)
+    return chains, limits, mapped
+
+
+def _is_ceiling(value: Any) -> bool:
+    return is_number(value) and value > 0
+
+
+def policy_of(
+    parsed: Sequence[ParsedFile],
+    tiers: Mapping[str, Any],
+    *,
+    models: Collection[str] | None,
+    routes: Collection[str],
+) -> Policy:
+    """Every file's rules (in file order) and the `router:` block's tiers, checked (see
+    :func:`compile_policy`); a rule name used twice is an error."""
+    home = next((p for p in parsed if p.spec.router is not None), parsed[0])
+    tiers, tier_limits, mapped = split_tiers(tiers, home.source)
+    compile_policy(
+        [], tiers, source=home.source, node=home.node, models=models, routes=routes, mapped=mapped
+    )
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for p in parsed:
+        for i, rule in enumerate(p.spec.rules):
+            if rule.name in seen:
+                raise RouteConfigError(
+                    f"rule name already used in {seen[rule.name]}; names must be unique",
+                    file=p.source,
+                    rule=rule.name,
+                    field="name",
+                    line=line_of(p.node, ("rules", i, "name")),
+                )
+            seen[rule.name] = p.source
+        raw = [{k: v for k, v in dict(r).items() if v is not None} for r in p.spec.rules]
+        own = compile_policy(raw, tiers, source=p.source, node=p.node, models=models, routes=routes)
+        for i, compiled in enumerate(own.rules):  # against the earlier files' rules
+            where = Where(p.source, p.node, compiled.name, ("rules", i))
+            _check_reachable([*rules, compiled], where)
+        rules += own.rules
+    router = home.spec.router
+    return Policy(
+        tuple(rules),
+        {k: tuple(v) for k, v in tiers.items()},
+        tier_limits=tier_limits,
+        route_limits={
+            r.name: r.max_cost_usd for p in parsed for r in p.spec.routes if r.max_cost_usd
+        },
+        expected_output_tokens=router.expected_output_tokens
+        if router is not None
+        else DEFAULT_EXPECTED_OUTPUT,
+    )
+
+
+# --- compiling ---------------------------------------------------------------------------------
+
+
+def compile_policy(
+    rules: Sequence[Mapping[str, Any]],
+    tiers: Mapping[str, Sequence[str]],
+    *,
+    source: str,
+    node: yaml.Node | None,
+    models: Collection[str] | None,
+    routes: Collection[str] | None,
+    tiers_source: tuple[str, yaml.Node | None] | None = None,
+    mapped: Collection[str] = (),
+) -> Policy:
+    """Check ``rules`` (each: name, when, and one of action: block / model / tier) and ``tiers``.
+
+    ``models``: the names a rule or tier may send to (None: not checked; a provider-prefixed
+    LiteLLM name like ``openai/x`` is always accepted); ``routes``: the route names ``route``
+    may test (None: not checked).
+    """
+    tsource, tnode = tiers_source or (source, node)
+    for name, chain in tiers.items():
+        at: tuple[Any, ...] = ("router", "tiers", name, *(("models",) if name in mapped else ()))
+        for j, model in enumerate(chain):
+            if models is not None and not _known_model(model, models):
+                raise RouteConfigError(
+                    f"unknown model {model!r}; declare it under `models:`, use a route's model, "
+                    "or write a LiteLLM name with its provider (e.g. openai/gpt-4o-mini)",
+                    file=tsource,
+                    field=".".join(str(p) for p in at) + f"[{j}]",
+                    line=line_of(tnode, (*at, j)),
+                )
+        if not chain:
+            raise RouteConfigError(
+                "a tier needs at least one model",
+                file=tsource,
+                field=f"router.tiers.{name}",
+                line=line_of(tnode, ("router", "tiers", name)),
+            )
+    out: list[Rule] = []
+    for i, raw in enumerate(rules):
+        where = Where(source, node, str(raw.get("name", f"#{i + 1}")), ("rules", i))
+        out.append(_rule(raw, where, tiers, models, routes))
+        _check_reachable(out, where)
+    return Policy(tuple(out), {k: tuple(v) for k, v in tiers.items()})
+
+
+def _rule(
+    raw: Mapping[str, Any],
+    where: Where,
+    tiers: Mapping[str, Sequence[str]],
+    models: Collection[str] | None,
+    routes: Collection[str] | None,
+) -> Rule:
+    when = raw.get("when") or {}
+    condition = compile_condition(when, where, ("when",), routes)
+    model, tier = raw.get("model"), raw.get("tier")
+    unknown = sorted(set(raw) - {"name", "when", "action", "model", "tier", "max_cost_usd"})
+    if unknown:
+        raise where.error(f"unknown key {unknown[0]!r}", unknown[0])
+    actions = [k for k in ("action", "model", "tier") if raw.get(k) is not None]
+    if len(actions) != 1:
+        raise where.error("needs exactly one of `action: block`, `model:` or `tier:`", "name")
+    if tier is not None and tier not in tiers:
+        known = ", ".join(sorted(tiers)) or "none declared under router.tiers"
+        raise where.error(f"unknown tier {tier!r} (tiers: {known})", "tier")
+    limit = raw.get("max_cost_usd")
+    if limit is not None and (not _is_ceiling(limit) or raw.get("action") is not None):
+        why = (
+            "has no use on a blocking rule" if _is_ceiling(limit) else "should be a positive number"
+        )
+        raise where.error(f"max_cost_usd {why} (got {limit!r})", "max_cost_usd")
+    if model is not None and models is not None and not _known_model(model, models):
+        raise where.error(
+            f"unknown model {model!r}; declare it under `models:`, use a route's model, "
+            "or write a LiteLLM name with its provider (e.g. openai/gpt-4o-mini)",
+            "model",
+        )
+    return Rule(
+        name=where.rule,
+        condition=condition,
+        when=json.loads(json.dumps(when)),
+        block=raw.get("action") == "block",
+        model=model,
+        tier=tier,
+        max_cost_usd=float(limit) if limit is not None else None,
+    )
+
+
+def _known_model(name: str, models: Collection[str]) -> bool:
+    return name in models or ("/" in name.strip("/"))
+
+
+def _check_reachable(rules: list[Rule], where: Where) -> None:
+    last = rules[-1]
+    for earlier in rules[:-1]:
+        if earlier.condition.always or _canonical(earlier.when) == _canonical(last.when):
+            why = "matches everything" if earlier.condition.always else "has the same condition"
+            raise where.error(
+                f"can never match: rule {earlier.name!r} before it {why}; "
+                "reorder the rules or remove one",
+                "when",
+            )
+
+
+def _canonical(when: Mapping[str, Any]) -> str:
+    return json.dumps(when, sort_keys=True)

@@ -1,0 +1,81 @@
+"""Applying a :class:`~semroute.config.policy.Policy`: the first rule whose condition holds for a
+request's :class:`~semroute.routing.signals.Signals` decides. Pure: no I/O, no state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from semroute.config.policy import Condition, Policy, Rule, Test
+from semroute.decision import Decision, Reason
+from semroute.routing.candidates import Candidates
+from semroute.routing.signals import Signals
+
+__all__ = ["apply", "first_match", "holds"]
+
+
+def holds(condition: Condition, signals: Signals) -> bool:
+    """Whether ``condition`` holds for ``signals``."""
+    return (
+        all(_passes(t, signals) for t in condition.tests)
+        and all(any(holds(c, signals) for c in group) for group in condition.any_of)
+        and not any(holds(c, signals) for c in condition.none_of)
+    )
+
+
+def first_match(policy: Policy, signals: Signals) -> Rule | None:
+    return next((r for r in policy.rules if holds(r.condition, signals)), None)
+
+
+def apply(
+    policy: Policy,
+    signals: Signals,
+    decision: Decision,
+    candidates: Candidates | None = None,
+) -> Decision:
+    """``decision`` (the semantic router's) after the first matching rule: blocked, or sent to
+    the rule's model or tier chain; then, given ``candidates``, after the capability and cost
+    checks (:mod:`semroute.routing.candidates`). The signals are recorded either way."""
+    signals = signals.with_decision(decision.route, decision.confidence, decision.reason.value)
+    rule = first_match(policy, signals)
+    changes: dict[str, Any] = {"signals": signals.to_dict(), "recommended_model": decision.model}
+    if rule is not None and rule.block:
+        return decision.evolve(**changes, reason=Reason.BLOCKED, rule=rule.name, chain=())
+    chain: tuple[str, ...] | None = None
+    if rule is not None:
+        chain = policy.tiers[rule.tier] if rule.tier else (rule.model or decision.model,)
+        changes.update(model=chain[0], reason=Reason.RULE, rule=rule.name, chain=chain)
+    if candidates is not None:  # one evolve for all: each copy of a decision costs microseconds
+        limits = (policy.ceiling(rule, decision.route), signals.max_cost_usd)
+        ceiling = min((x for x in limits if x is not None), default=None)
+        candidates_of = candidates.chain(decision.model, decision.route, chain)
+        changes.update(candidates.check(candidates_of, signals, ceiling))
+    return decision.evolve(**changes)
+
+
+def _passes(test: Test, signals: Signals) -> bool:
+    value = signals.get(test.signal)
+    return _check(test, value) != test.negate
+
+
+def _check(test: Test, value: Any) -> bool:
+    op = test.op
+    if op == "regex":
+        return test.pattern is not None and test.pattern.search(value) is not None
+    if op == "eq":
+        return _same(value, test.value)
+    if op == "in":
+        return any(_same(value, v) for v in test.value)
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if op == "gt":
+        return bool(value > test.value)
+    if op == "gte":
+        return bool(value >= test.value)
+    if op == "lt":
+        return bool(value < test.value)
+    return bool(value <= test.value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # true is not 1: a boolean equals only a boolean.
+    return isinstance(a, bool) == isinstance(b, bool) and bool(a == b)
