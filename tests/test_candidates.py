@@ -363,6 +363,10 @@ def test_over_budget_raises_cost_limit_error_and_calls_no_model(
     assert provider.requests == []
     assert info.value.decision is not None and info.value.decision.over_budget
     assert "\n" not in str(info.value)
+    dispatcher.close()
+    (line,) = (json.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines())
+    assert (line["reason"], line["model"], line["attempts"]) == ("over_budget", None, [])
+    assert line["error"] == str(info.value) and line["within_cost_limit"] is False
 
 
 def test_routing_skips_reach_the_result_the_log_and_stats(

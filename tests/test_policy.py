@@ -268,6 +268,9 @@ def test_a_blocked_request_calls_no_model(tmp_path: Path, provider: FakeProvider
     with pytest.raises(BlockedError, match="blocked by rule 'no-secrets'"):
         dispatcher.complete("my password is hunter2", router=router)
     assert provider.requests == []
+    (line,) = log_lines(tmp_path)  # logged with its reason, and without the text
+    assert (line["reason"], line["rule"], line["attempts"]) == ("blocked", "no-secrets", [])
+    assert "hunter2" not in json.dumps(line)
 
 
 def test_a_tier_chain_falls_back_in_order(tmp_path: Path, provider: FakeProvider) -> None:

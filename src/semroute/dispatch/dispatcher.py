@@ -210,10 +210,6 @@ class Dispatcher:
     ) -> Call:
         if "messages" in kwargs:
             raise TypeError("pass the messages as the first argument, not as messages=")
-        if decision.blocked:  # before anything is opened or sent
-            raise BlockedError(decision.rule or "?", decision=decision)
-        if decision.over_budget:  # no model of the chain fits the request's cost ceiling
-            raise CostLimitError.of(decision)
         for name, value in kwargs.items():
             # LiteLLM would reject it with an error that quotes the value: the key, in a traceback.
             number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -221,7 +217,7 @@ class Dispatcher:
                 raise InvalidQueryError(
                     f"{name}= must be a string, not {type(value).__name__}; pass the key as text"
                 )
-        return Call(
+        call = Call(
             self._provider,
             decision,
             as_messages(messages),
@@ -231,6 +227,15 @@ class Dispatcher:
             log=self._logs.open(self.config.settings.log),
             health=self.health,
         )
+        refusal: BlockedError | CostLimitError | None = None
+        if decision.blocked:
+            refusal = BlockedError(decision.rule or "?", decision=decision)
+        elif decision.over_budget:  # no model of the chain fits the request's cost ceiling
+            refusal = CostLimitError.of(decision)
+        if refusal is not None:  # logged with its reason; no model is called
+            call.log(None, None, str(refusal), None)
+            raise refusal
+        return call
 
     async def _walk(self, call: Call) -> DispatchResult | AsyncDispatchStream:
         """Try each model of the chain until one answers (for a stream: sends its first chunk)."""
