@@ -51,7 +51,7 @@ def free_port_with_nothing_listening() -> int:
         return int(s.getsockname()[1])
 
 
-def build(work: Path, provider: FakeProvider) -> Router:
+def build(work: Path, provider: FakeProvider, *, health: bool = True) -> Router:
     dead_base = f"http://127.0.0.1:{free_port_with_nothing_listening()}/v1"
     names = {"backup", "flaky-b", "steady", *(model for model, _, _ in ROUTES.values())}
     models = [
@@ -73,6 +73,7 @@ def build(work: Path, provider: FakeProvider) -> Router:
             "encoder": "fake",
             "threshold": 0.5,
             "dispatch": {"timeout": 10, "log": str(work / "decisions.jsonl")},
+            "health": {"enabled": health},
         },
         "models": models,
         "routes": [
@@ -80,10 +81,11 @@ def build(work: Path, provider: FakeProvider) -> Router:
             for name, (model, fallbacks, utterance) in ROUTES.items()
         ],
     }
-    (work / "routes").mkdir(parents=True)
-    (work / "routes" / "routes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    build_index(work / "routes", work / "index", encoder=FakeEncoder())
-    return Router.load(work / "index")
+    name = "health-on" if health else "health-off"
+    (work / name / "routes").mkdir(parents=True)
+    (work / name / "routes" / "routes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    build_index(work / name / "routes", work / name / "index", encoder=FakeEncoder())
+    return Router.load(work / name / "index")
 
 
 async def failover(router: Router, runs: int) -> dict[str, Any]:
@@ -154,13 +156,17 @@ def main() -> None:
         provider.flaky("flaky-a", rate=0.3)
         provider.flaky("flaky-b", rate=0.3)
         router = build(args.work, provider)
+        # Failover is timed with health tracking off: with it on, the failing models' circuits
+        # open after 3 failures and later requests skip them (timed separately, "skip" below).
+        plain = build(args.work, provider, health=False)
 
-        async def run_all() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async def run_all() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
             log = args.work / "decisions.jsonl"
-            fo = await failover(router, args.runs)
-            return fo, [await concurrent_round(router, log) for _ in range(args.rounds)]
+            fo = await failover(plain, args.runs)
+            skip = await failover(router, args.runs)
+            return fo, skip, [await concurrent_round(router, log) for _ in range(args.rounds)]
 
-        fo, rounds = asyncio.run(run_all())
+        fo, skip, rounds = asyncio.run(run_all())
 
     def med(key: str) -> float:
         return float(statistics.median(r[key] for r in rounds))
@@ -169,7 +175,7 @@ def main() -> None:
         low, high = min(r[key] for r in rounds), max(r[key] for r in rounds)
         return str(low) if low == high else f"{low} to {high}"
 
-    results = {"machine": info, "failover": fo, "concurrent_200": rounds}
+    results = {"machine": info, "failover": fo, "skip": skip, "concurrent_200": rounds}
     m = fo["median_ms"]
     md = f"""
 ## Dispatch: failover latency and 200 concurrent requests
@@ -187,8 +193,13 @@ Sequential `Dispatcher.acomplete()`, medians of {args.runs} requests each after 
 | the routed model returns 500, the next model of its chain answers | {m["failing"]:.1f} ms | {fo["added_by_500_ms"]:.1f} ms | < 1 s |
 | the routed model's endpoint refuses connections, the next model answers | {m["dead"]:.1f} ms | {fo["added_by_refused_connection_ms"]:.1f} ms | < 1 s |
 
+These three are timed with `health: {{enabled: false}}`. With health on (the default), the failing
+models' circuits open after 3 failures and later requests skip them without an attempt: the 500
+case then takes {skip["median_ms"]["failing"]:.1f} ms ({skip["added_by_500_ms"]:+.1f} ms) and the
+refused connection {skip["median_ms"]["dead"]:.1f} ms ({skip["added_by_refused_connection_ms"]:+.1f} ms).
+
 200 concurrent `Dispatcher.acomplete()` calls; the routed model and its first fallback fail 30% of
-requests at random (500), the last fallback is healthy. {args.rounds} rounds:
+requests at random (500), the last fallback is healthy; health tracking on (the default). {args.rounds} rounds:
 
 | measurement | every round | median |
 |---|---:|---:|
