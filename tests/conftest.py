@@ -95,3 +95,12 @@ def provider() -> Iterator[FakeProvider]:
     """A real OpenAI-compatible HTTP server on 127.0.0.1 (see semroute.testing.fake_provider)."""
     with FakeProvider(hang_seconds=5) as running:
         yield running
+
+
+@pytest.fixture
+def provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FakeProvider's key in the environment its deployments name, and no $SEMROUTE_LOG."""
+    from tests.provider_kit import KEY, KEY_ENV
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.delenv("SEMROUTE_LOG", raising=False)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from semroute import Dispatcher, Router
 from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
+
+T = TypeVar("T")
 
 KEY_ENV = "FAKE_PROVIDER_KEY"
 KEY = "sk-semroute-test-4f9a2c71b3"
@@ -82,3 +86,19 @@ def log_lines(folder: Path) -> list[dict[str, Any]]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, then close LiteLLM's cached HTTP sessions before the loop closes."""
+
+    async def main() -> T:
+        try:
+            return await coro
+        finally:
+            from litellm.llms.custom_httpx.async_client_cleanup import (
+                close_litellm_async_clients,
+            )
+
+            await close_litellm_async_clients()
+
+    return asyncio.run(main())

@@ -22,7 +22,7 @@ from semroute.decision import Reason
 from semroute.errors import CostLimitError, DispatchError
 from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
-from tests.provider_kit import KEY, KEY_ENV, deployment
+from tests.provider_kit import deployment
 
 # $1/$2 per million tokens in/out (provider_kit's price) and a model 1000 times dearer.
 CHEAP_IN, CHEAP_OUT = 1e-6, 2e-6
@@ -63,10 +63,8 @@ TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 
 
-@pytest.fixture(autouse=True)
-def provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.delenv("SEMROUTE_LOG", raising=False)
+# Every test here reaches FakeProvider with its key, and writes no log $SEMROUTE_LOG names.
+pytestmark = pytest.mark.usefixtures("provider_key")
 
 
 def spec(provider: FakeProvider, folder: Path, *, rules: bool = True) -> dict[str, Any]:

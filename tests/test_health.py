@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -22,16 +21,13 @@ from semroute.dispatch.health import LocalHealthStore, Outcome
 from semroute.dispatch.log import summarise
 from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
-from tests.provider_kit import KEY, KEY_ENV, build, log_lines
+from tests.provider_kit import build, log_lines, run
 
-T = TypeVar("T")
 OPEN_AFTER_3 = "circuit open: 3 failures in a row"
 
 
-@pytest.fixture(autouse=True)
-def provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.delenv("SEMROUTE_LOG", raising=False)
+# Every test here reaches FakeProvider with its key, and writes no log $SEMROUTE_LOG names.
+pytestmark = pytest.mark.usefixtures("provider_key")
 
 
 class Clock:
@@ -42,20 +38,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def main() -> T:
-        try:
-            return await coro
-        finally:
-            from litellm.llms.custom_httpx.async_client_cleanup import (
-                close_litellm_async_clients,
-            )
-
-            await close_litellm_async_clients()
-
-    return asyncio.run(main())
 
 
 def clocked(

@@ -6,44 +6,21 @@ Streams are broken for real: FakeProvider sends some events, then drops the conn
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from semroute import DispatchError
 from semroute.dispatch.log import DecisionLog, summarise
 from semroute.testing import FakeProvider
-from tests.provider_kit import KEY, KEY_ENV, build, log_lines
+from tests.provider_kit import build, log_lines, run
 
-T = TypeVar("T")
-
-
-@pytest.fixture(autouse=True)
-def provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.delenv("SEMROUTE_LOG", raising=False)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine, then close LiteLLM's cached HTTP sessions before the loop closes."""
-
-    async def main() -> T:
-        try:
-            return await coro
-        finally:
-            from litellm.llms.custom_httpx.async_client_cleanup import (
-                close_litellm_async_clients,
-            )
-
-            await close_litellm_async_clients()
-
-    return asyncio.run(main())
+# Every test here reaches FakeProvider with its key, and writes no log $SEMROUTE_LOG names.
+pytestmark = pytest.mark.usefixtures("provider_key")
 
 
 def strict_json(line: bytes) -> Any:

@@ -24,7 +24,8 @@ from semroute.routing.policy import holds
 from semroute.routing.signals import Hints, Signals, estimate_tokens, extract
 from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
-from tests.provider_kit import KEY, KEY_ENV, deployment, log_lines
+from tests.provider_kit import deployment, log_lines
+from tests.provider_kit import run as run_async
 
 MODELS = ["frontier", "weather-model", "coder", "cheap-a", "cheap-b", "long"]
 RULES: list[dict[str, Any]] = [
@@ -41,10 +42,8 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.delenv("SEMROUTE_LOG", raising=False)
+# Every test here reaches FakeProvider with its key, and writes no log $SEMROUTE_LOG names.
+pytestmark = pytest.mark.usefixtures("provider_key")
 
 
 def spec(
@@ -382,8 +381,6 @@ def test_cli_validate_checks_rules(tmp_path: Path) -> None:
 
 
 def test_hints_never_reach_the_provider(tmp_path: Path, provider: FakeProvider) -> None:
-    import asyncio
-
     router = build(tmp_path, spec(provider, tmp_path, RULES))
     dispatcher = Dispatcher.for_index(router.index)
     hints: dict[str, Any] = {"task": "chat", "user_tier": "pro", "max_cost_usd": 0.5}
@@ -391,15 +388,10 @@ def test_hints_never_reach_the_provider(tmp_path: Path, provider: FakeProvider) 
     dispatcher.complete("hello there", model="coder", **hints)
 
     async def ask() -> None:
-        from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+        await dispatcher.acomplete("hello there", router=router, **hints)
+        await dispatcher.acomplete("hello there", model="coder", **hints)
 
-        try:
-            await dispatcher.acomplete("hello there", router=router, **hints)
-            await dispatcher.acomplete("hello there", model="coder", **hints)
-        finally:
-            await close_litellm_async_clients()
-
-    asyncio.run(ask())
+    run_async(ask())
     assert [r.model for r in provider.requests] == ["frontier", "coder", "frontier", "coder"]
     for request in provider.requests:
         sent = json.dumps(request.body)
