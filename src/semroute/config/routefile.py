@@ -292,17 +292,12 @@ def _config_error(
     route = None
     field_path: str | None = _field_path(loc)
     rule = None
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rules = data.get("rules")
-        entry = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
-        name = entry.get("name") if isinstance(entry, dict) else None
-        rule = name if isinstance(name, str) else f"#{loc[1] + 1}"
-        field_path = _field_path(loc[2:]) or None
-    if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
-        routes = data.get("routes")
-        entry = routes[loc[1]] if isinstance(routes, list) and loc[1] < len(routes) else None
-        name = entry.get("name") if isinstance(entry, dict) else None
-        route = name if isinstance(name, str) else f"#{loc[1] + 1}"
+    if len(loc) >= 2 and loc[0] in ("rules", "routes") and isinstance(loc[1], int):
+        name = _entry_name(data.get(loc[0]), loc[1])
+        if loc[0] == "rules":
+            rule = name
+        else:
+            route = name
         field_path = _field_path(loc[2:]) or None
     message = _describe(err, loc)
     if len(errors) > 1:
@@ -369,6 +364,13 @@ def _spec_in(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+def _entry_name(items: object, index: int) -> str:
+    """The name of entry ``index`` of a `routes:` or `rules:` list, or ``#N`` if it has none."""
+    entry = items[index] if isinstance(items, list) and index < len(items) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return name if isinstance(name, str) else f"#{index + 1}"
 
 
 def _field_path(loc: Sequence[Any]) -> str:

@@ -9,7 +9,7 @@ needs torch) is :mod:`semroute.encoders.export`'s job.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -44,6 +44,18 @@ class EncoderInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def of_export(cls, kind: str, meta: Mapping[str, Any]) -> EncoderInfo:
+        """The info of an export whose ``encoder.json`` (checked by :func:`read_export_meta`)
+        is ``meta``."""
+        return cls(
+            kind=kind,
+            name=meta["name"],
+            fingerprint=meta["fingerprint"],
+            dim=meta["dim"],
+            max_tokens=meta["max_tokens"],
+        )
 
 
 @dataclass(frozen=True)

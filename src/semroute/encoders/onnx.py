@@ -71,13 +71,7 @@ class OnnxEncoder:
 
         d = Path(directory)
         meta = read_export_meta(d, onnx=True)
-        info = EncoderInfo(
-            kind="onnx",
-            name=meta["name"],
-            fingerprint=meta["fingerprint"],
-            dim=meta["dim"],
-            max_tokens=meta["max_tokens"],
-        )
+        info = EncoderInfo.of_export("onnx", meta)
         try:
             tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
             per_text = meta.get("precision") == "int8"

@@ -49,13 +49,7 @@ class StaticEncoder:
             raise EncoderError(
                 f"cannot load the static model in {d} ({type(exc).__name__}: {exc})"
             ) from exc
-        info = EncoderInfo(
-            kind="static",
-            name=meta["name"],
-            fingerprint=meta["fingerprint"],
-            dim=meta["dim"],
-            max_tokens=meta["max_tokens"],
-        )
+        info = EncoderInfo.of_export("static", meta)
         return cls(model, info)
 
     @property
