@@ -637,7 +637,10 @@ _log_line = st.one_of(
 def test_decision_log_lines_summarise_into_valid_json(scratch: Any, lines: list[str]) -> None:
     stats = attempt(summarise, lines).value
     counted = sum(1 for line in lines if line.strip())
-    assert stats.requests + stats.malformed_lines == counted, (stats, counted)
+    assert stats.requests + stats.quality_records + stats.malformed_lines == counted, (
+        stats,
+        counted,
+    )
     json.dumps(stats.to_dict(), allow_nan=False)
     log = scratch() / "decisions.jsonl"
     log.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass"))

@@ -172,12 +172,15 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
             _warn(warning.message)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        return
-    from semroute.cli.report import console, print_dispatch
+    else:
+        from semroute.cli.report import console, print_dispatch
 
-    # The answer is the provider's text: it must not drive the terminal either.
-    click.echo(printable((result.text or "").replace("\r\n", "\n")))
-    print_dispatch(console(), result)
+        # The answer is the provider's text: it must not drive the terminal either.
+        click.echo(printable((result.text or "").replace("\r\n", "\n")))
+        print_dispatch(console(), result)
+    # A shadowed request's evaluation runs after the answer: let it write its record before
+    # the process exits (each of its calls is bounded by the dispatch timeout).
+    dispatcher.wait_for_shadows()
 
 
 @main.command("stats")
@@ -185,12 +188,14 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
 @JSON_OPTION
 def stats_cmd(log_file: Path, as_json: bool) -> None:
     """Summarise a decision log: requests, share per route, rule and model, cost, fallbacks,
-    latency, and how often each skip reason fired.
+    latency, and how often each skip reason fired; per route, rule and tier, the average cost,
+    the saving against the default model, cascade escalations and shadow verdicts.
 
     A line that is not a log record is skipped and counted as malformed: a line that is not one
-    JSON object with a string request_id, or whose route, rule, model or error is not text or null,
-    whose fallbacks is not a list or null, or whose routing_ms, model_ms or cost_usd is not a
-    finite number or null. A log that holds only malformed lines still exits 0.
+    JSON object with a string request_id, or whose route, rule, tier, model or error is not text
+    or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms, cost_usd or
+    default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
+    counted apart. A log that holds only malformed lines still exits 0.
 
     \b
     Examples:
@@ -211,9 +216,12 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
         # allow_nan=False: NaN and Infinity are not JSON; to_dict() keeps every number finite.
         click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2, allow_nan=False))
         return
+    from semroute.cli.quality_report import print_quality
     from semroute.cli.report import console, print_stats
 
-    print_stats(console(), log_file, stats)
+    out = console()
+    print_stats(out, log_file, stats)
+    print_quality(out, stats.to_dict()["quality"])
 
 
 for _command in (

@@ -318,6 +318,9 @@ def print_dispatch(console: Console, result: DispatchResult) -> None:
     for a in result.attempts:
         outcome = "[green]answered[/]" if a.error is None else f"[red]failed[/]: {shown(a.error)}"
         console.print(f"  {shown(a.model)}: {outcome} ({a.latency_ms:.0f} ms)", highlight=False)
+    for step in result.cascade:  # what became of each answer of a cascade
+        why = f" ({shown(step.check)}: {shown(step.detail)})" if step.check else ""
+        console.print(f"  cascade {shown(step.model)}: {step.verdict}{why}", highlight=False)
     usage = result.usage
     tokens = f"{usage.prompt_tokens} in, {usage.completion_tokens} out" if usage else "no usage"
     cost = f"${result.cost_usd:.6f}" if result.cost_usd is not None else "cost unknown"

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from semroute.config.conversation import ConversationSettings
+from semroute.config.quality import QualityConfig
 from semroute.config.secrets import env_references, literal_secrets
 from semroute.config.yamlsafe import line_of, read_yaml
 from semroute.errors import RouteConfigError
@@ -281,9 +282,11 @@ class DispatchConfig:
     settings: DispatchSettings = field(default_factory=DispatchSettings)
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    """Cascades and shadow evaluation."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "models": [m.to_dict() for m in self.models],
             "route_fallbacks": {k: list(v) for k, v in self.route_fallbacks.items()},
             "default_fallbacks": list(self.default_fallbacks),
@@ -291,6 +294,10 @@ class DispatchConfig:
             "conversation": dataclasses.asdict(self.conversation),
             "health": dataclasses.asdict(self.health),
         }
+        # Absent without cascades, shadows or tiered rules: older manifests read the same.
+        if self.quality or self.quality.rule_tiers:
+            out["quality"] = self.quality.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DispatchConfig:
@@ -301,6 +308,7 @@ class DispatchConfig:
             settings=DispatchSettings(**data.get("settings", {})),
             conversation=ConversationSettings(**data.get("conversation", {})),
             health=HealthSettings(**data.get("health", {})),
+            quality=QualityConfig.from_dict(data.get("quality") or {}),
         )
 
 

@@ -38,7 +38,19 @@ from semroute.config.routefile import DEFAULT_EXPECTED_OUTPUT, ParsedFile, TierS
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
-__all__ = ["SIGNALS", "Condition", "Policy", "Rule", "Test", "compile_policy", "policy_of"]
+__all__ = [
+    "SIGNALS",
+    "Condition",
+    "Policy",
+    "Rule",
+    "Test",
+    "compile_policy",
+    "known_model",
+    "policy_of",
+]
+
+RULE_EXTRAS = ("max_cost_usd", "cascade", "accept", "shadow")
+"""A rule's keys beside its condition and action."""
 
 
 @dataclass(frozen=True)
@@ -136,17 +148,19 @@ class Policy:
 
 def split_tiers(
     tiers: Mapping[str, Any], source: str
-) -> tuple[dict[str, list[str]], dict[str, float], set[str]]:
-    """Tiers as written (a list of models, or ``{models, max_cost_usd}``): their chains, their
-    cost ceilings and the names of those written as a mapping."""
+) -> tuple[dict[str, list[str]], dict[str, float], dict[str, str]]:
+    """Tiers as written (a list of models, or ``{models | cascade, max_cost_usd, ...}``): their
+    chains, their cost ceilings and, for those written as a mapping, the key of the chain."""
     chains: dict[str, list[str]] = {}
     limits: dict[str, float] = {}
-    mapped = {str(k) for k, v in tiers.items() if isinstance(v, TierSpec | Mapping)}
+    mapped: dict[str, str] = {}
     for name, tier in tiers.items():
         if isinstance(tier, TierSpec):
             tier = tier.model_dump(exclude_none=True)
+        if isinstance(tier, Mapping):  # a cascade is the tier's chain
+            mapped[str(name)] = "cascade" if "cascade" in tier else "models"
         models, limit = (
-            (tier.get("models"), tier.get("max_cost_usd"))
+            (tier.get(mapped[str(name)]), tier.get("max_cost_usd"))
             if isinstance(tier, Mapping)
             else (tier, None)
         )
@@ -229,9 +243,10 @@ def compile_policy(
     models: Collection[str] | None,
     routes: Collection[str] | None,
     tiers_source: tuple[str, yaml.Node | None] | None = None,
-    mapped: Collection[str] = (),
+    mapped: Mapping[str, str] | None = None,
 ) -> Policy:
-    """Check ``rules`` (each: name, when, and one of action: block / model / tier) and ``tiers``.
+    """Check ``rules`` (each: name, when, and one of action: block / model / tier / cascade)
+    and ``tiers``.
 
     ``models``: the names a rule or tier may send to (None: not checked; a provider-prefixed
     LiteLLM name like ``openai/x`` is always accepted); ``routes``: the route names ``route``
@@ -239,9 +254,10 @@ def compile_policy(
     """
     tsource, tnode = tiers_source or (source, node)
     for name, chain in tiers.items():
-        at: tuple[Any, ...] = ("router", "tiers", name, *(("models",) if name in mapped else ()))
+        key = (mapped or {}).get(name)
+        at: tuple[Any, ...] = ("router", "tiers", name, *((key,) if key else ()))
         for j, model in enumerate(chain):
-            if models is not None and not _known_model(model, models):
+            if models is not None and not known_model(model, models):
                 raise RouteConfigError(
                     f"unknown model {model!r}; declare it under `models:`, use a route's model, "
                     "or write a LiteLLM name with its provider (e.g. openai/gpt-4o-mini)",
@@ -273,13 +289,17 @@ def _rule(
 ) -> Rule:
     when = raw.get("when") or {}
     condition = compile_condition(when, where, ("when",), routes)
-    model, tier = raw.get("model"), raw.get("tier")
-    unknown = sorted(set(raw) - {"name", "when", "action", "model", "tier", "max_cost_usd"})
+    model, tier, cascade = raw.get("model"), raw.get("tier"), raw.get("cascade")
+    unknown = sorted(set(raw) - {"name", "when", "action", "model", "tier", *RULE_EXTRAS})
     if unknown:
         raise where.error(f"unknown key {unknown[0]!r}", unknown[0])
-    actions = [k for k in ("action", "model", "tier") if raw.get(k) is not None]
+    actions = [k for k in ("action", "model", "tier", "cascade") if raw.get(k) is not None]
     if len(actions) != 1:
-        raise where.error("needs exactly one of `action: block`, `model:` or `tier:`", "name")
+        raise where.error(
+            "needs exactly one of `action: block`, `model:`, `tier:` or `cascade:`", "name"
+        )
+    if cascade is not None:  # checked with the other cascades (semroute.config.quality_check)
+        model = str(cascade[0])
     if tier is not None and tier not in tiers:
         known = ", ".join(sorted(tiers)) or "none declared under router.tiers"
         raise where.error(f"unknown tier {tier!r} (tiers: {known})", "tier")
@@ -289,7 +309,12 @@ def _rule(
             "has no use on a blocking rule" if _is_ceiling(limit) else "should be a positive number"
         )
         raise where.error(f"max_cost_usd {why} (got {limit!r})", "max_cost_usd")
-    if model is not None and models is not None and not _known_model(model, models):
+    if (
+        cascade is None
+        and model is not None
+        and models is not None
+        and not known_model(model, models)
+    ):
         raise where.error(
             f"unknown model {model!r}; declare it under `models:`, use a route's model, "
             "or write a LiteLLM name with its provider (e.g. openai/gpt-4o-mini)",
@@ -306,7 +331,9 @@ def _rule(
     )
 
 
-def _known_model(name: str, models: Collection[str]) -> bool:
+def known_model(name: str, models: Collection[str]) -> bool:
+    """Whether a rule, tier or cascade may name ``name``: declared, or a LiteLLM name with its
+    provider (``openai/x``)."""
     return name in models or ("/" in name.strip("/"))
 
 

@@ -24,10 +24,12 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    model_validator,
 )
 
 from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
+from semroute.config.quality import AcceptSpec, RouterShadowSpec, ShadowSpec
 from semroute.config.yamlsafe import line_of, read_yaml
 from semroute.errors import RouteConfigError
 
@@ -101,6 +103,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CostCeiling = Annotated[float, Field(gt=0.0, strict=True)]
+Cascade = Annotated[list[NonBlank], Field(min_length=2, max_length=10)]
+
+
 class RouteSpec(_Strict):
     """One route as written in a route file."""
 
@@ -127,19 +133,41 @@ class RouteSpec(_Strict):
     max_cost_usd: CostCeiling | None = Field(
         default=None, description="Cost ceiling (USD) for the requests this route sends."
     )
+    # --- cost versus quality ---
+    cascade: Cascade | None = Field(
+        default=None,
+        description="Models tried in order (instead of `model:`): an answer that fails "
+        "`accept:` escalates to the next one.",
+    )
+    accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
+    shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
 
 
 DEFAULT_EXPECTED_OUTPUT = 256
-CostCeiling = Annotated[float, Field(gt=0.0, strict=True)]
 
 
 class TierSpec(_Strict):
     """A tier in its mapping form: a chain of models and a cost ceiling."""
 
-    models: list[NonBlank] = Field(min_length=1, description="The chain, first tried first.")
+    models: list[NonBlank] | None = Field(
+        default=None, min_length=1, description="The chain, first tried first."
+    )
     max_cost_usd: CostCeiling | None = Field(
         default=None, description="Skip a model whose estimated cost (USD) is over this."
     )
+    cascade: Cascade | None = Field(
+        default=None,
+        description="Instead of `models:`: models tried in order, an answer that fails "
+        "`accept:` escalating to the next one.",
+    )
+    accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
+    shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+
+    @model_validator(mode="after")
+    def _one_chain(self) -> TierSpec:
+        if (self.models is None) == (self.cascade is None):
+            raise ValueError("needs exactly one of `models:` or `cascade:`")
+        return self
 
 
 # The list form or the mapping form, tagged so an error is reported for the form written.
@@ -200,6 +228,12 @@ class RouterSpec(_Strict):
         description="Output tokens a request is expected to produce when it sets no "
         "max_tokens; used to estimate its cost against a ceiling.",
     )
+    # --- cost versus quality ---
+    shadow: RouterShadowSpec | None = Field(
+        default=None,
+        description="Send a sampled share of requests also to a reference model, in the "
+        "background, and have a judge compare the answers.",
+    )
 
 
 class RuleSpec(_Strict):
@@ -216,6 +250,13 @@ class RuleSpec(_Strict):
     max_cost_usd: CostCeiling | None = Field(
         default=None, description="Cost ceiling (USD) for the requests this rule sends."
     )
+    cascade: Cascade | None = Field(
+        default=None,
+        description="Send it down these models in order: an answer that fails `accept:` "
+        "escalates to the next one.",
+    )
+    accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
+    shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
 
 
 class RouteFileSpec(_Strict):
@@ -310,7 +351,7 @@ def _config_error(
 def _describe(err: Any, loc: tuple[Any, ...]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        allowed = list(_spec_at(loc[:-1]).model_fields)
+        allowed = [f.alias or k for k, f in _spec_at(loc[:-1]).model_fields.items()]
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
         return f"unknown field; {hint}"

@@ -29,6 +29,8 @@ from semroute.config.deployments import (
 )
 from semroute.config.policy import Policy, policy_of
 from semroute.config.pricing import chain_warnings, provider_warnings
+from semroute.config.quality import QualityConfig
+from semroute.config.quality_check import quality_of
 from semroute.config.routefile import (
     DEFAULT_ENCODER,
     DEFAULT_RUNTIME,
@@ -111,6 +113,8 @@ class RouteSet:
     """The ``rules:`` (all files', in file order) and ``router.tiers``."""
     health: HealthSettings = field(default_factory=HealthSettings)
     """The ``router.health`` settings: when dispatch passes over an unhealthy model."""
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    """Cascades and shadow evaluation (``cascade:``, ``accept:``, ``shadow:``)."""
 
     def threshold_for(self, route: Route) -> float:
         return route.threshold if route.threshold is not None else self.settings.threshold
@@ -131,6 +135,8 @@ class RouteSet:
             payload["policy"] = self.policy.to_dict()
         if self.health != HealthSettings():  # absent by default, so older indexes stay fresh
             payload["health"] = dataclasses.asdict(self.health)
+        if self.quality:  # absent without cascades or shadows, so older indexes stay fresh
+            payload["quality"] = self.quality.to_dict()
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
     def dispatch_config(self) -> DispatchConfig:
@@ -141,6 +147,7 @@ class RouteSet:
             settings=self.settings.dispatch,
             conversation=self.settings.conversation,
             health=self.health,
+            quality=self.quality,
         )
 
 
@@ -232,10 +239,18 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
     models: set[str] | None = None
     if route_set.models:
         models = {m.model_name for m in route_set.models} | {route_set.settings.default_model}
-        models |= {r.model for r in route_set.routes if r.model}
+        models |= {r.model for p in parsed for r in p.spec.routes if r.model}
     routes = {r.name for r in route_set.routes}
     policy = policy_of(parsed, router.tiers, models=models, routes=routes)
-    return dataclasses.replace(route_set, policy=policy)
+    quality, warnings = quality_of(
+        parsed, models=models, deployments=route_set.models, policy=policy
+    )
+    return dataclasses.replace(
+        route_set,
+        policy=policy,
+        quality=quality,
+        warnings=(*route_set.warnings, *warnings),
+    )
 
 
 def _router_block(
@@ -301,7 +316,7 @@ def _file_routes(
             Route(
                 name=r.name,
                 utterances=tuple(kept),
-                model=r.model,
+                model=r.model or (r.cascade[0] if r.cascade else None),
                 threshold=r.threshold,
                 description=r.description,
                 metadata=dict(r.metadata),
@@ -377,7 +392,7 @@ def _chain_warnings(
     chain steps down steeply."""
     names = {m.model_name for m in models}
     chains: list[tuple[str | None, tuple[Any, ...], str, Sequence[str]]] = [
-        (r.name, ("routes", i), r.model or settings.default_model, r.fallbacks)
+        (r.name, ("routes", i), r.model or (r.cascade or [settings.default_model])[0], r.fallbacks)
         for i, r in enumerate(p.spec.routes)
         if r.fallbacks
     ]

@@ -8,7 +8,7 @@ import dataclasses
 import time
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from semroute.config.pricing import UnknownPriceWarning, price_of
 from semroute.decision import Skip
@@ -20,12 +20,25 @@ from semroute.errors import DispatchError
 from semroute.records import Attempt, Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from semroute.decision import Decision
     from semroute.dispatch.health import Admission, HealthStore
     from semroute.dispatch.log import DecisionLog
     from semroute.dispatch.providers import Provider
+    from semroute.dispatch.result import CascadeStep
 
-__all__ = ["Call"]
+__all__ = ["Call", "Escalating"]
+
+
+class Escalating(Protocol):
+    """What a call needs of its cascade (:class:`semroute.dispatch.cascade.Escalation`)."""
+
+    steps: list[CascadeStep]
+
+    def params(self, model: str) -> dict[str, Any]: ...
+    def finish(self, model: str, response: Any, cost: float | None) -> float | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class Call:
@@ -58,6 +71,14 @@ class Call:
         self._refused: dict[str, Admission] = {}
         self._probe = False
         self._note: str | None = None
+        self.escalation: Escalating | None = None
+        """The cascade this request walks (None: none)."""
+        self.after: Callable[[Call, str | None, str], None] | None = None
+        """Called with the answer's text and model once it is logged (shadow evaluation)."""
+
+    @property
+    def decision_log(self) -> DecisionLog | None:
+        return self._log
 
     @property
     def passed_over(self) -> tuple[Skip, ...]:
@@ -109,6 +130,8 @@ class Call:
         }
         if self.stream:  # ask the provider for token counts in the last chunk
             params.setdefault("stream_options", {"include_usage": True})
+        if self.escalation is not None:
+            params.update(self.escalation.params(model))
         return params
 
     def _elapsed_ms(self) -> float:
@@ -128,9 +151,13 @@ class Call:
         if not self.stream:
             self._outcome(True)
 
-    def result(self, response: Any) -> DispatchResult:
-        model = self.attempts[-1].model
+    def result(self, response: Any, model: str | None = None) -> DispatchResult:
+        """The answer ``model`` (default: the last model tried) gave, logged."""
+        model = model or self.attempts[-1].model
         usage = Usage.of(response)
+        cost = self.cost(model, response, usage)
+        if self.escalation is not None:
+            cost = self.escalation.finish(model, response, cost)
         out = DispatchResult(
             request_id=self.request_id,
             decision=self.decision,
@@ -138,10 +165,14 @@ class Call:
             response=response,
             attempts=tuple(self.attempts),
             usage=usage,
-            cost_usd=self.cost(model, response, usage),
+            cost_usd=cost,
             skipped=self.passed_over,
+            cascade=tuple(self.escalation.steps) if self.escalation else (),
         )
-        self.log(usage, out.cost_usd, None, text_of(response))
+        text = text_of(response)
+        self.log(usage, out.cost_usd, None, text, model=model)
+        if self.after is not None:
+            self.after(self, text, model)
         return out
 
     def cost(self, model: str, response: Any, usage: Usage | None) -> float | None:
@@ -198,8 +229,16 @@ class Call:
         )
 
     def log(
-        self, usage: Usage | None, cost: float | None, error: str | None, answer: str | None
+        self,
+        usage: Usage | None,
+        cost: float | None,
+        error: str | None,
+        answer: str | None,
+        *,
+        model: str | None = None,
     ) -> None:
+        """Write the request's one log line (``model``: the model whose answer was returned,
+        when it is not the last one tried)."""
         if self._log is not None:
             content = self.provider.config.settings.log_content
             self._log.write(
@@ -213,19 +252,40 @@ class Call:
                     stream=self.stream,
                     error=error,
                     content=(self.messages, answer) if content else None,
+                    model=model,
                 )
                 | _policy_fields(self.decision)
+                | self._quality_fields(usage)
             )
 
-    def streamed(self, chunks: list[Any]) -> tuple[Any, Usage | None, float | None]:
-        """Assemble a finished stream's chunks into one response, log it, return its numbers."""
+    def _quality_fields(self, usage: Usage | None) -> dict[str, Any]:
+        """The cascade, the rule's tier, and what the default model would have cost (from this
+        request's tokens), so that `semroute stats` needs no config."""
+        default = None
+        price = price_of(self.provider.default_model, self.provider.config.models)
+        if price is not None and usage is not None:
+            default = usage.prompt_tokens * price.input + usage.completion_tokens * price.output
+        return {
+            "tier": self.provider.config.quality.tier_of(self.decision.rule),
+            "cascade": self.escalation.to_dict() if self.escalation else None,
+            "default_cost_usd": default,
+        }
+
+    def streamed(
+        self, chunks: list[Any], *, ended: bool = True
+    ) -> tuple[Any, Usage | None, float | None]:
+        """Assemble a finished stream's chunks into one response, log it, return its numbers
+        (``ended``: the stream ran to its end rather than being closed midway)."""
         response = None
         if chunks:
             response = import_litellm().stream_chunk_builder(chunks, messages=self.messages)
         self._outcome(True)
         usage = Usage.of(response)
-        cost = self.cost(self.attempts[-1].model, response, usage) if response else None
+        model = self.attempts[-1].model
+        cost = self.cost(model, response, usage) if response else None
         self.log(usage, cost, None, text_of(response))
+        if self.after is not None and ended and response is not None:  # a whole answer
+            self.after(self, text_of(response), model)
         return response, usage, cost
 
 

@@ -17,11 +17,17 @@ result's ``skipped``. When every model of the chain is skipped, the least bad on
 (its attempt carries a ``note`` saying so): a request is never failed without trying a model.
 
 When no model answers, the request is logged and one :class:`DispatchError` lists every attempt.
+
+A route, rule or tier with a cascade puts the cascade's models at the front of the chain and
+checks each answer but the last model's (see :mod:`semroute.dispatch.cascade`). A request with
+a shadow setting is, when sampled, evaluated in the background after it has been answered (see
+:mod:`semroute.dispatch.shadow`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -29,11 +35,13 @@ from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
 from semroute.dispatch.call import Call
+from semroute.dispatch.cascade import Escalation, plan
 from semroute.dispatch.health import HealthStore, LocalHealthStore
 from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
 from semroute.dispatch.result import DispatchResult
+from semroute.dispatch.shadow import ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError
 from semroute.routing.conversation import Message, as_messages
@@ -80,12 +88,19 @@ class Dispatcher:
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
+        self.shadow = ShadowRunner(config.quality.limits, self._loop)
+        """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
 
     @classmethod
     def for_index(cls, index: RouteIndex, *, health: HealthStore | None = None) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
+        config = DispatchConfig.from_dict(index.manifest.dispatch)
+        if not config.quality.rule_tiers:  # an index built before the log named rules' tiers
+            tiers = {r.name: r.tier for r in index.manifest.rules(index.path).rules if r.tier}
+            quality = dataclasses.replace(config.quality, rule_tiers=tiers)
+            config = dataclasses.replace(config, quality=quality)
         return cls(
-            DispatchConfig.from_dict(index.manifest.dispatch),
+            config,
             default_model=index.settings["default_model"],
             route_models={r.name: r.model for r in index.routes},
             health=health,
@@ -140,8 +155,8 @@ class Dispatcher:
         """
         hints = _hints(kwargs)
         decision = _pinned(model) if model else _router(router).route(messages, **hints)
-        call = self._start(messages, decision, fallbacks, stream, kwargs)
-        out = self._loop.run(self._walk(call))
+        call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
+        out = self._loop.run(self._walk(call, escalation))
         return DispatchStream(out, self._loop) if isinstance(out, AsyncDispatchStream) else out
 
     @overload
@@ -182,8 +197,8 @@ class Dispatcher:
             decision = _pinned(model)
         else:
             decision = await asyncio.to_thread(_router(router).route, messages, **hints)
-        call = self._start(messages, decision, fallbacks, stream, kwargs)
-        return await self._walk(call)
+        call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
+        return await self._walk(call, escalation)
 
     def close(self) -> None:
         """Close the decision log file (the next request reopens it)."""
@@ -207,7 +222,7 @@ class Dispatcher:
         fallbacks: Sequence[str] | None,
         stream: bool,
         kwargs: dict[str, Any],
-    ) -> Call:
+    ) -> tuple[Call, Escalation | None]:
         if "messages" in kwargs:
             raise TypeError("pass the messages as the first argument, not as messages=")
         for name, value in kwargs.items():
@@ -217,16 +232,22 @@ class Dispatcher:
                 raise InvalidQueryError(
                     f"{name}= must be a string, not {type(value).__name__}; pass the key as text"
                 )
+        quality = self.config.quality
+        escalation, chain = plan(quality, decision, self.chain(decision, fallbacks), stream)
         call = Call(
             self._provider,
             decision,
             as_messages(messages),
-            self.chain(decision, fallbacks),
+            chain,
             stream=stream,
             kwargs=kwargs,
             log=self._logs.open(self.config.settings.log),
             health=self.health,
         )
+        call.escalation = escalation
+        if decision.reason != Reason.PINNED:
+            shadow = quality.shadow_for(decision.route, decision.rule)
+            call.after = self.shadow.hook(shadow, call.request_id)
         refusal: BlockedError | CostLimitError | None = None
         if decision.blocked:
             refusal = BlockedError(decision.rule or "?", decision=decision)
@@ -235,25 +256,40 @@ class Dispatcher:
         if refusal is not None:  # logged with its reason; no model is called
             call.log(None, None, str(refusal), None)
             raise refusal
-        return call
+        return call, escalation
 
-    async def _walk(self, call: Call) -> DispatchResult | AsyncDispatchStream:
+    async def _walk(
+        self, call: Call, escalation: Escalation | None
+    ) -> DispatchResult | AsyncDispatchStream:
         """Try each model of the chain until one answers (for a stream: sends its first chunk)."""
         litellm_router = self._provider.litellm_router(call.chain)
         for name in _candidates(call):
             try:
                 response = await litellm_router.acompletion(**call.params(name))
-                if not call.stream:
-                    call.answered(name)
-                    return call.result(response)
-                rest = aiter(response)
-                first = await anext(rest, END)  # a stream failing before its first chunk fails over
+                if call.stream:
+                    rest = aiter(response)
+                    first = await anext(
+                        rest, END
+                    )  # a stream failing before its first chunk fails over
             except self._provider.errors as exc:
                 call.failed(name, exc)
+                if escalation is not None:
+                    escalation.failed(name, call.attempts[-1].error)
                 continue
             call.answered(name)
-            return AsyncDispatchStream(call, first, rest)
+            if call.stream:
+                return AsyncDispatchStream(call, first, rest)
+            if escalation is None or await escalation.accepts(call, name, response):
+                return call.result(response)
+        rejected = escalation.take_rejected() if escalation is not None else None
+        if rejected is not None:  # better a rejected answer than none
+            return call.result(*rejected)
         raise call.give_up()
+
+    def wait_for_shadows(self, timeout: float | None = None) -> bool:
+        """Wait until every shadow job has written its quality record (say, before the process
+        exits); False if ``timeout`` seconds passed first."""
+        return self.shadow.wait(timeout)
 
 
 def _candidates(call: Call) -> Iterator[str]:

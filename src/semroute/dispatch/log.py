@@ -3,10 +3,12 @@
 A line holds the time, the request id, the routing decision (route, reason, confidence, margin,
 top scores), the recommended and the final model, the fallbacks taken, every attempt and every
 model passed over without an attempt (``skipped``, with its reason), routing
-and model latency, tokens, cost and the error, if any. Prompts and answers are only written when
-``log_content`` is on. Credentials never are: nothing from the request's LiteLLM parameters is
-logged, and error texts have every credential LiteLLM could send masked (see
-:mod:`semroute.config.secrets`) before they get here.
+and model latency, tokens, cost and the error, if any; with a cascade, its steps. Prompts and
+answers are only written when ``log_content`` is on. Credentials never are: nothing from the
+request's LiteLLM parameters is logged, and error texts have every credential LiteLLM could
+send masked (see :mod:`semroute.config.secrets`) before they get here. Shadow evaluation adds
+quality records (``"kind": "quality"``, see :mod:`semroute.dispatch.shadow`), keyed by request
+id; they are not requests.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import semroute.text as text
+from semroute.dispatch.quality_stats import GroupQuality, group_quality, quality_record
 
 if TYPE_CHECKING:
     from semroute.decision import Decision, Skip
@@ -49,9 +52,12 @@ def entry(
     error: str | None,
     content: tuple[Any, str | None] | None = None,
     skipped: Sequence[Skip] = (),
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """One log line: ``content`` is (messages, answer), given only when the user opted in."""
+    """One log line: ``content`` is (messages, answer), given only when the user opted in;
+    ``model`` the model that answered when it was not the last one tried (a cascade's)."""
     answered = attempts[-1].model if attempts and attempts[-1].error is None else None
+    answered = model or answered
     record: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "request_id": request_id,
@@ -243,6 +249,10 @@ class LogStats:
     """Per skip reason (e.g. ``unhealthy``): models skipped, and requests with such a skip."""
     rules: Mapping[str, int] = field(default_factory=dict)
     """Requests per matched rule (``(no rule)`` for the others)."""
+    quality_records: int = 0
+    """Shadow evaluation's quality records (not requests; see :mod:`semroute.dispatch.shadow`)."""
+    quality: Mapping[str, Mapping[str, GroupQuality]] = field(default_factory=dict)
+    """Cost and quality per route, rule and tier (see :mod:`semroute.dispatch.quality_stats`)."""
 
     def to_dict(self) -> dict[str, Any]:
         n = self.requests
@@ -266,6 +276,11 @@ class LogStats:
                 k: {"skips": skips, "requests": requests, "share": _share(requests, n)}
                 for k, (skips, requests) in self.skip_reasons.items()
             },
+            "quality_records": self.quality_records,
+            "quality": {
+                scope: {k: g.to_dict() for k, g in groups.items()}
+                for scope, groups in self.quality.items()
+            },
         }
 
 
@@ -275,17 +290,26 @@ NO_ANSWER = "(failed)"
 
 
 def summarise(lines: Iterable[str]) -> LogStats:
-    """Summarise log lines. A line that is not a log record is counted as malformed and
-    skipped, never fatal: see :func:`_record` for what a record is."""
-    records, malformed = [], 0
+    """Summarise log lines: one per request, and shadow evaluation's quality records (lines
+    with ``"kind": "quality"``). A line that is neither is counted as malformed and skipped,
+    never fatal: see :func:`_record` and
+    :func:`~semroute.dispatch.quality_stats.quality_record` for what a record is."""
+    records, quality, malformed = [], [], 0
     for line in lines:
         if not line.strip():
             continue
-        record = _record(line)
-        if record is None:
+        raw = _parse(line)
+        kind = raw.get("kind") if raw is not None else None
+        if raw is None:
             malformed += 1
-        else:
-            records.append(record)
+        elif kind is None:
+            record = _record(raw)
+            malformed += record is None
+            records += [record] if record is not None else []
+        else:  # a quality record; a kind stats does not know is malformed
+            found = quality_record(raw) if kind == "quality" else None
+            malformed += found is None
+            quality += [found] if found is not None else []
     costs = [r["cost_usd"] for r in records if r["cost_usd"] is not None]
     latency: dict[str, list[float]] = {"routing": [], "model": [], "total": []}
     for r in records:
@@ -305,6 +329,8 @@ def summarise(lines: Iterable[str]) -> LogStats:
         latency_ms={k: (_percentile(v, 0.5), _percentile(v, 0.95)) for k, v in latency.items()},
         skip_reasons=_skip_reasons(records),
         rules=dict(Counter(r["rule"] or NO_RULE for r in records).most_common()),
+        quality_records=len(quality),
+        quality=group_quality(records, quality),
     )
 
 
@@ -337,24 +363,32 @@ _FIELDS = {
     "routing_ms": _NUMBER,
     "model_ms": _NUMBER,
     "cost_usd": _NUMBER,
+    "tier": _TEXT,
+    "default_cost_usd": _NUMBER,
 }
 _LARGEST = 1e300
 """Larger numbers are refused: sums and percentiles of them would not stay finite."""
 
 
-def _record(line: str) -> dict[str, Any] | None:
-    """The fields stats reads from a log line, or None when the line is malformed: not one JSON
-    object, nested deeper than Python's recursion limit, without a string ``request_id``, or
-    with a field of the wrong type (``route``, ``rule``, ``model`` and ``error`` text or null,
-    ``fallbacks`` and ``skipped`` a list or null, ``routing_ms``, ``model_ms`` and ``cost_usd`` a finite
-    number or null)."""
+def _parse(line: str) -> dict[str, Any] | None:
+    """A line's JSON object with a string ``request_id`` (None: not one JSON object, nested
+    deeper than Python's recursion limit, or without one)."""
     try:
         raw = json.loads(line)
     except (ValueError, RecursionError):
         return None
     if not isinstance(raw, dict) or not isinstance(raw.get("request_id"), str):
         return None
-    record: dict[str, Any] = {}
+    return raw
+
+
+def _record(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fields stats reads from a request's line, or None when one has the wrong type
+    (``route``, ``rule``, ``tier``, ``model`` and ``error`` text or null, ``fallbacks`` and
+    ``skipped`` a list or null, ``routing_ms``, ``model_ms``, ``cost_usd`` and
+    ``default_cost_usd`` a finite number or null). ``cascade`` is read only if a mapping."""
+    cascade = raw.get("cascade")
+    record: dict[str, Any] = {"cascade": cascade if isinstance(cascade, dict) else None}
     for name, kind in _FIELDS.items():
         value = raw.get(name)
         if value is None:

@@ -8,6 +8,7 @@ chunk without end, where its asynchronous path gives up.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, ClassVar, TypeVar
@@ -49,6 +50,10 @@ class BackgroundLoop:
             raise RuntimeError(
                 "a synchronous dispatch call from dispatch's own loop; await acomplete"
             )
+        return self.submit(coro).result()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop without waiting for it (from any thread, its own too)."""
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
@@ -56,7 +61,7 @@ class BackgroundLoop:
                     target=self._loop.run_forever, name=self._name, daemon=True
                 ).start()
             loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, loop)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

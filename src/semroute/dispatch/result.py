@@ -9,7 +9,7 @@ from typing import Any
 from semroute.decision import Decision, Skip
 from semroute.records import Attempt, Usage
 
-__all__ = ["DispatchResult", "text_of"]
+__all__ = ["CascadeStep", "DispatchResult", "text_of"]
 
 
 def text_of(response: Any) -> str | None:
@@ -19,6 +19,37 @@ def text_of(response: Any) -> str | None:
     except (AttributeError, IndexError, TypeError):
         return None
     return content if isinstance(content, str) else None
+
+
+@dataclass(frozen=True)
+class CascadeStep:
+    """One model of a cascade and what became of its answer.
+
+    ``verdict``: ``accepted`` (every check passed), ``rejected`` (``check`` failed, ``detail``
+    says why), ``no_logprobs`` (``min_logprob`` asked, the answer had none), ``judge_error``
+    (the judge failed or answered neither yes nor no), ``failed`` (the model gave no answer) or
+    ``final`` (the last model's answer, taken unchecked). Every verdict but ``accepted`` and
+    ``final`` escalates.
+    """
+
+    model: str
+    verdict: str
+    check: str | None = None
+    detail: str | None = None
+    cost_usd: float | None = None
+    """This answer's cost plus its judge call's (None: a price is unknown)."""
+    usage: Usage | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "verdict": self.verdict,
+            "check": self.check,
+            "detail": self.detail,
+            "cost_usd": self.cost_usd,
+            "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
+            "completion_tokens": self.usage.completion_tokens if self.usage else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -34,9 +65,12 @@ class DispatchResult:
     attempts: tuple[Attempt, ...]
     usage: Usage | None
     cost_usd: float | None
-    """From LiteLLM's cost map or the prices in the config; None (with a warning) if unknown."""
+    """From LiteLLM's cost map or the prices in the config; None (with a warning) if unknown.
+    For a cascade: every answer's and judge call's cost added up."""
     skipped: tuple[Skip, ...] = ()
     """The models of the chain passed over without being tried (e.g. unhealthy), with why."""
+    cascade: tuple[CascadeStep, ...] = ()
+    """A cascade's models in the order tried, each with its verdict (empty: no cascade)."""
 
     @property
     def text(self) -> str | None:
@@ -59,4 +93,5 @@ class DispatchResult:
             "usage": dataclasses.asdict(self.usage) if self.usage else None,
             "cost_usd": self.cost_usd,
             "decision": self.decision.to_dict(),
+            "cascade": [s.to_dict() for s in self.cascade],
         }

@@ -71,13 +71,14 @@ class AsyncDispatchStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _finish(self, chunks: list[Any]) -> None:
+    def _finish(self, chunks: list[Any], ended: bool = False) -> None:
         if not self._done:
             self._done = True
-            self.response, self.usage, self.cost_usd = self._call.streamed(chunks)
+            self.response, self.usage, self.cost_usd = self._call.streamed(chunks, ended=ended)
 
     async def _run(self, first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         chunks: list[Any] = []
+        ended = False
         try:
             if first is not END:
                 chunks.append(first)
@@ -85,12 +86,13 @@ class AsyncDispatchStream:
                 async for chunk in rest:
                     chunks.append(chunk)
                     yield chunk
+            ended = True
         except self._call.provider.errors as exc:
             self._done = True
             # The provider's exception may hold an echoed key; its masked text is in the attempt.
             raise self._call.broke(exc) from None
         finally:
-            self._finish(chunks)
+            self._finish(chunks, ended)
             close = getattr(rest, "aclose", None)
             if callable(close):
                 await close()

@@ -46,6 +46,12 @@ class Behaviour:
     """For ``flaky``: the share of requests that fail with ``status``."""
     after: int = 0
     """For ``break``: the stream events sent before the connection is dropped."""
+    texts: tuple[str, ...] = ()
+    """For ``answer``: answers given in turn (the last one repeats); overrides ``text``."""
+    logprob: float | None = None
+    """For ``answer``: each token's logprob, sent when the request asks for ``logprobs``."""
+    gate: threading.Event | None = None
+    """For ``answer``: wait until this is set (or the server stops) before answering."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,25 @@ class FakeProvider:
         self._hang_seconds = hang_seconds
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._served: dict[str, int] = {}
 
     # --- scripting ---------------------------------------------------------------------------
 
-    def answer(self, model: str, text: str | None = None) -> None:
-        self._set(model, Behaviour("answer", text=text))
+    def answer(
+        self,
+        model: str,
+        text: str | None = None,
+        *,
+        logprob: float | None = None,
+        gate: threading.Event | None = None,
+    ) -> None:
+        """Answer ``text``; with ``logprob``, send logprobs when asked; with ``gate``, answer
+        only once it is set."""
+        self._set(model, Behaviour("answer", text=text, logprob=logprob, gate=gate))
+
+    def script(self, model: str, texts: list[str]) -> None:
+        """Answer ``texts`` in turn, one per request; the last one repeats."""
+        self._set(model, Behaviour("answer", texts=tuple(texts)))
 
     def error(self, model: str, status: int = 500, retry_after: float | None = None) -> None:
         self._set(model, Behaviour("error", status=status, retry_after=retry_after))
@@ -181,6 +201,11 @@ class FakeProvider:
         with self._lock:
             behaviour = self._behaviours.get(model, Behaviour())
             fails = behaviour.kind == "flaky" and self._random.random() < behaviour.rate
+            if behaviour.texts:  # the next scripted answer
+                turn = self._served[model] = self._served.get(model, -1) + 1
+                behaviour = replace(
+                    behaviour, text=behaviour.texts[min(turn, len(behaviour.texts) - 1)]
+                )
         return behaviour, fails
 
     def _record(self, request: RecordedRequest) -> None:
@@ -239,13 +264,16 @@ class _Handler(BaseHTTPRequestHandler):
         self, model: str, body: dict[str, Any], stream: bool, behaviour: Behaviour, fails: bool
     ) -> int:
         kind = behaviour.kind
-        if kind == "hang":
-            if self._pending is not None:  # recorded now: it is never answered
+        if kind == "hang" or behaviour.gate is not None:
+            if self._pending is not None:  # recorded now: it is answered late or never
                 self.provider._record(self._pending)
                 self._pending = None
-            self.provider._release.wait(self.provider._hang_seconds)
-            self.close_connection = True
-            return 0
+            if behaviour.gate is not None:
+                behaviour.gate.wait(self.provider._hang_seconds)
+            else:
+                self.provider._release.wait(self.provider._hang_seconds)
+                self.close_connection = True
+                return 0
         if kind == "error" or fails:
             return self._error(behaviour)
         if kind == "malformed":
@@ -270,7 +298,8 @@ class _Handler(BaseHTTPRequestHandler):
                 model, text, usage, bool((body.get("stream_options") or {}).get("include_usage"))
             )
         else:
-            self._json(200, _completion(model, text, usage))
+            logprob = behaviour.logprob if body.get("logprobs") else None
+            self._json(200, _completion(model, text, usage, logprob))
         return 200
 
     def _error(self, behaviour: Behaviour) -> int:
@@ -345,7 +374,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _completion(model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
+def _completion(
+    model: str, text: str, usage: dict[str, int], logprob: float | None = None
+) -> dict[str, Any]:
+    logprobs: dict[str, Any] | None = None
+    if logprob is not None:  # one entry per word, each with the scripted logprob
+        tokens: list[dict[str, Any]] = [
+            {"token": w, "logprob": logprob, "bytes": None, "top_logprobs": []}
+            for w in text.split()
+        ]
+        logprobs = {"content": tokens}
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
@@ -356,6 +394,7 @@ def _completion(model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": "stop",
+                "logprobs": logprobs,
             }
         ],
         "usage": usage,
