@@ -36,19 +36,19 @@ def deployment(provider: FakeProvider, name: str, **params: Any) -> dict[str, An
     }
 
 
-def build(
+def routes_spec(
     folder: Path,
     provider: FakeProvider,
     *,
     dispatch: dict[str, Any] | None = None,
     models: list[dict[str, Any]] | None = None,
     weather_fallbacks: tuple[str, ...] = ("backup", "last-resort"),
-) -> tuple[Router, Dispatcher]:
-    """An index with routes `weather` (chain weather-model → backup → last-resort) and
-    `greeting` (the default model, frontier → backup), all served by ``provider``; its router
-    and its dispatcher."""
+) -> dict[str, Any]:
+    """Routes `weather` (chain weather-model → backup → last-resort) and `greeting` (the
+    default model, frontier → backup), all served by ``provider``, logging to
+    ``folder/decisions.jsonl``."""
     names = ["frontier", "weather-model", "backup", "last-resort"]
-    spec = {
+    return {
         "router": {
             "default_model": "frontier",
             "default_fallbacks": ["backup"],
@@ -73,6 +73,20 @@ def build(
             {"name": "greeting", "utterances": ["hello there", "good morning friend"]},
         ],
     }
+
+
+def build(
+    folder: Path,
+    provider: FakeProvider,
+    *,
+    dispatch: dict[str, Any] | None = None,
+    models: list[dict[str, Any]] | None = None,
+    weather_fallbacks: tuple[str, ...] = ("backup", "last-resort"),
+) -> tuple[Router, Dispatcher]:
+    """An index of :func:`routes_spec`; its router and its dispatcher."""
+    spec = routes_spec(
+        folder, provider, dispatch=dispatch, models=models, weather_fallbacks=weather_fallbacks
+    )
     routes = folder / "routes"
     routes.mkdir(parents=True, exist_ok=True)
     (routes / "routes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
