@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from semroute.testing.fake_provider import FakeProvider
+from tests.redis_kit import redis_server, redis_url  # noqa: F401 (fixtures)
 
 # The whole suite runs offline: the model comes from a PyPI package, never from the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

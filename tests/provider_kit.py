@@ -36,19 +36,19 @@ def deployment(provider: FakeProvider, name: str, **params: Any) -> dict[str, An
     }
 
 
-def build(
+def routes_spec(
     folder: Path,
     provider: FakeProvider,
     *,
     dispatch: dict[str, Any] | None = None,
     models: list[dict[str, Any]] | None = None,
     weather_fallbacks: tuple[str, ...] = ("backup", "last-resort"),
-) -> tuple[Router, Dispatcher]:
-    """An index with routes `weather` (chain weather-model → backup → last-resort) and
-    `greeting` (the default model, frontier → backup), all served by ``provider``; its router
-    and its dispatcher."""
+) -> dict[str, Any]:
+    """Routes `weather` (chain weather-model → backup → last-resort) and `greeting` (the
+    default model, frontier → backup), all served by ``provider``, logging to
+    ``folder/decisions.jsonl``."""
     names = ["frontier", "weather-model", "backup", "last-resort"]
-    spec = {
+    return {
         "router": {
             "default_model": "frontier",
             "default_fallbacks": ["backup"],
@@ -73,6 +73,20 @@ def build(
             {"name": "greeting", "utterances": ["hello there", "good morning friend"]},
         ],
     }
+
+
+def build(
+    folder: Path,
+    provider: FakeProvider,
+    *,
+    dispatch: dict[str, Any] | None = None,
+    models: list[dict[str, Any]] | None = None,
+    weather_fallbacks: tuple[str, ...] = ("backup", "last-resort"),
+) -> tuple[Router, Dispatcher]:
+    """An index of :func:`routes_spec`; its router and its dispatcher."""
+    spec = routes_spec(
+        folder, provider, dispatch=dispatch, models=models, weather_fallbacks=weather_fallbacks
+    )
     routes = folder / "routes"
     routes.mkdir(parents=True, exist_ok=True)
     (routes / "routes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -99,6 +113,14 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
                 close_litellm_async_clients,
             )
 
-            await close_litellm_async_clients()
+            # LiteLLM's cache of clients is shared by every thread's loop; another one adding a
+            # client meanwhile breaks its iteration ("dictionary changed size"): try again.
+            for attempt in range(3):
+                try:
+                    await close_litellm_async_clients()
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
 
     return asyncio.run(main())

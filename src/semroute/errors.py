@@ -13,8 +13,10 @@
     ├── DispatchError              every model of a fallback chain failed, or a stream broke
     │                              (attempts: each model tried, its error and latency)
     ├── BlockedError               a rule blocked the request; no model was called (rule)
-    └── CostLimitError             every candidate's estimated cost is over the ceiling; no
-                                   model was called (cheapest, estimate_usd, ceiling_usd)
+    ├── CostLimitError             every candidate's estimated cost is over the ceiling; no
+    │                              model was called (cheapest, estimate_usd, ceiling_usd)
+    └── ServeError                 `semroute serve` cannot start as configured (an API key's
+                                   variable is unset, a public address without keys)
 
 Errors raised by dependencies (pydantic, PyYAML, FAISS, onnxruntime, LiteLLM) are caught where
 semroute calls them and re-raised as one of these with ``raise ... from exc``, so callers only need
@@ -45,6 +47,7 @@ __all__ = [
     "InvalidQueryError",
     "RouteConfigError",
     "SemrouteError",
+    "ServeError",
     "StaleIndexError",
 ]
 
@@ -205,3 +208,11 @@ class CostLimitError(SemrouteError):
             decision.cost_limit_usd or 0.0,
             decision=decision,
         )
+
+
+class ServeError(SemrouteError):
+    """The gateway cannot start as configured (``setting``: the `server:` key at fault)."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        self.setting = setting
+        super().__init__(f"server.{setting}: {message}" if setting else message)

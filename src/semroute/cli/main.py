@@ -13,6 +13,7 @@ import click
 from semroute.cli import indexing, tuning
 from semroute.cli.options import INDEX_OPTION, JSON_OPTION
 from semroute.cli.options import warn as _warn
+from semroute.cli.serve import serve_cmd
 from semroute.errors import SemrouteError
 from semroute.text import printable
 
@@ -230,6 +231,7 @@ for _command in (
     indexing.info_cmd,
     indexing.schema_cmd,
     indexing.validate_cmd,
+    serve_cmd,
     tuning.calibrate_cmd,
     tuning.eval_cmd,
 ):

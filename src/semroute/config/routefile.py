@@ -30,6 +30,7 @@ from pydantic import (
 from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
 from semroute.config.quality import AcceptSpec, RouterShadowSpec, ShadowSpec
+from semroute.config.server import ServerSpec
 from semroute.config.yamlsafe import line_of, read_yaml
 from semroute.errors import RouteConfigError
 
@@ -278,6 +279,10 @@ class RouteFileSpec(_Strict):
     rules: list[RuleSpec] = Field(
         default_factory=list, description="Tried in order before dispatch; the first match wins."
     )
+    # --- gateway ---
+    server: ServerSpec | None = Field(
+        default=None, description="Settings of `semroute serve` (at most one file holds them)."
+    )
 
 
 def route_file_schema() -> dict[str, Any]:
@@ -379,6 +384,8 @@ def _untagged(err: Any) -> Any:
     if loc[:1] == ("models",) and loc[1:2] in (("list",), ("path",)):
         return {**err, "loc": ("models", *loc[2:])}
     if loc[:2] == ("router", "tiers") and loc[3:4] in (("list",), ("mapping",)):
+        return {**err, "loc": (*loc[:3], *loc[4:])}
+    if loc[:2] == ("server", "keys") and loc[3:4] in (("reference",), ("mapping",)):
         return {**err, "loc": (*loc[:3], *loc[4:])}
     return err
 

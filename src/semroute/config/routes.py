@@ -46,6 +46,7 @@ from semroute.config.routefile import (
     route_file_schema,
     validate_route_data,
 )
+from semroute.config.server import ServerSettings
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
@@ -115,6 +116,8 @@ class RouteSet:
     """The ``router.health`` settings: when dispatch passes over an unhealthy model."""
     quality: QualityConfig = field(default_factory=QualityConfig)
     """Cascades and shadow evaluation (``cascade:``, ``accept:``, ``shadow:``)."""
+    server: ServerSettings | None = None
+    """The ``server:`` settings of ``semroute serve`` (None: no file has them)."""
 
     def threshold_for(self, route: Route) -> float:
         return route.threshold if route.threshold is not None else self.settings.threshold
@@ -137,6 +140,8 @@ class RouteSet:
             payload["health"] = dataclasses.asdict(self.health)
         if self.quality:  # absent without cascades or shadows, so older indexes stay fresh
             payload["quality"] = self.quality.to_dict()
+        if self.server is not None:  # absent without a `server:` block, likewise
+            payload["server"] = self.server.to_dict()
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
     def dispatch_config(self) -> DispatchConfig:
@@ -197,13 +202,15 @@ def parse_routes(data: Mapping[str, Any], *, source: str = "<routes>") -> RouteS
 
 
 def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
-    router_block: tuple[str, RouterSpec] | None = None
+    router_file: ParsedFile | None = None
+    server_file: ParsedFile | None = None
     routes: list[Route] = []
     name_seen: dict[str, str] = {}
     text_seen: dict[str, tuple[str, str]] = {}
     warnings: list[str] = []
     for p in parsed:
-        router_block = _router_block(p, router_block)
+        router_file = _only_block(p, router_file, "router")
+        server_file = _only_block(p, server_file, "server")
         routes += _file_routes(p, name_seen, text_seen, warnings)
 
     out_of_scope = _out_of_scope(parsed, text_seen, warnings)
@@ -211,7 +218,8 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
     # Rules about the whole set of files are reported against the file or folder given.
     whole = str(root) if root is not None else sources[0]
     searched = "" if len(sources) == 1 else f" in any of {', '.join(Path(s).name for s in sources)}"
-    if router_block is None:
+    router = router_file.spec.router if router_file is not None else None
+    if router is None:
         raise RouteConfigError(
             f"no `router:` block with a `default_model`{searched}; add one to a route file "
             "(the model that answers queries no route matches)",
@@ -224,13 +232,14 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         )
     route_set = RouteSet(
         routes=tuple(routes),
-        settings=_settings(router_block[1]),
+        settings=_settings(router),
         out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
-        health=HealthSettings(**router_block[1].health.model_dump()),
+        health=HealthSettings(**router.health.model_dump()),
+        server=_server_settings(server_file),
     )
-    return _with_policy(_with_models(route_set, parsed), parsed, router_block[1])
+    return _with_policy(_with_models(route_set, parsed), parsed, router)
 
 
 def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSpec) -> RouteSet:
@@ -253,20 +262,25 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
     )
 
 
-def _router_block(
-    p: ParsedFile, found: tuple[str, RouterSpec] | None
-) -> tuple[str, RouterSpec] | None:
-    """The one `router:` block seen so far, refusing a second one in ``p``."""
-    if p.spec.router is None:
+def _only_block(p: ParsedFile, found: ParsedFile | None, key: str) -> ParsedFile | None:
+    """The one file seen so far with a `key:` block (`router:`, `server:`), refusing a second
+    one in ``p``."""
+    if getattr(p.spec, key) is None:
         return found
     if found is not None:
         raise RouteConfigError(
-            f"a second `router:` block (the first is in {found[0]}); keep one",
+            f"a second `{key}:` block (the first is in {found.source}); keep one",
             file=p.source,
-            field="router",
-            line=line_of(p.node, ("router",)),
+            field=key,
+            line=line_of(p.node, (key,)),
         )
-    return (p.source, p.spec.router)
+    return p
+
+
+def _server_settings(p: ParsedFile | None) -> ServerSettings | None:
+    if p is None or p.spec.server is None:
+        return None
+    return ServerSettings.from_spec(p.spec.server)
 
 
 def _file_routes(

@@ -55,8 +55,9 @@ class Call:
         kwargs: dict[str, Any],
         log: DecisionLog | None,
         health: HealthStore | None = None,
+        request_id: str | None = None,
     ) -> None:
-        self.request_id = uuid.uuid4().hex
+        self.request_id = request_id or uuid.uuid4().hex
         self.provider = provider
         self.decision = decision
         self.messages = messages

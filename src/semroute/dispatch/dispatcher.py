@@ -27,6 +27,7 @@ a shadow setting is, when sampled, evaluated in the background after it has been
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -36,14 +37,14 @@ from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
 from semroute.dispatch.call import Call
 from semroute.dispatch.cascade import Escalation, plan
-from semroute.dispatch.health import HealthStore, LocalHealthStore
+from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
 from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
 from semroute.dispatch.result import DispatchResult
 from semroute.dispatch.shadow import ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
-from semroute.errors import BlockedError, CostLimitError, InvalidQueryError
+from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
 from semroute.routing.conversation import Message, as_messages
 
 if TYPE_CHECKING:
@@ -65,7 +66,9 @@ class Dispatcher:
 
     ``health`` is where models' health is kept: by default a :class:`LocalHealthStore` of its
     own, built from the ``health:`` settings (none when they say ``enabled: false``); pass one
-    to share it between dispatchers, or a store shared between processes.
+    to share it between dispatchers, or a store shared between processes. ``redis_url``: a Redis
+    server where LiteLLM keeps its deployment cooldowns, shared between processes (None: each
+    process keeps its own).
     """
 
     def __init__(
@@ -75,16 +78,15 @@ class Dispatcher:
         default_model: str,
         route_models: Mapping[str, str] | None = None,
         health: HealthStore | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.config = config
         self.default_model = default_model
-        self._provider = Provider(config, default_model, route_models or {})
+        self._provider = Provider(config, default_model, route_models or {}, redis_url=redis_url)
         self._loop = BackgroundLoop.shared()
         self._logs = DecisionLogs()
         if health is None and config.health.enabled:
-            settings = config.settings
-            # A probe that has not reported by the time its attempt must have ended never will.
-            lease = settings.timeout * (settings.retries + 1) + 1.0
+            lease = probe_lease(config.settings)
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
@@ -92,7 +94,13 @@ class Dispatcher:
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
 
     @classmethod
-    def for_index(cls, index: RouteIndex, *, health: HealthStore | None = None) -> Dispatcher:
+    def for_index(
+        cls,
+        index: RouteIndex,
+        *,
+        health: HealthStore | None = None,
+        redis_url: str | None = None,
+    ) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
         config = DispatchConfig.from_dict(index.manifest.dispatch)
         if not config.quality.rule_tiers:  # an index built before the log named rules' tiers
@@ -104,6 +112,7 @@ class Dispatcher:
             default_model=index.settings["default_model"],
             route_models={r.name: r.model for r in index.routes},
             health=health,
+            redis_url=redis_url,
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -189,15 +198,31 @@ class Dispatcher:
         model: str | None = None,
         fallbacks: Sequence[str] | None = None,
         stream: bool = False,
+        request_id: str | None = None,
         **kwargs: Any,
     ) -> DispatchResult | AsyncDispatchStream:
-        """The asynchronous :meth:`complete`. Routing runs in a worker thread, off the event loop."""
+        """The asynchronous :meth:`complete`. Routing runs in a worker thread, off the event loop.
+
+        ``request_id`` names the request in the log and the result (default: a new one)."""
         hints = _hints(kwargs)
         if model:
             decision = _pinned(model)
         else:
-            decision = await asyncio.to_thread(_router(router).route, messages, **hints)
-        call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
+            routing = asyncio.ensure_future(
+                asyncio.to_thread(_router(router).route, messages, **hints)
+            )
+            try:
+                decision = await asyncio.shield(routing)
+            except asyncio.CancelledError:
+                # The caller went away while the request was routed (a gateway's client hung
+                # up): routing ends in its thread anyway, and the request gets its log line.
+                # (A refusal by a rule is logged by _start itself; a bad query never is.)
+                with contextlib.suppress(SemrouteError, TypeError):
+                    decision = await routing
+                    call, _ = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
+                    call.log(None, None, "cancelled before a model was called", None)
+                raise
+        call, escalation = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
         return await self._walk(call, escalation)
 
     def close(self) -> None:
@@ -222,6 +247,7 @@ class Dispatcher:
         fallbacks: Sequence[str] | None,
         stream: bool,
         kwargs: dict[str, Any],
+        request_id: str | None = None,
     ) -> tuple[Call, Escalation | None]:
         if "messages" in kwargs:
             raise TypeError("pass the messages as the first argument, not as messages=")
@@ -243,6 +269,7 @@ class Dispatcher:
             kwargs=kwargs,
             log=self._logs.open(self.config.settings.log),
             health=self.health,
+            request_id=request_id,
         )
         call.escalation = escalation
         if decision.reason != Reason.PINNED:
@@ -276,6 +303,11 @@ class Dispatcher:
                 if escalation is not None:
                     escalation.failed(name, call.attempts[-1].error)
                 continue
+            except asyncio.CancelledError:
+                # The caller went away (a gateway's client hung up): the request still gets
+                # its one log line.
+                call.log(None, None, f"cancelled while waiting for {name!r}", None)
+                raise
             call.answered(name)
             if call.stream:
                 return AsyncDispatchStream(call, first, rest)

@@ -55,15 +55,39 @@ def _provider_errors() -> tuple[type[BaseException], ...]:
     return (openai.APIError, RouterRateLimitError, RouterRateLimitErrorBasic)
 
 
+def _shared_cooldowns(redis_url: str | None) -> dict[str, Any]:
+    """``litellm.Router`` arguments that keep its deployment cooldowns (and the failure counts
+    that start them) in Redis, so every process skips a deployment one of them cooled down.
+
+    With a Redis URL, LiteLLM's Router puts Redis behind its router cache; it caches responses
+    only with ``cache_responses=True`` (which also sets ``litellm.cache``), so that is passed
+    as False. Its other uses of that cache stay off here: per-minute usage counters need
+    ``tpm``/``rpm`` limits, the scheduler priority requests, affinity pre-call checks. Redis
+    commands get short timeouts: LiteLLM reads cooldowns on each request, and skips Redis for a
+    while after repeated failures (its own circuit breaker), going on with what it holds.
+    """
+    if redis_url is None:
+        return {}
+    timeouts = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    return {"redis_url": redis_url, "cache_responses": False, "cache_kwargs": timeouts}
+
+
 class Provider:
     """The ``litellm.Router`` for one index's models, built on first use, and its chains."""
 
     def __init__(
-        self, config: DispatchConfig, default_model: str, route_models: Mapping[str, str]
+        self,
+        config: DispatchConfig,
+        default_model: str,
+        route_models: Mapping[str, str],
+        *,
+        redis_url: str | None = None,
     ) -> None:
         self.config = config
         self.default_model = default_model
         self.route_models = dict(route_models)
+        self.redis_url = redis_url
+        """Where LiteLLM keeps deployment cooldowns, shared between processes (None: here)."""
         self._router: Any = None
         self._known: set[str] = set()
         self._unusable: set[str] = set()  # models LiteLLM refused to set up (say, no provider)
@@ -132,6 +156,7 @@ class Provider:
             disable_cooldowns=s.cooldown == 0,
             # One model LiteLLM cannot set up must not stop every other one from answering.
             ignore_invalid_deployments=True,
+            **_shared_cooldowns(self.redis_url),
         )
         self._unusable = self._known - set(router.get_model_names())
         return router

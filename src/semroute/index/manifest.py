@@ -30,6 +30,7 @@ from pydantic import (
 from semroute.config.deployments import DispatchConfig
 from semroute.config.policy import Policy
 from semroute.config.routes import SCORERS
+from semroute.config.server import ServerSettings
 from semroute.errors import REBUILD_HINT as REBUILD
 from semroute.errors import CorruptIndexError, IndexNotFoundError
 from semroute.files import atomic_write
@@ -152,6 +153,8 @@ class Manifest(_Part):
     calibration: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
     """Rules and tiers (absent when the route files have none)."""
+    server: dict[str, Any] | None = None
+    """The `server:` settings of `semroute serve` (absent when no route file has them)."""
     checksums: dict[str, str]
 
     @field_validator("scorer")
@@ -232,6 +235,7 @@ class Manifest(_Part):
         calibration: Mapping[str, Any] | None,
         checksums: Mapping[str, str],
         policy: Mapping[str, Any] | None = None,
+        server: Mapping[str, Any] | None = None,
     ) -> Manifest:
         """A new index's manifest, validated (``path``: the index, for messages).
 
@@ -261,6 +265,8 @@ class Manifest(_Part):
             data["calibration"] = dict(calibration)
         if policy:
             data["policy"] = dict(policy)
+        if server is not None:
+            data["server"] = dict(server)
         data["checksums"] = dict(checksums)
         data["build_seconds"] = build_seconds
         return _from_dict(data, path)
@@ -289,6 +295,10 @@ class Manifest(_Part):
         return copy.deepcopy(self._json)
 
     # --- what the rest of semroute asks ---
+
+    def server_settings(self, path: Path) -> ServerSettings | None:
+        """The `server:` settings, validated (None when there are none; ``path``: for messages)."""
+        return _server(self.server, path)
 
     def rules(self, path: Path) -> Policy:
         """The rules and tiers, validated (empty when there are none; ``path``: for messages)."""
@@ -343,6 +353,7 @@ def validate(raw: bytes | str, path: Path) -> Manifest:
         raise CorruptIndexError(f"{MANIFEST}: {_first_problem(exc)}; {REBUILD}", path=path) from exc
     _check_dispatch(manifest.dispatch, path)
     _policy(manifest.policy, path)
+    _server(manifest.server, path)
     return manifest
 
 
@@ -423,6 +434,18 @@ def _policy(data: dict[str, Any] | None, path: Path) -> Policy:
         return Policy.from_dict(data, MANIFEST)
     except RouteConfigError as exc:
         raise CorruptIndexError(f"{printable(str(exc))}; {REBUILD}", path=path) from exc
+
+
+def _server(data: dict[str, Any] | None, path: Path) -> ServerSettings | None:
+    if data is None:
+        return None
+    try:
+        return ServerSettings.from_dict(data)
+    except (ValidationError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptIndexError(
+            f"{MANIFEST}: server settings are malformed ({type(exc).__name__}); {REBUILD}",
+            path=path,
+        ) from exc
 
 
 def _first_problem(exc: ValidationError) -> str:

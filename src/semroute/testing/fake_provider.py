@@ -3,12 +3,14 @@
 Point a LiteLLM deployment at it (``model: openai/<name>``, ``api_base: provider.url``) and tell
 it, per model name, how to behave: answer, fail with a status (500, 429 with ``Retry-After``,
 401, ...), hang past the client's timeout, send malformed JSON, break a stream after some chunks,
-or fail a share of requests at random. It records every request (model, ``Authorization`` header, streamed or not, status it
+or fail a share of requests at random; answers may come after a fixed delay, like a model's
+time to first token. It records every request (model, ``Authorization`` header, streamed or not, status it
 answered) so tests can assert which deployment was hit and with which key.
 
     with FakeProvider() as provider:
         provider.error("primary", status=500)
         provider.answer("backup", text="hello")
+        provider.answer("slow", delay=0.05)  # every answer starts 50 ms after the request
         ...  # litellm_params: {model: openai/primary, api_base: provider.url}
 
 It binds 127.0.0.1 on a free port and serves each connection in its own thread (the standard
@@ -52,6 +54,8 @@ class Behaviour:
     """For ``answer``: each token's logprob, sent when the request asks for ``logprobs``."""
     gate: threading.Event | None = None
     """For ``answer``: wait until this is set (or the server stops) before answering."""
+    delay: float = 0.0
+    """Seconds to wait before the response starts (``answer`` and ``flaky``, streamed or not)."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +90,17 @@ class FakeProvider:
         self,
         model: str,
         text: str | None = None,
+        delay: float = 0.0,
         *,
         logprob: float | None = None,
         gate: threading.Event | None = None,
     ) -> None:
-        """Answer ``text``; with ``logprob``, send logprobs when asked; with ``gate``, answer
-        only once it is set."""
-        self._set(model, Behaviour("answer", text=text, logprob=logprob, gate=gate))
+        """Answer ``text``, ``delay`` seconds after each request arrives; with ``logprob``, send
+        logprobs when asked; with ``gate``, answer only once it is set."""
+        self._set(
+            model,
+            Behaviour("answer", text=text, delay=_delay(delay), logprob=logprob, gate=gate),
+        )
 
     def script(self, model: str, texts: list[str]) -> None:
         """Answer ``texts`` in turn, one per request; the last one repeats."""
@@ -119,9 +127,21 @@ class FakeProvider:
             raise ValueError(f"after must be 0 or more, not {after}")
         self._set(model, Behaviour("break", text=text, after=after))
 
-    def flaky(self, model: str, rate: float, status: int = 500, text: str | None = None) -> None:
-        """Fail ``rate`` of the requests for ``model`` at random (seeded), answer the rest."""
-        self._set(model, Behaviour("flaky", text=text, status=status, rate=rate))
+    def flaky(
+        self,
+        model: str,
+        rate: float,
+        status: int = 500,
+        text: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Fail ``rate`` of the requests for ``model`` at random (seeded), answer the rest.
+
+        Failures and answers alike start ``delay`` seconds after the request arrives.
+        """
+        self._set(
+            model, Behaviour("flaky", text=text, status=status, rate=rate, delay=_delay(delay))
+        )
 
     def _set(self, model: str, behaviour: Behaviour) -> None:
         with self._lock:
@@ -226,6 +246,11 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes; with Nagle's algorithm the body would wait for
     # the client's delayed ACK (~40 ms) and every request would look that much slower.
     disable_nagle_algorithm = True
+    # Buffered writes: a response leaves in one send when the handler returns (or when a stream
+    # flushes), not one per header line and body piece. Each send gives up and takes back the
+    # interpreter lock; with dozens of connections' threads waiting for it, most of a request's
+    # time would go there, and a benchmark's baseline would measure this server, not the network.
+    wbufsize = 1 << 16
 
     # The request being answered: recorded as its response starts, so a client that has its
     # answer always finds the request in FakeProvider.requests.
@@ -274,6 +299,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.provider._release.wait(self.provider._hang_seconds)
                 self.close_connection = True
                 return 0
+        if behaviour.delay > 0:
+            # Sleeping releases the GIL: concurrent requests wait their delays side by side.
+            time.sleep(behaviour.delay)
         if kind == "error" or fails:
             return self._error(behaviour)
         if kind == "malformed":
@@ -321,12 +349,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, model: str, text: str, usage: dict[str, int], include_usage: bool) -> None:
         self._sse_start()
         ident = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        # The answer is all there once the delay is over: its events leave together.
         for event in _answer_events(ident, model, text):
-            self._event(event)
-        self._event(_chunk(ident, model, {}, "stop"))
+            self._event(event, flush=False)
+        self._event(_chunk(ident, model, {}, "stop"), flush=False)
         if include_usage:
-            self._event({**_chunk(ident, model, {}, None), "choices": [], "usage": usage})
-        self._chunk(b"data: [DONE]\n\n")
+            usage_event = {**_chunk(ident, model, {}, None), "choices": [], "usage": usage}
+            self._event(usage_event, flush=False)
+        self._chunk(b"data: [DONE]\n\n", flush=False)
         self._chunk(b"")
 
     def _broken_stream(self, model: str, text: str, after: int) -> None:
@@ -365,13 +395,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
-    def _event(self, payload: dict[str, Any]) -> None:
-        self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+    def _event(self, payload: dict[str, Any], flush: bool = True) -> None:
+        self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n", flush)
 
-    def _chunk(self, data: bytes) -> None:
-        """One piece of a chunked body; an empty one ends the body."""
+    def _chunk(self, data: bytes, flush: bool = True) -> None:
+        """One piece of a chunked body, sent now unless ``flush`` is off; an empty one ends it."""
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+        if flush:
+            self.wfile.flush()
+
+
+def _delay(seconds: float) -> float:
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"delay must be 0 or more seconds, not {seconds}")
+    return float(seconds)
 
 
 def _completion(

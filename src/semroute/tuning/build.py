@@ -259,6 +259,7 @@ def _manifest_fields(
         "dispatch": routes.dispatch_config().to_dict(),
         "index": index_meta,
         "policy": routes.policy.to_dict() if routes.policy else None,
+        "server": routes.server.to_dict() if routes.server else None,
     }
 
 

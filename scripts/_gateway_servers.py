@@ -1,0 +1,336 @@
+"""The gateway benchmark's processes: the upstream (FakeProvider in its own process), the servers
+under test (`semroute serve`, LiteLLM's proxy in its own virtualenv), and their memory.
+
+Used by scripts/bench_gateway.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from _bench import ROOT
+from _gateway_load import ANSWER
+
+LITELLM = "litellm[proxy]==1.102.4"  # the version semroute pins (pyproject.toml)
+BENCH = ROOT / ".bench"
+PROXY_VENV = BENCH / "litellm-proxy-venv"
+KEY_ENV = "BENCH_UPSTREAM_KEY"
+DEFAULT_MODEL = "fake-general"
+BACKUP = "fake-backup"
+FLAKY_RATE = 0.3
+SCRIPT = ROOT / "scripts" / "bench_gateway.py"
+
+
+# --------------------------------------------------------------------------------------------
+# The upstream: FakeProvider in its own process, so that it never competes with the load
+# generator for this process's interpreter lock.
+# --------------------------------------------------------------------------------------------
+
+
+def model_names(routes: list[str]) -> dict[str, str]:
+    """Route → the upstream model serving it (None: the default model)."""
+    return {route: f"fake-{route.replace('_', '-')}" for route in routes}
+
+
+def upstream_main(delay: float, routes: list[str]) -> None:
+    from semroute.testing import FakeProvider
+
+    with FakeProvider() as provider:
+        for model in [*model_names(routes).values(), DEFAULT_MODEL, BACKUP]:
+            provider.answer(model, text=ANSWER, delay=delay)
+            provider.flaky(f"flaky-{model}", rate=FLAKY_RATE, text=ANSWER, delay=delay)
+        print(provider.url, flush=True)
+        sys.stdin.read()  # until the parent closes the pipe
+
+
+@contextlib.contextmanager
+def upstream(delay: float, routes: list[str], log: Path) -> Iterator[str]:
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "_upstream",
+        "--delay",
+        str(delay),
+        "--routes",
+        ",".join(routes),
+    ]
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        url = proc.stdout.readline().decode().strip()
+        if not url.startswith("http://"):
+            raise SystemExit(f"error: the upstream did not start; see {log}")
+        yield url
+    finally:
+        proc.stdin.close()
+        stop(proc)
+
+
+# --------------------------------------------------------------------------------------------
+# Servers under test
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += parents.get(p, [])
+    return out
+
+
+def memory_kib(pids: list[int], key: str) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+    return total
+
+
+class RssWatch:
+    """Samples the summed VmRSS of a process tree in a thread; the peak is kept."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_kib, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak_kib = max(self.peak_kib, memory_kib(tree(self.pid), "VmRSS"))
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Server:
+    name: str
+    cmd: list[str]
+    url: str
+    ready_path: str
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started_s: float = 0.0
+
+    def start(self, timeout: float = 180.0) -> None:
+        import httpx
+
+        started = time.perf_counter()
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        while time.perf_counter() - started < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"error: {self.name} exited at start; see {self.log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                    self.started_s = time.perf_counter() - started
+                    return
+            time.sleep(0.25)
+        stop(self.proc)
+        raise SystemExit(f"error: {self.name} was not ready after {timeout:.0f} s; see {self.log}")
+
+    def memory(self) -> dict[str, float]:
+        assert self.proc is not None
+        pids = tree(self.proc.pid)
+        return {
+            "processes": len(pids),
+            "peak_rss_mib": round(memory_kib(pids, "VmHWM") / 1024, 1),
+            "rss_now_mib": round(memory_kib(pids, "VmRSS") / 1024, 1),
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            KEY_ENV: "sk-bench-not-a-real-key",
+            "HF_HUB_OFFLINE": "1",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in [str(ROOT / "src"), env.get("PYTHONPATH", "")] if p
+            ),
+        }
+    )
+    return env
+
+
+def deployment(name: str, api_base: str) -> dict[str, Any]:
+    return {
+        "model_name": name,
+        "litellm_params": {
+            "model": f"openai/{name}",
+            "api_base": api_base,
+            "api_key": f"os.environ/{KEY_ENV}",
+            # Priced, so that both gateways work out each answer's cost, as they would for a
+            # real model.
+            "input_cost_per_token": 1e-6,
+            "output_cost_per_token": 2e-6,
+        },
+    }
+
+
+def semroute_routes(out: Path, api_base: str, *, flaky: bool, health: bool, log: Path) -> Path:
+    """The bundled example routes, their models replaced by the upstream's."""
+    out.mkdir(parents=True)
+    prefix = "flaky-" if flaky else ""
+    models = set()
+    for source in sorted((ROOT / "routes").glob("*.yaml")):
+        spec = yaml.safe_load(source.read_text())
+        if "models" in spec:
+            continue  # the real providers; replaced below
+        for route in spec.get("routes", []):
+            route["model"] = prefix + model_names([route["name"]])[route["name"]]
+            route["fallbacks"] = [BACKUP]
+            models.add(route["model"])
+        if "router" in spec:
+            router = spec["router"]
+            router["default_model"] = prefix + DEFAULT_MODEL
+            router["default_fallbacks"] = [BACKUP]
+            router["dispatch"] = {"timeout": 30, "log": str(log)}
+            router["health"] = {"enabled": health}
+        (out / source.name).write_text(yaml.safe_dump(spec, sort_keys=False))
+    models |= {prefix + DEFAULT_MODEL, BACKUP}
+    (out / "models.yaml").write_text(
+        yaml.safe_dump({"models": [deployment(m, api_base) for m in sorted(models)]})
+    )
+    return out
+
+
+def semroute_server(work: Path, api_base: str, workers: int, **kw: Any) -> Server:
+    name = (
+        "semroute" + ("-flaky" if kw.get("flaky") else "") + ("" if kw["health"] else "-nohealth")
+    )
+    folder = work / name
+    routes = semroute_routes(folder / "routes", api_base, log=folder / "decisions.jsonl", **kw)
+    semroute = [str(Path(sys.executable).parent / "semroute")]
+    if not Path(semroute[0]).exists():
+        semroute = [sys.executable, "-m", "semroute.cli.main"]
+    env = server_env()
+    proc = subprocess.run(
+        [*semroute, "build-index", str(routes), "--out", str(folder / "index")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"error: semroute build-index failed: {proc.stderr.strip()[-500:]}")
+    port = free_port()
+    cmd = [*semroute, "serve", "--index", str(folder / "index"), "--port", str(port)]
+    cmd += ["--host", "127.0.0.1", "--workers", str(workers)]
+    return Server(name, cmd, f"http://127.0.0.1:{port}", "/readyz", env, folder / "server.log")
+
+
+def ensure_proxy_venv() -> Path:
+    """litellm[proxy] in .bench/litellm-proxy-venv, installed once per constraints and Python.
+
+    Under constraints.txt, so it shares semroute's versions of litellm, fastapi, uvicorn,
+    starlette, httpx and pydantic; minus the pins litellm[proxy] refuses (rich)."""
+    import fcntl
+
+    BENCH.mkdir(exist_ok=True)
+    constraints = BENCH / "litellm-proxy-constraints.txt"
+    pins = [
+        line
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if not line.lower().startswith("rich==")
+    ]
+    wanted = json.dumps({"pins": pins, "pkg": LITELLM, "python": sys.version}, sort_keys=True)
+    stamp_value = hashlib.sha256(wanted.encode()).hexdigest()
+    stamp = PROXY_VENV / ".bench-installed"
+    litellm = PROXY_VENV / "bin" / "litellm"
+    with (BENCH / "litellm-proxy-venv.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if litellm.exists() and stamp.exists() and stamp.read_text().strip() == stamp_value:
+            return litellm
+        print(f"installing {LITELLM} into {PROXY_VENV} ...", file=sys.stderr)
+        base = getattr(sys, "_base_executable", sys.executable)
+        if not (PROXY_VENV / "bin" / "python").exists():
+            subprocess.run([base, "-m", "venv", str(PROXY_VENV)], check=True)
+        constraints.write_text("\n".join(pins) + "\n")
+        pip = [str(PROXY_VENV / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+        proc = subprocess.run(
+            [*pip, "install", "-q", "-c", str(constraints), LITELLM],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            lines = [x for x in proc.stderr.splitlines() if "is ignored" not in x]
+            raise SystemExit(f"error: pip could not install {LITELLM}: {' '.join(lines)[-600:]}")
+        stamp.write_text(stamp_value + "\n")
+    return litellm
+
+
+def litellm_server(work: Path, api_base: str, models: list[str], workers: int) -> Server:
+    litellm = ensure_proxy_venv()
+    folder = work / "litellm"
+    folder.mkdir(parents=True)
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump({"model_list": [deployment(m, api_base) for m in models]}))
+    port = free_port()
+    cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--num_workers", str(workers)]
+    env = server_env()
+    env.pop("PYTHONPATH")  # its own venv, nothing of semroute's
+    return Server(
+        "litellm", cmd, f"http://127.0.0.1:{port}", "/health/liveliness", env, folder / "proxy.log"
+    )

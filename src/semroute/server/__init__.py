@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway (``semroute serve``): one Router and one Dispatcher over HTTP."""

@@ -1,0 +1,170 @@
+"""The gateway's ASGI app: OpenAI's chat-completions API over one index, plus its decisions,
+models, health and metrics.
+
+    POST /v1/chat/completions   model "auto" routes; a model or tier name pins it
+    POST /v1/route              the decision only (what `semroute route --json` prints)
+    GET  /v1/models             auto, the declared models, the tiers
+    GET  /healthz               the process is up
+    GET  /readyz                an index is loaded (and the shared store answers, when set)
+    GET  /metrics               Prometheus
+
+:func:`create_app` builds it from a loaded index; :func:`app_from_env` is the factory uvicorn's
+worker processes import (``semroute serve`` passes the index in ``$SEMROUTE_INDEX``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from semroute.config.server import ServerSettings
+from semroute.dispatch.providers import import_litellm
+from semroute.routing.router import default_index_path
+from semroute.server.auth import Keys
+from semroute.server.chat import Gateway
+from semroute.server.errors import ApiError, error_response
+from semroute.server.metrics import CONTENT_TYPE, Metrics
+from semroute.server.reload import IndexHolder
+from semroute.server.state import Loaded, load
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+__all__ = ["app_from_env", "create_app"]
+
+log = logging.getLogger("semroute.server")
+
+
+def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starlette:
+    """The app serving ``loaded`` (``settings``: default the index's own `server:` block).
+    Raises :class:`~semroute.errors.ServeError` when a key's variable is not set."""
+    settings = settings or loaded.settings
+    holder = IndexHolder(loaded)
+    metrics = Metrics(lambda: (holder.shared.health, holder.current.catalog.models))
+    gateway = Gateway(
+        holder, Keys(settings.keys), loaded.shared.spend, metrics, settings.max_body_bytes
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # LiteLLM takes a second or two to import: pay it now, not on the first request.
+        await asyncio.to_thread(import_litellm)
+        watch = asyncio.create_task(holder.watch())
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, holder.reload_soon, "SIGHUP")
+        try:
+            yield
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            holder.close()
+            await _close_litellm_clients()
+
+    app = Starlette(routes=_routes(gateway, holder, metrics), lifespan=lifespan)
+    app.state.holder = holder
+    app.state.gateway = gateway
+    _add_error_handlers(app)
+    return app
+
+
+def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Route]:
+    async def chat(request: Request) -> Any:
+        return await gateway.chat(request)
+
+    async def route(request: Request) -> Response:
+        return await gateway.route(request)
+
+    async def models(request: Request) -> Response:
+        try:
+            gateway.keys.check(request.headers)
+        except ApiError as exc:
+            return error_response(exc)
+        current = holder.current
+        return _json(current.catalog.listing(current.created))
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        shared = holder.shared
+        if not shared.ready():
+            problem = f"the shared state at {shared.where} cannot be reached"
+            return _json({"status": "unavailable", "problem": problem}, 503)
+        return _json({"status": "ready", "index": str(holder.path), "reloads": holder.reloads})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), 200, media_type=CONTENT_TYPE)
+
+    return [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/chat/completions", chat, methods=["POST"]),
+        Route("/v1/route", route, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+
+
+async def _close_litellm_clients() -> None:
+    """Close the HTTP clients LiteLLM cached for this event loop and stop its logging worker
+    (it keeps both per loop and never closes them itself: they would outlive the server)."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+    # Its cache of clients is shared by every thread's loop (the dispatcher's background loop
+    # runs shadow calls): another thread adding a client breaks the iteration; try again.
+    for _ in range(3):
+        with contextlib.suppress(RuntimeError):
+            await close_litellm_async_clients()  # type: ignore[no-untyped-call]
+            break
+    with contextlib.suppress(ValueError, RuntimeError):  # a worker started on another loop
+        await GLOBAL_LOGGING_WORKER.stop()
+
+
+def _add_error_handlers(app: Starlette) -> None:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        known = {
+            404: (f"no such endpoint: {request.url.path}", "not_found"),
+            405: (f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"),
+        }
+        message, code = known.get(status, ("request refused", "invalid_request"))
+        error = ApiError(status, message, code=code)
+        return error_response(error)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # A bug of the gateway: the traceback goes to the server's log, never to the client.
+        log.error("semroute serve: internal error on %s", request.url.path, exc_info=exc)
+        error = ApiError(500, "internal error; see the server log", type="server_error")
+        return error_response(error)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload).encode(), status, media_type="application/json")
+
+
+def app_from_env() -> ASGIApp:
+    """The app for the index in ``$SEMROUTE_INDEX`` (else ``indexes/default``): what each of
+    uvicorn's worker processes builds."""
+    path = Path(default_index_path())
+    return create_app(load(path))

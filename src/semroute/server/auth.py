@@ -1,0 +1,92 @@
+"""API keys: read from the environment once, compared in constant time, never logged.
+
+A client sends its key as ``Authorization: Bearer KEY`` (or in an ``api-key`` or ``x-api-key``
+header). The key is compared with every configured key, each with :func:`hmac.compare_digest`
+and without stopping at a match, so the time taken says nothing about which key, or how much
+of one, matched. What a key carries (its ``user_tier``, its daily budget) goes with the request;
+the key is known afterwards only by the name of its variable.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from semroute.config.server import KeyRef
+from semroute.errors import ServeError
+from semroute.server.errors import ApiError
+from semroute.server.spend import key_id
+
+__all__ = ["Client", "Keys"]
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who sent a request: its key's variable name (None when no keys are configured)."""
+
+    key: str | None = None
+    user_tier: str | None = None
+    budget_usd_per_day: float | None = None
+    spend_id: str | None = None
+    """The key's name in the spend store (a hash of it; see :func:`key_id`)."""
+
+
+ANONYMOUS = Client()
+
+
+class Keys:
+    """The configured keys, resolved from the environment (a missing variable is a
+    :class:`ServeError` at start, never a request that cannot be checked)."""
+
+    def __init__(self, refs: Sequence[KeyRef], environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self._keys: list[tuple[bytes, Client]] = []
+        for i, ref in enumerate(refs):
+            value = env.get(ref.env, "")
+            if not value.strip():
+                raise ServeError(
+                    f"environment variable {ref.env} is not set (or is empty); export the key "
+                    "as it, or remove it from `server.keys`",
+                    setting=f"keys[{i}]",
+                )
+            client = Client(ref.env, ref.user_tier, ref.budget_usd_per_day, key_id(value))
+            self._keys.append((value.encode("utf-8"), client))
+
+    @property
+    def required(self) -> bool:
+        """Whether a request must carry a key."""
+        return bool(self._keys)
+
+    def check(self, headers: Mapping[str, str]) -> Client:
+        """The client a request's key belongs to; :class:`ApiError` 401 for a missing or wrong
+        key."""
+        if not self._keys:
+            return ANONYMOUS
+        presented = _presented(headers)
+        if presented is None:
+            raise ApiError(
+                401,
+                "no API key: send it as `Authorization: Bearer KEY`",
+                code="invalid_api_key",
+                type="authentication_error",
+            )
+        given = presented.encode("latin-1", "replace")
+        found = None
+        for key, client in self._keys:
+            if hmac.compare_digest(given, key) and found is None:
+                found = client
+        if found is None:
+            raise ApiError(
+                401, "invalid API key", code="invalid_api_key", type="authentication_error"
+            )
+        return found
+
+
+def _presented(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.strip().partition(" ")
+        return value.strip() or None if scheme.lower() == "bearer" else None
+    return headers.get("api-key") or headers.get("x-api-key") or None

@@ -1,0 +1,299 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/route``: a request's walk through the gateway.
+
+key → body → hints (headers, and the key's tier) → budget → the current index's router and
+dispatcher → the answer (JSON, or server-sent events) with the ``x-semroute-*`` headers → the
+metrics and the key's spend. Routing runs in a worker thread (see
+:meth:`~semroute.dispatch.dispatcher.Dispatcher.acomplete`); nothing here reads a file or builds a
+client per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import uuid
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from semroute.dispatch.streaming import AsyncDispatchStream
+from semroute.errors import SemrouteError
+from semroute.server.auth import Client, Keys
+from semroute.server.errors import ApiError, error_response, from_semroute
+from semroute.server.headers import decision_headers, safe, served_headers
+from semroute.server.quota import charge, check_budget
+from semroute.server.schemas import ChatRequest, describe, parse_chat
+from semroute.server.spend import SpendStore
+from semroute.server.sse import EventStream
+from semroute.server.state import AUTO
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from semroute.decision import Decision
+    from semroute.dispatch.result import DispatchResult
+    from semroute.server.metrics import Metrics
+    from semroute.server.reload import IndexHolder
+
+__all__ = ["Gateway"]
+
+T = TypeVar("T")
+
+TASK_HEADER = "x-task-type"
+TIER_HEADER = "x-user-tier"
+COST_HEADER = "x-max-cost-usd"
+MAX_HINT = 200
+CLIENT_GONE = 499
+"""The status counted for a request whose client disconnected before its answer (nginx's)."""
+
+
+@dataclass
+class Gateway:
+    """What every request needs, made once at start."""
+
+    holder: IndexHolder
+    keys: Keys
+    spend: SpendStore
+    metrics: Metrics
+    max_body_bytes: int
+
+    async def chat(self, request: Request) -> Response | ASGIApp:
+        request_id = uuid.uuid4().hex
+        self.metrics.in_flight.inc()
+        out: Response | ASGIApp | None = None
+        try:
+            out = await self._chat(request, request_id)
+            return out
+        finally:
+            if not isinstance(out, EventStream):  # a stream is in flight until it ends
+                self.metrics.in_flight.dec()
+
+    async def route(self, request: Request) -> Response:
+        """The decision alone (what `semroute route --json` prints); no model is called."""
+        request_id = uuid.uuid4().hex
+        loaded = self.holder.current
+        decision = None
+        try:
+            client = self.keys.check(request.headers)
+            body = await self._body(request, route_only=True)
+            hints = _hints(request.headers, client)
+            request_fields = {"messages": body.message_list(), **body.params()}
+            decision = await asyncio.to_thread(
+                loaded.router.route, body.message_list(), request=request_fields, **hints
+            )
+        except ApiError as exc:
+            return self._refuse("route", exc, request_id, None, loaded.catalog.label)
+        except SemrouteError as exc:
+            return self._failed("route", exc, request_id, loaded.catalog.label)
+        self.metrics.observe("route", 200, decision, loaded.catalog.label, skipped=decision.skipped)
+        content = json.dumps(decision.to_dict(), ensure_ascii=False).encode()
+        return Response(content, 200, decision_headers(request_id, decision), "application/json")
+
+    async def _chat(self, request: Request, request_id: str) -> Response | ASGIApp:
+        loaded = self.holder.current  # kept to the end, whatever a reload does meanwhile
+        label = loaded.catalog.label
+        try:
+            client = self.keys.check(request.headers)
+            body = await self._body(request)
+            kwargs = {**body.params(), **_hints(request.headers, client)}
+            check_budget(self.spend, client)
+        except ApiError as exc:
+            return self._refuse("chat", exc, request_id, None, label)
+        common: dict[str, Any] = {"stream": body.stream, "request_id": request_id, **kwargs}
+        if body.model == AUTO:
+            call = loaded.dispatcher.acomplete(body.message_list(), router=loaded.router, **common)
+        else:
+            model, fallbacks = loaded.catalog.pin(body.model)
+            call = loaded.dispatcher.acomplete(
+                body.message_list(), model=model, fallbacks=fallbacks, **common
+            )
+        try:
+            out = await _unless_disconnected(request, call)
+        except SemrouteError as exc:
+            return self._failed("chat", exc, request_id, label)
+        if out is None:  # the client left: the call was cancelled (and logged)
+            self.metrics.observe("chat", CLIENT_GONE, None, label)
+            return Response(status_code=CLIENT_GONE)
+        if isinstance(out, AsyncDispatchStream):
+            return self._stream(out, body, client, label)
+        return self._answer(out, client, label)
+
+    def _answer(self, result: DispatchResult, client: Client, label: Any) -> Response:
+        charge(self.spend, client, result.cost_usd)
+        self.metrics.observe(
+            "chat",
+            200,
+            result.decision,
+            label,
+            attempts=result.attempts,
+            skipped=result.skipped,
+            model=result.model,
+            cost_usd=result.cost_usd,
+        )
+        headers = served_headers(
+            result.request_id,
+            result.decision,
+            result.model,
+            result.attempts,
+            result.skipped,
+            result.cost_usd,
+        )
+        content = json.dumps(result.response.model_dump(), ensure_ascii=False, default=str)
+        return Response(content.encode(), 200, headers, "application/json")
+
+    def _stream(
+        self, stream: AsyncDispatchStream, body: ChatRequest, client: Client, label: Any
+    ) -> EventStream:
+        headers = served_headers(
+            stream.request_id,
+            stream.decision,
+            stream.model,
+            stream.attempts,
+            (*stream.decision.skipped, *stream.skipped),
+            None,
+        )
+
+        async def done(outcome: str) -> None:
+            self.metrics.in_flight.dec()
+            charge(self.spend, client, stream.cost_usd)
+            self.metrics.observe(
+                "chat",
+                502 if outcome == "broken" else (499 if outcome == "disconnected" else 200),
+                stream.decision,
+                label,
+                attempts=stream.attempts,
+                skipped=(*stream.decision.skipped, *stream.skipped),
+                model=stream.model,
+                cost_usd=stream.cost_usd,
+            )
+
+        usage = bool((body.stream_options or {}).get("include_usage"))
+        return EventStream(stream, headers, usage=usage, done=done)
+
+    async def _body(self, request: Request, *, route_only: bool = False) -> ChatRequest:
+        raw = await _read(request, self.max_body_bytes)
+        try:
+            if route_only:
+                return _RouteBody.model_validate_json(raw)
+            return parse_chat(raw)
+        except ValidationError as exc:
+            raise ApiError(400, describe(exc), code="invalid_request") from None
+
+    def _refuse(
+        self, endpoint: str, exc: ApiError, request_id: str, decision: Decision | None, label: Any
+    ) -> Response:
+        self.metrics.observe(endpoint, exc.status, decision, label)
+        return error_response(exc, decision_headers(request_id, decision))
+
+    def _failed(self, endpoint: str, exc: SemrouteError, request_id: str, label: Any) -> Response:
+        error = from_semroute(exc) or ApiError(400, str(exc), code="invalid_request")
+        decision: Decision | None = getattr(exc, "decision", None)
+        attempts = getattr(exc, "attempts", ())
+        skipped = getattr(exc, "skipped", ())
+        self.metrics.observe(
+            endpoint, error.status, decision, label, attempts=attempts, skipped=skipped
+        )
+        headers = decision_headers(getattr(exc, "request_id", None) or request_id, decision)
+        headers["x-semroute-fallbacks"] = safe(",".join(a.model for a in attempts))
+        return error_response(error, headers)
+
+
+async def _unless_disconnected(request: Request, call: Awaitable[T]) -> T | None:
+    """``call``'s result, or None (``call`` cancelled) if the client disconnects first: a
+    model's answer nobody waits for is not worth paying for."""
+    work = asyncio.ensure_future(call)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+        gone.cancel()
+    if work.cancelled():
+        return None
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read: the next message the server has for this request is that the
+    # client went away (or that the response is complete).
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class _RouteBody(ChatRequest):
+    """``/v1/route`` takes the same body; its ``model`` may be left out."""
+
+    model: str = AUTO
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (before it is all read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client closed the connection while sending the body") from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"the body is over {limit} bytes (server.max_body_bytes)",
+        code="body_too_large",
+    )
+
+
+def _hints(headers: Mapping[str, str], client: Client) -> dict[str, Any]:
+    """The routing hints of a request: ``X-Task-Type``, ``X-User-Tier`` (unless the key fixes
+    the tier) and ``X-Max-Cost-USD``."""
+    hints: dict[str, Any] = {}
+    task = _text_hint(headers, TASK_HEADER)
+    if task is not None:
+        hints["task"] = task
+    tier = client.user_tier or _text_hint(headers, TIER_HEADER)
+    if tier is not None:
+        hints["user_tier"] = tier
+    cost = headers.get(COST_HEADER)
+    if cost is not None:
+        try:
+            value = float(cost)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ApiError(
+                400,
+                f"header X-Max-Cost-USD: should be a positive number of US dollars, not "
+                f"{cost[:40]!r}",
+                code="invalid_request",
+            )
+        hints["max_cost_usd"] = value
+    return hints
+
+
+def _text_hint(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_HINT or not value.isprintable():
+        raise ApiError(
+            400,
+            f"header {name}: should be a short printable text (at most {MAX_HINT} characters)",
+            code="invalid_request",
+        )
+    return value.strip()

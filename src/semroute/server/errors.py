@@ -1,0 +1,70 @@
+"""Errors as OpenAI's API shapes them: ``{"error": {"message", "type", "code"}}``, with a status.
+
+The status says what to do: 400 fix the body, 401 send a valid key, 402 the request or the key
+is over its cost limit, 403 a rule blocks it, 413 the body is too large, 502 no model answered
+(``attempts`` lists each model tried), 504 every model tried timed out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.responses import Response
+
+from semroute.errors import BlockedError, CostLimitError, DispatchError, InvalidQueryError
+from semroute.records import Attempt
+
+__all__ = ["ApiError", "error_response", "from_semroute"]
+
+
+class ApiError(Exception):
+    """A request the gateway refuses, as the client will see it."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.extra = dict(extra or {})
+        super().__init__(message)
+
+    def body(self) -> dict[str, Any]:
+        error = {"message": self.message, "type": self.type, "param": None, "code": self.code}
+        return {"error": {**error, **self.extra}}
+
+
+def error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> Response:
+    content = json.dumps(error.body(), ensure_ascii=False).encode()
+    return Response(content, error.status, dict(headers or {}), "application/json")
+
+
+def from_semroute(exc: Exception) -> ApiError | None:
+    """The API error for an error dispatching raised (None: not one the client caused)."""
+    if isinstance(exc, BlockedError):
+        return ApiError(403, str(exc), type="permission_error", code="blocked_by_rule")
+    if isinstance(exc, CostLimitError):
+        return ApiError(402, str(exc), type="insufficient_quota", code="over_cost_limit")
+    if isinstance(exc, DispatchError):
+        attempts = [a.to_dict() for a in exc.attempts]
+        extra = {"attempts": attempts, "skipped": [s.to_dict() for s in exc.skipped]}
+        if exc.attempts and all(_timed_out(a) for a in exc.attempts):
+            return ApiError(504, str(exc), type="api_error", code="upstream_timeout", extra=extra)
+        return ApiError(502, str(exc), type="api_error", code="no_model_answered", extra=extra)
+    if isinstance(exc, InvalidQueryError):
+        return ApiError(400, str(exc), code="invalid_request")
+    return None
+
+
+def _timed_out(attempt: Attempt) -> bool:
+    # LiteLLM raises its Timeout (status 408) for a model that did not answer in time.
+    return attempt.status == 408 or (attempt.error or "").startswith(("Timeout", "APITimeout"))

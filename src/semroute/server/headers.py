@@ -1,0 +1,67 @@
+"""The ``x-semroute-*`` response headers: where a request went and why, before its body.
+
+Header values come from route, rule and model names and from error texts, so each is made safe
+for HTTP: no control characters (a CR or LF would start a new header), latin-1 only (what HTTP
+headers carry; anything else becomes ``?``), and at most :data:`MAX_VALUE` characters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from semroute.decision import Decision, Skip
+    from semroute.records import Attempt
+
+__all__ = ["MAX_VALUE", "PREFIX", "decision_headers", "safe", "served_headers"]
+
+PREFIX = "x-semroute-"
+MAX_VALUE = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f]+")
+
+
+def safe(value: object) -> str:
+    """``value`` as a header value: one line, latin-1, bounded."""
+    text = _CONTROL.sub(" ", str(value)).strip()
+    text = text.encode("latin-1", "replace").decode("latin-1")
+    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
+
+
+def decision_headers(request_id: str, decision: Decision | None) -> dict[str, str]:
+    """The request id and what routing decided (all that is known before a model is called)."""
+    out = {PREFIX + "request-id": safe(request_id)}
+    if decision is None:
+        return out
+    out[PREFIX + "route"] = safe(decision.route or "")
+    out[PREFIX + "model"] = safe(decision.model)
+    out[PREFIX + "reason"] = safe(decision.reason.value)
+    out[PREFIX + "rule"] = safe(decision.rule or "")
+    out[PREFIX + "confidence"] = f"{decision.confidence:.4f}"
+    out[PREFIX + "skipped"] = _skips(decision.skipped)
+    return out
+
+
+def served_headers(
+    request_id: str,
+    decision: Decision,
+    model: str,
+    attempts: Iterable[Attempt],
+    skipped: Iterable[Skip],
+    cost_usd: float | None,
+) -> dict[str, str]:
+    """The headers of an answer: the model that answered, the ones that failed first, every
+    model passed over with why, and the cost when it is known."""
+    out = decision_headers(request_id, decision)
+    out[PREFIX + "model"] = safe(model)
+    out[PREFIX + "fallbacks"] = safe(",".join(a.model for a in attempts if a.error is not None))
+    out[PREFIX + "skipped"] = _skips(skipped)
+    if cost_usd is not None:
+        out[PREFIX + "cost-usd"] = f"{cost_usd:.8g}"
+    return out
+
+
+def _skips(skipped: Iterable[Skip]) -> str:
+    """``model=reason`` pairs (reason: capability, over_budget or unhealthy), comma-separated."""
+    return safe(",".join(f"{s.model}={s.reason}" for s in skipped))

@@ -1,0 +1,151 @@
+"""The gateway's Prometheus metrics (``GET /metrics``), in a registry of the app's own.
+
+    semroute_requests_total{endpoint, route, model, rule, reason, status}
+    semroute_routing_seconds                 routing latency (signals, scores, rules, checks)
+    semroute_upstream_seconds{model, outcome}  each attempt at a model (outcome: ok, error)
+    semroute_cost_usd_total{model}
+    semroute_fallbacks_total{model}          a model failed and the next of its chain was tried
+    semroute_skips_total{model, reason}      a model passed over (capability, over_budget,
+                                             unhealthy)
+    semroute_breaker_state{model}            0 closed, 1 half-open, 2 open (read when scraped)
+    semroute_requests_in_flight
+
+Label values come from the index (routes, rules, declared models); a model name a client
+pinned that the index does not know is counted as ``other``, so clients cannot grow the
+number of series without bound. With several worker processes, each answers for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from semroute.decision import Decision, Skip
+    from semroute.dispatch.health import HealthStore
+    from semroute.records import Attempt
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_ROUTING_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+_UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """Counters and histograms of one app. ``models`` gives the health store and the model
+    names whose breaker state is reported (read at each scrape, so a reload shows)."""
+
+    def __init__(self, models: Callable[[], tuple[HealthStore | None, Iterable[str]]]) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the output
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "semroute_requests",
+            "Requests answered, by endpoint, route, model, rule, reason and HTTP status.",
+            ["endpoint", "route", "model", "rule", "reason", "status"],
+            registry=r,
+        )
+        self.routing = Histogram(
+            "semroute_routing_seconds",
+            "Time to route a request.",
+            buckets=_ROUTING_BUCKETS,
+            registry=r,
+        )
+        self.upstream = Histogram(
+            "semroute_upstream_seconds",
+            "Time of each attempt at a model.",
+            ["model", "outcome"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.cost = Counter(
+            "semroute_cost_usd", "Cost of the answers (USD).", ["model"], registry=r
+        )
+        self.fallbacks = Counter(
+            "semroute_fallbacks",
+            "Attempts that failed over to the next model.",
+            ["model"],
+            registry=r,
+        )
+        self.skips = Counter(
+            "semroute_skips", "Models passed over without a try.", ["model", "reason"], registry=r
+        )
+        self.in_flight = Gauge(
+            "semroute_requests_in_flight", "Requests being answered.", registry=r
+        )
+        r.register(_Breakers(models))
+
+    def observe(
+        self,
+        endpoint: str,
+        status: int,
+        decision: Decision | None,
+        label: Callable[[str], str],
+        *,
+        attempts: Iterable[Attempt] = (),
+        skipped: Iterable[Skip] = (),
+        model: str | None = None,
+        cost_usd: float | None = None,
+    ) -> None:
+        """Count one finished request (``label`` maps a model name to its label value)."""
+        served = label(model or (decision.model if decision else ""))
+        self.requests.labels(
+            endpoint,
+            (decision.route or "") if decision else "",
+            served if decision or model else "",
+            (decision.rule or "") if decision else "",
+            decision.reason.value if decision else "",
+            str(status),
+        ).inc()
+        if decision is not None and decision.latency_ms > 0:
+            self.routing.observe(decision.latency_ms / 1000)
+        for a in attempts:
+            name = label(a.model)
+            self.upstream.labels(name, "error" if a.error else "ok").observe(a.latency_ms / 1000)
+            if a.error is not None:
+                self.fallbacks.labels(name).inc()
+        for s in skipped:
+            self.skips.labels(label(s.model), s.reason).inc()
+        if cost_usd:
+            self.cost.labels(served).inc(cost_usd)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Breakers:
+    """``semroute_breaker_state``: each known model's circuit, asked of the health store."""
+
+    def __init__(self, models: Callable[[], tuple[HealthStore | None, Iterable[str]]]) -> None:
+        self._models = models
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "semroute_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            labels=["model"],
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "semroute_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            labels=["model"],
+        )
+        health, names = self._models()
+        if health is not None:
+            for name in names:
+                family.add_metric([name], STATES.get(health.health(name).state, 0.0))
+        yield family

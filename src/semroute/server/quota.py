@@ -1,0 +1,38 @@
+"""Per-key daily budgets: a key with ``budget_usd_per_day`` is refused (402) once what its
+requests cost since midnight UTC reaches it.
+
+The check is made before a request is routed, and the cost is added when the answer is known,
+so requests already under way when the budget runs out still finish (a key can overshoot by
+what its concurrent requests cost). Spend lives in a
+:class:`~semroute.server.spend.SpendStore`: this process's by default, Redis when replicas
+share it; a key is known there by :func:`~semroute.server.spend.key_id`, never by itself.
+"""
+
+from __future__ import annotations
+
+from semroute.server.auth import Client
+from semroute.server.errors import ApiError
+from semroute.server.spend import SpendStore
+
+__all__ = ["charge", "check_budget"]
+
+
+def check_budget(store: SpendStore, client: Client) -> None:
+    """Raise 402 when ``client``'s key has spent its daily budget."""
+    if client.spend_id is None or client.budget_usd_per_day is None:
+        return
+    spent = store.spent_today(client.spend_id)
+    if spent >= client.budget_usd_per_day:
+        raise ApiError(
+            402,
+            f"the API key {client.key} has spent ${spent:.6g} today, its daily budget is "
+            f"${client.budget_usd_per_day:.6g}; it resets at midnight UTC",
+            type="insufficient_quota",
+            code="over_daily_budget",
+        )
+
+
+def charge(store: SpendStore, client: Client, usd: float | None) -> None:
+    """Add an answer's cost to its key's spend (keys without a budget are not tracked)."""
+    if client.spend_id is not None and client.budget_usd_per_day is not None and usd:
+        store.add(client.spend_id, usd)

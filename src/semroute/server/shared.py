@@ -1,0 +1,104 @@
+"""The state replicas of the gateway share: in Redis when ``server.redis_url`` is set, in this
+process otherwise.
+
+    state = shared_state(settings.redis_url, dispatch_config)
+    Dispatcher.for_index(index, health=state.health, redis_url=state.redis_url)
+    ...
+    state.ready()    # for /readyz
+    state.close()    # at shutdown
+
+What is shared with Redis: each model's circuit breaker (window, failures in a row, cool-off,
+the one half-open probe), each API key's spend of the day, and LiteLLM's deployment cooldowns.
+What stays in each process: metrics, the decision log, the index and its router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from semroute.config.deployments import DispatchConfig
+from semroute.config.secrets import Masker
+from semroute.config.server import env_value
+from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
+from semroute.dispatch.shared_health import DEFAULT_PREFIX, RedisHealthStore, RedisLink
+from semroute.errors import ServeError
+from semroute.server.spend import LocalSpendStore, RedisSpendStore, SpendStore
+
+__all__ = ["SharedState", "shared_state"]
+
+
+def _always() -> bool:
+    return True
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """The stores one gateway process uses, and how to check and close them."""
+
+    health: HealthStore | None
+    """Models' health, for every dispatcher of the process (None: `health.enabled: false`)."""
+    spend: SpendStore
+    """Each key's spend of the day (UTC)."""
+    redis_url: str | None = None
+    """The resolved URL, for LiteLLM's cooldowns (``Dispatcher(..., redis_url=)``); None: local."""
+    where: str | None = None
+    """The Redis address with any password masked, for messages (None: local)."""
+    ready: Callable[[], bool] = field(default=_always)
+    """For /readyz: True when the shared state can be reached (always, when it is local). A
+    gateway whose Redis is down still answers requests (it fails open), so this is for the
+    load balancer to prefer the replicas that share state."""
+    close: Callable[[], None] = field(default=_nothing)
+    """Close the connections (at shutdown)."""
+
+
+def shared_state(
+    redis_url: str | None,
+    dispatch: DispatchConfig,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    timeout_s: float = 0.25,
+) -> SharedState:
+    """The shared state for ``redis_url`` (``server.redis_url`` as written: a URL, an
+    ``os.environ/VAR`` reference, or None for local state) and the index's dispatch settings
+    (``dispatch.health`` for the breakers, its timeout and retries for the probe lease).
+
+    No I/O: Redis is first reached by the first request (or :attr:`SharedState.ready`). Raises
+    :class:`ServeError` when ``redis_url`` names a variable that is not set. ``prefix`` starts
+    every Redis key (``<prefix>:health:<model>``, ``<prefix>:spend:<key_id>:<date>``): replicas
+    share state when they use the same server and prefix. ``timeout_s`` bounds how long one
+    Redis command may block a request when Redis hangs; then Redis is left alone for a second
+    and every request goes on without it (fail open, one warning per outage).
+    """
+    lease = probe_lease(dispatch.settings)
+    if redis_url is None:
+        local = LocalHealthStore(dispatch.health, probe_lease_s=lease)
+        return SharedState(local if dispatch.health.enabled else None, LocalSpendStore())
+    url = env_value(redis_url)
+    if url is None:
+        raise ServeError(
+            f"{redis_url} is not set (or is empty); export the Redis URL as it, or remove "
+            "redis_url to keep state in each process",
+            setting="redis_url",
+        )
+    try:
+        link = RedisLink.from_url(url, timeout_s=timeout_s)
+    except ValueError as exc:  # redis-py's word on a URL it cannot read
+        raise ServeError(
+            f"{Masker([]).mask(url)!r} is not a Redis URL ({exc}); write "
+            "redis://host:port/db, rediss://... or unix://path",
+            setting="redis_url",
+        ) from exc
+    health = RedisHealthStore(link, dispatch.health, prefix=prefix, probe_lease_s=lease)
+    return SharedState(
+        health if dispatch.health.enabled else None,
+        RedisSpendStore(link, prefix=prefix),
+        redis_url=url,
+        where=Masker([]).mask(url),
+        ready=link.reachable,
+        close=link.close,
+    )

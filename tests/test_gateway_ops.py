@@ -1,0 +1,202 @@
+"""Running the gateway: reloading the index under load, clients that hang up, draining on
+SIGTERM, SIGHUP, and worker processes (real `semroute serve` processes where signals matter)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from semroute.testing import FakeProvider
+from tests.gateway_kit import Served, build, log_lines, serve_process
+
+pytestmark = pytest.mark.usefixtures("provider_key")
+
+ASK_WEATHER = {"model": "auto", "messages": [{"role": "user", "content": "will it rain today"}]}
+SAY_HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+TO_BACKUP = [{"name": "weather-to-backup", "when": {"route": "weather"}, "model": "backup"}]
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        time.sleep(0.05)
+
+
+def in_flight(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("semroute_requests_in_flight "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_rebuilt_index_is_served_without_failing_a_request(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    index = build(tmp_path, provider)
+    statuses: list[int] = []
+    models: list[str] = []
+    stop = threading.Event()
+
+    def keep_asking(url: str) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                response = http.post(url + "/v1/chat/completions", json=ASK_WEATHER)
+                statuses.append(response.status_code)
+                models.append(response.headers.get("x-semroute-model", ""))
+
+    with Served(index) as served, ThreadPoolExecutor(4) as pool:
+        askers = [pool.submit(keep_asking, served.url) for _ in range(4)]
+        eventually(lambda: len(statuses) >= 8)
+        build(tmp_path, provider, rules=TO_BACKUP)  # the same folder, rebuilt in place
+        eventually(lambda: models[-8:] == ["backup"] * 8)
+        stop.set()
+        for asker in askers:
+            asker.result()
+        ready = httpx.get(served.url + "/readyz").json()
+    assert ready["reloads"] == 1
+    assert set(statuses) == {200}
+    assert set(models) == {"weather-model", "backup"}
+    assert len(log_lines(tmp_path)) == len(statuses)
+
+
+def test_a_broken_new_index_keeps_the_old_one(
+    tmp_path: Path, provider: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = build(tmp_path, provider)
+    with Served(index) as served, caplog.at_level(logging.WARNING, "semroute.server"):
+        (index / "manifest.json").write_text("{ half a manifest")
+        eventually(lambda: "cannot be used" in caplog.text)
+        kept = httpx.post(served.url + "/v1/chat/completions", json=ASK_WEATHER, timeout=30)
+        assert httpx.get(served.url + "/readyz").json()["reloads"] == 0
+        build(tmp_path, provider, rules=TO_BACKUP)
+        eventually(lambda: httpx.get(served.url + "/readyz").json()["reloads"] == 1)
+        fresh = httpx.post(served.url + "/v1/chat/completions", json=ASK_WEATHER, timeout=30)
+    assert "manifest.json is not valid JSON" in caplog.text
+    assert kept.status_code == 200 and kept.headers["x-semroute-model"] == "weather-model"
+    assert fresh.headers["x-semroute-model"] == "backup"
+
+
+def test_a_client_that_leaves_before_the_answer_cancels_the_call(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.answer("frontier", delay=5)
+    with Served(build(tmp_path, provider)) as served:
+        for stream in (False, True):
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(
+                    served.url + "/v1/chat/completions",
+                    json={**SAY_HELLO, "stream": stream},
+                    timeout=httpx.Timeout(30, read=0.5),
+                )
+        eventually(lambda: len(log_lines(tmp_path)) == 2)
+        metrics = httpx.get(served.url + "/metrics").text
+    for line in log_lines(tmp_path):
+        assert line["error"] == "cancelled while waiting for 'frontier'"
+        assert line["route"] == "greeting"
+    assert 'status="499"} 2.0' in metrics
+
+
+def test_a_client_that_leaves_mid_stream_gets_one_log_line(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    with Served(build(tmp_path, provider)) as served:
+        body = {**SAY_HELLO, "stream": True}
+        for _ in range(3):
+            with httpx.stream("POST", served.url + "/v1/chat/completions", json=body) as raw:
+                first = next(raw.iter_lines())
+                assert first.startswith("data: {")
+        eventually(lambda: len(log_lines(tmp_path)) == 3)
+        eventually(lambda: in_flight(served.url) == 0)
+        after = httpx.post(served.url + "/v1/chat/completions", json=SAY_HELLO, timeout=30)
+    assert after.status_code == 200
+    assert len(log_lines(tmp_path)) == 4
+
+
+def test_sigterm_lets_requests_and_streams_finish_then_exits_0(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.answer("frontier", delay=2)
+    index = build(tmp_path, provider)
+    with serve_process(index) as (proc, url), ThreadPoolExecutor(2) as pool:
+
+        def read_stream() -> str:
+            body = {**SAY_HELLO, "stream": True}
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as raw:
+                return "\n".join(raw.iter_lines())
+
+        plain: Future[httpx.Response] = pool.submit(
+            httpx.post, url + "/v1/chat/completions", json=SAY_HELLO, timeout=30
+        )
+        streamed = pool.submit(read_stream)
+        eventually(lambda: in_flight(url) == 2)
+        proc.send_signal(signal.SIGTERM)
+        answer, events = plain.result(), streamed.result()
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+    assert "no API keys configured (server.keys); listening on 127.0.0.1 only" in output
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["content"] == "Hello from frontier."
+    assert events.strip().endswith("data: [DONE]") and "frontier." in events
+    assert len(log_lines(tmp_path)) == 2
+
+
+def test_sighup_reloads_the_index(tmp_path: Path, provider: FakeProvider) -> None:
+    index = build(tmp_path, provider)
+    with serve_process(index) as (proc, url):
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: httpx.get(url + "/readyz").json()["reloads"] == 1)
+        answer = httpx.post(url + "/v1/chat/completions", json=SAY_HELLO, timeout=30)
+        assert proc.poll() is None
+    assert answer.status_code == 200
+
+
+def test_worker_processes_share_the_port(tmp_path: Path, provider: FakeProvider) -> None:
+    index = build(tmp_path, provider)
+    with serve_process(index, "--workers", "2") as (proc, url), ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: httpx.post(url + "/v1/chat/completions", json=ASK_WEATHER, timeout=30),
+                range(16),
+            )
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert {a.status_code for a in answers} == {200}
+    assert len(log_lines(tmp_path)) == 16
+
+
+def test_a_request_cancelled_while_it_is_routed_still_gets_its_log_line(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    from tests.provider_kit import build as build_dispatch
+    from tests.provider_kit import run
+
+    router, dispatcher = build_dispatch(tmp_path, provider)
+
+    async def cancel_while_routing() -> None:
+        task = asyncio.ensure_future(
+            dispatcher.acomplete("will it rain today", router=router, request_id="r-1")
+        )
+        await asyncio.sleep(0)  # the task is now waiting for its routing thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancel_while_routing())
+    [line] = log_lines(tmp_path)
+    assert line["request_id"] == "r-1"
+    assert line["route"] == "weather"
+    assert line["error"] == "cancelled before a model was called"
+    assert provider.requests == []
