@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from semroute.cli import indexing, tuning
+from semroute.cli import difficulty, indexing, tuning
 from semroute.cli.options import INDEX_OPTION, JSON_OPTION
 from semroute.cli.options import warn as _warn
 from semroute.errors import SemrouteError
@@ -224,5 +224,7 @@ for _command in (
     indexing.validate_cmd,
     tuning.calibrate_cmd,
     tuning.eval_cmd,
+    difficulty.train_difficulty_cmd,
+    difficulty.eval_difficulty_cmd,
 ):
     main.add_command(_command)

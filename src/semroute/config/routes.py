@@ -34,6 +34,7 @@ from semroute.config.routefile import (
     DEFAULT_RUNTIME,
     DEFAULT_SCORER,
     DEFAULT_THRESHOLD,
+    DIFFICULTY_MODEL_FILE,
     ROUTE_FILE_SUFFIXES,
     SCORERS,
     ParsedFile,
@@ -111,6 +112,8 @@ class RouteSet:
     """The ``rules:`` (all files', in file order) and ``router.tiers``."""
     health: HealthSettings = field(default_factory=HealthSettings)
     """The ``router.health`` settings: when dispatch passes over an unhealthy model."""
+    difficulty: Path | None = None
+    """The folder of the difficulty model (``router.difficulty``, resolved against its file)."""
 
     def threshold_for(self, route: Route) -> float:
         return route.threshold if route.threshold is not None else self.settings.threshold
@@ -131,6 +134,8 @@ class RouteSet:
             payload["policy"] = self.policy.to_dict()
         if self.health != HealthSettings():  # absent by default, so older indexes stay fresh
             payload["health"] = dataclasses.asdict(self.health)
+        if self.difficulty is not None:  # the model's content, wherever its folder is
+            payload["difficulty"] = file_digest(self.difficulty / DIFFICULTY_MODEL_FILE)
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
     def dispatch_config(self) -> DispatchConfig:
@@ -223,7 +228,48 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         warnings=tuple(warnings),
         health=HealthSettings(**router_block[1].health.model_dump()),
     )
+    route_set = dataclasses.replace(route_set, difficulty=_difficulty_dir(parsed, router_block))
     return _with_policy(_with_models(route_set, parsed), parsed, router_block[1])
+
+
+def _difficulty_dir(parsed: list[ParsedFile], router_block: tuple[str, RouterSpec]) -> Path | None:
+    """The difficulty model's folder, checked to hold a model (its content is checked when
+    the index is built)."""
+    source, router = router_block
+    if router.difficulty is None:
+        return None
+    base = Path(source).parent if not source.startswith("<") else Path()
+    folder = base / router.difficulty
+    if not (folder / DIFFICULTY_MODEL_FILE).is_file():
+        node = next((p.node for p in parsed if p.source == source), None)
+        raise RouteConfigError(
+            f"no difficulty model at {folder} (no {DIFFICULTY_MODEL_FILE}); train one with "
+            f"`semroute train-difficulty DATA --out {folder}` or fix the path (relative to this "
+            "file)",
+            file=source,
+            field="router.difficulty",
+            line=line_of(node, ("router", "difficulty")),
+        )
+    return folder
+
+
+def _check_difficulty(route_set: RouteSet, parsed: list[ParsedFile]) -> None:
+    """A rule testing `difficulty` needs a model to compute it."""
+    rule = route_set.policy.uses("difficulty")
+    if rule is None or route_set.difficulty is not None:
+        return
+    for p in parsed:
+        for i, spec in enumerate(p.spec.rules):
+            if spec.name == rule.name:
+                raise RouteConfigError(
+                    "tests `difficulty` but the router has no difficulty model; set "
+                    "`router: {difficulty: DIR}` to a folder written by `semroute "
+                    "train-difficulty`",
+                    file=p.source,
+                    rule=rule.name,
+                    field="when",
+                    line=line_of(p.node, ("rules", i, "when")),
+                )
 
 
 def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSpec) -> RouteSet:
@@ -235,7 +281,9 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
         models |= {r.model for r in route_set.routes if r.model}
     routes = {r.name for r in route_set.routes}
     policy = policy_of(parsed, router.tiers, models=models, routes=routes)
-    return dataclasses.replace(route_set, policy=policy)
+    route_set = dataclasses.replace(route_set, policy=policy)
+    _check_difficulty(route_set, parsed)
+    return route_set
 
 
 def _router_block(
