@@ -9,6 +9,8 @@
     │   ├── StaleIndexError        the route files changed since the index was built
     │   └── EncoderMismatchError   the index was built with another encoder than the one asked for
     ├── DataError                  a labelled data file is unreadable or names no route (file, line)
+    ├── DifficultyModelError       a difficulty model folder is missing, damaged or for another
+    │                              encoder (path)
     ├── InvalidQueryError          a query is not a string or message list (also a TypeError)
     ├── DispatchError              every model of a fallback chain failed, or a stream broke
     │                              (attempts: each model tried, its error and latency)
@@ -39,6 +41,7 @@ __all__ = [
     "CorruptIndexError",
     "CostLimitError",
     "DataError",
+    "DifficultyModelError",
     "DispatchError",
     "EncoderError",
     "EncoderMismatchError",
@@ -134,6 +137,14 @@ class DataError(SemrouteError):
         self.line = line
         where = f"{self.file}:{line}" if line else self.file
         super().__init__(f"{where}: {message}")
+
+
+class DifficultyModelError(SemrouteError):
+    """A difficulty model (``semroute train-difficulty``'s output) cannot be used as it is."""
+
+    def __init__(self, message: str, *, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"difficulty model at {self.path}: {message}")
 
 
 class InvalidQueryError(SemrouteError, TypeError):

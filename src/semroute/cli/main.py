@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from semroute.cli import indexing, tuning
+from semroute.cli import difficulty, indexing, tuning
 from semroute.cli.options import INDEX_OPTION, JSON_OPTION
 from semroute.cli.options import warn as _warn
 from semroute.cli.serve import serve_cmd
@@ -234,5 +234,7 @@ for _command in (
     serve_cmd,
     tuning.calibrate_cmd,
     tuning.eval_cmd,
+    difficulty.train_difficulty_cmd,
+    difficulty.eval_difficulty_cmd,
 ):
     main.add_command(_command)

@@ -15,7 +15,15 @@ import yaml
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
-__all__ = ["SIGNALS", "Condition", "Test", "Where", "compile_condition", "is_number"]
+__all__ = [
+    "SIGNALS",
+    "Condition",
+    "Test",
+    "Where",
+    "compile_condition",
+    "is_number",
+    "tests_signal",
+]
 
 
 NUMBER, BOOL, TEXT = "number", "bool", "text"
@@ -25,6 +33,7 @@ SIGNALS: Mapping[str, str] = {
     "system_prompt_tokens": NUMBER,
     "max_cost_usd": NUMBER,
     "confidence": NUMBER,
+    "difficulty": NUMBER,
     "has_tools": BOOL,
     "has_images": BOOL,
     "json_mode": BOOL,
@@ -191,6 +200,15 @@ def _check_type(
         raise where.error(f"unknown route {value!r} (routes: {', '.join(sorted(routes))})", *at)
     if signal == "reason" and value not in REASONS:
         raise where.error(f"unknown reason {value!r} (one of {', '.join(REASONS)})", *at)
+
+
+def tests_signal(condition: Condition, signal: str) -> bool:
+    """Whether ``condition`` tests ``signal`` anywhere (in ``any`` and ``not`` too)."""
+    return (
+        any(t.signal == signal for t in condition.tests)
+        or any(tests_signal(c, signal) for group in condition.any_of for c in group)
+        or any(tests_signal(c, signal) for c in condition.none_of)
+    )
 
 
 def is_number(value: Any) -> bool:

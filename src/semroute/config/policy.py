@@ -33,6 +33,7 @@ from semroute.config.conditions import (
     Where,
     compile_condition,
     is_number,
+    tests_signal,
 )
 from semroute.config.routefile import DEFAULT_EXPECTED_OUTPUT, ParsedFile, TierSpec
 from semroute.config.yamlsafe import line_of
@@ -84,6 +85,10 @@ class Policy:
     def __bool__(self) -> bool:
         custom = self.expected_output_tokens != DEFAULT_EXPECTED_OUTPUT
         return bool(self.rules or self.tiers or self.route_limits or custom)
+
+    def uses(self, signal: str) -> Rule | None:
+        """The first rule that tests ``signal`` (None: no rule does)."""
+        return next((r for r in self.rules if tests_signal(r.condition, signal)), None)
 
     def ceiling(self, rule: Rule | None, route: str | None) -> float | None:
         """The strictest cost ceiling the rule (and its tier) and the route set (None: none)."""

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_RUNTIME",
     "DEFAULT_SCORER",
     "DEFAULT_THRESHOLD",
+    "DIFFICULTY_MODEL_FILE",
     "ROUTE_FILE_SUFFIXES",
     "SCORERS",
     "ParsedFile",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DIFFICULTY_MODEL_FILE = "difficulty.json"
+"""The file that marks a difficulty model's folder (see semroute.index.difficulty)."""
 DEFAULT_THRESHOLD = 0.5
 ScorerName = Literal["hybrid", "head", "nearest", "centroid", "top5"]
 RuntimeName = Literal["onnx", "onnx-int8", "static"]
@@ -234,6 +237,12 @@ class RouterSpec(_Strict):
         default=None,
         description="Send a sampled share of requests also to a reference model, in the "
         "background, and have a judge compare the answers.",
+    )
+    difficulty: NonBlank | None = Field(
+        default=None,
+        description="Folder of a model written by `semroute train-difficulty` (relative to this "
+        "file): rules can then test the `difficulty` signal (0-1; above 0.5: the model's "
+        "calibrated choice of the strong model).",
     )
 
 

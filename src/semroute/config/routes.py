@@ -36,6 +36,7 @@ from semroute.config.routefile import (
     DEFAULT_RUNTIME,
     DEFAULT_SCORER,
     DEFAULT_THRESHOLD,
+    DIFFICULTY_MODEL_FILE,
     ROUTE_FILE_SUFFIXES,
     SCORERS,
     ParsedFile,
@@ -118,6 +119,8 @@ class RouteSet:
     """Cascades and shadow evaluation (``cascade:``, ``accept:``, ``shadow:``)."""
     server: ServerSettings | None = None
     """The ``server:`` settings of ``semroute serve`` (None: no file has them)."""
+    difficulty: Path | None = None
+    """The folder of the difficulty model (``router.difficulty``, resolved against its file)."""
 
     def threshold_for(self, route: Route) -> float:
         return route.threshold if route.threshold is not None else self.settings.threshold
@@ -142,6 +145,8 @@ class RouteSet:
             payload["quality"] = self.quality.to_dict()
         if self.server is not None:  # absent without a `server:` block, likewise
             payload["server"] = self.server.to_dict()
+        if self.difficulty is not None:  # the model's content, wherever its folder is
+            payload["difficulty"] = file_digest(self.difficulty / DIFFICULTY_MODEL_FILE)
         return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
     def dispatch_config(self) -> DispatchConfig:
@@ -239,7 +244,47 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         health=HealthSettings(**router.health.model_dump()),
         server=_server_settings(server_file),
     )
+    route_set = dataclasses.replace(route_set, difficulty=_difficulty_dir(router, router_file))
     return _with_policy(_with_models(route_set, parsed), parsed, router)
+
+
+def _difficulty_dir(router: RouterSpec, router_file: ParsedFile | None) -> Path | None:
+    """The difficulty model's folder, checked to hold a model (its content is checked when
+    the index is built)."""
+    if router.difficulty is None or router_file is None:
+        return None
+    source, node = router_file.source, router_file.node
+    base = Path(source).parent if not source.startswith("<") else Path()
+    folder = base / router.difficulty
+    if not (folder / DIFFICULTY_MODEL_FILE).is_file():
+        raise RouteConfigError(
+            f"no difficulty model at {folder} (no {DIFFICULTY_MODEL_FILE}); train one with "
+            f"`semroute train-difficulty DATA --out {folder}` or fix the path (relative to this "
+            "file)",
+            file=source,
+            field="router.difficulty",
+            line=line_of(node, ("router", "difficulty")),
+        )
+    return folder
+
+
+def _check_difficulty(route_set: RouteSet, parsed: list[ParsedFile]) -> None:
+    """A rule testing `difficulty` needs a model to compute it."""
+    rule = route_set.policy.uses("difficulty")
+    if rule is None or route_set.difficulty is not None:
+        return
+    for p in parsed:
+        for i, spec in enumerate(p.spec.rules):
+            if spec.name == rule.name:
+                raise RouteConfigError(
+                    "tests `difficulty` but the router has no difficulty model; set "
+                    "`router: {difficulty: DIR}` to a folder written by `semroute "
+                    "train-difficulty`",
+                    file=p.source,
+                    rule=rule.name,
+                    field="when",
+                    line=line_of(p.node, ("rules", i, "when")),
+                )
 
 
 def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSpec) -> RouteSet:
@@ -254,12 +299,14 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
     quality, warnings = quality_of(
         parsed, models=models, deployments=route_set.models, policy=policy
     )
-    return dataclasses.replace(
+    route_set = dataclasses.replace(
         route_set,
         policy=policy,
         quality=quality,
         warnings=(*route_set.warnings, *warnings),
     )
+    _check_difficulty(route_set, parsed)
+    return route_set
 
 
 def _only_block(p: ParsedFile, found: ParsedFile | None, key: str) -> ParsedFile | None:

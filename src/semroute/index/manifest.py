@@ -35,6 +35,7 @@ from semroute.errors import REBUILD_HINT as REBUILD
 from semroute.errors import CorruptIndexError, IndexNotFoundError
 from semroute.files import atomic_write
 from semroute.index.checksums import MANIFEST, checksums_of
+from semroute.index.difficulty import DIFFICULTY_DIR, MODEL_FILE
 from semroute.index.head import HEAD_FILE
 from semroute.text import printable
 
@@ -57,7 +58,9 @@ OUT_OF_SCOPE_CLASS = "(out of scope)"
 MAX_MANIFEST_BYTES = 64 << 20
 """Far above any real manifest (a 150-route index's is about 60 kB); a bigger one is refused
 before it is read, so a hostile file cannot make loading take unbounded memory."""
-INDEX_ENTRIES = frozenset({MANIFEST, FAISS_FILE, UTTERANCES, HEAD_FILE, ENCODER_DIR})
+INDEX_ENTRIES = frozenset(
+    {MANIFEST, FAISS_FILE, UTTERANCES, HEAD_FILE, ENCODER_DIR, DIFFICULTY_DIR}
+)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -120,6 +123,15 @@ class HeadEntry(_Part):
     classes: list[Name]
 
 
+class DifficultyEntry(_Part):
+    """The difficulty model copied into the index (``difficulty/``)."""
+
+    dir: Literal["difficulty"]
+    fingerprint: str
+    """The encoder fingerprint the model was trained on: the index's own."""
+    trained_at: str
+
+
 class SourcesEntry(_Part):
     absolute: str | None = None
     relative: str | None = None
@@ -155,6 +167,7 @@ class Manifest(_Part):
     """Rules and tiers (absent when the route files have none)."""
     server: dict[str, Any] | None = None
     """The `server:` settings of `semroute serve` (absent when no route file has them)."""
+    difficulty: DifficultyEntry | None = None
     checksums: dict[str, str]
 
     @field_validator("scorer")
@@ -199,6 +212,10 @@ class Manifest(_Part):
         required = {FAISS_FILE, UTTERANCES} | ({HEAD_FILE} if self.head else set())
         if self.encoder.kind in ("onnx", "static"):
             required.add(f"{ENCODER_DIR}/encoder.json")
+        if self.difficulty is not None:
+            required.add(f"{DIFFICULTY_DIR}/{MODEL_FILE}")
+            if self.difficulty.fingerprint != self.encoder.fingerprint:
+                raise ValueError("the difficulty model was trained for another encoder")
         missing = sorted(required - self.checksums.keys())
         if missing:
             raise ValueError(f"no checksum for {', '.join(missing)}")
@@ -236,6 +253,7 @@ class Manifest(_Part):
         checksums: Mapping[str, str],
         policy: Mapping[str, Any] | None = None,
         server: Mapping[str, Any] | None = None,
+        difficulty: Mapping[str, Any] | None = None,
     ) -> Manifest:
         """A new index's manifest, validated (``path``: the index, for messages).
 
@@ -267,6 +285,8 @@ class Manifest(_Part):
             data["policy"] = dict(policy)
         if server is not None:
             data["server"] = dict(server)
+        if difficulty is not None:
+            data["difficulty"] = dict(difficulty)
         data["checksums"] = dict(checksums)
         data["build_seconds"] = build_seconds
         return _from_dict(data, path)
@@ -352,8 +372,14 @@ def validate(raw: bytes | str, path: Path) -> Manifest:
     except ValidationError as exc:
         raise CorruptIndexError(f"{MANIFEST}: {_first_problem(exc)}; {REBUILD}", path=path) from exc
     _check_dispatch(manifest.dispatch, path)
-    _policy(manifest.policy, path)
     _server(manifest.server, path)
+    rule = _policy(manifest.policy, path).uses("difficulty")
+    if rule is not None and manifest.difficulty is None:
+        raise CorruptIndexError(
+            f"rule {printable(repr(rule.name))} tests `difficulty` and the index holds no "
+            f"difficulty model; {REBUILD}",
+            path=path,
+        )
     return manifest
 
 

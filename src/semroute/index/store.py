@@ -7,6 +7,7 @@
     ├── index.faiss       L2-normalised utterance vectors (inner product = cosine)
     ├── utterances.json   the utterance texts, in vector order (routes', then out-of-scope examples)
     ├── head.npz          the learned head's arrays (see semroute.index.head), when the scorer uses one
+    ├── difficulty/       the difficulty model, when the route files set router.difficulty
     └── encoder/          a copy of the ONNX export the vectors came from (queries must use it)
 
 Loading never re-embeds anything and refuses an index that is corrupt (the manifest is checked
@@ -36,6 +37,7 @@ from semroute.encoders.base import EncoderInfo
 from semroute.errors import REBUILD_HINT as REBUILD
 from semroute.errors import (
     CorruptIndexError,
+    DifficultyModelError,
     EncoderMismatchError,
     IndexLoadError,
     IndexNotFoundError,
@@ -43,6 +45,7 @@ from semroute.errors import (
     StaleIndexError,
 )
 from semroute.index.checksums import open_files, verify_checksums
+from semroute.index.difficulty import DIFFICULTY_DIR, DifficultyModel, read_model
 from semroute.index.head import Head
 from semroute.index.manifest import (
     ENCODER_DIR,
@@ -88,6 +91,7 @@ class RouteIndex:
         store: VectorStore,
         utterances: list[str],
         head: Head | None = None,
+        difficulty: DifficultyModel | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
@@ -95,6 +99,8 @@ class RouteIndex:
         """Every example vector: the routes', then the out-of-scope examples'."""
         self.utterances = utterances
         self.head = head
+        self.difficulty = difficulty
+        """The difficulty model (``router.difficulty``), or None."""
         self.routes = tuple(
             IndexedRoute(
                 name=r.name,
@@ -209,7 +215,8 @@ class RouteIndex:
         head = None
         if manifest.head:
             head = _read_head(_fd_path(fds[manifest.head.file]), manifest, p)
-        return cls(where, manifest, store, utterances, head)
+        difficulty = _read_difficulty(fds, manifest, where, p) if manifest.difficulty else None
+        return cls(where, manifest, store, utterances, head, difficulty)
 
     def staleness(self) -> str | None:
         """Why this index no longer matches its route files, or None if it does (or they are gone)."""
@@ -287,6 +294,24 @@ def _read_head(file: Path, manifest: Manifest, p: Path) -> Head:
     ):
         raise CorruptIndexError(f"the learned head does not fit its routes; {REBUILD}", path=p)
     return head
+
+
+def _read_difficulty(
+    fds: dict[str, int], manifest: Manifest, where: Path, p: Path
+) -> DifficultyModel:
+    prefix = f"{DIFFICULTY_DIR}/"
+    files = {n[len(prefix) :]: _fd_path(fd) for n, fd in fds.items() if n.startswith(prefix)}
+    try:
+        model = read_model(where / DIFFICULTY_DIR, files)
+    except DifficultyModelError as exc:
+        raise CorruptIndexError(
+            f"its difficulty model is unusable ({exc}); {REBUILD}", path=p
+        ) from exc
+    if model.encoder_info.fingerprint != manifest.encoder.fingerprint:
+        raise CorruptIndexError(
+            f"its difficulty model was trained for another encoder; {REBUILD}", path=p
+        )
+    return model
 
 
 def _unchanged(files: dict[str, str]) -> bool:

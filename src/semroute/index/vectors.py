@@ -24,6 +24,7 @@ __all__ = [
     "VectorStore",
     "build_store",
     "choose_type",
+    "inner_products",
     "read_store",
 ]
 
@@ -91,22 +92,7 @@ class FaissStore:
         return self._approximate
 
     def similarities(self, queries: FloatArray, stop: int) -> FloatArray:
-        vectors = self._vectors[:stop]
-        if len(queries) > 1:
-            out: FloatArray = queries @ vectors.T  # BLAS: best for throughput
-            return out
-        # One query: FAISS's single-threaded SIMD kernel. numpy's multi-threaded BLAS would
-        # have to wake a worker thread after the encoder ran, which costs milliseconds when
-        # the other core is busy.
-        import faiss
-
-        n, dim = vectors.shape
-        sims = np.empty((1, n), dtype=np.float32)
-        query = np.ascontiguousarray(queries[0], dtype=np.float32)
-        faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
-            faiss.swig_ptr(sims), faiss.swig_ptr(query), faiss.swig_ptr(vectors), dim, n
-        )
-        return sims
+        return inner_products(queries, self._vectors[:stop])
 
     def search(self, queries: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
         sims, ids = self._index.search(queries, k)
@@ -120,6 +106,27 @@ class FaissStore:
         import faiss
 
         faiss.write_index(self._index, str(file))
+
+
+def inner_products(queries: FloatArray, rows: FloatArray) -> FloatArray:
+    """Each query's inner product with each of ``rows`` (C-contiguous float32): (queries, rows).
+
+    One query goes through FAISS's single-threaded SIMD kernel: numpy's multi-threaded BLAS
+    would have to wake a worker thread after the encoder ran, which costs milliseconds when the
+    other core is busy. Several go through BLAS, best for throughput.
+    """
+    if len(queries) != 1:
+        out: FloatArray = queries @ rows.T
+        return out
+    import faiss
+
+    n, dim = rows.shape
+    sims = np.empty((1, n), dtype=np.float32)
+    query = np.ascontiguousarray(queries[0], dtype=np.float32)
+    faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
+        faiss.swig_ptr(sims), faiss.swig_ptr(query), faiss.swig_ptr(rows), dim, n
+    )
+    return sims
 
 
 def read_store(file: Path) -> FaissStore:

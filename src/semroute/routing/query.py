@@ -43,8 +43,9 @@ _DROPPED = re.compile(
 _ASCII_DROPPED = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _SPACES = re.compile(r"\s{2,}|[^\S ]")
 
-Scored = tuple["npt.NDArray[np.float32]", "npt.NDArray[np.int64]", bool]
-"""One query's per-route confidences, closest examples, and whether the encoder cut it."""
+Scored = tuple["npt.NDArray[np.float32]", "npt.NDArray[np.int64]", bool, float | None]
+"""One query's per-route confidences, closest examples, whether the encoder cut it, and its
+difficulty (None when no rule tests it)."""
 
 
 def fit(text: str, window: int) -> tuple[str, bool]:

@@ -19,7 +19,8 @@ from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
 from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
 from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
-from semroute.routing.conversation import Message, route_messages
+from semroute.routing.conversation import Message, route_messages, user_turns
+from semroute.routing.difficulty import difficulty
 from semroute.routing.policy import apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
@@ -91,6 +92,8 @@ class Router:
         self.policy = index.manifest.rules(index.path)
         self._dispatch_settings = index.manifest.dispatch
         self._candidates: Candidates | None = None
+        # Computed only when a rule tests it, from the embedding routing already made.
+        self._difficulty = index.difficulty if self.policy.uses("difficulty") else None
         self._scorer = scorer_for(self.scorer)
         self._store = index.store
         self._starts = np.array([r.start for r in index.routes], dtype=np.int64)
@@ -163,13 +166,13 @@ class Router:
         :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
         neither step runs.
         """
-        decision = self._semantic(query)
+        decision, hard = self._semantic(query)
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
         checked = self.policy.rules or self.policy.route_limits
         if not checked and request is None and not hints:
             return decision
         started = time.perf_counter()
-        signals = extract(_messages_of(query, request), request, hints)
+        signals = extract(_messages_of(query, request), request, hints).with_difficulty(hard)
         out = apply(self.policy, signals, decision, self.candidates)
         return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
 
@@ -182,15 +185,21 @@ class Router:
             )
         return self._candidates
 
-    def _semantic(self, query: str | Sequence[Message]) -> Decision:
+    def _semantic(self, query: str | Sequence[Message]) -> tuple[Decision, float | None]:
+        """The semantic decision, and the query's difficulty when a rule tests it."""
         if not isinstance(query, str):
-            return route_messages(query, self.conversation, self.route_batch)
+            decision = route_messages(query, self.conversation, self.route_batch)
+            if self._difficulty is None:
+                return decision, None
+            # The last user turn's difficulty: one more (cached) encode, only when tested.
+            turns = user_turns(query)
+            return decision, self._semantic(turns[-1] if turns else "")[1]
         started = time.perf_counter()
         text, cut = self._prepare(query)
         if not text:
-            return self._empty(started)
-        conf, best, truncated = self._scored(text) if self._scored else self._score_one(text)
-        return self._decision(conf, best, truncated or cut, started)
+            return self._empty(started), None
+        conf, best, truncated, hard = self._scored(text) if self._scored else self._score_one(text)
+        return self._decision(conf, best, truncated or cut, started), hard
 
     def cache_info(self) -> functools._CacheInfo | None:
         """Hits, misses and size of the query cache (None when it is off)."""
@@ -214,7 +223,8 @@ class Router:
         emb = self.encoder.encode([query])
         conf, best = self._confidence(emb.vectors)
         conf.flags.writeable = best.flags.writeable = False  # shared through the cache
-        return conf[0], best[0], bool(emb.truncated[0])
+        hard = float(difficulty(self._difficulty, emb.vectors)[0]) if self._difficulty else None
+        return conf[0], best[0], bool(emb.truncated[0]), hard
 
     def route_batch(self, queries: Sequence[str], *, batch_size: int = 256) -> list[Decision]:
         """Route many queries, encoding them in batches. Each decision's latency is its share.

@@ -60,6 +60,9 @@ class Signals:
     route: str | None = None
     confidence: float = 0.0
     reason: str | None = None
+    difficulty: float | None = None
+    """How likely the query needs the strong model (0-1, see :mod:`semroute.routing.difficulty`);
+    None when the index has no difficulty model or no rule tests it."""
 
     def get(self, name: str) -> Any:
         if name.startswith("metadata."):
@@ -69,11 +72,18 @@ class Signals:
     def with_decision(self, route: str | None, confidence: float, reason: str) -> Signals:
         return dataclasses.replace(self, route=route, confidence=confidence, reason=reason)
 
+    def with_difficulty(self, difficulty: float | None) -> Signals:
+        return dataclasses.replace(self, difficulty=difficulty)
+
     def to_dict(self) -> dict[str, Any]:
         """Every signal but the user text (which the decision log must not hold)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "text"}
         out["metadata"] = dict(self.metadata)
         out["confidence"] = round(self.confidence, 6)
+        if self.difficulty is None:  # absent without a difficulty model, as before it existed
+            del out["difficulty"]
+        else:
+            out["difficulty"] = round(self.difficulty, 6)
         return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from semroute.config.routes import SCORERS, RouteSet, file_digest, load_routes, 
 from semroute.encoders.base import Encoder, EncoderInfo
 from semroute.errors import SemrouteError
 from semroute.index.checksums import checksums_of
+from semroute.index.difficulty import DIFFICULTY_DIR, MODEL_FILE, DifficultyModel, read_model
 from semroute.index.head import HEAD_FILE, Head, fit_head
 from semroute.index.manifest import (
     ENCODER_DIR,
@@ -89,6 +91,7 @@ def build_index(
     shown = Path(out)
     out = _prepare_out(shown, routes)
     encoder, export_dir = _encoder(routes, encoder)
+    difficulty = _difficulty_model(routes, encoder.info)
 
     with build_lock(out):
         writable_out(shown, routes.root)  # again: the folder may have changed while we embedded
@@ -109,7 +112,13 @@ def build_index(
         fields = _manifest_fields(routes, encoder.info, chosen, table, len(texts), index_meta, out)
         carried = previous if kept else None
         fields.update(_head_and_calibration(routes, table, head, carried, fields["built_at"]))
-        _write(out, fields, store, texts, head, export_dir, started)
+        if difficulty is not None:
+            fields["difficulty"] = {
+                "dir": DIFFICULTY_DIR,
+                "fingerprint": difficulty.encoder_info.fingerprint,
+                "trained_at": difficulty.spec.trained_at,
+            }
+        _write(out, fields, store, texts, head, export_dir, started, difficulty)
 
     return BuildReport(
         path=shown,
@@ -142,6 +151,16 @@ def _encoder(routes: RouteSet, encoder: Encoder | None) -> tuple[Encoder, Path |
 
     export_dir = ensure_encoder(routes.settings.encoder, routes.settings.encoder_runtime)
     return load_encoder_dir(export_dir, threads=None), export_dir
+
+
+def _difficulty_model(routes: RouteSet, info: EncoderInfo) -> DifficultyModel | None:
+    """The route files' difficulty model, checked whole and refused if it was trained on
+    another encoder's embeddings than the index's (its scores would mean nothing)."""
+    if routes.difficulty is None:
+        return None
+    model = read_model(routes.difficulty)
+    model.check_encoder(info)
+    return model
 
 
 def _head_and_calibration(
@@ -198,11 +217,16 @@ def _write(
     head: Head | None,
     export_dir: Path | None,
     started: float,
+    difficulty: DifficultyModel | None = None,
 ) -> None:
     """Write every file of the index and swap it in; the manifest, with the others'
     checksums, comes last."""
 
     def fill(tmp: Path) -> None:
+        if difficulty is not None:  # only the model's own files, not whatever else is there
+            (tmp / DIFFICULTY_DIR).mkdir()
+            for name in (MODEL_FILE, *difficulty.spec.checksums):
+                shutil.copyfile(difficulty.path / name, tmp / DIFFICULTY_DIR / name)
         store.write(tmp / FAISS_FILE)
         (tmp / UTTERANCES).write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
         if head is not None:
@@ -350,8 +374,14 @@ def _sources(routes: RouteSet, out: Path) -> dict[str, Any]:
         "absolute": str(folder),
         "relative": os.path.relpath(folder, out.resolve()),
         "files": {f.name: file_digest(f) for f in route_files(folder)},
-        "model_files": {str(f.resolve()): file_digest(f) for f in routes.model_files},
+        "model_files": {str(f.resolve()): file_digest(f) for f in _tracked(routes)},
     }
+
+
+def _tracked(routes: RouteSet) -> list[Path]:
+    """Files besides the route files whose change makes the index stale."""
+    extra = [routes.difficulty / MODEL_FILE] if routes.difficulty is not None else []
+    return [*routes.model_files, *extra]
 
 
 def _version() -> str:
