@@ -388,3 +388,29 @@ def test_router_complete_still_works_with_a_deprecation_warning(
         result = run(router.acomplete("hello there"))
     assert result.model == "frontier"
     assert len(log_lines(tmp_path)) == 2
+
+
+def test_dispatchers_that_are_gone_leave_litellm_room_for_cooldowns(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    """LiteLLM keeps at most 100 callbacks per list; a router registered past that gets no
+    cooldowns. A gateway builds a dispatcher per index reload: the ones gone must leave."""
+    import gc
+
+    import litellm
+
+    router, first = build(tmp_path, provider)
+    first.complete("will it rain today", router=router)
+    for i in range(120):
+        dispatcher = Dispatcher.for_index(router.index)
+        dispatcher.complete("will it rain today", router=router)
+        if i % 2:
+            dispatcher.close()  # closed, or merely dropped
+        del dispatcher
+    gc.collect()
+    last = Dispatcher.for_index(router.index)
+    last.complete("will it rain today", router=router)
+    callbacks = litellm.failure_callback
+    registered = [getattr(c, "__self__", None) for c in callbacks]
+    assert last._provider.litellm_router() in registered
+    assert len(callbacks) < 100

@@ -226,8 +226,10 @@ class Dispatcher:
         return await self._walk(call, escalation)
 
     def close(self) -> None:
-        """Close the decision log file (the next request reopens it)."""
+        """Close the decision log file and release LiteLLM's router (the next request reopens
+        the one and builds the other)."""
         self._logs.close()
+        self._provider.close()
 
     def __enter__(self) -> Dispatcher:
         return self

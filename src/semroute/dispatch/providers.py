@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -159,7 +160,19 @@ class Provider:
             **_shared_cooldowns(self.redis_url),
         )
         self._unusable = self._known - set(router.get_model_names())
+        # A LiteLLM router registers its cooldown and usage callbacks in LiteLLM's global lists,
+        # which hold at most 100 (LITELLM_MAX_CALLBACKS): past that, a new router silently gets
+        # no cooldowns. Take them out when this provider is closed or collected (a gateway
+        # builds one per index reload; a test suite, hundreds).
+        weakref.finalize(self, router.discard)
         return router
+
+    def close(self) -> None:
+        """Unregister the LiteLLM router's callbacks; the next request builds a new router."""
+        with self._lock:
+            router, self._router = self._router, None
+        if router is not None:
+            router.discard()
 
     def describe(self, exc: BaseException, model: str, kwargs: Mapping[str, Any]) -> str:
         """One line for a failed attempt, with every credential LiteLLM could send masked."""
