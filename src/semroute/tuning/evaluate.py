@@ -9,7 +9,6 @@ without re-encoding anything.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import numpy.typing as npt
 import semroute.text as text
 from semroute.errors import DataError
 from semroute.routing.rule import choose
+from semroute.tuning.jsonl import read_jsonl
 
 if TYPE_CHECKING:
     from semroute.routing.router import Router, Scores
@@ -65,27 +65,9 @@ def load_labelled(path: str | Path) -> Labelled:
     replaced with U+FFFD, as in queries (see :mod:`semroute.text`).
     """
     p = Path(path)
-    try:
-        # Split on newlines only: splitlines() would also cut a JSON string holding U+2028 or
-        # U+0085, which JSON allows unescaped.
-        lines = p.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read it ({exc}); pass a UTF-8 JSON-lines file", file=p) from exc
     texts: list[str] = []
     labels: list[str] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"not valid JSON ({exc.args[0]})", file=p, line=number) from exc
-        except RecursionError as exc:
-            raise DataError(
-                'nested too deeply to read; a row is one flat {"text": ..., "label": ...} object',
-                file=p,
-                line=number,
-            ) from exc
+    for number, row in read_jsonl(p, '{"text": ..., "label": ...}'):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise DataError('expected an object with a string "text"', file=p, line=number)
         label = row.get("label")

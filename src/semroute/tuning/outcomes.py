@@ -10,7 +10,6 @@ training learn a per-domain prior. Every row is checked; a problem is one
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy.typing as npt
 
 import semroute.text as text
 from semroute.errors import DataError
+from semroute.tuning.jsonl import read_jsonl
 
 __all__ = ["Outcomes", "load_outcomes"]
 
@@ -56,21 +56,14 @@ class Outcomes:
 def load_outcomes(path: str | Path) -> Outcomes:
     """Read and check a JSON-lines file of ``{"prompt", "weak", "strong"}`` rows."""
     p = Path(path)
-    try:
-        # Split on newlines only: splitlines() would also cut a JSON string holding U+2028.
-        lines = p.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read it ({exc}); pass a UTF-8 JSON-lines file", file=p) from exc
     prompts: list[str] = []
     weak: list[float] = []
     strong: list[float] = []
     domains: list[Any] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, value in read_jsonl(p, '{"prompt", "weak", "strong"}'):
         if len(prompts) >= MAX_ROWS:
             raise DataError(f"holds more than {MAX_ROWS:,} rows; split it", file=p, line=number)
-        row = _row(line, p, number)
+        row = _row(value, p, number)
         prompts.append(text.clean(row["prompt"]))
         weak.append(_quality(row, "weak", p, number))
         strong.append(_quality(row, "strong", p, number))
@@ -89,13 +82,7 @@ def load_outcomes(path: str | Path) -> Outcomes:
     )
 
 
-def _row(line: str, p: Path, number: int) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except ValueError as exc:
-        raise DataError(f"not valid JSON ({exc.args[0]})", file=p, line=number) from exc
-    except RecursionError as exc:
-        raise DataError("nested too deeply to be a row", file=p, line=number) from exc
+def _row(row: Any, p: Path, number: int) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise DataError(
             f'expected an object {{"prompt", "weak", "strong"}}, got {type(row).__name__}',
