@@ -96,7 +96,7 @@ def train_difficulty(
     assert isinstance(raw, np.ndarray)
     threshold, share = _calibrate(raw, rows, target)
     knots = _knots(raw, threshold, share)
-    metrics = _train_metrics(raw, threshold, rows)
+    metrics = _metrics(raw, raw > threshold, rows)
     fitted = fit_components(x, rows.weak, rows.strong, rows.domains)
     spec, arrays = _spec(fitted, encoder, runtime, centers, scales, knots, threshold, target)
     spec["training"] = {**metrics, "folds": FOLDS, "components": names}
@@ -114,23 +114,8 @@ def evaluate_difficulty(
     model.check_encoder(encoder.info)
     x = embed(encoder, rows.prompts, None)
     scores = raw_scores(model, x)
-    try:
-        m = gap_metrics(scores, rows.weak, rows.strong)
-    except ValueError as exc:
-        raise DataError(str(exc), file=rows.source) from exc
-    strong_calls = difficulty(model, x) > 0.5
-    quality = quality_at(strong_calls, rows.weak, rows.strong)
-    gap = m.strong_quality - m.weak_quality
     return {
-        "n": m.n,
-        "apgr": m.apgr,
-        "cpt50": m.cpt50,
-        "cpt80": m.cpt80,
-        "strong_share": float(strong_calls.mean()),
-        "quality": quality,
-        "pgr_at_threshold": (quality - m.weak_quality) / gap,
-        "weak_quality": m.weak_quality,
-        "strong_quality": m.strong_quality,
+        **_metrics(scores, difficulty(model, x) > 0.5, rows),
         "target": dict(model.spec.target),
         "threshold": model.spec.threshold,
     }
@@ -241,18 +226,22 @@ def _knots(
     return xs, ys
 
 
-def _train_metrics(
-    raw: npt.NDArray[np.float64], threshold: float, rows: Outcomes
+def _metrics(
+    scores: npt.NDArray[np.float64], strong_calls: npt.NDArray[np.bool_], rows: Outcomes
 ) -> dict[str, Any]:
-    m = gap_metrics(raw, rows.weak, rows.strong)
-    calls = raw > threshold
-    quality = quality_at(calls, rows.weak, rows.strong)
+    """The metrics of a router scoring ``rows`` with ``scores``, and the share and quality
+    reached when it sends ``strong_calls`` to the strong model."""
+    try:
+        m = gap_metrics(scores, rows.weak, rows.strong)
+    except ValueError as exc:
+        raise DataError(str(exc), file=rows.source) from exc
+    quality = quality_at(strong_calls, rows.weak, rows.strong)
     return {
         "n": m.n,
         "apgr": m.apgr,
         "cpt50": m.cpt50,
         "cpt80": m.cpt80,
-        "strong_share": float(calls.mean()),
+        "strong_share": float(strong_calls.mean()),
         "quality": quality,
         "pgr_at_threshold": (quality - m.weak_quality) / (m.strong_quality - m.weak_quality),
         "weak_quality": m.weak_quality,
