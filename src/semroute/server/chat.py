@@ -82,9 +82,10 @@ class Gateway:
             client = self.keys.check(request.headers)
             body = await self._body(request, route_only=True)
             hints = _hints(request.headers, client)
-            request_fields = {"messages": body.message_list(), **body.params()}
+            messages = body.message_list()
+            request_fields = {"messages": messages, **body.params()}
             decision = await asyncio.to_thread(
-                loaded.router.route, body.message_list(), request=request_fields, **hints
+                loaded.router.route, messages, request=request_fields, **hints
             )
         except ApiError as exc:
             return self._refuse("route", exc, request_id, None, loaded.catalog.label)
