@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: machine details and writing results into the repo."""
+"""Shared by the benchmark scripts: machine details, writing results into the repo, and
+keeping embeddings between runs."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import platform
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEMROUTE_DATA", ROOT.parent / "shared" / "data"))
@@ -117,3 +122,16 @@ def require_data(*parts: str) -> Path:
     if not path.exists():
         sys.exit(f"error: {path} not found; set SEMROUTE_DATA to the folder holding clinc150/")
     return path
+
+
+def cached_vectors(path: Path, what: str, encode: Callable[[], np.ndarray]) -> np.ndarray:
+    """``encode()``'s vectors, kept at ``path`` so a second run skips the encoder; ``what``
+    (say, "7093 train prompts") names them in the line that times the first run."""
+    if path.exists():
+        return np.load(path)
+    started = time.perf_counter()
+    vectors = encode()
+    print(f"encoded {what} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors

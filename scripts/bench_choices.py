@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from _bench import machine, machine_markdown, require_data, save
+from _bench import cached_vectors, machine, machine_markdown, require_data, save
 
 Array = npt.NDArray[np.float32]
 C_GRID = (1.0, 10.0, 100.0)
@@ -50,18 +50,11 @@ def encode(runtime: str, texts: list[str], work: Path, name: str) -> Array:
     from semroute.config.routes import DEFAULT_ENCODER
     from semroute.encoders.export import load_encoder
 
-    cached = work / f"{name}-{runtime}.npy"
-    if cached.exists():
-        return np.load(cached)
-    started = time.perf_counter()
-    vectors = load_encoder(DEFAULT_ENCODER, runtime=runtime).encode(texts).vectors
-    print(
-        f"encoded {len(texts)} {name} texts ({runtime}) in {time.perf_counter() - started:.0f} s",
-        file=sys.stderr,
+    return cached_vectors(
+        work / f"{name}-{runtime}.npy",
+        f"{len(texts)} {name} texts ({runtime})",
+        lambda: load_encoder(DEFAULT_ENCODER, runtime=runtime).encode(texts).vectors,
     )
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(cached, vectors)
-    return vectors
 
 
 def int8_cosine(work: Path) -> dict[str, Any]:

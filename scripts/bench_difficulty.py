@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from _bench import ROOT, machine, machine_markdown, require_data, save
+from _bench import ROOT, cached_vectors, machine, machine_markdown, require_data, save
 from semroute.encoders.base import Embeddings, Encoder, EncoderInfo
 
 CACHE = ROOT / ".bench" / "difficulty"
@@ -57,18 +56,11 @@ class Cached:
 
 def embeddings(encoder: Encoder, name: str, prompts: list[str], path: Path) -> np.ndarray:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    cached = CACHE / f"{name}-{encoder.info.fingerprint}-{digest}.npy"
-    if cached.exists():
-        return np.load(cached)
-    started = time.perf_counter()
-    vectors = encoder.encode(prompts).vectors
-    print(
-        f"embedded {len(prompts)} {name} prompts in {time.perf_counter() - started:.0f} s",
-        file=sys.stderr,
+    return cached_vectors(
+        CACHE / f"{name}-{encoder.info.fingerprint}-{digest}.npy",
+        f"{len(prompts)} {name} prompts",
+        lambda: encoder.encode(prompts).vectors,
     )
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(cached, vectors)
-    return vectors
 
 
 def baselines(train: Any, test: Any, x_train: np.ndarray, x_test: np.ndarray) -> dict[str, Any]:
