@@ -5,13 +5,13 @@ one-line :class:`RouteConfigError` naming the file, line, rule and field.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
+from semroute.config.regex import UserPattern, compile_user_pattern
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
@@ -45,7 +45,6 @@ SIGNALS: Mapping[str, str] = {
 """Every signal a rule can test, with its type (plus ``text_matches`` and ``metadata.KEY``)."""
 COMPARISONS = ("gt", "gte", "lt", "lte")
 REASONS = ("matched", "below_threshold", "ambiguous", "empty_query", "sticky")
-MAX_PATTERN = 1000
 
 Op = Literal["eq", "in", "gt", "gte", "lt", "lte", "regex"]
 
@@ -58,7 +57,7 @@ class Test:
     op: Op
     value: Any
     negate: bool = False
-    pattern: re.Pattern[str] | None = None
+    pattern: UserPattern | None = None
 
 
 @dataclass(frozen=True)
@@ -118,12 +117,10 @@ def compile_condition(
 def _regex(value: Any, where: Where, at: tuple[Any, ...]) -> Test:
     if not isinstance(value, str) or not value:
         raise where.error(f"should be a regular expression in quotes (got {value!r})", *at)
-    if len(value) > MAX_PATTERN:
-        raise where.error(f"pattern longer than {MAX_PATTERN} characters", *at)
     try:
-        pattern = re.compile(value)
-    except re.error as exc:
-        raise where.error(f"invalid regular expression: {exc}", *at) from None
+        pattern = compile_user_pattern(value)
+    except ValueError as exc:
+        raise where.error(str(exc), *at) from None
     return Test("text", "regex", value, pattern=pattern)
 
 

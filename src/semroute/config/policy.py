@@ -11,7 +11,7 @@ A condition (``when:``) maps signal names to tests, all of which must hold. A te
 (equality), ``{in: [...]}``, ``{gt|gte|lt|lte: number}`` (several are all required), or
 ``{not: test}``; ``any: [condition, ...]`` holds when one of its conditions does and
 ``not: condition`` when it does not. ``text_matches`` is a regular expression searched in the
-user text. ``metadata.KEY`` tests the caller's metadata. Everything is checked here, once: a
+user text, run by RE2 in linear time (see :mod:`semroute.config.regex`). ``metadata.KEY`` tests the caller's metadata. Everything is checked here, once: a
 problem is a one-line :class:`RouteConfigError` naming the file, line, rule and field. Applying a
 policy is :mod:`semroute.routing.policy`'s job.
 """

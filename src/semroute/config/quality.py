@@ -17,12 +17,13 @@ here validate one file; the checks that need every file (model names) are in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from semroute.config.regex import MAX_PATTERN, compile_user_pattern
 
 __all__ = [
     "MAX_CHECKED_CHARS",
@@ -36,10 +37,9 @@ __all__ = [
     "ShadowSpec",
 ]
 
-MAX_PATTERN = 1000
 MAX_CHECKED_CHARS = 100_000
-"""An answer longer than this fails the regex and JSON checks unread: Python's regular
-expressions cannot be interrupted, so the input is what bounds a slow pattern's time."""
+"""An answer longer than this fails the regex and JSON checks unread: both take time linear in
+the answer (the regex runs on RE2, see :mod:`semroute.config.regex`), so its size bounds it."""
 
 
 def _not_blank(value: str) -> str:
@@ -49,10 +49,7 @@ def _not_blank(value: str) -> str:
 
 
 def _compiled(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
+    compile_user_pattern(value)  # a ValueError saying what RE2 refused
     return value
 
 

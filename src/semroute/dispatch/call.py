@@ -14,6 +14,7 @@ from semroute.config.pricing import UnknownPriceWarning, price_of
 from semroute.decision import Skip
 from semroute.dispatch.health import Outcome, counts_as_failure
 from semroute.dispatch.log import entry
+from semroute.dispatch.log_metadata import logged_signals
 from semroute.dispatch.providers import import_litellm
 from semroute.dispatch.result import DispatchResult, text_of
 from semroute.errors import DispatchError
@@ -291,8 +292,9 @@ class Call:
 
 
 def _policy_fields(decision: Decision) -> dict[str, Any]:
-    """What rules added to the decision, for the log line (the signals hold no user text)."""
-    signals = dict(decision.signals) if decision.signals is not None else None
+    """What rules added to the decision, for the log line (the signals hold no user text, and
+    only a bounded part of the caller's metadata)."""
+    signals = logged_signals(decision.signals)
     return {
         "recommended_model": decision.recommended_model or decision.model,
         "rule": decision.rule,

@@ -27,8 +27,8 @@ a shadow setting is, when sampled, evaluated in the background after it has been
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from semroute.routing.router import Router
 
 __all__ = ["AsyncDispatchStream", "DispatchResult", "DispatchStream", "Dispatcher"]
+
+_log = logging.getLogger(__name__)
 
 
 class Dispatcher:
@@ -216,11 +218,16 @@ class Dispatcher:
             except asyncio.CancelledError:
                 # The caller went away while the request was routed (a gateway's client hung
                 # up): routing ends in its thread anyway, and the request gets its log line.
-                # (A refusal by a rule is logged by _start itself; a bad query never is.)
-                with contextlib.suppress(SemrouteError, TypeError):
+                # (A refusal by a rule is logged by _start itself.) Any other error has no one
+                # left to raise it to, so it is logged here rather than lost.
+                try:
                     decision = await routing
                     call, _ = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
                     call.log(None, None, "cancelled before a model was called", None)
+                except (BlockedError, CostLimitError):
+                    pass
+                except (SemrouteError, TypeError) as exc:
+                    _log.warning("request %s, cancelled while routed, failed: %s", request_id, exc)
                 raise
         call, escalation = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
         return await self._walk(call, escalation)

@@ -19,7 +19,9 @@ import json
 import math
 import os
 import stat
+import sys
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +41,9 @@ __all__ = ["LOG_ENV", "DecisionLog", "DecisionLogs", "LogStats", "entry", "summa
 
 LOG_ENV = "SEMROUTE_LOG"
 TOP_SCORES = 3
+REPORT_EVERY_S = 60.0
+"""A problem writing the log is reported at once, then at most once a minute while it lasts."""
+MAX_REPORTED = 64
 
 
 def entry(
@@ -104,12 +109,14 @@ class DecisionLog:
         self.path = Path(path)
         self._fd: int | None = None
         self._lock = threading.Lock()
-        self._warned = False
+        self._report_lock = threading.Lock()
+        self._reported: dict[str, tuple[float, int]] = {}
+        """Per distinct problem: when it was last reported, and how many since were not."""
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one record. A record that cannot be written (a failing disk, a path that is
-        not a regular file, a value JSON cannot hold) is reported once as a warning, never
-        raised: the request it describes has already been answered."""
+        not a regular file, a value JSON cannot hold) is reported as a warning (see
+        :meth:`_warn`), never raised: the request it describes has already been answered."""
         try:
             data = memoryview(_encode(record))
         except (TypeError, ValueError, RecursionError) as exc:
@@ -124,9 +131,29 @@ class DecisionLog:
                 self._warn(f"cannot write the decision log {self.path} ({exc})")
 
     def _warn(self, problem: str) -> None:
-        if not self._warned:
-            self._warned = True
-            warnings.warn(f"{problem}; requests go on without it", RuntimeWarning, stacklevel=3)
+        """Report ``problem`` as a RuntimeWarning: each distinct one at once, then at most once
+        per :data:`REPORT_EVERY_S` seconds, with how many were not reported in between."""
+        now = time.monotonic()
+        with self._report_lock:
+            last, held_back = self._reported.get(problem, (None, 0))
+            if last is not None and now - last < REPORT_EVERY_S:
+                self._reported[problem] = (last, held_back + 1)
+                return
+            if len(self._reported) >= MAX_REPORTED:  # forget the oldest distinct problem
+                del self._reported[next(iter(self._reported))]
+            self._reported.pop(problem, None)
+            self._reported[problem] = (now, 0)
+        more = f" ({held_back} more since the last report)" if held_back else ""
+        frame = sys._getframe(2)  # the caller of write(), as stacklevel=3 would name
+        # warn_explicit with no registry: Python's own once-per-place filter would hide every
+        # later report of the same problem; the rate limit above is the one that applies.
+        warnings.warn_explicit(
+            f"{problem}; requests go on without it{more}",
+            RuntimeWarning,
+            frame.f_code.co_filename,
+            frame.f_lineno,
+            module=frame.f_globals.get("__name__", "semroute"),
+        )
 
     def _open(self) -> int:
         """The descriptor, reopened when the file was moved or deleted (log rotation)."""
