@@ -3,7 +3,10 @@ balancer: what one learns about a failing model, or spends on a key, the other k
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis as redis_py
 
+from semroute.server.spend import key_id, utc_today
 from semroute.testing import FakeProvider
 from tests.gateway_kit import build, serve_process
 from tests.provider_kit import KEY, KEY_ENV
@@ -20,11 +25,16 @@ from tests.redis_kit import RedisServer, running_redis
 
 APP_KEY = "sk-semroute-replicas-app-5d1e7c"
 SMALL_KEY = "sk-semroute-replicas-small-92ab4f"
+RACE_KEY = "sk-semroute-replicas-race-0b6f13"
+# "hello there" is answered by frontier with "Hello from frontier.": 2 prompt tokens at $1/M and
+# 3 completion tokens at $2/M.
+HELLO_COST = 2 * 1e-6 + 3 * 2e-6
 SERVER = {
     "keys": [
         "os.environ/REPLICA_APP_KEY",
         # Every answer costs more than this: one request spends the whole day's budget.
         {"key": "os.environ/REPLICA_SMALL_KEY", "budget_usd_per_day": 1e-9},
+        {"key": "os.environ/REPLICA_RACE_KEY", "budget_usd_per_day": 2.5 * HELLO_COST},
     ],
     "redis_url": "os.environ/REPLICA_REDIS_URL",
 }
@@ -50,6 +60,7 @@ def start(stack: ExitStack, index: Path, redis: RedisServer) -> str:
         KEY_ENV: KEY,
         "REPLICA_APP_KEY": APP_KEY,
         "REPLICA_SMALL_KEY": SMALL_KEY,
+        "REPLICA_RACE_KEY": RACE_KEY,
         "REPLICA_REDIS_URL": redis.url,
     }
     _, url = stack.enter_context(serve_process(index, env=env))
@@ -106,6 +117,46 @@ def test_a_keys_daily_budget_is_shared_by_the_replicas(replicas: Replicas) -> No
     assert ask(replicas.b, APP_KEY, "hello there").headers["x-semroute-model"] == "frontier"
 
 
+def test_replicas_racing_on_one_budget_overshoot_it_by_their_requests_in_flight(
+    replicas: Replicas,
+) -> None:
+    provider = replicas.provider
+
+    def hello(url: str) -> Any:
+        try:
+            return ask(url, RACE_KEY, "hello there")
+        except openai.APIStatusError as exc:
+            return exc.status_code
+
+    # Two requests in turn, one through each replica: 2 costs spent, under 2.5.
+    for url in (replicas.a, replicas.b):
+        raw = hello(url)
+        assert float(raw.headers["x-semroute-cost-usd"]) == pytest.approx(HELLO_COST)
+    # Then two at once on each replica, held at the provider until all four are in flight:
+    # each was let in under the budget, so each is answered and charged.
+    gate = threading.Event()
+    provider.answer("frontier", gate=gate)
+    before = provider.hits("frontier")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            racing = [pool.submit(hello, url) for url in (replicas.a, replicas.b) * 2]
+            deadline = time.monotonic() + 30
+            while provider.hits("frontier") < before + 4:
+                assert time.monotonic() < deadline, "the four requests never were in flight"
+                time.sleep(0.02)
+            gate.set()
+            outs = [f.result() for f in racing]
+    finally:
+        provider.answer("frontier")
+    assert [o if isinstance(o, int) else 200 for o in outs] == [200] * 4
+    client = redis_py.Redis.from_url(replicas.redis.url)
+    spent = float(client.get(f"semroute:spend:{key_id(RACE_KEY)}:{utc_today()}") or 0)
+    assert spent == pytest.approx(6 * HELLO_COST)  # every answer counted once
+    # The documented bound: past the budget by at most what the requests in flight cost.
+    assert spent - 2.5 * HELLO_COST <= 4 * HELLO_COST
+    assert hello(replicas.a) == 402 and hello(replicas.b) == 402
+
+
 def test_a_replica_keeps_answering_when_redis_goes_away(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,11 +167,17 @@ def test_a_replica_keeps_answering_when_redis_goes_away(
         a = start(stack, build(tmp_path, provider, server=SERVER), redis)
         assert ask(a).headers["x-semroute-model"] == "weather-model"
         redis.stop()
-        for key in (APP_KEY, SMALL_KEY, SMALL_KEY):  # no budget can be checked without Redis
+        for key in (APP_KEY, SMALL_KEY):
             assert ask(a, key).headers["x-semroute-model"] == "weather-model"
+        with pytest.raises(openai.APIStatusError) as refused:  # spend counted in the process
+            ask(a, SMALL_KEY)
+        assert refused.value.status_code == 402
         not_ready = httpx.get(a + "/readyz", timeout=10)
         assert not_ready.status_code == 503
         assert "cannot be reached" in not_ready.json()["problem"]
         redis.start()
-        assert httpx.get(a + "/readyz", timeout=10).status_code == 200
+        deadline = time.monotonic() + 30  # asked again once a second
+        while httpx.get(a + "/readyz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "never ready again"
+            time.sleep(0.1)
         assert ask(a).headers["x-semroute-model"] == "weather-model"

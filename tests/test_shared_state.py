@@ -5,6 +5,7 @@ never fails a request."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -412,8 +413,9 @@ def test_redis_going_away_fails_open_with_one_warning(
         assert health.admit("m").allowed  # every model admitted
         health.record("m", FAIL)  # dropped, no error
         assert health.health("m").state == "closed"
-        assert spend.spent_today("k") == 0.0  # no budget refuses a request
+        assert spend.spent_today("k") == 2.0  # the last count Redis gave
         spend.add("k", 1.0)
+        assert spend.spent_today("k") == 3.0  # counted here meanwhile
         assert not link.reachable()
     failing = [r for r in caplog.records if "is failing" in r.getMessage()]
     assert len(failing) == 1, caplog.text
@@ -425,6 +427,7 @@ def test_redis_going_away_fails_open_with_one_warning(
         health.record("m", FAIL)
     assert "is reachable again" in caplog.text
     assert health.health("m").requests == 1
+    assert spend.spent_today("k") == 1.0  # what was counted here went to the (empty) Redis
 
 
 def test_a_redis_that_hangs_fails_open_too(redis_server: RedisServer, connect: Connect) -> None:
@@ -478,7 +481,10 @@ def test_with_redis_the_state_is_shared_and_ready_while_redis_answers(
     other = shared_state(redis_server.url, DispatchConfig())
     assert other.spend.spent_today("k") == 1.5
     redis_server.stop()
-    assert not state.ready()
+    deadline = time.monotonic() + 10
+    while state.ready():  # its last answer, for a second; then Redis is asked again
+        assert time.monotonic() < deadline, "readiness never noticed Redis was gone"
+        time.sleep(0.05)
     state.close()
     other.close()
 
@@ -491,3 +497,63 @@ def test_a_redis_url_that_cannot_be_used_is_a_one_line_error(
         shared_state("os.environ/SEMROUTE_TEST_REDIS", DispatchConfig())
     with pytest.raises(ServeError, match=r"^server\.redis_url: .* is not a Redis URL"):
         shared_state("redis://127.0.0.1:notaport/0", DispatchConfig())
+
+
+# --- keys something else wrote -----------------------------------------------------------------
+
+
+def test_a_wrong_typed_health_key_is_no_data_for_that_model_alone(
+    redis_url: str, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = connect(redis_url)
+    link.client.set("test:health:bad", "garbage")  # a string where a hash belongs
+    store = redis_store(link, HealthSettings(), Clock())
+    with caplog.at_level(logging.WARNING, logger="semroute"):
+        for _ in range(5):
+            store.record("bad", FAIL)
+            assert store.admit("bad").allowed and store.health("bad").requests == 0
+        for _ in range(3):
+            store.record("good", FAIL)
+        assert not store.admit("good").allowed  # not an outage: other models still shared
+    refused = [r for r in caplog.records if "refused the health keys of 'bad'" in r.getMessage()]
+    assert len(refused) == 1, caplog.text  # once a minute, not once a request
+    assert "is failing" not in caplog.text and not link.down
+
+
+def test_a_spend_that_is_not_a_count_is_over_any_budget(
+    redis_url: str, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = connect(redis_url)
+    store = RedisSpendStore(link, today=lambda: "2026-03-01")
+    with caplog.at_level(logging.WARNING, logger="semroute"):
+        for garbage in ("garbage", "nan", "inf", "-1"):
+            link.client.set(store.key("k"), garbage)
+            assert store.spent_today("k") == math.inf, garbage
+        link.client.hset(store.key("k2"), "x", "1")  # the wrong type
+        store.add("k2", 1.0)
+        assert store.spent_today("k2") == math.inf
+        link.client.delete(store.key("k2"))
+        assert store.spent_today("k2") == 1.0  # what could not be added is added once it can
+    assert len([r for r in caplog.records if "cannot be read as a count" in r.getMessage()]) == 2
+    assert not link.down
+
+
+def test_readiness_asks_redis_at_most_once_per_back_off(
+    redis_server: RedisServer, connect: Connect
+) -> None:
+    link = connect(redis_server.url, retry_s=60.0)
+    pings = connect(redis_server.url).client
+
+    def pinged() -> int:
+        return int(pings.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+
+    before = pinged()  # redis_kit's own, at the start
+    assert all(link.ready() for _ in range(20)) and pinged() == before + 1
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        assert link.reachable() is False  # found down (one timeout)
+        assert not any(link.ready() for _ in range(20))  # the back-off: Redis not asked
+        assert time.monotonic() - started < 2.0  # not 21 timeouts of 0.25 s
+    finally:
+        redis_server.resume()

@@ -42,7 +42,7 @@ from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
 from semroute.dispatch.result import DispatchResult
-from semroute.dispatch.shadow import ShadowRunner
+from semroute.dispatch.shadow import DailySpend, ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
 from semroute.routing.conversation import Message, as_messages
@@ -70,7 +70,8 @@ class Dispatcher:
     own, built from the ``health:`` settings (none when they say ``enabled: false``); pass one
     to share it between dispatchers, or a store shared between processes. ``redis_url``: a Redis
     server where LiteLLM keeps its deployment cooldowns, shared between processes (None: each
-    process keeps its own).
+    process keeps its own). ``shadow_spend``: where shadow calls' cost is counted against the
+    daily cap (default: this dispatcher's own).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class Dispatcher:
         route_models: Mapping[str, str] | None = None,
         health: HealthStore | None = None,
         redis_url: str | None = None,
+        shadow_spend: DailySpend | None = None,
     ) -> None:
         self.config = config
         self.default_model = default_model
@@ -92,7 +94,7 @@ class Dispatcher:
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
-        self.shadow = ShadowRunner(config.quality.limits, self._loop)
+        self.shadow = ShadowRunner(config.quality.limits, self._loop, shadow_spend)
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
 
     @classmethod
@@ -102,6 +104,7 @@ class Dispatcher:
         *,
         health: HealthStore | None = None,
         redis_url: str | None = None,
+        shadow_spend: DailySpend | None = None,
     ) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
         config = DispatchConfig.from_dict(index.manifest.dispatch)
@@ -115,6 +118,7 @@ class Dispatcher:
             route_models={r.name: r.model for r in index.routes},
             health=health,
             redis_url=redis_url,
+            shadow_spend=shadow_spend,
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:

@@ -69,7 +69,7 @@ def _shared_cooldowns(redis_url: str | None) -> dict[str, Any]:
     """
     if redis_url is None:
         return {}
-    timeouts = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    timeouts = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
     return {"redis_url": redis_url, "cache_responses": False, "cache_kwargs": timeouts}
 
 

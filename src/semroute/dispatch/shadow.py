@@ -25,7 +25,7 @@ import threading
 from collections import Counter
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from semroute.dispatch.cascade import side_params
 from semroute.dispatch.judge import pairwise_messages, parse_preference, preference_of
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from semroute.dispatch.log import DecisionLog
     from semroute.dispatch.loop import BackgroundLoop
 
-__all__ = ["ShadowRunner", "sampled"]
+__all__ = ["DailySpend", "LocalDailySpend", "ShadowRunner", "sampled"]
 
 _DROPPED_KWARGS = ("stream", "stream_options", "logprobs")
 
@@ -57,15 +57,51 @@ def sampled(request_id: str, share: float) -> bool:
     return int.from_bytes(digest[:8], "big") < share * 2**64
 
 
-class ShadowRunner:
-    """One dispatcher's shadow jobs: sampling, the queue bound, the daily cost cap."""
+class DailySpend(Protocol):
+    """Where the shadow calls' cost of the day (UTC) is counted, against the cap."""
 
-    def __init__(self, limits: ShadowLimits, loop: BackgroundLoop) -> None:
+    def spent_today(self) -> float:
+        """USD spent today."""
+        ...
+
+    def add(self, usd: float) -> None:
+        """Add ``usd`` to today's spend."""
+        ...
+
+
+class LocalDailySpend:
+    """Spend of the day counted in this object (the default: one per dispatcher)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spent: dict[str, float] = {}
+
+    def spent_today(self) -> float:
+        with self._lock:
+            return self._spent.get(_today(), 0.0)
+
+    def add(self, usd: float) -> None:
+        with self._lock:
+            day = _today()
+            self._spent = {day: self._spent.get(day, 0.0) + usd}
+
+
+class ShadowRunner:
+    """One dispatcher's shadow jobs: sampling, the queue bound, the daily cost cap.
+
+    ``spend`` counts the shadow calls' cost against the cap: by default this runner's own; a
+    gateway passes one that outlives a reload of its index (and lives in Redis when replicas
+    share state), so that neither a reload nor another replica starts the cap afresh.
+    """
+
+    def __init__(
+        self, limits: ShadowLimits, loop: BackgroundLoop, spend: DailySpend | None = None
+    ) -> None:
         self.limits = limits
         self._loop = loop
         self._lock = threading.Condition()
         self._pending = 0
-        self._spent: dict[str, float] = {}
+        self.spend: DailySpend = spend or LocalDailySpend()
         self._semaphore: asyncio.Semaphore | None = None
         self.counts: Counter[str] = Counter()
         """Jobs by outcome: ``judged``, ``failed``, ``dropped_cost_cap``, ``dropped_queue_full``."""
@@ -84,8 +120,7 @@ class ShadowRunner:
         return after
 
     def spent_today(self) -> float:
-        with self._lock:
-            return self._spent.get(_today(), 0.0)
+        return self.spend.spent_today()
 
     def submit(self, call: Call, shadow: Shadow, answer: str | None, model: str) -> None:
         """Start a job for ``call``'s answer, or drop it (counted) when the queue is full."""
@@ -124,7 +159,9 @@ class ShadowRunner:
         if self._semaphore is None:  # made on the loop the jobs run on
             self._semaphore = asyncio.Semaphore(self.limits.max_concurrent)
         async with self._semaphore:
-            if self.spent_today() >= self.limits.max_cost_usd_per_day:
+            # The spend may live in Redis: asked from a worker thread, off this loop.
+            spent = await asyncio.to_thread(self.spend.spent_today)
+            if spent >= self.limits.max_cost_usd_per_day:
                 self._write(call.decision_log, record, "dropped", detail="cost_cap")
                 return
             await self._evaluate(call, shadow, answer, record)
@@ -180,9 +217,10 @@ class ShadowRunner:
         except call.provider.errors as exc:
             return call.provider.describe(exc, model, params), 0.0
         cost = call.cost(model, response, Usage.of(response))
-        with self._lock:
-            day = _today()
-            self._spent = {day: self._spent.get(day, 0.0) + (cost or 0.0)}
+        if cost:
+            import asyncio
+
+            await asyncio.to_thread(self.spend.add, cost)
         return response, cost
 
     def _write(

@@ -14,20 +14,20 @@ Times are wall-clock seconds (``time.time``), as replicas share them: keep their
 (NTP); a skew of a second moves a cool-off by a second.
 
 When Redis cannot be reached the store fails open (see :class:`RedisLink`): every model is
-admitted and outcomes are dropped, and one warning is logged per outage; no request fails.
+admitted and outcomes are dropped, and one warning is logged per outage; no request fails. A
+model's key that Redis refuses to read or write (``WRONGTYPE``: something else wrote it) is
+logged (once a minute) and taken as no data for that model alone: admitted, outcomes dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from semroute.config.deployments import HealthSettings
-from semroute.config.secrets import Masker
 from semroute.dispatch.health import (
     ALLOWED,
     CLOSED,
@@ -37,6 +37,7 @@ from semroute.dispatch.health import (
     Outcome,
     State,
 )
+from semroute.dispatch.redis_link import RedisLink
 
 __all__ = ["DEFAULT_PREFIX", "RedisHealthStore", "RedisLink"]
 
@@ -101,87 +102,6 @@ _PROBE_TAKEN = Admission(
 )
 
 
-class RedisLink:
-    """One Redis client for semroute's shared state, failing open.
-
-    :meth:`call` runs a command and returns a fallback value instead when Redis cannot be
-    reached: the first failure logs one warning (the address, with any password masked) and
-    Redis is left alone for ``retry_s`` seconds, so an outage costs a request at most one
-    timeout per ``retry_s``, not one per call; the first success after it logs that Redis is
-    back. Thread-safe, like the redis-py client it wraps.
-    """
-
-    def __init__(self, client: Any, *, where: str, retry_s: float = 1.0) -> None:
-        self.client = client
-        self.where = where
-        """The server's address, for messages (no password)."""
-        self._retry_s = retry_s
-        self._down = False
-        self._retry_at = 0.0
-        self._lock = threading.Lock()
-        import redis
-
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-
-    @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 0.25, retry_s: float = 1.0) -> RedisLink:
-        """A link to the server at ``url`` (``redis://[:password@]host:port/db``, or
-        ``rediss://`` for TLS). No I/O: the connection is made on the first command.
-        ``timeout_s`` bounds how long one command may block when Redis hangs."""
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            # redis-py retries with back-off by default (seconds of blocking when Redis is
-            # down); failing open right away is what keeps requests flowing.
-            retry=Retry(NoBackoff(), 0),
-        )
-        return cls(client, where=Masker([]).mask(url), retry_s=retry_s)
-
-    def call(self, command: Callable[[Any], T], fallback: T, *, force: bool = False) -> T:
-        """``command(client)``, or ``fallback`` while Redis cannot be reached (``force``: try
-        Redis even within ``retry_s`` of a failure)."""
-        if self._down and not force and time.monotonic() < self._retry_at:
-            return fallback
-        try:
-            out = command(self.client)
-        except self._errors as exc:
-            self._lost(exc)
-            return fallback
-        if self._down:
-            with self._lock:
-                if self._down:
-                    self._down = False
-                    log.warning("semroute: Redis at %s is reachable again", self.where)
-        return out
-
-    def reachable(self) -> bool:
-        """Whether Redis answers a PING now (for a readiness check)."""
-        return bool(self.call(lambda c: c.ping(), False, force=True))
-
-    def close(self) -> None:
-        """Close the client's connections."""
-        self.client.close()
-
-    def _lost(self, exc: BaseException) -> None:
-        with self._lock:
-            self._retry_at = time.monotonic() + self._retry_s
-            if self._down:
-                return
-            self._down = True
-        reason = Masker([]).mask(" ".join(str(exc).split()))[:200] or type(exc).__name__
-        log.warning(
-            "semroute: Redis at %s is failing (%s); until it answers again, every model is "
-            "admitted, health outcomes are dropped and spend is not counted",
-            self.where,
-            reason,
-        )
-
-
 class RedisHealthStore:
     """Health kept in Redis: a :class:`~semroute.dispatch.health.HealthStore` for every process
     that names the same server and ``prefix``.
@@ -238,7 +158,7 @@ class RedisHealthStore:
                     return answer
             return self._busy(model, _PROBE_TAKEN)
 
-        return self.link.call(claim, ALLOWED)
+        return self.link.call(claim, ALLOWED, bad=self._unreadable(model, ALLOWED))
 
     def record(self, model: str, outcome: Outcome) -> None:
         now = self._clock()
@@ -261,13 +181,13 @@ class RedisHealthStore:
                     return
             self._busy(model, None)
 
-        self.link.call(add, None)
+        self.link.call(add, None, bad=self._unreadable(model, None))
 
     def health(self, model: str) -> ModelHealth:
         def read(client: Any) -> Breaker:
             return self._read(client, model, window=True)[1]
 
-        return self.link.call(read, CLOSED).snapshot(model)
+        return self.link.call(read, CLOSED, bad=self._unreadable(model, CLOSED)).snapshot(model)
 
     def _read(self, client: Any, model: str, *, window: bool) -> tuple[bytes, Breaker]:
         """``model``'s generation and breaker (its window read only if ``window``)."""
@@ -293,6 +213,25 @@ class RedisHealthStore:
         items = ["window", *(f"{int(ok)}:{ms!r}" for ok, ms in b.outcomes)] if window else []
         args = [gen, *fields, self._ttl_ms, *items]
         return bool(self._transition(keys=self.keys(model), args=args))
+
+    def _unreadable(self, model: str, answer: T) -> Callable[[BaseException], T]:
+        """What a Redis error about ``model``'s keys gives (no data for it: ``answer``), after
+        a warning (once a minute per model)."""
+
+        def bad(exc: BaseException) -> T:
+            circuit, window = self.keys(model)
+            self.link.complaints.warn(
+                circuit,
+                "semroute: Redis refused the health keys of %r (%s, %s): %s; the model is "
+                "taken as healthy with no data until they are deleted",
+                model,
+                circuit,
+                window,
+                " ".join(str(exc).split())[:200],
+            )
+            return answer
+
+        return bad
 
     @staticmethod
     def _busy(model: str, answer: T) -> T:

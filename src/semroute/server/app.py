@@ -103,7 +103,8 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
 
     async def readyz(request: Request) -> Response:
         shared = holder.shared
-        if not shared.ready():
+        # May PING Redis (at most once per back-off, up to its timeout): off the event loop.
+        if not await asyncio.to_thread(shared.ready):
             problem = f"the shared state at {shared.where} cannot be reached"
             return _json({"status": "unavailable", "problem": problem}, 503)
         return _json({"status": "ready", "index": str(holder.path), "reloads": holder.reloads})

@@ -8,8 +8,10 @@ process otherwise.
     state.close()    # at shutdown
 
 What is shared with Redis: each model's circuit breaker (window, failures in a row, cool-off,
-the one half-open probe), each API key's spend of the day, and LiteLLM's deployment cooldowns.
-What stays in each process: metrics, the decision log, the index and its router.
+the one half-open probe), each API key's spend of the day, the shadow evaluation's spend of the
+day, and LiteLLM's deployment cooldowns. What stays in each process: metrics, the decision log,
+the index and its router. Every key semroute writes starts with ``semroute:`` (the prefix);
+LiteLLM's cooldowns are its own ``deployment:*`` keys.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import Masker
 from semroute.config.server import env_value
 from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
+from semroute.dispatch.shadow import DailySpend
 from semroute.dispatch.shared_health import DEFAULT_PREFIX, RedisHealthStore, RedisLink
 from semroute.errors import ServeError
-from semroute.server.spend import LocalSpendStore, RedisSpendStore, SpendStore
+from semroute.server.spend import BoundSpend, LocalSpendStore, RedisSpendStore, SpendStore
 
 __all__ = ["SharedState", "shared_state"]
+
+SHADOW = "all"
+"""The shadow spend's name in its store (``<prefix>:shadow-spend:all:<date>`` in Redis)."""
 
 
 def _always() -> bool:
@@ -44,14 +50,18 @@ class SharedState:
     """Models' health, for every dispatcher of the process (None: `health.enabled: false`)."""
     spend: SpendStore
     """Each key's spend of the day (UTC)."""
+    shadow_spend: DailySpend
+    """The shadow evaluation's spend of the day, against its cap (kept across reloads)."""
     redis_url: str | None = None
     """The resolved URL, for LiteLLM's cooldowns (``Dispatcher(..., redis_url=)``); None: local."""
     where: str | None = None
     """The Redis address with any password masked, for messages (None: local)."""
     ready: Callable[[], bool] = field(default=_always)
-    """For /readyz: True when the shared state can be reached (always, when it is local). A
-    gateway whose Redis is down still answers requests (it fails open), so this is for the
-    load balancer to prefer the replicas that share state."""
+    """For /readyz: True when the shared state can be reached (always, when it is local), from
+    the last answer of Redis, asked again at most once per back-off (a PING that may take the
+    Redis timeout: call it off the event loop). A gateway whose Redis is down still answers
+    requests (health and spend per process), so this is for the load balancer to prefer the
+    replicas that share state."""
     close: Callable[[], None] = field(default=_nothing)
     """Close the connections (at shutdown)."""
 
@@ -71,13 +81,15 @@ def shared_state(
     :class:`ServeError` when ``redis_url`` names a variable that is not set. ``prefix`` starts
     every Redis key (``<prefix>:health:<model>``, ``<prefix>:spend:<key_id>:<date>``): replicas
     share state when they use the same server and prefix. ``timeout_s`` bounds how long one
-    Redis command may block a request when Redis hangs; then Redis is left alone for a second
-    and every request goes on without it (fail open, one warning per outage).
+    Redis command may block a request when Redis hangs: the one that finds the outage; then
+    requests go on without Redis at once (health and spend counted in this process, one warning
+    per outage) while a background PING asks it again every second.
     """
     lease = probe_lease(dispatch.settings)
     if redis_url is None:
         local = LocalHealthStore(dispatch.health, probe_lease_s=lease)
-        return SharedState(local if dispatch.health.enabled else None, LocalSpendStore())
+        shadow = BoundSpend(LocalSpendStore(), SHADOW)
+        return SharedState(local if dispatch.health.enabled else None, LocalSpendStore(), shadow)
     url = env_value(redis_url)
     if url is None:
         raise ServeError(
@@ -97,8 +109,9 @@ def shared_state(
     return SharedState(
         health if dispatch.health.enabled else None,
         RedisSpendStore(link, prefix=prefix),
+        BoundSpend(RedisSpendStore(link, prefix=prefix, name="shadow-spend"), SHADOW),
         redis_url=url,
         where=Masker([]).mask(url),
-        ready=link.reachable,
+        ready=link.ready,
         close=link.close,
     )

@@ -121,7 +121,10 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         config = DispatchConfig.from_dict(router.index.manifest.dispatch)
         shared = shared_state(settings.redis_url, config)
     dispatcher = Dispatcher.for_index(
-        router.index, health=shared.health, redis_url=shared.redis_url
+        router.index,
+        health=shared.health,
+        redis_url=shared.redis_url,
+        shadow_spend=shared.shadow_spend,
     )
     return Loaded(
         path,
