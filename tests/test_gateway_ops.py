@@ -107,6 +107,29 @@ def test_a_client_that_leaves_before_the_answer_cancels_the_call(
     assert 'status="499"} 2.0' in metrics
 
 
+def test_a_client_that_leaves_before_the_answer_is_counted_under_real_labels(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.answer("frontier", delay=5)
+    with Served(build(tmp_path, provider)) as served:
+        for model in ("auto", "frontier"):
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(
+                    served.url + "/v1/chat/completions",
+                    json={**SAY_HELLO, "model": model},
+                    timeout=httpx.Timeout(30, read=0.5),
+                )
+        eventually(lambda: len(log_lines(tmp_path)) == 2)
+        metrics = httpx.get(served.url + "/metrics").text
+    gone = [line for line in metrics.splitlines() if 'status="499"' in line]
+    assert sorted(gone) == [
+        'semroute_requests_total{endpoint="chat",model="frontier",reason="pinned",route="",'
+        'rule="",status="499"} 1.0',
+        'semroute_requests_total{endpoint="chat",model="none",reason="none",route="",'
+        'rule="",status="499"} 1.0',
+    ]
+
+
 def test_a_client_that_leaves_mid_stream_gets_one_log_line(
     tmp_path: Path, provider: FakeProvider
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from semroute import Dispatcher, DispatchError, Router
+from semroute import Dispatcher, DispatchError, RequestRejectedError, Router
 from semroute.cli.main import main
 from semroute.config.deployments import DispatchConfig, HealthSettings
 from semroute.config.routes import parse_routes
@@ -109,8 +109,11 @@ def test_rejected_requests_do_not_count_against_the_provider(
 ) -> None:
     provider.error("weather-model", status=400)  # the request's fault, not the provider's
     router, dispatcher = build(tmp_path, provider)
-    trip(dispatcher, router, times=4)
-    assert provider.hits("weather-model") == 4
+    for _ in range(4):  # over failures_to_open; the next model would get the same request
+        with pytest.raises(RequestRejectedError) as caught:
+            dispatcher.complete("will it rain today", router=router)
+        assert [a.model for a in caught.value.attempts] == ["weather-model"]
+    assert provider.hits("weather-model") == 4 and provider.hits("backup") == 0
     assert dispatcher.health is not None
     assert dispatcher.health.health("weather-model").state == "closed"
 

@@ -13,7 +13,9 @@
     │                              encoder (path)
     ├── InvalidQueryError          a query is not a string or message list (also a TypeError)
     ├── DispatchError              every model of a fallback chain failed, or a stream broke
-    │                              (attempts: each model tried, its error and latency)
+    │   │                          (attempts: each model tried, its error and latency)
+    │   └── RequestRejectedError   a model rejected the request as malformed, or it could not
+    │                              be sent; no other model was tried
     ├── BlockedError               a rule blocked the request; no model was called (rule)
     ├── CostLimitError             every candidate's estimated cost is over the ceiling; no
     │                              model was called (cheapest, estimate_usd, ceiling_usd)
@@ -48,6 +50,7 @@ __all__ = [
     "IndexLoadError",
     "IndexNotFoundError",
     "InvalidQueryError",
+    "RequestRejectedError",
     "RouteConfigError",
     "SemrouteError",
     "ServeError",
@@ -174,6 +177,12 @@ class DispatchError(SemrouteError):
         tried = [f"{a.model}: {a.error} ({a.latency_ms:.0f} ms)" for a in self.attempts]
         tried += [f"{s.model} skipped: {s.detail}" for s in self.skipped]
         super().__init__(f"{message}: {'; '.join(tried)}" if tried else message)
+
+
+class RequestRejectedError(DispatchError):
+    """A model rejected the request as malformed (HTTP 400 or 422), or LiteLLM could not send
+    it (a value with no JSON form): the request is at fault, so the chain's next model, which
+    would get the same request, was not tried."""
 
 
 def _quoted(label: str, value: str | None) -> str:

@@ -1,14 +1,26 @@
 """One request on its way down its fallback chain: the state the sync, async and streaming paths
 share, and what it leaves behind (the result or the error, the cost, the log line, and each
-attempt's outcome for provider health)."""
+attempt's outcome for provider health).
+
+Only what the provider or the network did counts against a model's health. A request that is
+at fault says nothing about the model, and the chain's next model would get the same request,
+so it ends the walk with :class:`~semroute.errors.RequestRejectedError`: a number that is not
+finite is refused before any model is tried; a request LiteLLM could not serialise (it fails
+before a byte leaves), or one the provider rejects as malformed (400, 422), ends the walk
+where it happened. A request too large for one model (413, or LiteLLM's context-window error)
+goes on to the next, which may take more, and so does one LiteLLM refuses itself with a 400
+(no deployment for the model, a parameter its provider does not take): neither counts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from semroute.config.pricing import UnknownPriceWarning, price_of
 from semroute.decision import Skip
@@ -17,7 +29,7 @@ from semroute.dispatch.log import entry
 from semroute.dispatch.log_metadata import logged_signals
 from semroute.dispatch.providers import import_litellm
 from semroute.dispatch.result import DispatchResult, text_of
-from semroute.errors import DispatchError
+from semroute.errors import DispatchError, InvalidQueryError, RequestRejectedError
 from semroute.records import Attempt, Usage
 
 if TYPE_CHECKING:
@@ -65,8 +77,12 @@ class Call:
         self.chain = chain
         self.stream = stream
         self.kwargs = kwargs
+        _check_finite(kwargs, messages)
         self.attempts: list[Attempt] = []
         self.skipped: list[Skip] = []
+        self.rejected = False
+        """Whether the request itself was at fault (see the module's docstring): no other
+        model is tried."""
         self._log = log
         self._started = 0.0
         self._health = health
@@ -88,7 +104,10 @@ class Call:
         return (*self.decision.skipped, *self.skipped)
 
     def admit(self, model: str) -> bool:
-        """Whether ``model`` may be tried now; if not, it is added to :attr:`skipped`."""
+        """Whether ``model`` may be tried now; if not, it is added to :attr:`skipped` (unless
+        the request was rejected: then no model may be)."""
+        if self.rejected:
+            return False
         if self._health is None:
             return True
         admission = self._health.admit(model)
@@ -144,7 +163,12 @@ class Call:
         status = getattr(exc, "status_code", None)
         status = status if isinstance(status, int) else None
         self.attempts.append(Attempt(model, error, self._elapsed_ms(), status, self._note))
-        self._outcome(not counts_as_failure(status))
+        origin = origin_of(exc)
+        self._outcome(origin == "unsent" or not counts_as_failure(status))
+        from litellm.exceptions import ContextWindowExceededError
+
+        malformed = status in (400, 422) and not isinstance(exc, ContextWindowExceededError)
+        self.rejected = origin == "unsent" or (origin == "response" and malformed)
 
     def answered(self, model: str) -> None:
         """``model`` answered (for a stream: sent its first chunk; its outcome is recorded when
@@ -201,8 +225,15 @@ class Call:
             tried += f", {len(self.skipped)} skipped as unhealthy"
         what = f"route {self.decision.route!r}" if self.decision.route else "the request"
         message = f"no model answered {what} ({tried}; check their endpoints and keys)"
+        error = DispatchError
+        if self.rejected:
+            error = RequestRejectedError
+            message = (
+                f"model {self.attempts[-1].model!r} rejected the request, so no other model "
+                "was tried; fix the request"
+            )
         self.log(None, None, message, None)
-        return DispatchError(
+        return error(
             message,
             attempts=self.attempts,
             request_id=self.request_id,
@@ -289,6 +320,55 @@ class Call:
         if self.after is not None and ended and response is not None:  # a whole answer
             self.after(self, text_of(response), model)
         return response, usage, cost
+
+
+Origin = Literal["response", "network", "unsent", "unknown"]
+
+
+def origin_of(exc: BaseException) -> Origin:
+    """Where a failed attempt's error came from, read from its chain of causes: the provider's
+    HTTP response (``response``), the network or an unreadable response (``network``), or
+    this process before a byte left (``unsent``: LiteLLM reports a request it could not
+    serialise, a NaN or an object JSON has no form for, as a 500 of its own, caused by the
+    encoder's TypeError or ValueError). LiteLLM's own refusals (a model it has no deployment
+    for, a parameter the provider does not support) are ``unknown``, as is anything else."""
+    import httpx
+
+    origin: Origin = "unknown"
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, httpx.HTTPStatusError):
+            return "response"
+        if isinstance(link, httpx.HTTPError | OSError | TimeoutError | UnicodeError):
+            origin = "network"
+        elif type(link) in (TypeError, ValueError) and "JSON" in str(link) and origin == "unknown":
+            origin = (
+                "unsent"  # json.dumps: "... is not JSON serializable", "... not JSON compliant"
+            )
+        link = link.__cause__ or link.__context__
+    return origin
+
+
+def _check_finite(kwargs: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """Refuse a request holding a number that is not finite: JSON has no form for it, so no
+    model could be sent it (``metadata`` stays in this process and is not checked)."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [
+        ((k,), v) for k, v in kwargs.items() if k != "metadata"
+    ]
+    stack.append((("messages",), messages))
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            where = loc[0] + "".join(
+                f"[{k if isinstance(k, int) else json.dumps(k)}]" for k in loc[1:]
+            )
+            raise InvalidQueryError(f"{where}= should be a finite number, not {value}")
+        if isinstance(value, dict):
+            stack.extend(((*loc, k), v) for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend(((*loc, i), v) for i, v in enumerate(value))
 
 
 def _policy_fields(decision: Decision) -> dict[str, Any]:

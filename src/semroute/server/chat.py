@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from semroute.decision import Reason
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import SemrouteError
 from semroute.server.auth import Client, Keys
@@ -50,6 +51,9 @@ COST_HEADER = "x-max-cost-usd"
 MAX_HINT = 200
 CLIENT_GONE = 499
 """The status counted for a request whose client disconnected before its answer (nginx's)."""
+NONE = "none"
+"""The model and reason counted for a routed request whose client left before its decision
+was returned."""
 
 
 @dataclass
@@ -118,7 +122,11 @@ class Gateway:
         except SemrouteError as exc:
             return self._failed("chat", exc, request_id, label)
         if out is None:  # the client left: the call was cancelled (and logged)
-            self.metrics.observe("chat", CLIENT_GONE, None, label)
+            # A routed request's decision went with the cancelled call: counted as `none`.
+            pinned = body.model != AUTO
+            model = label(loaded.catalog.pin(body.model)[0]) if pinned else NONE
+            reason = Reason.PINNED.value if pinned else NONE
+            self.metrics.requests.labels("chat", "", model, "", reason, str(CLIENT_GONE)).inc()
             return Response(status_code=CLIENT_GONE)
         if isinstance(out, AsyncDispatchStream):
             return self._stream(out, body, client, label)
@@ -179,9 +187,7 @@ class Gateway:
     async def _body(self, request: Request, *, route_only: bool = False) -> ChatRequest:
         raw = await _read(request, self.max_body_bytes)
         try:
-            if route_only:
-                return _RouteBody.model_validate_json(raw)
-            return parse_chat(raw)
+            return parse_chat(raw, _RouteBody if route_only else ChatRequest)
         except ValidationError as exc:
             raise ApiError(400, describe(exc), code="invalid_request") from None
 

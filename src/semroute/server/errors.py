@@ -1,8 +1,9 @@
 """Errors as OpenAI's API shapes them: ``{"error": {"message", "type", "code"}}``, with a status.
 
-The status says what to do: 400 fix the body, 401 send a valid key, 402 the request or the key
-is over its cost limit, 403 a rule blocks it, 413 the body is too large, 502 no model answered
-(``attempts`` lists each model tried), 504 every model tried timed out.
+The status says what to do: 400 fix the body (also when a model rejected it as malformed:
+``rejected_by_model``), 401 send a valid key, 402 the request or the key is over its cost limit,
+403 a rule blocks it, 413 the body is too large, 502 no model answered (``attempts`` lists each
+model tried), 504 every model tried timed out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Any
 
 from starlette.responses import Response
 
-from semroute.errors import BlockedError, CostLimitError, DispatchError, InvalidQueryError
+from semroute.errors import (
+    BlockedError,
+    CostLimitError,
+    DispatchError,
+    InvalidQueryError,
+    RequestRejectedError,
+)
 from semroute.records import Attempt
 
 __all__ = ["ApiError", "error_response", "from_semroute"]
@@ -57,6 +64,8 @@ def from_semroute(exc: Exception) -> ApiError | None:
     if isinstance(exc, DispatchError):
         attempts = [a.to_dict() for a in exc.attempts]
         extra = {"attempts": attempts, "skipped": [s.to_dict() for s in exc.skipped]}
+        if isinstance(exc, RequestRejectedError):
+            return ApiError(400, str(exc), code="rejected_by_model", extra=extra)
         if exc.attempts and all(_timed_out(a) for a in exc.attempts):
             return ApiError(504, str(exc), type="api_error", code="upstream_timeout", extra=extra)
         return ApiError(502, str(exc), type="api_error", code="no_model_answered", extra=extra)
