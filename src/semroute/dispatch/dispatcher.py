@@ -46,6 +46,7 @@ from semroute.dispatch.shadow import ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
 from semroute.routing.conversation import Message, as_messages
+from semroute.routing.policy import Pin
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -128,7 +129,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[False] = ...,
         **kwargs: Any,
@@ -139,7 +140,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[True],
         **kwargs: Any,
@@ -149,7 +150,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = None,
-        model: str | None = None,
+        model: str | Pin | None = None,
         fallbacks: Sequence[str] | None = None,
         stream: bool = False,
         **kwargs: Any,
@@ -157,13 +158,20 @@ class Dispatcher:
         """Route ``messages`` (a string or OpenAI-style message list) with ``router`` and get the
         answer.
 
-        ``model`` pins a model instead: nothing is routed and no fallback is used unless
-        ``fallbacks`` names some. ``stream=True`` returns a :class:`DispatchStream`. Other
-        keywords (``temperature``, ``max_tokens``, ``tools``, ...) go to LiteLLM. Raises
+        ``model`` (a name, or a :class:`~semroute.routing.policy.Pin`) pins a model instead: no
+        fallback is used unless ``fallbacks`` names some. With ``router``, the pin is checked as
+        a routed request is: a blocking rule refuses it (:class:`BlockedError`), its chain is
+        checked for capability and cost, and every cost ceiling applies (reason ``pinned``);
+        without one, nothing is checked. ``stream=True`` returns a :class:`DispatchStream`.
+        Other keywords (``temperature``, ``max_tokens``, ``tools``, ...) go to LiteLLM. Raises
         :class:`DispatchError` when no model of the chain answers.
         """
         hints = _hints(kwargs)
-        decision = _pinned(model) if model else _router(router).route(messages, **hints)
+        pin = _pin(model, fallbacks)
+        if pin is not None and router is None:
+            decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
+        else:
+            decision, fallbacks = _router(router).route(messages, pin=pin, **hints), None
         call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
         out = self._loop.run(self._walk(call, escalation))
         return DispatchStream(out, self._loop) if isinstance(out, AsyncDispatchStream) else out
@@ -174,7 +182,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[False] = ...,
         **kwargs: Any,
@@ -185,7 +193,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[True],
         **kwargs: Any,
@@ -195,7 +203,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = None,
-        model: str | None = None,
+        model: str | Pin | None = None,
         fallbacks: Sequence[str] | None = None,
         stream: bool = False,
         request_id: str | None = None,
@@ -205,11 +213,13 @@ class Dispatcher:
 
         ``request_id`` names the request in the log and the result (default: a new one)."""
         hints = _hints(kwargs)
-        if model:
-            decision = _pinned(model)
+        pin = _pin(model, fallbacks)
+        if pin is not None and router is None:
+            decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
+            fallbacks = None  # a routed pin's checked chain is the decision's
             routing = asyncio.ensure_future(
-                asyncio.to_thread(_router(router).route, messages, **hints)
+                asyncio.to_thread(_router(router).route, messages, pin=pin, **hints)
             )
             try:
                 decision = await asyncio.shield(routing)
@@ -340,7 +350,14 @@ def _candidates(call: Call) -> Iterator[str]:
 HINTS = ("task", "user_tier", "max_cost_usd")
 # Read by rules and left in for LiteLLM: the request's fields, and `metadata`, which LiteLLM
 # also takes (for its callbacks and logging; it is never sent to the provider).
-REQUEST_KEYS = ("tools", "functions", "response_format", "max_tokens", "max_completion_tokens")
+REQUEST_KEYS = (
+    "tools",
+    "functions",
+    "response_format",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+)
 
 
 def _hints(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -357,6 +374,15 @@ def _router(router: Router | None) -> Router:
     if router is None:
         raise TypeError("pass router= to route the request, or model= to pin a model")
     return router
+
+
+def _pin(model: str | Pin | None, fallbacks: Sequence[str] | None) -> Pin | None:
+    """What ``model=`` (and ``fallbacks=``) pin (None: nothing, route the request)."""
+    if isinstance(model, Pin) or not model:
+        return model or None
+    if not isinstance(model, str):
+        raise InvalidQueryError(f"model= must be a string, not {type(model).__name__}")
+    return Pin((model, *(fallbacks or ())))
 
 
 def _pinned(model: str) -> Decision:
