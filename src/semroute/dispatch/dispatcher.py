@@ -13,7 +13,8 @@ only the last error and times nothing per step.
 
 Before each step, the model's health is asked (see :mod:`semroute.dispatch.health`): a model
 whose circuit is open, or that is degraded, is skipped without an attempt and named in the
-result's ``skipped``. When every model of the chain is skipped, the least bad one is tried anyway
+result's ``skipped``. Health is kept for the models the index declares only: a name a caller
+pinned that it does not declare is always tried and leaves no health state. When every model of the chain is skipped, the least bad one is tried anyway
 (its attempt carries a ``note`` saying so): a request is never failed without trying a model.
 
 When no model answers, the request is logged and one :class:`DispatchError` lists every attempt.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from semroute.config.deployments import DispatchConfig
@@ -37,7 +38,15 @@ from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
 from semroute.dispatch.call import Call
 from semroute.dispatch.cascade import Escalation, plan
-from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
+from semroute.dispatch.health import (
+    ALLOWED,
+    Admission,
+    HealthStore,
+    LocalHealthStore,
+    ModelHealth,
+    Outcome,
+    probe_lease,
+)
 from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
@@ -80,10 +89,13 @@ class Dispatcher:
         route_models: Mapping[str, str] | None = None,
         health: HealthStore | None = None,
         redis_url: str | None = None,
+        declared: Collection[str] = (),
     ) -> None:
         self.config = config
         self.default_model = default_model
-        self._provider = Provider(config, default_model, route_models or {}, redis_url=redis_url)
+        self._provider = Provider(
+            config, default_model, route_models or {}, redis_url=redis_url, declared=declared
+        )
         self._loop = BackgroundLoop.shared()
         self._logs = DecisionLogs()
         if health is None and config.health.enabled:
@@ -91,6 +103,7 @@ class Dispatcher:
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
+        self._tracked = None if health is None else _Declared(health, self._provider.declared)
         self.shadow = ShadowRunner(config.quality.limits, self._loop)
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
 
@@ -104,8 +117,9 @@ class Dispatcher:
     ) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
         config = DispatchConfig.from_dict(index.manifest.dispatch)
+        policy = index.manifest.rules(index.path)
         if not config.quality.rule_tiers:  # an index built before the log named rules' tiers
-            tiers = {r.name: r.tier for r in index.manifest.rules(index.path).rules if r.tier}
+            tiers = {r.name: r.tier for r in policy.rules if r.tier}
             quality = dataclasses.replace(config.quality, rule_tiers=tiers)
             config = dataclasses.replace(config, quality=quality)
         return cls(
@@ -114,6 +128,10 @@ class Dispatcher:
             route_models={r.name: r.model for r in index.routes},
             health=health,
             redis_url=redis_url,
+            declared=(
+                *(m for chain in policy.tiers.values() for m in chain),
+                *(r.model for r in policy.rules if r.model),
+            ),
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -280,7 +298,7 @@ class Dispatcher:
             stream=stream,
             kwargs=kwargs,
             log=self._logs.open(self.config.settings.log),
-            health=self.health,
+            health=self._tracked,
             request_id=request_id,
         )
         call.escalation = escalation
@@ -334,6 +352,25 @@ class Dispatcher:
         """Wait until every shadow job has written its quality record (say, before the process
         exits); False if ``timeout`` seconds passed first."""
         return self.shadow.wait(timeout)
+
+
+class _Declared:
+    """A health store that keeps only declared models: a name a caller pinned that the index
+    does not declare is always admitted and leaves no state (callers are not bounded)."""
+
+    def __init__(self, store: HealthStore, declared: frozenset[str]) -> None:
+        self._store = store
+        self._declared = declared
+
+    def admit(self, model: str) -> Admission:
+        return self._store.admit(model) if model in self._declared else ALLOWED
+
+    def record(self, model: str, outcome: Outcome) -> None:
+        if model in self._declared:
+            self._store.record(model, outcome)
+
+    def health(self, model: str) -> ModelHealth:
+        return self._store.health(model)
 
 
 def _candidates(call: Call) -> Iterator[str]:
