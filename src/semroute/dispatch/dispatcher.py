@@ -348,6 +348,11 @@ class Dispatcher:
             return call.result(*rejected)
         raise call.give_up()
 
+    def unlisted_models(self) -> tuple[str, ...]:
+        """The model names the index does not declare that have a LiteLLM deployment now (at
+        most :data:`~semroute.dispatch.providers.MAX_UNLISTED`), least recently used first."""
+        return self._provider.unlisted()
+
     def wait_for_shadows(self, timeout: float | None = None) -> bool:
         """Wait until every shadow job has written its quality record (say, before the process
         exits); False if ``timeout`` seconds passed first."""

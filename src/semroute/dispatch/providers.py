@@ -90,7 +90,7 @@ class Provider:
         *,
         redis_url: str | None = None,
         declared: Collection[str] = (),
-        max_unlisted: int = MAX_UNLISTED,
+        max_unlisted: int | None = None,
     ) -> None:
         self.config = config
         self.default_model = default_model
@@ -105,7 +105,7 @@ class Provider:
             )
         )
         """The model names the index declares (``declared``: those of tiers and rules)."""
-        self.max_unlisted = max_unlisted
+        self.max_unlisted = MAX_UNLISTED if max_unlisted is None else max_unlisted
         self._router: Any = None
         self._known: set[str] = set()
         self._unusable: set[str] = set()  # models LiteLLM refused to set up (say, no provider)
