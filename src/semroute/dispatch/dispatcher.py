@@ -93,7 +93,6 @@ class Dispatcher:
     ) -> None:
         self.config = config
         self.default_model = default_model
-        declared = (*declared, *_quality_models(config))
         self._provider = Provider(
             config, default_model, route_models or {}, redis_url=redis_url, declared=declared
         )
@@ -358,17 +357,6 @@ class Dispatcher:
         """Wait until every shadow job has written its quality record (say, before the process
         exits); False if ``timeout`` seconds passed first."""
         return self.shadow.wait(timeout)
-
-
-def _quality_models(config: DispatchConfig) -> tuple[str, ...]:
-    """The models cascades and shadow evaluation name (they are declared too)."""
-    q = config.quality
-    shadows = (*q.shadows.values(), *((q.shadow,) if q.shadow else ()))
-    return (
-        *(m for c in q.cascades.values() for m in c.models),
-        *(c.accept.judge for c in q.cascades.values() if c.accept.judge),
-        *(m for s in shadows for m in (s.reference, s.judge)),
-    )
 
 
 class _Declared:

@@ -79,6 +79,17 @@ def _shared_cooldowns(redis_url: str | None) -> dict[str, Any]:
     return {"redis_url": redis_url, "cache_responses": False, "cache_kwargs": timeouts}
 
 
+def _quality_models(config: DispatchConfig) -> tuple[str, ...]:
+    """The models cascades and shadow evaluation name (they are declared too)."""
+    q = config.quality
+    shadows = (*q.shadows.values(), *((q.shadow,) if q.shadow else ()))
+    return (
+        *(m for c in q.cascades.values() for m in c.models),
+        *(c.accept.judge for c in q.cascades.values() if c.accept.judge),
+        *(m for s in shadows for m in (s.reference, s.judge)),
+    )
+
+
 class Provider:
     """The ``litellm.Router`` for one index's models, built on first use, and its chains."""
 
@@ -101,6 +112,7 @@ class Provider:
             (
                 *(m.model_name for m in config.models),
                 *self._named(),
+                *_quality_models(config),
                 *declared,
             )
         )
