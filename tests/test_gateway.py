@@ -365,8 +365,10 @@ def test_unknown_paths_and_methods_answer_in_openai_shape(gateway: Served) -> No
     assert wrong.status_code == 405 and "error" in wrong.json()
 
 
-def test_header_values_never_carry_a_line_break(gateway: Served) -> None:
-    response = post(gateway, {"model": "no-such\r\nInjected: yes", "messages": SAY_HELLO})
+def test_header_values_never_carry_a_line_break(tmp_path: Path, provider: FakeProvider) -> None:
+    unlisted = {"allow_unlisted_models": True}  # so the name reaches dispatch and its headers
+    with Served(build(tmp_path, provider, server=unlisted)) as served:
+        response = post(served, {"model": "no-such\r\nInjected: yes", "messages": SAY_HELLO})
     assert response.status_code == 502
     assert "injected" not in response.headers
     assert response.headers["x-semroute-model"] == "no-such Injected: yes"
@@ -432,11 +434,12 @@ def test_an_open_breaker_skips_its_model_and_shows_in_metrics(
 
 
 def test_pinned_model_names_the_index_does_not_know_are_one_label(
-    gateway: Served,
+    tmp_path: Path, provider: FakeProvider
 ) -> None:
-    for i in range(3):
-        post(gateway, {"model": f"made-up-{i}", "messages": SAY_HELLO})
-    metrics = httpx.get(gateway.url + "/metrics").text
+    with Served(build(tmp_path, provider, server={"allow_unlisted_models": True})) as served:
+        for i in range(3):
+            post(served, {"model": f"made-up-{i}", "messages": SAY_HELLO})
+        metrics = httpx.get(served.url + "/metrics").text
     assert "made-up" not in metrics
     assert 'model="other",reason="pinned"' in metrics
 

@@ -153,7 +153,7 @@ def complete(
 ) -> DispatchResult | DispatchStream:
     """Route ``messages`` with the default router and dispatch them through LiteLLM.
 
-    ``model=`` pins a model (no routing); ``stream=True`` returns a stream of chunks; every
+    ``model=`` pins a model (not routed, but held to the rules and cost checks); ``stream=True`` returns a stream of chunks; every
     other keyword goes to LiteLLM. See :meth:`Dispatcher.complete`.
     """
     router, dispatcher = _default()

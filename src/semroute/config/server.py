@@ -6,7 +6,9 @@
       keys:
         - os.environ/APP_KEY
         - {key: os.environ/FREE_KEY, user_tier: free, budget_usd_per_day: 5}
+        - {key: os.environ/BATCH_KEY, models: [gpt-4o-mini]}
       redis_url: os.environ/REDIS_URL
+      allow_unlisted_models: false
 
 At most one route file holds it (like ``router:``). API keys, like every other secret, come only
 from the environment: a key written out in the file is refused, and so is a ``redis_url`` with a
@@ -61,6 +63,8 @@ def _safe_url(value: str) -> str:
 
 
 EnvReference = Annotated[str, AfterValidator(_env_reference)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+MAX_KEY_MODELS = 1000
 
 
 class _Strict(BaseModel):
@@ -81,6 +85,11 @@ class KeySpec(_Strict):
             default=None,
             description="What this key's requests may cost per UTC day; past it they get 402.",
         )
+    )
+    models: Annotated[list[ModelName], Field(max_length=MAX_KEY_MODELS)] | None = Field(
+        default=None,
+        description="The model and tier names this key may pin (besides its tier's models); "
+        "none: any the index declares, unless the key has a user_tier.",
     )
 
 
@@ -124,6 +133,12 @@ class ServerSpec(_Strict):
         strict=True,
         description="Largest request body accepted (larger: 413).",
     )
+    allow_unlisted_models: bool = Field(
+        default=False,
+        strict=True,
+        description="Let a request pin a LiteLLM model string the index does not declare "
+        "(called with the server's provider keys); false: such a request gets 400.",
+    )
 
 
 # --- runtime values ----------------------------------------------------------------------------
@@ -137,12 +152,15 @@ class KeyRef:
     """The variable's name (the key's name in logs, metrics and spend; never its value)."""
     user_tier: str | None = None
     budget_usd_per_day: float | None = None
+    models: tuple[str, ...] | None = None
+    """The names this key may pin besides its tier's models (None: no list of its own)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": ENV_PREFIX + self.env,
             "user_tier": self.user_tier,
             "budget_usd_per_day": self.budget_usd_per_day,
+            "models": list(self.models) if self.models is not None else None,
         }
 
 
@@ -158,13 +176,20 @@ class ServerSettings:
     """A URL, or an os.environ/VAR reference to one (see :func:`env_value`)."""
     drain_timeout_s: float = 30.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    allow_unlisted_models: bool = False
+    """Whether a request may pin a model string the index does not declare."""
 
     @classmethod
     def from_spec(cls, spec: ServerSpec) -> ServerSettings:
         keys = tuple(
             KeyRef(k[len(ENV_PREFIX) :])
             if isinstance(k, str)
-            else KeyRef(k.key[len(ENV_PREFIX) :], k.user_tier, k.budget_usd_per_day)
+            else KeyRef(
+                k.key[len(ENV_PREFIX) :],
+                k.user_tier,
+                k.budget_usd_per_day,
+                tuple(k.models) if k.models is not None else None,
+            )
             for k in spec.keys
         )
         return cls(
@@ -175,6 +200,7 @@ class ServerSettings:
             spec.redis_url,
             spec.drain_timeout_s,
             spec.max_body_bytes,
+            spec.allow_unlisted_models,
         )
 
     @classmethod
@@ -192,6 +218,7 @@ class ServerSettings:
             "redis_url": self.redis_url,
             "drain_timeout_s": self.drain_timeout_s,
             "max_body_bytes": self.max_body_bytes,
+            "allow_unlisted_models": self.allow_unlisted_models,
         }
 
 

@@ -13,7 +13,8 @@ only the last error and times nothing per step.
 
 Before each step, the model's health is asked (see :mod:`semroute.dispatch.health`): a model
 whose circuit is open, or that is degraded, is skipped without an attempt and named in the
-result's ``skipped``. When every model of the chain is skipped, the least bad one is tried anyway
+result's ``skipped``. Health is kept for the models the index declares only: a name a caller
+pinned that it does not declare is always tried and leaves no health state. When every model of the chain is skipped, the least bad one is tried anyway
 (its attempt carries a ``note`` saying so): a request is never failed without trying a model.
 
 When no model answers, the request is logged and one :class:`DispatchError` lists every attempt.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from semroute.config.deployments import DispatchConfig
@@ -37,7 +38,15 @@ from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
 from semroute.dispatch.call import Call
 from semroute.dispatch.cascade import Escalation, plan
-from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
+from semroute.dispatch.health import (
+    ALLOWED,
+    Admission,
+    HealthStore,
+    LocalHealthStore,
+    ModelHealth,
+    Outcome,
+    probe_lease,
+)
 from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
@@ -46,6 +55,7 @@ from semroute.dispatch.shadow import DailySpend, ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
 from semroute.routing.conversation import Message, as_messages
+from semroute.routing.policy import Pin
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -83,10 +93,13 @@ class Dispatcher:
         health: HealthStore | None = None,
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
+        declared: Collection[str] = (),
     ) -> None:
         self.config = config
         self.default_model = default_model
-        self._provider = Provider(config, default_model, route_models or {}, redis_url=redis_url)
+        self._provider = Provider(
+            config, default_model, route_models or {}, redis_url=redis_url, declared=declared
+        )
         self._loop = BackgroundLoop.shared()
         self._logs = DecisionLogs()
         if health is None and config.health.enabled:
@@ -94,6 +107,7 @@ class Dispatcher:
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
+        self._tracked = None if health is None else _Declared(health, self._provider.declared)
         self.shadow = ShadowRunner(config.quality.limits, self._loop, shadow_spend)
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
 
@@ -108,8 +122,9 @@ class Dispatcher:
     ) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
         config = DispatchConfig.from_dict(index.manifest.dispatch)
+        policy = index.manifest.rules(index.path)
         if not config.quality.rule_tiers:  # an index built before the log named rules' tiers
-            tiers = {r.name: r.tier for r in index.manifest.rules(index.path).rules if r.tier}
+            tiers = {r.name: r.tier for r in policy.rules if r.tier}
             quality = dataclasses.replace(config.quality, rule_tiers=tiers)
             config = dataclasses.replace(config, quality=quality)
         return cls(
@@ -119,6 +134,10 @@ class Dispatcher:
             health=health,
             redis_url=redis_url,
             shadow_spend=shadow_spend,
+            declared=(
+                *(m for chain in policy.tiers.values() for m in chain),
+                *(r.model for r in policy.rules if r.model),
+            ),
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -134,7 +153,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[False] = ...,
         **kwargs: Any,
@@ -145,7 +164,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[True],
         **kwargs: Any,
@@ -155,7 +174,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = None,
-        model: str | None = None,
+        model: str | Pin | None = None,
         fallbacks: Sequence[str] | None = None,
         stream: bool = False,
         **kwargs: Any,
@@ -163,13 +182,20 @@ class Dispatcher:
         """Route ``messages`` (a string or OpenAI-style message list) with ``router`` and get the
         answer.
 
-        ``model`` pins a model instead: nothing is routed and no fallback is used unless
-        ``fallbacks`` names some. ``stream=True`` returns a :class:`DispatchStream`. Other
-        keywords (``temperature``, ``max_tokens``, ``tools``, ...) go to LiteLLM. Raises
+        ``model`` (a name, or a :class:`~semroute.routing.policy.Pin`) pins a model instead: no
+        fallback is used unless ``fallbacks`` names some. With ``router``, the pin is checked as
+        a routed request is: a blocking rule refuses it (:class:`BlockedError`), its chain is
+        checked for capability and cost, and every cost ceiling applies (reason ``pinned``);
+        without one, nothing is checked. ``stream=True`` returns a :class:`DispatchStream`.
+        Other keywords (``temperature``, ``max_tokens``, ``tools``, ...) go to LiteLLM. Raises
         :class:`DispatchError` when no model of the chain answers.
         """
         hints = _hints(kwargs)
-        decision = _pinned(model) if model else _router(router).route(messages, **hints)
+        pin = _pin(model, fallbacks)
+        if pin is not None and router is None:
+            decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
+        else:
+            decision, fallbacks = _router(router).route(messages, pin=pin, **hints), None
         call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
         out = self._loop.run(self._walk(call, escalation))
         return DispatchStream(out, self._loop) if isinstance(out, AsyncDispatchStream) else out
@@ -180,7 +206,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[False] = ...,
         **kwargs: Any,
@@ -191,7 +217,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = ...,
-        model: str | None = ...,
+        model: str | Pin | None = ...,
         fallbacks: Sequence[str] | None = ...,
         stream: Literal[True],
         **kwargs: Any,
@@ -201,7 +227,7 @@ class Dispatcher:
         messages: str | Sequence[Message],
         *,
         router: Router | None = None,
-        model: str | None = None,
+        model: str | Pin | None = None,
         fallbacks: Sequence[str] | None = None,
         stream: bool = False,
         request_id: str | None = None,
@@ -211,11 +237,13 @@ class Dispatcher:
 
         ``request_id`` names the request in the log and the result (default: a new one)."""
         hints = _hints(kwargs)
-        if model:
-            decision = _pinned(model)
+        pin = _pin(model, fallbacks)
+        if pin is not None and router is None:
+            decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
+            fallbacks = None  # a routed pin's checked chain is the decision's
             routing = asyncio.ensure_future(
-                asyncio.to_thread(_router(router).route, messages, **hints)
+                asyncio.to_thread(_router(router).route, messages, pin=pin, **hints)
             )
             try:
                 decision = await asyncio.shield(routing)
@@ -281,7 +309,7 @@ class Dispatcher:
             stream=stream,
             kwargs=kwargs,
             log=self._logs.open(self.config.settings.log),
-            health=self.health,
+            health=self._tracked,
             request_id=request_id,
         )
         call.escalation = escalation
@@ -331,10 +359,34 @@ class Dispatcher:
             return call.result(*rejected)
         raise call.give_up()
 
+    def unlisted_models(self) -> tuple[str, ...]:
+        """The model names the index does not declare that have a LiteLLM deployment now (at
+        most :data:`~semroute.dispatch.providers.MAX_UNLISTED`), least recently used first."""
+        return self._provider.unlisted()
+
     def wait_for_shadows(self, timeout: float | None = None) -> bool:
         """Wait until every shadow job has written its quality record (say, before the process
         exits); False if ``timeout`` seconds passed first."""
         return self.shadow.wait(timeout)
+
+
+class _Declared:
+    """A health store that keeps only declared models: a name a caller pinned that the index
+    does not declare is always admitted and leaves no state (callers are not bounded)."""
+
+    def __init__(self, store: HealthStore, declared: frozenset[str]) -> None:
+        self._store = store
+        self._declared = declared
+
+    def admit(self, model: str) -> Admission:
+        return self._store.admit(model) if model in self._declared else ALLOWED
+
+    def record(self, model: str, outcome: Outcome) -> None:
+        if model in self._declared:
+            self._store.record(model, outcome)
+
+    def health(self, model: str) -> ModelHealth:
+        return self._store.health(model)
 
 
 def _candidates(call: Call) -> Iterator[str]:
@@ -351,7 +403,14 @@ def _candidates(call: Call) -> Iterator[str]:
 HINTS = ("task", "user_tier", "max_cost_usd")
 # Read by rules and left in for LiteLLM: the request's fields, and `metadata`, which LiteLLM
 # also takes (for its callbacks and logging; it is never sent to the provider).
-REQUEST_KEYS = ("tools", "functions", "response_format", "max_tokens", "max_completion_tokens")
+REQUEST_KEYS = (
+    "tools",
+    "functions",
+    "response_format",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+)
 
 
 def _hints(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +427,15 @@ def _router(router: Router | None) -> Router:
     if router is None:
         raise TypeError("pass router= to route the request, or model= to pin a model")
     return router
+
+
+def _pin(model: str | Pin | None, fallbacks: Sequence[str] | None) -> Pin | None:
+    """What ``model=`` (and ``fallbacks=``) pin (None: nothing, route the request)."""
+    if isinstance(model, Pin) or not model:
+        return model or None
+    if not isinstance(model, str):
+        raise InvalidQueryError(f"model= must be a string, not {type(model).__name__}")
+    return Pin((model, *(fallbacks or ())))
 
 
 def _pinned(model: str) -> Decision:

@@ -1,7 +1,10 @@
 """How requests reach the models: one ``litellm.Router`` per :class:`~semroute.dispatch.dispatcher.Dispatcher`.
 
 A :class:`Provider` holds the LiteLLM router built (on first use) from the index's declared
-models, plus one deployment for each plain LiteLLM model string the routes name. LiteLLM picks
+models, plus one deployment for each plain LiteLLM model string the routes, chains, tiers and
+rules name. A model string only a caller names (pinned, not declared) gets a deployment too, but
+at most :data:`MAX_UNLISTED` of them are kept: past that, the one used longest ago is removed
+(each deployment makes every LiteLLM call a little slower, and callers are not bounded). LiteLLM picks
 the deployment, resolves ``os.environ/VAR`` secrets at that moment, applies the timeout and
 retries, and cools down deployments that keep failing so later requests skip them. It also
 knows each decision's fallback chain and turns LiteLLM's exceptions into one-line attempt errors
@@ -20,7 +23,8 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from semroute.config.deployments import DispatchConfig
@@ -30,6 +34,8 @@ from semroute.decision import Decision, Reason
 __all__ = ["Provider", "import_litellm"]
 
 MAX_ERROR_CHARS = 300
+MAX_UNLISTED = 64
+"""How many model strings the index does not declare keep a LiteLLM deployment at once."""
 _LITELLM_PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)\s*[:-]\s*)+")
 
 
@@ -73,6 +79,17 @@ def _shared_cooldowns(redis_url: str | None) -> dict[str, Any]:
     return {"redis_url": redis_url, "cache_responses": False, "cache_kwargs": timeouts}
 
 
+def _quality_models(config: DispatchConfig) -> tuple[str, ...]:
+    """The models cascades and shadow evaluation name (they are declared too)."""
+    q = config.quality
+    shadows = (*q.shadows.values(), *((q.shadow,) if q.shadow else ()))
+    return (
+        *(m for c in q.cascades.values() for m in c.models),
+        *(c.accept.judge for c in q.cascades.values() if c.accept.judge),
+        *(m for s in shadows for m in (s.reference, s.judge)),
+    )
+
+
 class Provider:
     """The ``litellm.Router`` for one index's models, built on first use, and its chains."""
 
@@ -83,17 +100,41 @@ class Provider:
         route_models: Mapping[str, str],
         *,
         redis_url: str | None = None,
+        declared: Collection[str] = (),
+        max_unlisted: int | None = None,
     ) -> None:
         self.config = config
         self.default_model = default_model
         self.route_models = dict(route_models)
         self.redis_url = redis_url
         """Where LiteLLM keeps deployment cooldowns, shared between processes (None: here)."""
+        self.declared = frozenset(
+            (
+                *(m.model_name for m in config.models),
+                *self._named(),
+                *_quality_models(config),
+                *declared,
+            )
+        )
+        """The model names the index declares (``declared``: those of tiers and rules)."""
+        self.max_unlisted = MAX_UNLISTED if max_unlisted is None else max_unlisted
         self._router: Any = None
         self._known: set[str] = set()
         self._unusable: set[str] = set()  # models LiteLLM refused to set up (say, no provider)
+        # Deployments of names nobody declared, least recently used first: name -> (id, whether
+        # LiteLLM's cost map got an entry of that name from it).
+        self._unlisted: OrderedDict[str, tuple[str | None, bool]] = OrderedDict()
         self._lock = threading.Lock()
         self.errors: tuple[type[BaseException], ...] = ()
+
+    def _named(self) -> tuple[str, ...]:
+        """The default model, the routes' models and every configured fallback."""
+        return (
+            self.default_model,
+            *self.route_models.values(),
+            *self.config.default_fallbacks,
+            *(m for chain in self.config.route_fallbacks.values() for m in chain),
+        )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
         """The models to try for ``decision``, in order (``fallbacks`` replaces the configured)."""
@@ -115,17 +156,49 @@ class Provider:
             if self._router is None:
                 self._router = self._build()
             for name in chain:
-                if name not in self._known:  # a model named only by the caller (pinned)
-                    from litellm.types.router import Deployment, LiteLLM_Params
-
-                    self._known.add(name)
-                    try:
-                        self._router.add_deployment(
-                            Deployment(model_name=name, litellm_params=LiteLLM_Params(model=name))
-                        )
-                    except self.errors:
-                        self._unusable.add(name)
+                if name in self._unlisted:
+                    self._unlisted.move_to_end(name)
+                elif name not in self._known:  # a tier's or rule's model, or a caller's name
+                    self._add(name)
             return self._router
+
+    def unlisted(self) -> tuple[str, ...]:
+        """The undeclared names that have a deployment now, least recently used first."""
+        with self._lock:
+            return tuple(self._unlisted)
+
+    def _add(self, name: str) -> None:
+        import litellm
+        from litellm.types.router import Deployment, LiteLLM_Params
+
+        self._known.add(name)
+        fresh = name not in litellm.model_cost
+        added = None
+        try:
+            added = self._router.add_deployment(
+                Deployment(model_name=name, litellm_params=LiteLLM_Params(model=name))
+            )
+        except self.errors:
+            self._unusable.add(name)
+        if name in self.declared:
+            return
+        self._unlisted[name] = (added.model_info.id if added is not None else None, fresh)
+        while len(self._unlisted) > self.max_unlisted:
+            self._forget(*self._unlisted.popitem(last=False))
+
+    def _forget(self, name: str, entry: tuple[str | None, bool]) -> None:
+        """Remove an undeclared name's deployment, and what LiteLLM's cost map got from it."""
+        import litellm
+
+        model_cost = litellm.model_cost
+        deployment_id, fresh = entry
+        self._known.discard(name)
+        self._unusable.discard(name)
+        if deployment_id is not None:
+            self._router.delete_deployment(deployment_id)
+            model_cost.pop(deployment_id, None)
+        if fresh:
+            model_cost.pop(name, None)
 
     def _build(self) -> Any:
         litellm = import_litellm()
@@ -137,13 +210,10 @@ class Provider:
             for m in self.config.models
         ]
         self._known = {m.model_name for m in self.config.models}
-        named = (
-            self.default_model,
-            *self.route_models.values(),
-            *self.config.default_fallbacks,
-            *(m for chain in self.config.route_fallbacks.values() for m in chain),
-        )
-        for name in dict.fromkeys(named):  # plain LiteLLM model strings: one deployment each
+        self._unlisted.clear()
+        for name in dict.fromkeys(
+            self._named()
+        ):  # plain LiteLLM model strings: one deployment each
             if name not in self._known:
                 model_list.append({"model_name": name, "litellm_params": {"model": name}})
                 self._known.add(name)

@@ -12,7 +12,7 @@ list, or a key it does not give, is never skipped. When every candidate fails a 
 is kept as it was (the model info may be wrong; the provider will say).
 
 A candidate's cost is estimated as input tokens x input price + (``max_tokens``, else the
-router's ``expected_output_tokens``) x output price. With a ceiling (the ``max_cost_usd`` hint,
+router's ``expected_output_tokens``) x ``n`` (the choices asked for) x output price. With a ceiling (the ``max_cost_usd`` hint,
 a rule's, its tier's or the route's: the strictest applies) a candidate over it is skipped
 (``over_budget``); a candidate without a known price is kept. When none fits, the decision says
 ``over_budget``, names the cheapest candidate and its estimate, and has an empty chain: routing
@@ -130,7 +130,7 @@ class Candidates:
                 skipped.append(Skip(model, CAPABILITY, why))
         if not capable:  # every check failed: keep the chain, the provider will tell
             capable, skipped = list(chain), []
-        output = signals.max_tokens or self.expected_output_tokens
+        output = (signals.max_tokens or self.expected_output_tokens) * signals.n
         costs = {m: self.facts(m).cost(signals.input_tokens, output) for m in capable}
         kept = capable
         if ceiling is not None:

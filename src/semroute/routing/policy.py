@@ -1,16 +1,39 @@
 """Applying a :class:`~semroute.config.policy.Policy`: the first rule whose condition holds for a
-request's :class:`~semroute.routing.signals.Signals` decides. Pure: no I/O, no state."""
+request's :class:`~semroute.routing.signals.Signals` decides. Pure: no I/O, no state.
+
+A request that names its model (a :class:`Pin`) goes through the same steps: a blocking rule
+blocks it whatever it names; otherwise the pin replaces the rule's (or the route's) chain, and
+the capability and cost checks run on the pinned chain, under every ceiling that would have
+applied (the request's, the matching rule's and its tier's, the route's) and the pinned tier's.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from semroute.config.conditions import tests_signal
 from semroute.config.policy import Condition, Policy, Rule, Test
 from semroute.decision import Decision, Reason
+from semroute.errors import InvalidQueryError
 from semroute.routing.candidates import Candidates
 from semroute.routing.signals import Signals
 
-__all__ = ["apply", "first_match", "holds"]
+__all__ = ["Pin", "apply", "first_match", "holds", "tier_models"]
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The models a caller named instead of letting the router choose: ``chain`` (a model and
+    its fallbacks, or a tier's models), and ``tier`` when the name was a tier (whose cost
+    ceiling then applies)."""
+
+    chain: tuple[str, ...]
+    tier: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.chain or not all(isinstance(m, str) and m for m in self.chain):
+            raise InvalidQueryError("a pinned chain must name at least one model")
 
 
 def holds(condition: Condition, signals: Signals) -> bool:
@@ -26,26 +49,51 @@ def first_match(policy: Policy, signals: Signals) -> Rule | None:
     return next((r for r in policy.rules if holds(r.condition, signals)), None)
 
 
+def tier_models(policy: Policy, user_tier: str) -> tuple[str, ...] | None:
+    """The models a request of ``user_tier`` is sent to, when the policy says: the tier of that
+    name, else the chain of the first rule that tests ``user_tier`` and holds for a request
+    with nothing but that tier (``{when: {user_tier: free}, tier: budget}``: budget's models).
+    None: the policy gives ``user_tier`` no models of its own."""
+    chain = policy.tiers.get(user_tier)
+    if chain:
+        return tuple(chain)
+    bare = Signals(user_tier=user_tier)
+    for rule in policy.rules:
+        if rule.block or not tests_signal(rule.condition, "user_tier"):
+            continue
+        if holds(rule.condition, bare):
+            if rule.tier:
+                return tuple(policy.tiers[rule.tier])
+            return (rule.model,) if rule.model else None
+    return None
+
+
 def apply(
     policy: Policy,
     signals: Signals,
     decision: Decision,
     candidates: Candidates | None = None,
+    pin: Pin | None = None,
 ) -> Decision:
     """``decision`` (the semantic router's) after the first matching rule: blocked, or sent to
-    the rule's model or tier chain; then, given ``candidates``, after the capability and cost
-    checks (:mod:`semroute.routing.candidates`). The signals are recorded either way."""
+    the rule's model or tier chain (or, given a ``pin``, to the pinned chain: reason
+    ``pinned``); then, given ``candidates``, after the capability and cost checks
+    (:mod:`semroute.routing.candidates`). The signals are recorded either way."""
     signals = signals.with_decision(decision.route, decision.confidence, decision.reason.value)
     rule = first_match(policy, signals)
     changes: dict[str, Any] = {"signals": signals.to_dict(), "recommended_model": decision.model}
     if rule is not None and rule.block:
         return decision.evolve(**changes, reason=Reason.BLOCKED, rule=rule.name, chain=())
     chain: tuple[str, ...] | None = None
-    if rule is not None:
+    if pin is not None:  # the caller's chain replaces the rule's; the rule's ceiling holds
+        chain = pin.chain
+        changes.update(model=chain[0], reason=Reason.PINNED, route=None, chain=chain)
+    elif rule is not None:
         chain = policy.tiers[rule.tier] if rule.tier else (rule.model or decision.model,)
         changes.update(model=chain[0], reason=Reason.RULE, rule=rule.name, chain=chain)
     if candidates is not None:  # one evolve for all: each copy of a decision costs microseconds
-        limits = (policy.ceiling(rule, decision.route), signals.max_cost_usd)
+        pinned_tier = policy.tier_limits.get(pin.tier) if pin and pin.tier else None
+        limits = (policy.ceiling(rule, decision.route), signals.max_cost_usd, pinned_tier)
         ceiling = min((x for x in limits if x is not None), default=None)
         candidates_of = candidates.chain(decision.model, decision.route, chain)
         changes.update(candidates.check(candidates_of, signals, ceiling))

@@ -21,7 +21,7 @@ from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
-from semroute.routing.policy import apply
+from semroute.routing.policy import Pin, apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
 from semroute.routing.scoring import (
@@ -155,25 +155,27 @@ class Router:
         user_tier: str | None = None,
         max_cost_usd: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        pin: Pin | None = None,
     ) -> Decision:
         """Decide which model should answer ``query``. Low confidence is a value, not an error.
 
         ``query`` is a string or an OpenAI-style message list (see :mod:`semroute.routing.conversation`).
         ``request`` (an OpenAI chat-completions body: messages, tools, response_format,
-        max_tokens) and the hints feed the signals the index's rules test (see
+        max_tokens, n) and the hints feed the signals the index's rules test (see
         :mod:`semroute.routing.signals`); the first matching rule decides, then the candidates
         that cannot serve the request or break its cost ceiling are passed over (see
         :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
-        neither step runs.
+        neither step runs. ``pin`` (the models a caller named) takes both steps too: it is
+        blocked by a blocking rule, else checked as its chain (see :mod:`semroute.routing.policy`).
         """
         decision, hard = self._semantic(query)
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
         checked = self.policy.rules or self.policy.route_limits
-        if not checked and request is None and not hints:
+        if not checked and request is None and not hints and pin is None:
             return decision
         started = time.perf_counter()
         signals = extract(_messages_of(query, request), request, hints).with_difficulty(hard)
-        out = apply(self.policy, signals, decision, self.candidates)
+        out = apply(self.policy, signals, decision, self.candidates, pin)
         return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
 
     @property

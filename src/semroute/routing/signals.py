@@ -63,6 +63,8 @@ class Signals:
     difficulty: float | None = None
     """How likely the query needs the strong model (0-1, see :mod:`semroute.routing.difficulty`);
     None when the index has no difficulty model or no rule tests it."""
+    n: int = 1
+    """How many choices the request asks for (its ``n``): each is paid for."""
 
     def get(self, name: str) -> Any:
         if name.startswith("metadata."):
@@ -84,6 +86,8 @@ class Signals:
             del out["difficulty"]
         else:
             out["difficulty"] = round(self.difficulty, 6)
+        if self.n == 1:  # absent unless asked, as before it was read
+            del out["n"]
         return out
 
 
@@ -131,6 +135,7 @@ def extract(
         max_cost_usd=hints.max_cost_usd,
         metadata=dict(hints.metadata),
         text="\n".join(user)[-MAX_SCANNED_TEXT:],
+        n=_choices(request),
     )
 
 
@@ -150,6 +155,14 @@ def _content(content: Any) -> tuple[str, bool]:
         elif isinstance(part.get("text"), str):
             texts.append(part["text"])
     return "\n".join(texts), image
+
+
+def _choices(request: Mapping[str, Any]) -> int:
+    """The request's ``n`` (1 unless it is a positive integer)."""
+    value = request.get("n")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        return value
+    return 1
 
 
 def _max_tokens(request: Mapping[str, Any]) -> int | None:

@@ -3,7 +3,8 @@
 A client sends its key as ``Authorization: Bearer KEY`` (or in an ``api-key`` or ``x-api-key``
 header). The key is compared with every configured key, each with :func:`hmac.compare_digest`
 and without stopping at a match, so the time taken says nothing about which key, or how much
-of one, matched. What a key carries (its ``user_tier``, its daily budget) goes with the request;
+of one, matched. What a key carries (its ``user_tier``, its daily budget, the ``models`` it may
+pin) goes with the request;
 the key is known afterwards only by the name of its variable.
 """
 
@@ -31,6 +32,8 @@ class Client:
     budget_usd_per_day: float | None = None
     spend_id: str | None = None
     """The key's name in the spend store (a hash of it; see :func:`key_id`)."""
+    models: tuple[str, ...] | None = None
+    """The model and tier names the key may pin besides its tier's (None: no list of its own)."""
 
 
 ANONYMOUS = Client()
@@ -51,7 +54,9 @@ class Keys:
                     "as it, or remove it from `server.keys`",
                     setting=f"keys[{i}]",
                 )
-            client = Client(ref.env, ref.user_tier, ref.budget_usd_per_day, key_id(value))
+            client = Client(
+                ref.env, ref.user_tier, ref.budget_usd_per_day, key_id(value), ref.models
+            )
             self._keys.append((value.encode("utf-8"), client))
 
     @property

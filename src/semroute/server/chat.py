@@ -1,7 +1,7 @@
 """``POST /v1/chat/completions`` and ``POST /v1/route``: a request's walk through the gateway.
 
-key → body → hints (headers, and the key's tier) → budget → the current index's router and
-dispatcher → the answer (JSON, or server-sent events) with the ``x-semroute-*`` headers → the
+key → body → hints (headers, and the key's tier) → budget → the pinned model, if one is named
+(what the key may use) → the current index's router and dispatcher → the answer (JSON, or server-sent events) with the ``x-semroute-*`` headers → the
 metrics and the key's spend. Routing runs in a worker thread (see
 :meth:`~semroute.dispatch.dispatcher.Dispatcher.acomplete`); nothing here reads a file or builds a
 client per request.
@@ -107,16 +107,20 @@ class Gateway:
             body = await self._body(request)
             kwargs = {**body.params(), **_hints(request.headers, client)}
             check_budget(self.spend, client)
+            # A named model takes the same way as `auto` (rules, checks, ceilings), restricted
+            # to what the key may use; an undeclared name is refused unless the operator allows.
+            unlisted = loaded.settings.allow_unlisted_models
+            pin = (
+                None
+                if body.model == AUTO
+                else loaded.catalog.pin(body.model, client, allow_unlisted=unlisted)
+            )
         except ApiError as exc:
             return self._refuse("chat", exc, request_id, None, label)
         common: dict[str, Any] = {"stream": body.stream, "request_id": request_id, **kwargs}
-        if body.model == AUTO:
-            call = loaded.dispatcher.acomplete(body.message_list(), router=loaded.router, **common)
-        else:
-            model, fallbacks = loaded.catalog.pin(body.model)
-            call = loaded.dispatcher.acomplete(
-                body.message_list(), model=model, fallbacks=fallbacks, **common
-            )
+        call = loaded.dispatcher.acomplete(
+            body.message_list(), router=loaded.router, model=pin, **common
+        )
         try:
             out = await _unless_disconnected(request, call)
         except SemrouteError as exc:
@@ -201,7 +205,8 @@ class Gateway:
         error = from_semroute(exc) or ApiError(400, str(exc), code="invalid_request")
         decision: Decision | None = getattr(exc, "decision", None)
         attempts = getattr(exc, "attempts", ())
-        skipped = getattr(exc, "skipped", ())
+        # A refusal for cost passed its candidates over too: the decision holds them.
+        skipped = getattr(exc, "skipped", ()) or (decision.skipped if decision else ())
         self.metrics.observe(
             endpoint, error.status, decision, label, attempts=attempts, skipped=skipped
         )

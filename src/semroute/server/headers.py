@@ -30,12 +30,14 @@ def safe(value: object) -> str:
 
 
 def decision_headers(request_id: str, decision: Decision | None) -> dict[str, str]:
-    """The request id and what routing decided (all that is known before a model is called)."""
+    """The request id and what routing decided (all that is known before a model is called);
+    the model is empty when no model may be called (blocked, over budget)."""
     out = {PREFIX + "request-id": safe(request_id)}
     if decision is None:
         return out
     out[PREFIX + "route"] = safe(decision.route or "")
-    out[PREFIX + "model"] = safe(decision.model)
+    # A blocked or over-budget request calls no model: naming one would say it was called.
+    out[PREFIX + "model"] = "" if decision.blocked or decision.over_budget else safe(decision.model)
     out[PREFIX + "reason"] = safe(decision.reason.value)
     out[PREFIX + "rule"] = safe(decision.rule or "")
     out[PREFIX + "confidence"] = f"{decision.confidence:.4f}"

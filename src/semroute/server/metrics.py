@@ -100,11 +100,12 @@ class Metrics:
         cost_usd: float | None = None,
     ) -> None:
         """Count one finished request (``label`` maps a model name to its label value)."""
-        served = label(model or (decision.model if decision else ""))
+        refused = decision is not None and (decision.blocked or decision.over_budget)
+        served = label(model or (decision.model if decision and not refused else ""))
         self.requests.labels(
             endpoint,
             (decision.route or "") if decision else "",
-            served if decision or model else "",
+            served if (decision and not refused) or model else "",
             (decision.rule or "") if decision else "",
             decision.reason.value if decision else "",
             str(status),

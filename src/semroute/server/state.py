@@ -7,27 +7,37 @@ the end, so a reload (see :mod:`semroute.server.reload`) never changes an index 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semroute.config.deployments import DispatchConfig
+from semroute.config.policy import Policy
 from semroute.config.server import ServerSettings
 from semroute.dispatch.dispatcher import Dispatcher
+from semroute.errors import ServeError
 from semroute.index.checksums import MANIFEST
+from semroute.routing.policy import Pin, tier_models
 from semroute.routing.router import Router
+from semroute.server.errors import ApiError
 from semroute.server.shared import SharedState, shared_state
+
+if TYPE_CHECKING:
+    from semroute.server.auth import Client
 
 __all__ = ["AUTO", "Catalog", "Loaded", "load", "signature"]
 
 AUTO = "auto"
 """The model name that asks the gateway to route."""
 OTHER = "other"
+MAX_LISTED = 20
+"""At most this many names in the message of a refused pin."""
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """The model names an index knows: declared models, route models, the default, tiers."""
+    """The model names an index knows: declared models, route models, the default, the models
+    of tiers and rules, the tiers; and what a client may pin of them (see :meth:`pin`)."""
 
     default_model: str
     models: tuple[str, ...]
@@ -36,6 +46,8 @@ class Catalog:
     fallbacks: dict[str, tuple[str, ...]]
     """The fallbacks a pinned model gets: the default's, else the first route's using it."""
     known: frozenset[str]
+    policy: Policy = field(default_factory=Policy)
+    """The index's rules and tiers (what a key's ``user_tier`` may pin comes from them)."""
 
     @classmethod
     def of(cls, router: Router, dispatcher: Dispatcher) -> Catalog:
@@ -53,17 +65,71 @@ class Catalog:
             *(m for chain in config.route_fallbacks.values() for m in chain),
             *(m.model_name for m in config.models),
             *(m for chain in tiers.values() for m in chain),
+            *(r.model for r in router.policy.rules if r.model),
         )
         models = tuple(dict.fromkeys(names))
-        return cls(router.default_model, models, tiers, fallbacks, frozenset(models))
+        known = frozenset(models)
+        return cls(router.default_model, models, tiers, fallbacks, known, router.policy)
 
-    def pin(self, name: str) -> tuple[str, tuple[str, ...]]:
-        """The model and fallbacks for a request that names ``name``: a tier is its chain; a
-        model gets its configured fallbacks (none for a model the index does not know)."""
+    def pin(self, name: str, client: Client, *, allow_unlisted: bool = False) -> Pin:
+        """What a request of ``client`` that names ``name`` may use: a tier is its chain; a
+        model gets its configured fallbacks. Each model of the chain that the client's key may
+        not use (see :meth:`allowed`) is dropped. Raises :class:`ApiError` 400 for a name the
+        index does not declare (unless ``allow_unlisted``: then it is pinned alone), 403 when
+        the key may not use the model named."""
         tier = self.tiers.get(name)
         if tier:
-            return tier[0], tier[1:]
-        return name, self.fallbacks.get(name, ())
+            chain = tier
+        elif name in self.known:
+            chain = (name, *self.fallbacks.get(name, ()))
+        elif allow_unlisted:
+            chain = (name,)
+        else:
+            raise ApiError(
+                400,
+                f"model {name!r} is not one this server declares; send `auto`, a name from GET "
+                "/v1/models, or declare it in the route files (or set "
+                "server.allow_unlisted_models: true to let clients pin any LiteLLM model)",
+                code="model_not_found",
+            )
+        allowed = self.allowed(client)
+        if allowed is not None:
+            explicit = name in (client.models or ())
+            if not explicit and chain[0] not in allowed:
+                shown = ", ".join(sorted(allowed)[:MAX_LISTED]) or "none: send `auto`"
+                raise ApiError(
+                    403,
+                    f"the API key {client.key} may not use model {name!r}; it may pin: {shown}",
+                    type="permission_error",
+                    code="model_not_allowed",
+                )
+            chain = tuple(m for m in chain if m in allowed)
+        return Pin(chain, tier=name if tier else None)
+
+    def allowed(self, client: Client) -> frozenset[str] | None:
+        """The models ``client``'s key may pin (None: any): with a ``user_tier``, the models
+        the policy gives that tier (:func:`~semroute.routing.policy.tier_models`); with
+        ``models:``, those (a tier named there: its models) as well. A key with a tier the
+        policy gives no models and no ``models:`` may pin any."""
+        by_tier = tier_models(self.policy, client.user_tier) if client.user_tier else None
+        if client.models is None:
+            return None if by_tier is None else frozenset(by_tier)
+        listed = (m for name in client.models for m in self.tiers.get(name, (name,)))
+        return frozenset((*listed, *(by_tier or ())))
+
+    def check_keys(self, settings: ServerSettings) -> None:
+        """Raise :class:`ServeError` for a key's ``models:`` name the index does not declare
+        (unless ``allow_unlisted_models``): a typo would refuse every request naming it."""
+        if settings.allow_unlisted_models:
+            return
+        for i, ref in enumerate(settings.keys):
+            for name in ref.models or ():
+                if name not in self.known and name not in self.tiers:
+                    raise ServeError(
+                        f"model {name!r} of {ref.env}'s `models:` is not declared by the "
+                        "index; declare it in the route files, or fix the name",
+                        setting=f"keys[{i}].models",
+                    )
 
     def label(self, model: str) -> str:
         """``model`` as a metrics label: a known name, else ``other``."""
@@ -126,11 +192,13 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         redis_url=shared.redis_url,
         shadow_spend=shared.shadow_spend,
     )
+    catalog = Catalog.of(router, dispatcher)
+    catalog.check_keys(settings)
     return Loaded(
         path,
         router,
         dispatcher,
-        Catalog.of(router, dispatcher),
+        catalog,
         settings,
         shared,
         sig,
