@@ -127,9 +127,8 @@ class Gateway:
             return self._failed("chat", exc, request_id, label)
         if out is None:  # the client left: the call was cancelled (and logged)
             # A routed request's decision went with the cancelled call: counted as `none`.
-            pinned = body.model != AUTO
-            model = label(loaded.catalog.pin(body.model)[0]) if pinned else NONE
-            reason = Reason.PINNED.value if pinned else NONE
+            model = label(pin.chain[0]) if pin is not None else NONE
+            reason = Reason.PINNED.value if pin is not None else NONE
             self.metrics.requests.labels("chat", "", model, "", reason, str(CLIENT_GONE)).inc()
             return Response(status_code=CLIENT_GONE)
         if isinstance(out, AsyncDispatchStream):
