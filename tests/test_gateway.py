@@ -111,8 +111,11 @@ def test_streaming_sends_openai_chunks_ending_with_done(gateway: Served, tmp_pat
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
-    # Without stream_options.include_usage the client gets no usage chunk (no empty choices).
+    # Without stream_options.include_usage the client gets no usage chunk (no empty choices),
+    # and, as from OpenAI, the chunk with the finish reason is the last one.
     assert all(c["choices"] and "usage" not in c for c in chunks)
+    assert [c["choices"][0].get("finish_reason") for c in chunks][-2:] == [None, "stop"]
+    assert all(c["choices"][0]["delta"] or c["choices"][0].get("finish_reason") for c in chunks)
     assert len(log_lines(tmp_path)) == 2
 
 
@@ -122,7 +125,20 @@ def test_a_stream_reports_usage_when_the_client_asks(gateway: Served, tmp_path: 
     )
     usage = [c.usage for c in stream if c.usage is not None]
     assert usage and usage[-1].completion_tokens == 3
-    [line] = log_lines(tmp_path)
+    body = {
+        "model": "auto",
+        "messages": SAY_HELLO,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body) as raw:
+        events = [line for line in raw.iter_lines() if line]
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    # OpenAI's shape: the finish reason, then one usage chunk with no choices at all.
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and "usage" not in chunks[-2]
+    assert all(c["choices"] for c in chunks[:-1])
+    line = log_lines(tmp_path)[0]
     assert line["completion_tokens"] == 3 and line["cost_usd"] > 0
 
 

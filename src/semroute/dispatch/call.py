@@ -305,10 +305,11 @@ class Call:
         }
 
     def streamed(
-        self, chunks: list[Any], *, ended: bool = True
+        self, chunks: list[Any], *, ended: bool = True, error: str | None = None
     ) -> tuple[Any, Usage | None, float | None]:
         """Assemble a finished stream's chunks into one response, log it, return its numbers
-        (``ended``: the stream ran to its end rather than being closed midway)."""
+        (``ended``: the stream ran to its end rather than being closed midway; ``error``: why
+        it was closed, for the log line)."""
         response = None
         if chunks:
             response = import_litellm().stream_chunk_builder(chunks, messages=self.messages)
@@ -316,7 +317,7 @@ class Call:
         usage = Usage.of(response)
         model = self.attempts[-1].model
         cost = self.cost(model, response, usage) if response else None
-        self.log(usage, cost, None, text_of(response))
+        self.log(usage, cost, error, text_of(response))
         if self.after is not None and ended and response is not None:  # a whole answer
             self.after(self, text_of(response), model)
         return response, usage, cost

@@ -42,6 +42,7 @@ class AsyncDispatchStream:
         self.usage: Usage | None = None
         self.cost_usd: float | None = None
         self._done = False
+        self._error: str | None = None
         self._chunks = self._run(first, rest)
 
     @property
@@ -60,6 +61,11 @@ class AsyncDispatchStream:
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._chunks
 
+    def stopping(self, error: str) -> None:
+        """Say why the stream is about to be stopped (cancelled or closed) before its end: the
+        log line carries ``error`` unless the stream ends first."""
+        self._error = error
+
     async def aclose(self) -> None:
         """Stop reading: the connection is released and the log line written."""
         await self._chunks.aclose()
@@ -74,7 +80,10 @@ class AsyncDispatchStream:
     def _finish(self, chunks: list[Any], ended: bool = False) -> None:
         if not self._done:
             self._done = True
-            self.response, self.usage, self.cost_usd = self._call.streamed(chunks, ended=ended)
+            error = None if ended else self._error
+            self.response, self.usage, self.cost_usd = self._call.streamed(
+                chunks, ended=ended, error=error
+            )
 
     async def _run(self, first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         chunks: list[Any] = []

@@ -15,7 +15,9 @@ worker processes import (``semroute serve`` passes the index in ``$SEMROUTE_INDE
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -32,30 +34,30 @@ from starlette.routing import Route
 from semroute.config.server import ServerSettings
 from semroute.dispatch.providers import import_litellm
 from semroute.routing.router import default_index_path
-from semroute.server.auth import Keys
 from semroute.server.chat import Gateway
 from semroute.server.errors import ApiError, error_response
 from semroute.server.metrics import CONTENT_TYPE, Metrics
 from semroute.server.reload import IndexHolder
+from semroute.server.sse import CUT_SECONDS
 from semroute.server.state import Loaded, load
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-__all__ = ["app_from_env", "create_app"]
+__all__ = ["app_from_env", "create_app", "quick_exit"]
 
 log = logging.getLogger("semroute.server")
+
+CLOSE_TRIES = 3
+"""How many times closing LiteLLM's cached clients is tried before giving up (logged)."""
 
 
 def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starlette:
     """The app serving ``loaded`` (``settings``: default the index's own `server:` block).
     Raises :class:`~semroute.errors.ServeError` when a key's variable is not set."""
-    settings = settings or loaded.settings
-    holder = IndexHolder(loaded)
+    holder = IndexHolder(loaded, settings)
     metrics = Metrics(lambda: (holder.shared.health, holder.current.catalog.models))
-    gateway = Gateway(
-        holder, Keys(settings.keys), loaded.shared.spend, metrics, settings.max_body_bytes
-    )
+    gateway = Gateway(holder, loaded.shared.spend, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -68,6 +70,9 @@ def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starle
         try:
             yield
         finally:
+            # The server cancels the streams that outlived its drain timeout: let each send its
+            # error event and write its log line before the logs and clients close.
+            await gateway.streams.settled(CUT_SECONDS + 0.5)
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
@@ -131,10 +136,18 @@ async def _close_litellm_clients() -> None:
 
     # Its cache of clients is shared by every thread's loop (the dispatcher's background loop
     # runs shadow calls): another thread adding a client breaks the iteration; try again.
-    for _ in range(3):
-        with contextlib.suppress(RuntimeError):
+    for attempt in range(CLOSE_TRIES):
+        try:
             await close_litellm_async_clients()  # type: ignore[no-untyped-call]
             break
+        except RuntimeError as exc:
+            if attempt == CLOSE_TRIES - 1:
+                log.warning(
+                    "semroute serve: LiteLLM's HTTP clients were not all closed (%s tries): "
+                    "%s; the process exits all the same",
+                    CLOSE_TRIES,
+                    exc,
+                )
     with contextlib.suppress(ValueError, RuntimeError):  # a worker started on another loop
         await GLOBAL_LOGGING_WORKER.stop()
 
@@ -164,8 +177,16 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload).encode(), status, media_type="application/json")
 
 
+def quick_exit() -> None:
+    """Let the process exit as soon as the server is done: at exit, the interpreter's last
+    garbage collection walks every object LiteLLM created (seconds on a busy machine, past
+    ``drain_timeout_s``); frozen objects are skipped. Files and logs are closed already."""
+    atexit.register(gc.freeze)
+
+
 def app_from_env() -> ASGIApp:
     """The app for the index in ``$SEMROUTE_INDEX`` (else ``indexes/default``): what each of
     uvicorn's worker processes builds."""
+    quick_exit()
     path = Path(default_index_path())
     return create_app(load(path))

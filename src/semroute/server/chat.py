@@ -14,7 +14,7 @@ import json
 import math
 import uuid
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ from semroute.server.headers import decision_headers, safe, served_headers
 from semroute.server.quota import charge, check_budget
 from semroute.server.schemas import ChatRequest, describe, parse_chat
 from semroute.server.spend import SpendStore
-from semroute.server.sse import EventStream
+from semroute.server.sse import EventStream, Streams
 from semroute.server.state import AUTO
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ CLIENT_GONE = 499
 NONE = "none"
 """The model and reason counted for a routed request whose client left before its decision
 was returned."""
+_STREAM_STATUS = {"broken": 502, "disconnected": CLIENT_GONE, "cut": 503}
+"""The status counted for a stream that did not end well, by its outcome."""
 
 
 @dataclass
@@ -61,10 +63,18 @@ class Gateway:
     """What every request needs, made once at start."""
 
     holder: IndexHolder
-    keys: Keys
     spend: SpendStore
     metrics: Metrics
-    max_body_bytes: int
+    streams: Streams = field(default_factory=Streams)
+
+    @property
+    def keys(self) -> Keys:
+        """The keys in force (a reload replaces them)."""
+        return self.holder.keys
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.holder.settings.max_body_bytes
 
     async def chat(self, request: Request) -> Response | ASGIApp:
         request_id = uuid.uuid4().hex
@@ -175,7 +185,7 @@ class Gateway:
             charge(self.spend, client, stream.cost_usd)
             self.metrics.observe(
                 "chat",
-                502 if outcome == "broken" else (499 if outcome == "disconnected" else 200),
+                _STREAM_STATUS.get(outcome, 200),
                 stream.decision,
                 label,
                 attempts=stream.attempts,
@@ -185,7 +195,7 @@ class Gateway:
             )
 
         usage = bool((body.stream_options or {}).get("include_usage"))
-        return EventStream(stream, headers, usage=usage, done=done)
+        return EventStream(stream, headers, usage=usage, done=done, streams=self.streams)
 
     async def _body(self, request: Request, *, route_only: bool = False) -> ChatRequest:
         raw = await _read(request, self.max_body_bytes)

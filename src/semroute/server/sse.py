@@ -4,11 +4,18 @@ Each chunk is sent as it arrives (nothing is buffered). While it streams, the re
 listens for the client: a client that disconnects cancels the read from the model, which closes
 the upstream connection, and the request's log line is written all the same. A stream that
 breaks after it started ends with an ``error`` event in OpenAI's error shape (the official
-clients raise it) and then ``[DONE]``.
+clients raise it) and then ``[DONE]``. So does a stream cut because the server shuts down (the
+stream outlived ``server.drain_timeout_s`` after SIGTERM: the server cancels it): its log line
+says it was cut, and the response ends cleanly, so no traceback is written.
+
+The chunks are OpenAI's: the usage chunk (sent when the client asks for it with
+``stream_options.include_usage``) has ``"choices": []``, and a chunk that carries nothing (no
+delta, no finish reason, no usage) is not sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,13 +25,34 @@ from starlette.types import Message, Receive, Scope, Send
 
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import DispatchError
-from semroute.server.errors import from_semroute
+from semroute.server.errors import ApiError, from_semroute
 
-__all__ = ["EventStream"]
+__all__ = ["CUT", "EventStream", "Streams"]
 
 DONE = b"data: [DONE]\n\n"
 CLOSE_SECONDS = 5.0
 """How long closing the upstream stream may take once the client is gone."""
+CUT_SECONDS = 1.0
+"""How long telling the client that its stream is cut (and closing upstream) may take."""
+CUT = "the stream was cut: the server shut down before it ended (server.drain_timeout_s)"
+"""The error of a stream the server cut when it shut down (the log line's and the client's)."""
+
+
+class Streams:
+    """The streams being sent, so that shutdown can wait for cut ones to end cleanly."""
+
+    def __init__(self) -> None:
+        self._open: set[asyncio.Event] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until no stream is being sent."""
+        with anyio.move_on_after(timeout):
+            while self._open:
+                await next(iter(self._open)).wait()
+        return not self._open
 
 
 class EventStream:
@@ -38,6 +66,7 @@ class EventStream:
         *,
         usage: bool,
         done: Callable[[str], Awaitable[None]],
+        streams: Streams | None = None,
     ) -> None:
         self._stream = stream
         self._headers = [
@@ -48,25 +77,52 @@ class EventStream:
         ]
         self._usage = usage
         self._done = done
+        self._streams = streams if streams is not None else Streams()
         self._sent = False
         self.outcome = "ok"
+        """``ok``, ``broken`` (the model's stream failed), ``disconnected`` or ``cut``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        ended = asyncio.Event()
+        self._streams._open.add(ended)
         try:
-            async with anyio.create_task_group() as group:
-
-                async def pump() -> None:
-                    await self._pump(send)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(pump)
-                await self._listen(receive)
-                group.cancel_scope.cancel()
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            await self._serve(receive, send)
+        except anyio.get_cancelled_exc_class():
+            # Only the server cancels a response: its drain timeout passed. The answer is
+            # ended here, so the cancellation stops with it (no traceback in the server log).
+            _uncancel()
+            self._cut()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CUT_SECONDS):
+                await self._end(send, _cut_event())
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SECONDS):
-                await self._stream.aclose()  # writes the log line if the stream did not end
+                # Writes the log line if the stream did not end.
+                await self._stream.aclose()
                 await self._done(self.outcome)
+            self._streams._open.discard(ended)
+            ended.set()
+
+    async def _serve(self, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def pump() -> None:
+                await self._pump(send)
+                group.cancel_scope.cancel()
+
+            group.start_soon(pump)
+            try:
+                await self._listen(receive)
+            except anyio.get_cancelled_exc_class():
+                if not group.cancel_scope.cancel_called:  # the server's, not the pump's
+                    self._cut()
+                raise
+            group.cancel_scope.cancel()
+
+    def _cut(self) -> None:
+        # Said before the read from the model is cancelled, so that its log line says it.
+        self.outcome = "cut"
+        self._stream.stopping(CUT)
 
     async def _listen(self, receive: Receive) -> None:
         while True:
@@ -87,9 +143,18 @@ class EventStream:
             self.outcome = "broken"
             error = from_semroute(exc)
             payload = error.body() if error is not None else {"error": {"message": str(exc)}}
-            await send(_body(b"data: " + json.dumps(payload).encode() + b"\n\n"))
-        await send(_body(DONE))
+            await self._end(send, payload)
+            return
+        await self._end(send, None)
+
+    async def _end(self, send: Send, error: dict[str, Any] | None) -> None:
+        """Send ``error`` (an event in OpenAI's error shape), ``[DONE]``, and end the body."""
+        if self._sent:
+            return
         self._sent = True
+        if error is not None:
+            await send(_body(b"data: " + json.dumps(error).encode() + b"\n\n"))
+        await send(_body(DONE))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -98,12 +163,36 @@ def _body(data: bytes) -> Message:
 
 
 def _chunk_data(chunk: Any, usage: bool) -> bytes | None:
-    """A LiteLLM chunk as OpenAI's JSON. The usage chunk semroute asks the model for (to log
-    the tokens) reaches the client only if it asked for it too: a chunk without choices would
-    break clients that read ``chunk.choices[0]``."""
+    """A LiteLLM chunk as OpenAI's JSON, or None when it is not sent.
+
+    LiteLLM gives the usage chunk an empty choice; OpenAI's has ``"choices": []``. The usage
+    chunk semroute asks the model for (to log the tokens) reaches the client only if it asked
+    for it too (a chunk without choices would break clients that read ``chunk.choices[0]``).
+    A chunk with nothing in it (LiteLLM's empty delta after the finish reason) is dropped.
+    """
     data: dict[str, Any] = chunk.model_dump(exclude_none=True)
     if not usage:
         data.pop("usage", None)
-        if not data.get("choices"):
-            return None
+    data["choices"] = [c for c in data.get("choices") or () if not _empty(c)]
+    if not data["choices"] and "usage" not in data:
+        return None
     return json.dumps(data, ensure_ascii=False, default=str).encode()
+
+
+def _empty(choice: Any) -> bool:
+    """Whether a chunk's choice carries nothing: no delta, no finish reason, no logprobs."""
+    if not isinstance(choice, dict):
+        return False
+    return (
+        not choice.get("delta") and not choice.get("finish_reason") and not choice.get("logprobs")
+    )
+
+
+def _cut_event() -> dict[str, Any]:
+    return ApiError(503, CUT, type="server_error", code="server_shutting_down").body()
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()

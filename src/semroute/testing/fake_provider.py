@@ -56,6 +56,8 @@ class Behaviour:
     """For ``answer``: wait until this is set (or the server stops) before answering."""
     delay: float = 0.0
     """Seconds to wait before the response starts (``answer`` and ``flaky``, streamed or not)."""
+    chunk_delay: float = 0.0
+    """For a streamed ``answer``: seconds between its events (each is sent as it is ready)."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +96,13 @@ class FakeProvider:
         *,
         logprob: float | None = None,
         gate: threading.Event | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         """Answer ``text``, ``delay`` seconds after each request arrives; with ``logprob``, send
-        logprobs when asked; with ``gate``, answer only once it is set."""
-        self._set(
-            model,
-            Behaviour("answer", text=text, delay=_delay(delay), logprob=logprob, gate=gate),
-        )
+        logprobs when asked; with ``gate``, answer only once it is set; streamed, with
+        ``chunk_delay`` seconds between events."""
+        behaviour = Behaviour("answer", text=text, delay=_delay(delay), logprob=logprob, gate=gate)
+        self._set(model, replace(behaviour, chunk_delay=_delay(chunk_delay)))
 
     def script(self, model: str, texts: list[str]) -> None:
         """Answer ``texts`` in turn, one per request; the last one repeats."""
@@ -322,9 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         if stream and kind == "break":
             self._broken_stream(model, text, behaviour.after)
         elif stream:
-            self._stream(
-                model, text, usage, bool((body.get("stream_options") or {}).get("include_usage"))
-            )
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._stream(model, text, usage, include_usage, behaviour.chunk_delay)
         else:
             logprob = behaviour.logprob if body.get("logprobs") else None
             self._json(200, _completion(model, text, usage, logprob))
@@ -346,12 +347,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, _error_body(message, kind), headers)
         return status
 
-    def _stream(self, model: str, text: str, usage: dict[str, int], include_usage: bool) -> None:
+    def _stream(
+        self, model: str, text: str, usage: dict[str, int], include_usage: bool, pause: float
+    ) -> None:
         self._sse_start()
         ident = f"chatcmpl-{uuid.uuid4().hex[:12]}"
-        # The answer is all there once the delay is over: its events leave together.
-        for event in _answer_events(ident, model, text):
-            self._event(event, flush=False)
+        # The answer is all there once the delay is over: its events leave together, unless
+        # they are paced (``pause`` seconds apart).
+        for i, event in enumerate(_answer_events(ident, model, text)):
+            if pause and i:
+                time.sleep(pause)
+            self._event(event, flush=bool(pause))
         self._event(_chunk(ident, model, {}, "stop"), flush=False)
         if include_usage:
             usage_event = {**_chunk(ident, model, {}, None), "choices": [], "usage": usage}
