@@ -243,6 +243,33 @@ def test_a_stream_outliving_the_drain_timeout_is_cut_with_an_error_event(
     assert line["error"] == CUT
 
 
+def test_a_request_outliving_the_drain_timeout_gets_a_503_not_a_500(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    drain = 1.5
+    provider.answer("frontier", text="too late", delay=60)  # never answers in time
+    index = build(tmp_path, provider, server={"drain_timeout_s": drain})
+    with serve_process(index) as (proc, url), ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(chat_open, url, SAY_HELLO)
+        eventually(lambda: in_flight(url) == 1)
+        proc.send_signal(signal.SIGTERM)
+        response = answer.result()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
+    assert "drain_timeout_s" in error["message"]
+    assert "Traceback" not in output and "Exception in ASGI application" not in output
+    [line] = log_lines(tmp_path)
+    assert line["error"] and "cancelled" in line["error"]
+
+
+def chat_open(url: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+
+
 # --- starting --------------------------------------------------------------------------------
 
 

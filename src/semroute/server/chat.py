@@ -30,7 +30,7 @@ from semroute.server.headers import decision_headers, safe, served_headers
 from semroute.server.quota import charge, check_budget
 from semroute.server.schemas import ChatRequest, describe, parse_chat
 from semroute.server.spend import SpendStore
-from semroute.server.sse import EventStream, Streams
+from semroute.server.sse import EventStream, Streams, uncancel
 from semroute.server.state import AUTO
 
 if TYPE_CHECKING:
@@ -54,6 +54,10 @@ CLIENT_GONE = 499
 NONE = "none"
 """The model and reason counted for a routed request whose client left before its decision
 was returned."""
+CUT_REQUEST = (
+    "the request was cut: the server shut down before it was answered (server.drain_timeout_s)"
+)
+"""The error of a request the server cut when it shut down."""
 _STREAM_STATUS = {"broken": 502, "disconnected": CLIENT_GONE, "cut": 503}
 """The status counted for a stream that did not end well, by its outcome."""
 
@@ -135,6 +139,12 @@ class Gateway:
             out = await _unless_disconnected(request, call)
         except SemrouteError as exc:
             return self._failed("chat", exc, request_id, label)
+        except asyncio.CancelledError:
+            # Only the server cancels a request: it is shutting down and its drain timeout
+            # passed. The call was cancelled (and logged); the client is told why, in
+            # OpenAI's shape, instead of getting a 500 and the server log a traceback.
+            uncancel()
+            return self._refuse("chat", _cut_request(), request_id, None, label)
         if out is None:  # the client left: the call was cancelled (and logged)
             # A routed request's decision went with the cancelled call: counted as `none`.
             model = label(pin.chain[0]) if pin is not None else NONE
@@ -222,6 +232,10 @@ class Gateway:
         headers = decision_headers(getattr(exc, "request_id", None) or request_id, decision)
         headers["x-semroute-fallbacks"] = safe(",".join(a.model for a in attempts))
         return error_response(error, headers)
+
+
+def _cut_request() -> ApiError:
+    return ApiError(503, CUT_REQUEST, type="server_error", code="server_shutting_down")
 
 
 async def _unless_disconnected(request: Request, call: Awaitable[T]) -> T | None:

@@ -27,7 +27,7 @@ from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import DispatchError
 from semroute.server.errors import ApiError, from_semroute
 
-__all__ = ["CUT", "EventStream", "Streams"]
+__all__ = ["CUT", "EventStream", "Streams", "uncancel"]
 
 DONE = b"data: [DONE]\n\n"
 CLOSE_SECONDS = 5.0
@@ -91,7 +91,7 @@ class EventStream:
         except anyio.get_cancelled_exc_class():
             # Only the server cancels a response: its drain timeout passed. The answer is
             # ended here, so the cancellation stops with it (no traceback in the server log).
-            _uncancel()
+            uncancel()
             self._cut()
             with anyio.CancelScope(shield=True), anyio.move_on_after(CUT_SECONDS):
                 await self._end(send, _cut_event())
@@ -192,7 +192,7 @@ def _cut_event() -> dict[str, Any]:
     return ApiError(503, CUT, type="server_error", code="server_shutting_down").body()
 
 
-def _uncancel() -> None:
+def uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
