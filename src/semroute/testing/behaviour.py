@@ -33,6 +33,8 @@ class Behaviour:
     """For ``answer``: wait until this is set (or the server stops) before answering."""
     delay: float = 0.0
     """Seconds to wait before the response starts (``answer`` and ``flaky``, streamed or not)."""
+    chunk_delay: float = 0.0
+    """For ``answer``, streamed: seconds between one event of the answer and the next."""
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,14 @@ Point a LiteLLM deployment at it (``model: openai/<name>``, ``api_base: provider
 it, per model name, how to behave: answer, fail with a status (500, 429 with ``Retry-After``,
 401, ...), hang past the client's timeout, send malformed JSON, break a stream after some chunks,
 or fail a share of requests at random; answers may come after a fixed delay, like a model's
-time to first token. It records every request (model, ``Authorization`` header, streamed or not, status it
+time to first token, and a streamed answer's words may come one at a time at a fixed pace. It records every request (model, ``Authorization`` header, streamed or not, status it
 answered) so tests can assert which deployment was hit and with which key.
 
     with FakeProvider() as provider:
         provider.error("primary", status=500)
         provider.answer("backup", text="hello")
         provider.answer("slow", delay=0.05)  # every answer starts 50 ms after the request
+        provider.answer("typing", text=long_text, chunk_delay=0.02)  # a word every 20 ms
         ...  # litellm_params: {model: openai/primary, api_base: provider.url}
 
 It binds 127.0.0.1 on a free port and serves each connection in its own thread (the standard
@@ -51,13 +52,21 @@ class FakeProvider:
         *,
         logprob: float | None = None,
         gate: threading.Event | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         """Answer ``text``, ``delay`` seconds after each request arrives; with ``logprob``, send
-        logprobs when asked; with ``gate``, answer only once it is set."""
-        self._script.set(
-            model,
-            Behaviour("answer", text=text, delay=check_delay(delay), logprob=logprob, gate=gate),
+        logprobs when asked; with ``gate``, answer only once it is set; streamed, with
+        ``chunk_delay``, send each event (the role, then a word each) that many seconds after
+        the one before, like a model generating."""
+        behaviour = Behaviour(
+            "answer",
+            text=text,
+            delay=check_delay(delay),
+            logprob=logprob,
+            gate=gate,
+            chunk_delay=check_delay(chunk_delay),
         )
+        self._script.set(model, behaviour)
 
     def script(self, model: str, texts: list[str]) -> None:
         """Answer ``texts`` in turn, one per request; the last one repeats."""

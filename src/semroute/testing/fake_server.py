@@ -132,9 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
         if stream and kind == "break":
             self._broken_stream(model, text, behaviour.after)
         elif stream:
-            self._stream(
-                model, text, usage, bool((body.get("stream_options") or {}).get("include_usage"))
-            )
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._stream(model, text, usage, include_usage, behaviour.chunk_delay)
         else:
             logprob = behaviour.logprob if body.get("logprobs") else None
             self._json(200, completion(model, text, usage, logprob))
@@ -148,12 +147,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(behaviour.status, payload, headers)
         return behaviour.status
 
-    def _stream(self, model: str, text: str, usage: dict[str, int], include_usage: bool) -> None:
+    def _stream(
+        self,
+        model: str,
+        text: str,
+        usage: dict[str, int],
+        include_usage: bool,
+        chunk_delay: float,
+    ) -> None:
         self._sse_start()
         ident = new_id()
-        # The answer is all there once the delay is over: its events leave together.
-        for event in answer_events(ident, model, text):
-            self._event(event, flush=False)
+        # Without a chunk delay the answer is all there once the delay is over: its events
+        # leave together. With one, each leaves on its own, that long after the one before.
+        for i, event in enumerate(answer_events(ident, model, text)):
+            if chunk_delay > 0 and i > 0:
+                time.sleep(chunk_delay)
+            self._event(event, flush=chunk_delay > 0)
         self._event(chunk(ident, model, {}, "stop"), flush=False)
         if include_usage:
             usage_event = {**chunk(ident, model, {}, None), "choices": [], "usage": usage}
