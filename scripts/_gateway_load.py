@@ -18,6 +18,8 @@ ANSWER = (
     "in many chunks like a real model's."
 )
 """What the upstream answers, word for word: anything else is an error."""
+SLOW_ANSWER = " ".join([ANSWER] * 4)
+"""What the upstream answers in the slow-stream run: about 100 words, one event each."""
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Outcome:
     ok: bool = False
     """Answered in full: the expected text (streamed: every chunk, then ``[DONE]``)."""
     chunks: int = 0
+    first_ms: float | None = None
+    """Streamed: when the first event with content arrived."""
     request_id: str | None = None
     fallbacks: str | None = None
     skipped: str | None = None
@@ -56,6 +60,10 @@ class Load:
         if ok:
             out |= {"p50_ms": round(pct(ok, 50), 2), "p99_ms": round(pct(ok, 99), 2)}
             out["mean_ms"] = round(statistics.fmean(ok), 2)
+        first = sorted(o.first_ms for o in self.outcomes if o.ok and o.first_ms is not None)
+        if first:
+            out["first_chunk_p50_ms"] = round(pct(first, 50), 2)
+            out["first_chunk_p99_ms"] = round(pct(first, 99), 2)
         chunks = [o.chunks for o in self.outcomes if o.ok and o.chunks]
         if chunks:
             out["chunks_per_stream"] = sorted(set(chunks))
@@ -93,7 +101,7 @@ def request_bodies(
     return out
 
 
-async def one(session: Any, url: str, body: bytes, stream: bool) -> Outcome:
+async def one(session: Any, url: str, body: bytes, stream: bool, expected: str) -> Outcome:
     import aiohttp
 
     started = time.perf_counter()
@@ -120,13 +128,15 @@ async def one(session: Any, url: str, body: bytes, stream: bool) -> Outcome:
                     o.chunks += 1
                     for choice in json.loads(data).get("choices") or []:
                         words.append((choice.get("delta") or {}).get("content") or "")
-                o.ok = done and "".join(words) == ANSWER
+                    if o.first_ms is None and any(words):
+                        o.first_ms = (time.perf_counter() - started) * 1000
+                o.ok = done and "".join(words) == expected
                 o.body = "" if o.ok else f"stream ended early or wrong text: {''.join(words)!r}"
             else:
                 raw_body = await r.read()
                 if r.status == 200:
                     answer = json.loads(raw_body)["choices"][0]["message"]["content"]
-                    o.ok = answer == ANSWER
+                    o.ok = answer == expected
                 o.body = "" if o.ok else raw_body.decode(errors="replace")
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as e:
         o = Outcome(0, 0.0, body=f"{type(e).__name__}: {e}")
@@ -134,7 +144,9 @@ async def one(session: Any, url: str, body: bytes, stream: bool) -> Outcome:
     return o
 
 
-async def run_load(url: str, bodies: list[bytes], concurrency: int, stream: bool) -> Load:
+async def run_load(
+    url: str, bodies: list[bytes], concurrency: int, stream: bool, expected: str
+) -> Load:
     import aiohttp
 
     outcomes: list[Outcome | None] = [None] * len(bodies)
@@ -145,7 +157,7 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, stream: bool
 
         async def worker() -> None:
             for i in counter:
-                outcomes[i] = await one(session, url, bodies[i], stream)
+                outcomes[i] = await one(session, url, bodies[i], stream, expected)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -153,8 +165,13 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, stream: bool
     return Load([o for o in outcomes if o is not None], wall)
 
 
-def load(url: str, bodies: list[bytes], concurrency: int, stream: bool) -> Load:
-    return asyncio.run(run_load(url + "/v1/chat/completions", bodies, concurrency, stream))
+def load(
+    url: str, bodies: list[bytes], concurrency: int, stream: bool, expected: str = ANSWER
+) -> Load:
+    """``bodies`` POSTed to ``url``, ``concurrency`` at a time; an answer other than
+    ``expected`` is an error."""
+    chat = url + "/v1/chat/completions"
+    return asyncio.run(run_load(chat, bodies, concurrency, stream, expected))
 
 
 def classify(outcomes: list[Outcome], logged: list[str]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The gateway benchmark's processes: the upstream (FakeProvider in its own process), the servers
-under test (`semroute serve`, LiteLLM's proxy in its own virtualenv), and their memory.
+under test (`semroute serve`, LiteLLM's proxy in its own virtualenv), a redis-server for the
+run with shared state, and their memory.
 
 Used by scripts/bench_gateway.py.
 """
@@ -10,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,12 +26,13 @@ from typing import Any
 import yaml
 
 from _bench import ROOT
-from _gateway_load import ANSWER
+from _gateway_load import ANSWER, SLOW_ANSWER
 
 LITELLM = "litellm[proxy]==1.102.4"  # the version semroute pins (pyproject.toml)
 BENCH = ROOT / ".bench"
 PROXY_VENV = BENCH / "litellm-proxy-venv"
 KEY_ENV = "BENCH_UPSTREAM_KEY"
+REDIS_ENV = "BENCH_REDIS_URL"
 DEFAULT_MODEL = "fake-general"
 BACKUP = "fake-backup"
 FLAKY_RATE = 0.3
@@ -47,28 +50,24 @@ def model_names(routes: list[str]) -> dict[str, str]:
     return {route: f"fake-{route.replace('_', '-')}" for route in routes}
 
 
-def upstream_main(delay: float, routes: list[str]) -> None:
+def upstream_main(delay: float, routes: list[str], chunk_delay: float = 0.0) -> None:
+    """Serve every model; with ``chunk_delay``, streamed answers are SLOW_ANSWER, a word per
+    event, each event ``chunk_delay`` seconds after the one before."""
     from semroute.testing import FakeProvider
 
+    text = SLOW_ANSWER if chunk_delay else ANSWER
     with FakeProvider() as provider:
         for model in [*model_names(routes).values(), DEFAULT_MODEL, BACKUP]:
-            provider.answer(model, text=ANSWER, delay=delay)
+            provider.answer(model, text=text, delay=delay, chunk_delay=chunk_delay)
             provider.flaky(f"flaky-{model}", rate=FLAKY_RATE, text=ANSWER, delay=delay)
         print(provider.url, flush=True)
         sys.stdin.read()  # until the parent closes the pipe
 
 
 @contextlib.contextmanager
-def upstream(delay: float, routes: list[str], log: Path) -> Iterator[str]:
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "_upstream",
-        "--delay",
-        str(delay),
-        "--routes",
-        ",".join(routes),
-    ]
+def upstream(delay: float, routes: list[str], log: Path, chunk_delay: float = 0.0) -> Iterator[str]:
+    cmd = [sys.executable, str(SCRIPT), "_upstream", "--delay", str(delay)]
+    cmd += ["--chunk-delay", str(chunk_delay), "--routes", ",".join(routes)]
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None and proc.stdin is not None
@@ -227,8 +226,11 @@ def deployment(name: str, api_base: str) -> dict[str, Any]:
     }
 
 
-def semroute_routes(out: Path, api_base: str, *, flaky: bool, health: bool, log: Path) -> Path:
-    """The bundled example routes, their models replaced by the upstream's."""
+def semroute_routes(
+    out: Path, api_base: str, *, flaky: bool, health: bool, log: Path, redis: bool = False
+) -> Path:
+    """The bundled example routes, their models replaced by the upstream's; with ``redis``,
+    `server: {redis_url: ...}` (from the environment) so health and spend are shared there."""
     out.mkdir(parents=True)
     prefix = "flaky-" if flaky else ""
     models = set()
@@ -246,6 +248,8 @@ def semroute_routes(out: Path, api_base: str, *, flaky: bool, health: bool, log:
             router["default_fallbacks"] = [BACKUP]
             router["dispatch"] = {"timeout": 30, "log": str(log)}
             router["health"] = {"enabled": health}
+            if redis:
+                spec.setdefault("server", {})["redis_url"] = f"os.environ/{REDIS_ENV}"
         (out / source.name).write_text(yaml.safe_dump(spec, sort_keys=False))
     models |= {prefix + DEFAULT_MODEL, BACKUP}
     (out / "models.yaml").write_text(
@@ -258,12 +262,16 @@ def semroute_server(work: Path, api_base: str, workers: int, **kw: Any) -> Serve
     name = (
         "semroute" + ("-flaky" if kw.get("flaky") else "") + ("" if kw["health"] else "-nohealth")
     )
+    name += "-redis" if kw.get("redis") else ""
     folder = work / name
     routes = semroute_routes(folder / "routes", api_base, log=folder / "decisions.jsonl", **kw)
     semroute = [str(Path(sys.executable).parent / "semroute")]
     if not Path(semroute[0]).exists():
         semroute = [sys.executable, "-m", "semroute.cli.main"]
     env = server_env()
+    if kw.get("redis"):
+        env[REDIS_ENV] = kw["redis"]
+        kw["redis"] = True
     proc = subprocess.run(
         [*semroute, "build-index", str(routes), "--out", str(folder / "index")],
         env=env,
@@ -329,8 +337,65 @@ def litellm_server(work: Path, api_base: str, models: list[str], workers: int) -
     port = free_port()
     cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--num_workers", str(workers)]
+    # Uvicorn's access log off, as `semroute serve` runs it: both servers log alike.
+    cmd += ["--log_config", str(quiet_log_config(folder / "log_config.json"))]
     env = server_env()
     env.pop("PYTHONPATH")  # its own venv, nothing of semroute's
     return Server(
         "litellm", cmd, f"http://127.0.0.1:{port}", "/health/liveliness", env, folder / "proxy.log"
     )
+
+
+def quiet_log_config(path: Path) -> Path:
+    """Uvicorn's own logging configuration with the access logger given no handler and no
+    parent (what uvicorn's ``access_log=False`` does), written for ``--log_config``."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.access"] = {"handlers": [], "level": "INFO", "propagate": False}
+    path.write_text(json.dumps(config))
+    return path
+
+
+@contextlib.contextmanager
+def redis_server(work: Path) -> Iterator[str]:
+    """A redis-server of its own on a free loopback port, nothing saved to disk; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit(
+            "error: the Redis run needs redis-server on PATH (apt-get install redis-server)"
+        )
+    port = free_port()
+    folder = work / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    cmd += ["--dir", str(folder)]
+    with (folder / "redis.log").open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), 1) as c,
+            ):
+                c.sendall(b"PING\r\n")
+                if c.recv(64).startswith(b"+PONG"):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"error: redis-server did not start; see {folder / 'redis.log'}")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(proc)
+
+
+def redis_keys(url: str) -> int:
+    """How many keys the redis-server at ``url`` (``redis://127.0.0.1:PORT/0``) holds."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), 5) as c:
+        c.sendall(b"DBSIZE\r\n")
+        reply = c.recv(64)
+    return int(reply.strip().lstrip(b":"))

@@ -5,9 +5,12 @@
 Trains on ../shared/data/routellm_mmlu/train.jsonl only and reports RouteLLM's metrics (APGR,
 CPT(50%), CPT(80%); see semroute.tuning.difficulty_metrics) on test.jsonl for: a random router
 (mean over seeds), a per-domain prior (each test row scored by its domain's mean gain on train:
-it reads the test row's domain, which a router does not have, so it is an oracle-ish baseline),
-logistic regression on the frozen embeddings (predicting "the strong model gains"), and
-semroute's difficulty router (`semroute train-difficulty` with its defaults), with the
+it reads the test row's domain, which a router does not have, so it is an oracle), the
+predicted-domain prior alone (semroute's domain component: the domain predicted from the
+embedding), logistic regression on the frozen embeddings (predicting "the strong model gains",
+its C chosen by 5-fold cross-validation on train), and semroute's difficulty router (`semroute
+train-difficulty` with its defaults), with a paired bootstrap (the same resampled test prompts
+for both) of semroute's APGR minus each baseline's, and the
 strong-call share and quality it reaches at the threshold calibrated on train. Then the cost:
 scoring one query given its embedding, and `Router.route()` end to end with and without a rule
 on `difficulty`. The prompts' embeddings are cached in .bench/difficulty/ (embedding 14,000
@@ -63,30 +66,114 @@ def embeddings(encoder: Encoder, name: str, prompts: list[str], path: Path) -> n
     )
 
 
-def baselines(train: Any, test: Any, x_train: np.ndarray, x_test: np.ndarray) -> dict[str, Any]:
+def baselines(
+    train: Any, test: Any, x_train: np.ndarray, x_test: np.ndarray
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], dict[str, Any]]:
+    """Each baseline's metrics on test, its test scores (for the paired bootstrap; the random
+    router's: one seed's) and how the logistic regression's C was chosen."""
     from sklearn.linear_model import LogisticRegression
 
-    from semroute.tuning.difficulty_metrics import gap_metrics
-
-    def row(scores: np.ndarray) -> dict[str, float]:
-        m = gap_metrics(scores, test.weak, test.strong)
-        return {"apgr": m.apgr, "cpt50": m.cpt50, "cpt80": m.cpt80}
-
     rng = np.random.default_rng(0)
-    runs = [row(rng.random(len(test))) for _ in range(SEEDS)]
-    random = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    random_runs = [_row(rng.random(len(test)), test) for _ in range(SEEDS)]
     gain = train.strong - train.weak
     by_domain: dict[str, list[float]] = {}
     for d, g in zip(train.domains, gain, strict=True):
         by_domain.setdefault(d, []).append(g)
     overall = float(gain.mean())
-    prior = np.array([np.mean(by_domain.get(d, [overall])) for d in test.domains])
-    lr = LogisticRegression(C=1.0, max_iter=2000).fit(x_train, gain > 0)
-    return {
-        f"random router (mean of {SEEDS} seeds)": random,
-        "per-domain prior (reads the test row's domain)": row(prior),
-        "logistic regression on the embeddings": row(lr.predict_proba(x_test)[:, 1]),
+    c, cv = tuned_c(train, x_train)
+    lr = LogisticRegression(C=c, max_iter=2000).fit(x_train, gain > 0)
+    scores = {
+        "random router (one seed)": np.random.default_rng(0).random(len(test)),
+        ORACLE: np.array([np.mean(by_domain.get(d, [overall])) for d in test.domains]),
+        PREDICTED: predicted_domain_prior(train, x_train, x_test),
+        f"logistic regression on the embeddings (C={c:g}, chosen by CV on train)": (
+            lr.predict_proba(x_test)[:, 1]
+        ),
     }
+    metrics = {name: _row(v, test) for name, v in scores.items()}
+    random_name = f"random router (mean of {SEEDS} seeds)"
+    metrics = {random_name: {k: float(np.mean([r[k] for r in random_runs])) for k in _KEYS}} | {
+        k: v for k, v in metrics.items() if not k.startswith("random")
+    }
+    return metrics, scores, {"lr_c": c, "lr_cv_apgr_by_c": cv}
+
+
+ORACLE = "per-domain prior (reads the test row's domain: an oracle)"
+PREDICTED = "predicted-domain prior alone (semroute's domain component)"
+_KEYS = ("apgr", "cpt50", "cpt80")
+LR_CS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+CV_FOLDS = 5
+BOOTSTRAP = 1000
+
+
+def _row(scores: np.ndarray, rows: Any) -> dict[str, float]:
+    from semroute.tuning.difficulty_metrics import gap_metrics
+
+    m = gap_metrics(scores, rows.weak, rows.strong)
+    return {"apgr": m.apgr, "cpt50": m.cpt50, "cpt80": m.cpt80}
+
+
+def tuned_c(train: Any, x_train: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The logistic regression's C with the best out-of-fold APGR on train (5-fold): the test
+    split plays no part in the choice."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    from semroute.tuning.difficulty_metrics import gap_metrics
+
+    gain = train.strong - train.weak
+    folds = list(KFold(CV_FOLDS, shuffle=True, random_state=0).split(x_train))
+    by_c: dict[str, float] = {}
+    for c in LR_CS:
+        oof = np.zeros(len(x_train))
+        for fit, held in folds:
+            lr = LogisticRegression(C=c, max_iter=2000).fit(x_train[fit], gain[fit] > 0)
+            oof[held] = lr.predict_proba(x_train[held])[:, 1]
+        by_c[f"{c:g}"] = gap_metrics(oof, train.weak, train.strong).apgr
+    best = max(by_c, key=lambda k: by_c[k])
+    return float(best), by_c
+
+
+def predicted_domain_prior(train: Any, x_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """The domain component of semroute's model alone, fitted on train: a classifier of the
+    domain from the embedding, each domain valued at its (shrunk) mean gain on train. Unlike
+    the oracle prior it needs nothing a router does not have."""
+    from semroute.index.difficulty import Component
+    from semroute.routing.difficulty import component_scores
+    from semroute.tuning.difficulty_fit import fit_components
+
+    fitted = {f.name: f for f in fit_components(x_train, train.weak, train.strong, train.domains)}
+    domain = fitted["domain"]
+    component = Component(domain.type, 1.0, 0.0, 1.0, domain.k, domain.arrays)
+    return component_scores(component, np.ascontiguousarray(x_test, dtype=np.float32))
+
+
+def paired_bootstrap(
+    ours: np.ndarray, others: dict[str, np.ndarray], rows: Any, n: int = BOOTSTRAP
+) -> dict[str, dict[str, float]]:
+    """semroute's APGR minus each baseline's on the same resampled test prompts, ``n`` times:
+    the mean difference, its standard deviation and 95% percentile interval. Only the test
+    prompts are resampled (the models stay as trained)."""
+    from semroute.tuning.difficulty_metrics import apgr, pgr_curve
+
+    rng = np.random.default_rng(1)
+    diffs: dict[str, list[float]] = {name: [] for name in others}
+    for _ in range(n):
+        idx = rng.integers(0, len(ours), len(ours))
+        w, q = rows.weak[idx], rows.strong[idx]
+        a = apgr(pgr_curve(ours[idx], w, q))
+        for name, scores in others.items():
+            diffs[name].append(a - apgr(pgr_curve(scores[idx], w, q)))
+    out = {}
+    for name, d in diffs.items():
+        arr = np.array(d)
+        out[name] = {
+            "mean": float(arr.mean()),
+            "sd": float(arr.std(ddof=1)),
+            "ci95": [float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))],
+            "share_above_0": float((arr > 0).mean()),
+        }
+    return out
 
 
 def scoring_cost(model: Any, x_test: np.ndarray) -> dict[str, float]:
@@ -153,6 +240,7 @@ def route_cost(model_dir: Path, prompts: list[str], work: Path) -> dict[str, flo
 def run(strong_share: float, smoke: bool) -> dict[str, Any]:
     from semroute.config.routefile import DEFAULT_ENCODER, DEFAULT_RUNTIME
     from semroute.encoders.export import load_encoder
+    from semroute.routing.difficulty import raw_scores
     from semroute.tuning.difficulty import evaluate_difficulty, load_model, train_difficulty
     from semroute.tuning.outcomes import load_outcomes
 
@@ -184,9 +272,11 @@ def run(strong_share: float, smoke: bool) -> dict[str, Any]:
         train_seconds = time.perf_counter() - started
         model = load_model(work / "model")
         ours = evaluate_difficulty(test, model, cached)
+        our_scores = raw_scores(model, np.ascontiguousarray(x_test, dtype=np.float32))
         cost = scoring_cost(model, x_test)
         routing = route_cost(work / "model", test.prompts, work)
         model_bytes = sum(f.stat().st_size for f in (work / "model").iterdir())
+    metrics, scores, tuning = baselines(train, test, x_train, x_test)
     return {
         "machine": machine(),
         "command": "python scripts/bench_difficulty.py"
@@ -195,8 +285,13 @@ def run(strong_share: float, smoke: bool) -> dict[str, Any]:
         "target": {"strong_share": strong_share},
         "train_seconds": round(train_seconds, 1),
         "cross_fitted_on_train": report.metrics,
-        "baselines": baselines(train, test, x_train, x_test),
+        "baselines": metrics,
+        "baseline_tuning": tuning,
         "semroute": ours,
+        "apgr_difference": {
+            "bootstrap_resamples": BOOTSTRAP,
+            "semroute_minus": paired_bootstrap(our_scores, scores, test),
+        },
         "scoring_cost": cost,
         "route_cost": routing,
         "model_bytes": model_bytes,
@@ -229,17 +324,33 @@ def markdown(r: dict[str, Any]) -> str:
         f"correct; all strong: {pct(ours['strong_quality'])}. APGR is exact (every share "
         "k/n, trapezoids); CPT(x) is the smallest strong-call share whose PGR reaches x.",
         "",
-        "| router | APGR | CPT(50%) | CPT(80%) |",
-        "|---|---|---|---|",
+        "| router | APGR | CPT(50%) | CPT(80%) | semroute's APGR minus this one's [95% interval] |",
+        "|---|---|---|---|---|",
     ]
+    diff = r["apgr_difference"]["semroute_minus"]
     for name, m in r["baselines"].items():
-        lines.append(f"| {name} | {m['apgr']:.3f} | {pct(m['cpt50'])} | {pct(m['cpt80'])} |")
+        d = diff.get(name) or diff.get(name.replace(f"mean of {SEEDS} seeds", "one seed"))
+        shown = f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else ""
+        lines.append(
+            f"| {name} | {m['apgr']:.3f} | {pct(m['cpt50'])} | {pct(m['cpt80'])} | {shown} |"
+        )
     lines.append(
         f"| **semroute difficulty router** | **{ours['apgr']:.3f}** | **{pct(ours['cpt50'])}** | "
-        f"**{pct(ours['cpt80'])}** |"
+        f"**{pct(ours['cpt80'])}** | |"
     )
     tr = r["cross_fitted_on_train"]
+    tuning = r["baseline_tuning"]
     lines += [
+        "",
+        f"The interval: {r['apgr_difference']['bootstrap_resamples']} paired bootstrap "
+        "resamples of the test prompts (each resample scores semroute and the baseline on the "
+        "same prompts; the models are not retrained, so training's own variance is not in it), "
+        "2.5th to 97.5th percentile. " + verdict(diff) + " The logistic regression's C was "
+        "chosen by 5-fold cross-validation on train (out-of-fold APGR "
+        + ", ".join(f"C={c}: {a:.3f}" for c, a in tuning["lr_cv_apgr_by_c"].items())
+        + f"; C={tuning['lr_c']:g} kept"
+        + (", the edge of the grid" if tuning["lr_c"] in (LR_CS[0], LR_CS[-1]) else "")
+        + "). The random row's interval uses one seed's scores.",
         "",
         f"Threshold calibrated on train (cross-fitted scores) to {pct(r['target']['strong_share'])} "
         f"strong calls: on test it sends {pct(ours['strong_share'])} to the strong model, for "
@@ -263,6 +374,26 @@ def markdown(r: dict[str, Any]) -> str:
         f"Command: `{r['command']}`.",
     ]
     return "\n".join(lines)
+
+
+def verdict(diff: dict[str, dict[str, Any]]) -> str:
+    """What the intervals support, in words: a baseline beaten only where its interval is
+    above zero."""
+    above = [n for n, d in diff.items() if d["ci95"][0] > 0]
+    within = [n for n, d in diff.items() if d["ci95"][0] <= 0 <= d["ci95"][1]]
+    below = [n for n, d in diff.items() if d["ci95"][1] < 0]
+    out = []
+    if above:
+        out.append("semroute's APGR is above that of the " + _names(above))
+    if within:
+        out.append("no difference is shown from the " + _names(within) + " (0 is inside)")
+    if below:
+        out.append("semroute's APGR is below that of the " + _names(below))
+    return "What the intervals show: " + "; ".join(out) + "."
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(n.split(" (")[0] for n in names)
 
 
 ROUTELLM_NOTE = """\
@@ -292,7 +423,10 @@ def main() -> None:
     if args.smoke:
         print(
             json.dumps(
-                {k: results[k] for k in ("baselines", "semroute", "scoring_cost", "route_cost")},
+                {
+                    k: results[k]
+                    for k in ("baselines", "baseline_tuning", "semroute", "apgr_difference")
+                },
                 indent=2,
             )
         )

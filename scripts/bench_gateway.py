@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/bench_gateway.py [--requests 5000] [--streamed 1000]
         [--sequential 300] [--concurrency 64] [--delay 0.05] [--workers 1] [--rounds 5]
-        [--flaky-requests 1000] [--targets direct,semroute,litellm] [--smoke]
+        [--flaky-requests 1000] [--slow-streams 256] [--chunk-delay 0.02]
+        [--redis-requests 2000] [--targets direct,semroute,litellm] [--smoke]
 
 Everything runs on 127.0.0.1 and stops by itself. The upstream is semroute.testing.FakeProvider
 in its own process, every model answering after a fixed --delay (a model's time to first token).
@@ -33,6 +34,16 @@ body lists its attempts, and the decision log must hold exactly one line per req
 x-semroute-request-id). It runs twice: with the circuit breakers at their defaults, and with
 `health: {enabled: false}` so every request tries its flaky model first.
 
+Then slow streams: a fresh upstream sends each streamed answer's ~100 events --chunk-delay
+apart (about 2 s a stream), through fresh servers of each gateway and direct; the time to the
+first content chunk is reported beside the whole stream's. And a run with Redis: `semroute serve`
+with `server.redis_url` pointing at a redis-server the script starts on a free loopback port
+(nothing saved), beside the same server without it, and direct (needs redis-server on PATH;
+--redis-requests 0 skips it).
+
+Both servers run with uvicorn's access log off (`semroute serve`'s default; LiteLLM's proxy
+through `--log_config`, uvicorn's own configuration without the access logger's handler).
+
 Peak memory is the sum of VmHWM over the server's processes (read from /proc before it stops);
 the largest sum of VmRSS seen while it ran is given beside it.
 
@@ -55,17 +66,18 @@ from typing import Any
 
 import yaml
 
-from _bench import ROOT, machine, machine_markdown, save
-from _gateway_load import Load, classify, load, pct, request_bodies
+from _bench import ROOT, machine, save
+from _gateway_load import ANSWER, SLOW_ANSWER, Load, classify, load, request_bodies
+from _gateway_report import breakdown, brief, checks, markdown, settings
 from _gateway_servers import (
     BACKUP,
     DEFAULT_MODEL,
-    FLAKY_RATE,
-    LITELLM,
     RssWatch,
     Server,
     litellm_server,
     model_names,
+    redis_keys,
+    redis_server,
     semroute_server,
     upstream,
     upstream_main,
@@ -102,32 +114,44 @@ class Target:
 
     @property
     def auto(self) -> bool:
-        return self.name == "semroute"
+        return self.name.startswith("semroute")
+
+
+Kind = tuple[str, int, bool, int]
+"""A kind of request in a run: its name, how many, streamed or not, how many at a time."""
+
+
+def main_kinds(args: argparse.Namespace) -> list[Kind]:
+    return [
+        ("plain", args.requests, False, args.concurrency),
+        ("streamed", args.streamed, True, args.concurrency),
+        # One at a time: no queue, so the time a gateway adds is its own work alone.
+        ("one_at_a_time", args.sequential, False, 1),
+    ]
 
 
 def measure(
-    targets: list[Target], args: argparse.Namespace, ids: dict[str, list[str | None]]
+    targets: list[Target],
+    args: argparse.Namespace,
+    ids: dict[str, list[str | None]],
+    kinds: list[Kind] | None = None,
+    expected: str = ANSWER,
 ) -> dict[str, Any]:
     """Warm each target up, then load them in interleaved rounds: round r sends the r-th
     slice of the requests to every target in turn, the order rotating each round, so that
-    the machine's load, which drifts, weighs on every target alike. The request ids semroute
-    answered with go into ``ids``, by kind of request."""
+    the machine's load, which drifts, weighs on every target alike. The request ids the
+    target named "semroute" answered with go into ``ids``, by kind of request."""
     queries = bundled_queries()
     for t in targets:
         warm = request_bodies(queries, args.warmup, auto=t.auto, stream=False)
-        load(t.url, warm, args.concurrency, False)
+        load(t.url, warm, args.concurrency, False, expected)
     result: dict[str, Any] = {t.name: {} for t in targets}
     servers = [t.server for t in targets if t.server is not None and t.server.proc is not None]
     watches = {s.name: RssWatch(s.proc.pid) for s in servers if s.proc is not None}
     with contextlib.ExitStack() as stack:
         for watch in watches.values():
             stack.enter_context(watch)
-        for kind, n, stream, concurrency in (
-            ("plain", args.requests, False, args.concurrency),
-            ("streamed", args.streamed, True, args.concurrency),
-            # One at a time: no queue, so the time a gateway adds is its own work alone.
-            ("one_at_a_time", args.sequential, False, 1),
-        ):
+        for kind, n, stream, concurrency in kinds or main_kinds(args):
             if not n:
                 continue
             parts: dict[str, list[Load]] = {t.name: [] for t in targets}
@@ -136,14 +160,14 @@ def measure(
                 lo, hi = n * r // rounds, n * (r + 1) // rounds
                 for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
                     bodies = request_bodies(queries, hi, auto=t.auto, stream=stream)[lo:]
-                    parts[t.name].append(load(t.url, bodies, concurrency, stream))
+                    parts[t.name].append(load(t.url, bodies, concurrency, stream, expected))
             for t in targets:
                 merged = Load(
                     [o for part in parts[t.name] for o in part.outcomes],
                     sum(part.wall_s for part in parts[t.name]),
                 )
                 result[t.name][kind] = merged.summary() | {"rounds": rounds}
-                if t.auto:
+                if t.name == "semroute":
                     ids[kind] = [o.request_id for o in merged.outcomes]
                 print(f"  {t.name} {kind}: {brief(result[t.name][kind])}", file=sys.stderr)
     for t in targets:
@@ -153,35 +177,6 @@ def measure(
             result[t.name]["memory"] = memory
             result[t.name]["start_s"] = round(t.server.started_s, 2)
     return result
-
-
-def brief(s: dict[str, Any]) -> str:
-    return (
-        f"{s['throughput_rps']} req/s, p50 {s.get('p50_ms')} ms, p99 {s.get('p99_ms')} ms, "
-        f"{s['errors']} errors"
-    )
-
-
-def breakdown(log: Path, ids: dict[str, list[str | None]]) -> dict[str, Any]:
-    """Per kind of request, from semroute's decision log: its lines per request (one each),
-    and the time routing and the model call (LiteLLM and the upstream) took, by request id."""
-    lines: dict[str, list[dict[str, Any]]] = {}
-    for line in log.read_text().splitlines() if log.exists() else []:
-        record = json.loads(line)
-        lines.setdefault(record["request_id"], []).append(record)
-    out: dict[str, Any] = {}
-    for kind, request_ids in ids.items():
-        records = [lines[i][0] for i in request_ids if i in lines]
-        routing = sorted(float(r["routing_ms"]) for r in records if r.get("routing_ms") is not None)
-        model = sorted(float(r["model_ms"]) for r in records if r.get("model_ms") is not None)
-        out[kind] = {
-            "requests": len(request_ids),
-            "logged_once": sum(1 for i in request_ids if i and len(lines.get(i, ())) == 1),
-            "routing_p50_ms": round(pct(routing, 50), 2) if routing else None,
-            "routing_p99_ms": round(pct(routing, 99), 2) if routing else None,
-            "model_p50_ms": round(pct(model, 50), 2) if model else None,
-        }
-    return out
 
 
 def flaky_run(server: Server, log: Path, n: int, concurrency: int) -> dict[str, Any]:
@@ -194,42 +189,7 @@ def flaky_run(server: Server, log: Path, n: int, concurrency: int) -> dict[str, 
     return classify(outcomes, [json.loads(line)["request_id"] for line in lines])
 
 
-KINDS = {
-    "plain": "non-streamed, {c} at a time",
-    "streamed": "streamed, {c} at a time",
-    "one_at_a_time": "non-streamed, one at a time",
-}
-
-
-def table(results: dict[str, Any]) -> str:
-    targets = results["targets"]
-    direct = targets["direct"]
-    rows = [
-        "| requests | target | throughput | p50 | p99 | added p50 | added p99 | errors | peak RSS |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for kind, label in KINDS.items():
-        if kind not in direct:
-            continue
-        label = label.format(c=results["settings"]["concurrency"])
-        for name, r in targets.items():
-            s, d = r[kind], direct[kind]
-            added = (
-                (f"{s['p50_ms'] - d['p50_ms']:+.1f} ms", f"{s['p99_ms'] - d['p99_ms']:+.1f} ms")
-                if name != "direct" and "p50_ms" in s
-                else ("", "")
-            )
-            mem = f"{r['memory']['peak_rss_mib']:.0f} MiB" if "memory" in r else ""
-            rows.append(
-                f"| {s['requests']:,} {label} | {name} | {s['throughput_rps']:.1f} req/s "
-                f"| {s.get('p50_ms', 0):.1f} ms | {s.get('p99_ms', 0):.1f} ms | {added[0]} "
-                f"| {added[1]} | {s['errors']} | {mem} |"
-            )
-    return "\n".join(rows)
-
-
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    queries = bundled_queries()
     routes = sorted(r for r in yaml.safe_load(QUERIES.read_text()) if r is not None)
     results: dict[str, Any] = {"machine": machine(), "settings": settings(args)}
     with upstream(0.0, routes, work / "upstream-nodelay.log") as base:
@@ -238,27 +198,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ceiling = measure([Target("direct", base.removesuffix("/v1"))], args, {})
         results["generator_ceiling"] = ceiling["direct"]
     with upstream(args.delay, routes, work / "upstream.log") as base:
-        models = sorted({m for _, m in queries} | {DEFAULT_MODEL, BACKUP})
-        targets = [Target("direct", base.removesuffix("/v1"))]
-        try:
-            for name in args.targets[1:]:
-                if name == "semroute":
-                    server = semroute_server(work, base, args.workers, flaky=False, health=True)
-                else:
-                    server = litellm_server(work, base, models, args.workers)
-                targets.append(Target(name, server.url, server))
-                print(f"starting {name} ...", file=sys.stderr)
-                server.start()
-            print(f"loading {', '.join(args.targets)} in turn ...", file=sys.stderr)
-            ids: dict[str, list[str | None]] = {}
-            results["targets"] = measure(targets, args, ids)
-        finally:
-            for t in targets:
-                if t.server is not None:
-                    t.server.stop()
+        ids: dict[str, list[str | None]] = {}
+        results["targets"] = run_targets(gateway_targets(args, work, base), args, ids)
         if "semroute" in results["targets"]:
             log = work / "semroute" / "decisions.jsonl"  # complete: the server has stopped
             results["targets"]["semroute"]["decision_log"] = breakdown(log, ids)
+        if "semroute" in args.targets and args.redis_requests:
+            results["redis"] = redis_run(args, work, base)
         if "semroute" in args.targets and args.flaky_requests:
             results["flaky"] = {}
             for health in (True, False):
@@ -273,187 +219,85 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     )
                 finally:
                     server.stop()
+    if args.slow_streams and len(args.targets) > 1:
+        results["slow_stream"] = slow_stream_run(args, work, routes)
     results["checks"] = checks(results)
     return results
 
 
-def settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "requests": args.requests,
-        "streamed": args.streamed,
-        "sequential": args.sequential,
-        "concurrency": args.concurrency,
-        "upstream_delay_s": args.delay,
-        "workers": args.workers,
-        "rounds": args.rounds,
-        "warmup": args.warmup,
-        "flaky_requests": args.flaky_requests,
-        "flaky_rate": FLAKY_RATE,
-        "targets": list(args.targets),
-        "litellm_proxy": LITELLM,
-        "load_generator": "asyncio + aiohttp, in the benchmark process",
-        "semroute_uvicorn": uvicorn_flavour(),
-    }
+def gateway_targets(args: argparse.Namespace, work: Path, base: str) -> list[Target]:
+    """Direct to the upstream at ``base``, and a server (not started) for each gateway of
+    --targets, its files under ``work``."""
+    models = sorted({m for _, m in bundled_queries()} | {DEFAULT_MODEL, BACKUP})
+    targets = [Target("direct", base.removesuffix("/v1"))]
+    for name in args.targets[1:]:
+        if name == "semroute":
+            server = semroute_server(work, base, args.workers, flaky=False, health=True)
+        else:
+            server = litellm_server(work, base, models, args.workers)
+        targets.append(Target(name, server.url, server))
+    return targets
 
 
-def uvicorn_flavour() -> str:
-    """What uvicorn's defaults (loop and http "auto") pick in semroute's environment."""
-    from importlib.util import find_spec
+def run_targets(
+    targets: list[Target],
+    args: argparse.Namespace,
+    ids: dict[str, list[str | None]] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Start the targets' servers, load them all (see :func:`measure`), stop the servers."""
+    try:
+        for t in targets:
+            if t.server is not None:
+                print(f"starting {t.name} ...", file=sys.stderr)
+                t.server.start()
+        print(f"loading {', '.join(t.name for t in targets)} in turn ...", file=sys.stderr)
+        return measure(targets, args, {} if ids is None else ids, **kw)
+    finally:
+        for t in targets:
+            if t.server is not None:
+                t.server.stop()
 
-    loop = "uvloop" if find_spec("uvloop") else "asyncio loop"
-    http = "httptools" if find_spec("httptools") else "h11"
-    return f"{loop} and {http} (its defaults, in semroute's environment)"
+
+def slow_stream_run(args: argparse.Namespace, work: Path, routes: list[str]) -> dict[str, Any]:
+    """Streams whose words come one at a time: an upstream sending an event every
+    --chunk-delay seconds (about 100 of them), through each gateway and direct."""
+    log = work / "upstream-slow.log"
+    with upstream(args.delay, routes, log, chunk_delay=args.chunk_delay) as base:
+        folder = work / "slow"
+        folder.mkdir()
+        print("slow streams ...", file=sys.stderr)
+        kinds = [("slow_streamed", args.slow_streams, True, args.concurrency)]
+        targets = gateway_targets(args, folder, base)
+        out = run_targets(targets, args, kinds=kinds, expected=SLOW_ANSWER)
+    return {"chunk_delay_s": args.chunk_delay, "events": len(SLOW_ANSWER.split(" ")) + 1} | out
 
 
-def checks(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's must-hold conditions, as measured (never asserted: reported)."""
-    t = results["targets"]
-    out: dict[str, Any] = {}
-    errors = sum(r[k]["errors"] for r in t.values() for k in KINDS if k in r)
-    out["zero_failed_requests"] = errors == 0
-    log = t.get("semroute", {}).get("decision_log")
-    if log:
-        out["one_log_line_per_request"] = all(
-            b["logged_once"] == b["requests"] for b in log.values()
-        )
-    flaky = results.get("flaky", {})
-    out["flaky_zero_lost"] = (
-        all(
-            f["lost"] == 0 and f["log_lines"] == f["requests"] == f["ids_logged_once"]
-            for f in flaky.values()
-        )
-        if flaky
-        else None
-    )
-    if "semroute" in t and "litellm" in t:
-        for kind in KINDS:
-            if kind not in t["direct"]:
-                continue
-            s, lt, d = t["semroute"][kind], t["litellm"][kind], t["direct"][kind]
-            if "p50_ms" in s and "p50_ms" in lt:
-                out[f"{kind}_added_p50_semroute_le_litellm"] = (
-                    s["p50_ms"] - d["p50_ms"] <= lt["p50_ms"] - d["p50_ms"]
-                )
-            out[f"{kind}_throughput_semroute_ge_litellm"] = (
-                s["throughput_rps"] >= lt["throughput_rps"]
+def redis_run(args: argparse.Namespace, work: Path, base: str) -> dict[str, Any]:
+    """`semroute serve` with `server.redis_url` (health state and spend in a redis-server of
+    its own on loopback) beside the same server without it, and direct, interleaved."""
+    folder = work / "redis-run"
+    folder.mkdir()
+    with redis_server(folder) as url:
+        targets = [Target("direct", base.removesuffix("/v1"))]
+        for name, redis in (("semroute", None), ("semroute-redis", url)):
+            server = semroute_server(
+                folder, base, args.workers, flaky=False, health=True, redis=redis
             )
-    return out
-
-
-def check_lines(c: dict[str, Any], s: dict[str, Any]) -> list[str]:
-    def said(v: bool | None) -> str:
-        return "n/a" if v is None else "yes" if v else "**no**"
-
-    out = [
-        f"no request failed: {said(c['zero_failed_requests'])}",
-        f"flaky runs lost no request and logged each once: {said(c['flaky_zero_lost'])}",
-    ]
-    if "one_log_line_per_request" in c:
-        out.insert(1, f"one decision-log line per request: {said(c['one_log_line_per_request'])}")
-    for kind, label in KINDS.items():
-        label = label.format(c=s["concurrency"])
-        if f"{kind}_added_p50_semroute_le_litellm" in c:
-            out.append(
-                f"{label}: semroute's added p50 ≤ LiteLLM proxy's "
-                f"{said(c[f'{kind}_added_p50_semroute_le_litellm'])}, its throughput ≥ LiteLLM "
-                f"proxy's {said(c[f'{kind}_throughput_semroute_ge_litellm'])}"
-            )
-    return out
-
-
-def markdown(results: dict[str, Any], command: str) -> str:
-    s = results["settings"]
-    ceiling = results["generator_ceiling"]
-    lines = [
-        "## Gateway: `semroute serve` beside LiteLLM's proxy",
-        "",
-        f"`{command}`: all on 127.0.0.1. The upstream is `semroute.testing.FakeProvider` in its "
-        f"own process, every model answering {s['upstream_delay_s'] * 1000:.0f} ms after the "
-        "request. Three targets get the same requests: *direct* to the upstream; *semroute*, "
-        '`semroute serve` with `model: "auto"` over an index built by `semroute build-index` '
-        "from the bundled example routes with the real default encoder (every model replaced by "
-        f"one on the upstream, health and decision log on); *litellm*, `{s['litellm_proxy']}`'s "
-        "own proxy (`litellm --config`, no database, no master key, no routing: requests name the "
-        "model semroute's route picks). Both servers run "
-        f"{s['workers']} worker process{'es' if s['workers'] > 1 else ''}. Per target: {s['requests']:,} non-streamed requests, then "
-        f"{s['streamed']:,} streamed (every chunk counted, the answer and `data: [DONE]` "
-        f"checked), {s['concurrency']} at a time, then {s['sequential']:,} non-streamed one at a "
-        "time (no queue: what a gateway adds to one request), after a warm-up, in "
-        f"{s['rounds']} interleaved "
-        "rounds (each round sends the next slice of the requests to every target in turn, the "
-        "order rotating, so that the shared machine's drifting load weighs on all alike). "
-        "Every query is unique (the "
-        "bundled routes' held-out queries with a reference number), so semroute routes each one: "
-        "no decision comes from its query cache. Added latency is the target's percentile minus "
-        "direct's; at this concurrency a saturated server's latency is mostly queueing (64 ÷ "
-        "its throughput). Peak RSS is the server's VmHWM summed over its processes. LiteLLM's "
-        "proxy runs as it ships: on uvloop, with uvicorn's access log; `semroute serve` as it "
-        f"ships: uvicorn's {s['semroute_uvicorn']}, access log off, a decision-log line per "
-        "request.",
-        "",
-        table(results),
-        "",
-        f"The load generator (asyncio + aiohttp, in the benchmark process) against the upstream "
-        f"with no delay: {ceiling['plain']['throughput_rps']:.0f} req/s non-streamed, "
-        f"{ceiling['streamed']['throughput_rps']:.0f} req/s streamed; with the delay, direct "
-        "is bounded by concurrency ÷ delay, not by the generator.",
-    ]
-    log = results["targets"].get("semroute", {}).get("decision_log")
-    if log:
-        parts = []
-        for kind, b in log.items():
-            label = KINDS[kind].format(c=s["concurrency"])
-            parts.append(
-                f"{label}: {b['logged_once']:,} of {b['requests']:,} requests logged exactly "
-                f"once, routing p50 {b['routing_p50_ms']} ms (p99 {b['routing_p99_ms']} ms), "
-                f"model call p50 {b['model_p50_ms']} ms"
-            )
-        lines += [
-            "",
-            "Where semroute's time goes, from its decision log (`routing_ms`: the encoder and "
-            "the policy, in a worker thread; `model_ms`: LiteLLM's call to the upstream, its "
-            "50 ms included), matched to the requests by `x-semroute-request-id`: "
-            + "; ".join(parts)
-            + ".",
+            targets.append(Target(name, server.url, server))
+        print("with and without Redis ...", file=sys.stderr)
+        n = args.redis_requests
+        kinds = [
+            ("plain", n, False, args.concurrency),
+            ("streamed", max(1, n // 4), True, args.concurrency),
         ]
-    flaky = results.get("flaky")
-    if flaky:
-        lines += [
-            "",
-            f"Flaky upstream: through `semroute serve`, every routed model fails "
-            f"{FLAKY_RATE:.0%} of its requests (500); each chain ends in a healthy backup. "
-            f"{s['flaky_requests']:,} requests, {s['concurrency']} at a time, once with the "
-            "circuit breakers at their defaults and once with `health: {enabled: false}` (every "
-            "request tries its flaky model first):",
-            "",
-            "| run | answered | by a fallback | after skipping an open circuit | 502 listing attempts | lost | decision-log lines | request ids logged exactly once |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for label, f in flaky.items():
-            lines.append(
-                f"| {label.replace('_', ' ')} | {f['answered']} | {f['answered_by_a_fallback']} "
-                f"| {f['answered_after_skipping_an_open_circuit']} "
-                f"| {f['failed_502_with_attempts']} | {f['lost']} | {f['log_lines']} "
-                f"| {f['ids_logged_once']} of {f['requests']} |"
-            )
-    c = results["checks"]
-    lines += [
-        "",
-        "Checks (measured, not assumed): " + "; ".join(check_lines(c, s)) + ".",
-    ]
-    lines += ["", machine_markdown(results["machine"])]
-    return "\n".join(lines)
+        out = run_targets(targets, args, kinds=kinds)
+        # Proof that the server used it: its health state and counters are there.
+        return out | {"keys_in_redis_after": redis_keys(url)}
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_upstream":
-        p = argparse.ArgumentParser()
-        p.add_argument("_upstream")
-        p.add_argument("--delay", type=float, required=True)
-        p.add_argument("--routes", required=True)
-        a = p.parse_args()
-        upstream_main(a.delay, a.routes.split(","))
-        return
+def parse_args() -> argparse.Namespace:
+    """The command line, with the sizes --smoke or the full run default to."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     # Sizes default to None so that --smoke can tell its own defaults from sizes given.
     parser.add_argument("--requests", type=int, help="non-streamed, per target (5000)")
@@ -466,6 +310,18 @@ def main() -> None:
         "--sequential", type=int, help="non-streamed, one at a time, per target (300)"
     )
     parser.add_argument("--warmup", type=int, help="requests per target first (4 x concurrency)")
+    parser.add_argument(
+        "--slow-streams", type=int, help="streams of ~100 paced events, per target (256)"
+    )
+    parser.add_argument(
+        "--chunk-delay", type=float, default=0.02, help="s between a slow stream's events"
+    )
+    parser.add_argument(
+        "--redis-requests",
+        type=int,
+        help="non-streamed, per target, semroute with and without Redis; a quarter as many "
+        "streamed (2000; 0: no Redis run)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=5, help="interleaved rounds the requests are split into"
     )
@@ -481,8 +337,20 @@ def main() -> None:
         help="a few requests unless sizes are given, to check it runs; writes nowhere",
     )
     args = parser.parse_args()
-    sizes = (120, 40, 20, 60, 16) if args.smoke else (5000, 1000, 300, 1000, 4 * args.concurrency)
-    names = ("requests", "streamed", "sequential", "flaky_requests", "warmup")
+    sizes = (
+        (120, 40, 20, 60, 16, 8, 40)
+        if args.smoke
+        else (5000, 1000, 300, 1000, 4 * args.concurrency, 256, 2000)
+    )
+    names = (
+        "requests",
+        "streamed",
+        "sequential",
+        "flaky_requests",
+        "warmup",
+        "slow_streams",
+        "redis_requests",
+    )
     for name, size in zip(names, sizes, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, size)
@@ -491,6 +359,20 @@ def main() -> None:
     unknown = set(wanted.split(",")) - set(TARGETS)
     if unknown:
         parser.error(f"--targets: unknown {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    return args
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_upstream":
+        p = argparse.ArgumentParser()
+        p.add_argument("_upstream")
+        p.add_argument("--delay", type=float, required=True)
+        p.add_argument("--chunk-delay", type=float, default=0.0)
+        p.add_argument("--routes", required=True)
+        a = p.parse_args()
+        upstream_main(a.delay, a.routes.split(","), a.chunk_delay)
+        return
+    args = parse_args()
     work = (
         Path(tempfile.mkdtemp(prefix="semroute-bench-gateway-")) if args.work is None else args.work
     )
@@ -511,6 +393,9 @@ def main() -> None:
             ("delay", args.delay),
             ("workers", args.workers),
             ("rounds", args.rounds),
+            ("slow-streams", args.slow_streams),
+            ("chunk-delay", args.chunk_delay),
+            ("redis-requests", args.redis_requests),
         )
     )
     md = markdown(results, command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,52 @@ def test_the_route_files_put_every_model_on_the_upstream(tmp_path: Path) -> None
 
 
 @pytest.mark.usefixtures("scripts")
+def test_the_redis_run_points_semroute_at_redis_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import _gateway_servers as bench
+
+    monkeypatch.setenv(bench.REDIS_ENV, "redis://127.0.0.1:9/0")
+    args = ("http://127.0.0.1:9/v1",)
+    kw: dict[str, Any] = {"flaky": False, "health": True, "log": tmp_path / "log.jsonl"}
+    with_redis = load_routes(bench.semroute_routes(tmp_path / "a", *args, redis=True, **kw))
+    assert with_redis.server is not None
+    assert with_redis.server.redis_url == f"os.environ/{bench.REDIS_ENV}"
+    assert load_routes(bench.semroute_routes(tmp_path / "b", *args, **kw)).server is None
+
+
+@pytest.mark.usefixtures("scripts")
+def test_the_litellm_proxy_gets_uvicorns_logging_without_the_access_log(tmp_path: Path) -> None:
+    import _gateway_servers as bench
+
+    config = bench.quiet_log_config(tmp_path / "log_config.json")
+    # As uvicorn decides: it writes access lines only if the access logger has a handler.
+    probe = (
+        "import json, logging, logging.config, sys; "
+        "logging.config.dictConfig(json.load(open(sys.argv[1]))); "
+        "print(logging.getLogger('uvicorn.access').hasHandlers(), "
+        "logging.getLogger('uvicorn.error').hasHandlers())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(config)], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.usefixtures("scripts")
+def test_the_benchmarks_redis_server_starts_empty_and_stops(tmp_path: Path) -> None:
+    import _gateway_servers as bench
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    with bench.redis_server(tmp_path) as url:
+        assert url.startswith("redis://127.0.0.1:")
+        assert bench.redis_keys(url) == 0
+    with pytest.raises(OSError):
+        bench.redis_keys(url)
+
+
+@pytest.mark.usefixtures("scripts")
 def test_failures_are_told_apart_from_lost_requests() -> None:
     import _gateway_load as bench
 
@@ -133,6 +180,7 @@ def test_a_smoke_run_through_semroute_serve(tmp_path: Path, model_cache: Path) -
         "30",
         "--rounds",
         "1",
+        *(() if shutil.which("redis-server") else ("--redis-requests", "0")),
     )
     served = results["targets"]["semroute"]
     assert served["plain"]["answered"] == 40 and served["streamed"]["answered"] == 10
@@ -143,3 +191,11 @@ def test_a_smoke_run_through_semroute_serve(tmp_path: Path, model_cache: Path) -
         assert logged["logged_once"] == logged["requests"] and logged["routing_p50_ms"] > 0
     for run in results["flaky"].values():
         assert run["lost"] == 0 and run["log_lines"] == run["requests"] == run["ids_logged_once"]
+    # Slow streams pass through as they come: the first word long before the stream's end
+    # (about 97 events 20 ms apart, so 1.9 s at the least).
+    slow = results["slow_stream"]["semroute"]["slow_streamed"]
+    assert slow["answered"] == slow["requests"] == 8 and slow["p50_ms"] >= 1900
+    assert slow["first_chunk_p50_ms"] < slow["p50_ms"] / 2
+    if "redis" in results:  # semroute with redis_url answered everything and used Redis
+        assert results["redis"]["semroute-redis"]["plain"]["errors"] == 0
+        assert results["redis"]["keys_in_redis_after"] > 0

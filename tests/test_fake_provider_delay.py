@@ -1,8 +1,10 @@
-"""FakeProvider's answer delay: a model that takes its time, streamed or not, failing or not."""
+"""FakeProvider's answer delay: a model that takes its time, streamed or not, failing or not;
+and a streamed answer whose words come one at a time."""
 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -83,6 +85,26 @@ def test_concurrent_requests_wait_their_delays_side_by_side() -> None:
         assert provider.hits("slow", status=200) == n
 
 
+def test_a_chunk_delay_spaces_out_a_streamed_answers_events() -> None:
+    # The role, then four words: the last leaves at least 4 x 0.5 s after the first. Only a
+    # client held up for more than a second could see them closer than 1 s apart; a provider
+    # that sent the events together (after a wait or not) shows them a few ms apart.
+    words, pause = "one two three four", 0.5
+    with FakeProvider() as provider:
+        provider.answer("typing", text=words, chunk_delay=pause)
+        url = f"{provider.url}/chat/completions"
+        seen: list[tuple[float, str]] = []
+        with httpx.stream("POST", url, json=_body("typing", stream=True), timeout=LONG) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    seen.append((time.monotonic(), line))
+        deltas = [json.loads(line[6:])["choices"][0]["delta"] for _, line in seen]
+        assert "".join(d.get("content") or "" for d in deltas) == words
+        assert seen[4][0] - seen[0][0] >= 1.0
+        # Not streamed: the whole answer at once, as without a chunk delay.
+        assert _post(provider, "typing", LONG).json()["choices"][0]["message"]["content"] == words
+
+
 @pytest.mark.parametrize("delay", [-0.1, float("nan"), float("inf")])
 def test_a_delay_that_is_not_a_duration_is_refused(delay: float) -> None:
     provider = FakeProvider()
@@ -90,3 +112,5 @@ def test_a_delay_that_is_not_a_duration_is_refused(delay: float) -> None:
         provider.answer("m", delay=delay)
     with pytest.raises(ValueError, match="delay must be 0 or more seconds"):
         provider.flaky("m", rate=0.5, delay=delay)
+    with pytest.raises(ValueError, match="delay must be 0 or more seconds"):
+        provider.answer("m", chunk_delay=delay)

@@ -2,55 +2,43 @@
 
 A route folder holds any number of ``*.yaml`` files. Each may hold a ``routes:`` list; at most one
 holds the router-wide ``router:`` mapping. :mod:`semroute.config.routefile` validates each file; the rules
-that span files (unique names, an utterance in one route only, one ``router:`` block, declared
-models and fallback chains) are checked here. Every problem is a one-line
+that span files (unique names, an utterance in one route only, one ``router:`` block) are
+checked here, declared models and fallback chains in :mod:`semroute.config.chains`; the values
+they make are in :mod:`semroute.config.routeset`. Every problem is a one-line
 :class:`RouteConfigError` naming the file, line, route and field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import hashlib
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from semroute.config.chains import with_models
 from semroute.config.conversation import ConversationSettings
-from semroute.config.deployments import (
-    DispatchConfig,
-    DispatchSettings,
-    HealthSettings,
-    ModelDeployment,
-    check_secrets,
-    load_proxy_config,
-)
-from semroute.config.policy import Policy, policy_of
-from semroute.config.pricing import chain_warnings, provider_warnings
-from semroute.config.quality import QualityConfig
+from semroute.config.deployments import DispatchSettings, HealthSettings
+from semroute.config.policy import policy_of
 from semroute.config.quality_check import quality_of
 from semroute.config.routefile import (
     DEFAULT_ENCODER,
-    DEFAULT_RUNTIME,
-    DEFAULT_SCORER,
     DEFAULT_THRESHOLD,
     DIFFICULTY_MODEL_FILE,
     ROUTE_FILE_SUFFIXES,
     SCORERS,
     ParsedFile,
     RouterSpec,
-    RuntimeName,
-    ScorerName,
     read_route_file,
     route_file_schema,
     validate_route_data,
 )
+from semroute.config.routeset import Route, RouterSettings, RouteSet, file_digest
 from semroute.config.server import ServerSettings
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
+# The values (Route, RouterSettings, RouteSet, file_digest) live in semroute.config.routeset,
+# the model and fallback-chain checks in semroute.config.chains; importable from here as before.
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_THRESHOLD",
@@ -58,117 +46,13 @@ __all__ = [
     "Route",
     "RouteSet",
     "RouterSettings",
+    "file_digest",
     "load_routes",
+    "normalise_utterance",
     "parse_routes",
     "route_file_schema",
+    "route_files",
 ]
-
-# --- runtime values ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Route:
-    """A validated route."""
-
-    name: str
-    utterances: tuple[str, ...]
-    model: str | None = None
-    threshold: float | None = None
-    description: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    fallbacks: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RouterSettings:
-    """Validated router-wide settings."""
-
-    default_model: str
-    encoder: str = DEFAULT_ENCODER
-    encoder_runtime: RuntimeName = DEFAULT_RUNTIME
-    threshold: float = DEFAULT_THRESHOLD
-    min_margin: float = 0.0
-    scorer: ScorerName = DEFAULT_SCORER
-    # --- dispatch ---
-    default_fallbacks: tuple[str, ...] = ()
-    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
-    conversation: ConversationSettings = field(default_factory=ConversationSettings)
-
-
-@dataclass(frozen=True)
-class RouteSet:
-    """Every route of a router plus its settings, ready to be embedded."""
-
-    routes: tuple[Route, ...]
-    settings: RouterSettings
-    out_of_scope: tuple[str, ...] = ()
-    """Example requests that belong to no route."""
-    sources: tuple[Path, ...] = ()
-    warnings: tuple[str, ...] = ()
-    root: Path | None = None
-    """The file or folder the routes were loaded from (None when built in memory)."""
-    models: tuple[ModelDeployment, ...] = ()
-    """Declared model deployments (``models:`` lists and LiteLLM proxy configs)."""
-    model_files: tuple[Path, ...] = ()
-    """LiteLLM proxy configs the models were read from."""
-    policy: Policy = field(default_factory=Policy)
-    """The ``rules:`` (all files', in file order) and ``router.tiers``."""
-    health: HealthSettings = field(default_factory=HealthSettings)
-    """The ``router.health`` settings: when dispatch passes over an unhealthy model."""
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    """Cascades and shadow evaluation (``cascade:``, ``accept:``, ``shadow:``)."""
-    server: ServerSettings | None = None
-    """The ``server:`` settings of ``semroute serve`` (None: no file has them)."""
-    difficulty: Path | None = None
-    """The folder of the difficulty model (``router.difficulty``, resolved against its file)."""
-
-    def threshold_for(self, route: Route) -> float:
-        return route.threshold if route.threshold is not None else self.settings.threshold
-
-    def model_for(self, route: Route) -> str:
-        return route.model or self.settings.default_model
-
-    def digest(self) -> str:
-        """A hash of everything that shapes routing decisions and dispatch, independent of file
-        layout."""
-        payload = {
-            "settings": _asdict(self.settings),
-            "routes": sorted((_asdict(r) for r in self.routes), key=lambda r: r["name"]),
-            "out_of_scope": sorted(self.out_of_scope),
-            "models": [m.to_dict() for m in self.models],
-        }
-        if self.policy:  # absent without rules, so older indexes stay fresh
-            payload["policy"] = self.policy.to_dict()
-        if self.health != HealthSettings():  # absent by default, so older indexes stay fresh
-            payload["health"] = dataclasses.asdict(self.health)
-        if self.quality:  # absent without cascades or shadows, so older indexes stay fresh
-            payload["quality"] = self.quality.to_dict()
-        if self.server is not None:  # absent without a `server:` block, likewise
-            payload["server"] = self.server.to_dict()
-        if self.difficulty is not None:  # the model's content, wherever its folder is
-            payload["difficulty"] = file_digest(self.difficulty / DIFFICULTY_MODEL_FILE)
-        return _sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
-
-    def dispatch_config(self) -> DispatchConfig:
-        return DispatchConfig(
-            models=self.models,
-            route_fallbacks={r.name: r.fallbacks for r in self.routes if r.fallbacks},
-            default_fallbacks=self.settings.default_fallbacks,
-            settings=self.settings.dispatch,
-            conversation=self.settings.conversation,
-            health=self.health,
-            quality=self.quality,
-        )
-
-
-def _asdict(obj: Route | RouterSettings) -> dict[str, Any]:
-    if isinstance(obj, RouterSettings):
-        return dataclasses.asdict(obj)
-    out = {k: getattr(obj, k) for k in obj.__dataclass_fields__}
-    out["utterances"] = list(obj.utterances)
-    out["metadata"] = dict(obj.metadata)
-    return out
-
 
 # --- loading -----------------------------------------------------------------------------------
 
@@ -245,7 +129,7 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         server=_server_settings(server_file),
     )
     route_set = dataclasses.replace(route_set, difficulty=_difficulty_dir(router, router_file))
-    return _with_policy(_with_models(route_set, parsed), parsed, router)
+    return _with_policy(with_models(route_set, parsed), parsed, router)
 
 
 def _difficulty_dir(router: RouterSpec, router_file: ParsedFile | None) -> Path | None:
@@ -401,91 +285,6 @@ def _settings(s: RouterSpec) -> RouterSettings:
     )
 
 
-# --- dispatch: models and fallback chains ------------------------------------------------------
-
-
-def _with_models(route_set: RouteSet, parsed: list[ParsedFile]) -> RouteSet:
-    """Read the declared models, check every fallback chain against them, warn on steep steps."""
-    models, files = _declared_models(parsed)
-    warnings = list(route_set.warnings)
-    for p in parsed:
-        warnings += _chain_warnings(p, route_set.settings, models)
-        # Only a router set up to dispatch (one that declares models) needs names LiteLLM knows;
-        # for routing alone a model is any label.
-        plain: list[tuple[str | None, str]] = [(r.name, r.model) for r in p.spec.routes if r.model]
-        if p.spec.router is not None:
-            plain.append((None, route_set.settings.default_model))
-        for route, name in plain if models else ():
-            warnings.extend(provider_warnings([name], models, _where(p, route)))
-    return dataclasses.replace(
-        route_set, models=tuple(models), model_files=tuple(files), warnings=tuple(warnings)
-    )
-
-
-def _declared_models(parsed: list[ParsedFile]) -> tuple[list[ModelDeployment], list[Path]]:
-    """Every file's `models:` (a list, or the path of a LiteLLM config), and the configs read."""
-    models: list[ModelDeployment] = []
-    files: list[Path] = []
-    for p in parsed:
-        declared = p.spec.models
-        if isinstance(declared, str):
-            base = Path(p.source).parent if not p.source.startswith("<") else Path()
-            files.append(base / declared)
-            if not files[-1].is_file():
-                raise RouteConfigError(
-                    f"no LiteLLM config at {files[-1]}; fix the path (relative to this file)",
-                    file=p.source,
-                    field="models",
-                    line=line_of(p.node, ("models",)),
-                )
-            models.extend(load_proxy_config(files[-1]))
-        elif declared:
-            own = [ModelDeployment.from_spec(m) for m in declared]
-            check_secrets(own, p.source, node=p.node)
-            models.extend(own)
-    return models, files
-
-
-def _chain_warnings(
-    p: ParsedFile, settings: RouterSettings, models: list[ModelDeployment]
-) -> list[str]:
-    """Refuse a fallback chain of ``p`` naming an undeclared model or one twice; warn where a
-    chain steps down steeply."""
-    names = {m.model_name for m in models}
-    chains: list[tuple[str | None, tuple[Any, ...], str, Sequence[str]]] = [
-        (r.name, ("routes", i), r.model or (r.cascade or [settings.default_model])[0], r.fallbacks)
-        for i, r in enumerate(p.spec.routes)
-        if r.fallbacks
-    ]
-    if p.spec.router is not None and settings.default_fallbacks:
-        chains.append((None, ("router",), settings.default_model, settings.default_fallbacks))
-    warnings: list[str] = []
-    for route, loc, first, fallbacks in chains:
-        key = "fallbacks" if route else "default_fallbacks"
-        for j, name in enumerate(fallbacks):
-            problem = None
-            if name not in names:
-                close = difflib.get_close_matches(name, sorted(names), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "declare it under `models:`"
-                problem = f"model {name!r} is not declared under `models:`; {hint}"
-            elif name == first or name in fallbacks[:j]:
-                problem = f"model {name!r} is already in this chain; list each model once"
-            if problem:
-                raise RouteConfigError(
-                    problem,
-                    file=p.source,
-                    route=route,
-                    field=f"{key}[{j}]" if route else f"router.{key}[{j}]",
-                    line=line_of(p.node, (*loc, key, j)),
-                )
-        warnings.extend(chain_warnings([first, *fallbacks], models, _where(p, route)))
-    return warnings
-
-
-def _where(p: ParsedFile, route: str | None) -> str:
-    return f"{p.source}: route {route!r}" if route else f"{p.source}: default model"
-
-
 def _out_of_scope(
     parsed: list[ParsedFile], text_seen: dict[str, tuple[str, str]], warnings: list[str]
 ) -> tuple[str, ...]:
@@ -514,11 +313,3 @@ def _out_of_scope(
 def normalise_utterance(text: str) -> str:
     """The form two utterances are compared in: case and spacing do not make them different."""
     return " ".join(text.split()).casefold()
-
-
-def file_digest(path: Path) -> str:
-    return _sha256(path.read_bytes())
-
-
-def _sha256(data: str | bytes) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()

@@ -17,17 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from semroute.config.deployments import DispatchConfig
 from semroute.config.policy import Policy
 from semroute.config.routes import SCORERS
 from semroute.config.server import ServerSettings
@@ -37,24 +28,60 @@ from semroute.files import atomic_write
 from semroute.index.checksums import MANIFEST, checksums_of
 from semroute.index.difficulty import DIFFICULTY_DIR, MODEL_FILE
 from semroute.index.head import HEAD_FILE
+from semroute.index.manifest_entries import (
+    ENCODER_DIR,
+    FAISS_FILE,
+    FORMAT,
+    OUT_OF_SCOPE_CLASS,
+    UTTERANCES,
+    DifficultyEntry,
+    EncoderEntry,
+    HeadEntry,
+    IndexEntry,
+    RouteEntry,
+    SettingsEntry,
+    SourcesEntry,
+    SpanEntry,
+)
+from semroute.index.manifest_entries import Part as _Part
+from semroute.index.manifest_entries import short as _short
+from semroute.index.manifest_parts import Carried, Contents, Provenance, manifest_data
+from semroute.index.manifest_sections import (
+    check_dispatch,
+    check_format,
+    first_problem,
+    policy_of,
+    server_of,
+)
 from semroute.text import printable
 
-# MANIFEST and checksums_of live in semroute.index.checksums; importable from here as before.
+# MANIFEST and checksums_of live in semroute.index.checksums, the file names and sections in
+# semroute.index.manifest_entries, create's parameters in semroute.index.manifest_parts;
+# all importable from here as before.
 __all__ = [
+    "ENCODER_DIR",
+    "FAISS_FILE",
     "FORMAT",
     "MANIFEST",
+    "OUT_OF_SCOPE_CLASS",
+    "UTTERANCES",
+    "Carried",
+    "Contents",
+    "DifficultyEntry",
+    "EncoderEntry",
+    "HeadEntry",
+    "IndexEntry",
     "Manifest",
+    "Provenance",
+    "RouteEntry",
+    "SettingsEntry",
+    "SourcesEntry",
+    "SpanEntry",
     "checksums_of",
     "is_index_folder",
     "parse_manifest",
 ]
 
-FORMAT = 2
-"""2: every file of the index has a checksum in the manifest."""
-FAISS_FILE = "index.faiss"
-UTTERANCES = "utterances.json"
-ENCODER_DIR = "encoder"
-OUT_OF_SCOPE_CLASS = "(out of scope)"
 MAX_MANIFEST_BYTES = 64 << 20
 """Far above any real manifest (a 150-route index's is about 60 kB); a bigger one is refused
 before it is read, so a hostile file cannot make loading take unbounded memory."""
@@ -63,80 +90,6 @@ INDEX_ENTRIES = frozenset(
 )
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-Name = Annotated[str, Field(min_length=1)]
-Span = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
-
-
-class _Part(BaseModel):
-    # JSON types exactly as written (no "0.5" for 0.5, no NaN), and no key we did not write.
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
-
-
-class EncoderEntry(_Part):
-    kind: Name
-    name: str
-    fingerprint: str
-    dim: Annotated[int, Field(gt=0)]
-    max_tokens: Annotated[int, Field(gt=0)]
-
-
-class SettingsEntry(_Part):
-    default_model: Name
-    encoder: str
-    encoder_runtime: str
-    threshold: Probability
-    min_margin: Probability = 0.0
-
-
-class RouteEntry(_Part):
-    name: Name
-    model: Name
-    threshold: Probability
-    configured_threshold: Probability
-    description: str | None = None
-    metadata: dict[str, Any] | None = None
-    vectors: Span
-
-
-class SpanEntry(_Part):
-    vectors: Span
-
-
-class IndexEntry(_Part):
-    file: Literal["index.faiss"]
-    type: Literal["flat", "hnsw"]
-    metric: Literal["inner_product"]
-    count: Annotated[int, Field(ge=0)]
-    m: int | None = None
-    ef_construction: int | None = None
-    ef_search: int | None = None
-    neighbours: int | None = None
-    recall_at_10: float | None = None
-    nearest_route_agreement: float | None = None
-    agreement_sample: int | None = None
-
-
-class HeadEntry(_Part):
-    file: Literal["head.npz"]
-    classes: list[Name]
-
-
-class DifficultyEntry(_Part):
-    """The difficulty model copied into the index (``difficulty/``)."""
-
-    dir: Literal["difficulty"]
-    fingerprint: str
-    """The encoder fingerprint the model was trained on: the index's own."""
-    trained_at: str
-
-
-class SourcesEntry(_Part):
-    absolute: str | None = None
-    relative: str | None = None
-    files: dict[str, str] = {}
-    model_files: dict[str, str] = {}
 
 
 class Manifest(_Part):
@@ -236,60 +189,13 @@ class Manifest(_Part):
         cls,
         path: Path,
         *,
-        semroute_version: str,
-        built_at: str,
-        build_seconds: float,
-        encoder: Mapping[str, Any],
-        scorer: str,
-        routes_digest: str,
-        sources: Mapping[str, Any],
-        settings: Mapping[str, Any],
-        routes: Sequence[Mapping[str, Any]],
-        count: int,
-        dispatch: Mapping[str, Any],
-        index: Mapping[str, Any],
-        head_classes: Sequence[str] | None,
-        calibration: Mapping[str, Any] | None,
+        provenance: Provenance,
+        contents: Contents,
+        carried: Carried,
         checksums: Mapping[str, str],
-        policy: Mapping[str, Any] | None = None,
-        server: Mapping[str, Any] | None = None,
-        difficulty: Mapping[str, Any] | None = None,
     ) -> Manifest:
-        """A new index's manifest, validated (``path``: the index, for messages).
-
-        ``encoder``, ``settings``, each of ``routes`` and ``index`` hold the fields of
-        :class:`EncoderEntry`, :class:`SettingsEntry`, :class:`RouteEntry` and
-        :class:`IndexEntry` (``index``: without ``file`` and ``count``).
-        """
-        n_route_vectors = int(routes[-1]["vectors"][1]) if routes else 0
-        data: dict[str, Any] = {
-            "format": FORMAT,
-            "semroute_version": semroute_version,
-            "built_at": built_at,
-            "encoder": dict(encoder),
-            "scorer": scorer,
-            "routes_digest": routes_digest,
-            "sources": dict(sources),
-            "settings": dict(settings),
-            "routes": [dict(r) for r in routes],
-            "out_of_scope": {"vectors": [n_route_vectors, count]},
-            "dispatch": dict(dispatch),
-            "index": {"file": FAISS_FILE, **index, "count": count},
-            "utterances_file": UTTERANCES,
-        }
-        if head_classes is not None:
-            data["head"] = {"file": HEAD_FILE, "classes": list(head_classes)}
-        if calibration is not None:
-            data["calibration"] = dict(calibration)
-        if policy:
-            data["policy"] = dict(policy)
-        if server is not None:
-            data["server"] = dict(server)
-        if difficulty is not None:
-            data["difficulty"] = dict(difficulty)
-        data["checksums"] = dict(checksums)
-        data["build_seconds"] = build_seconds
-        return _from_dict(data, path)
+        """A new index's manifest, validated (``path``: the index, for messages)."""
+        return _from_dict(manifest_data(provenance, contents, carried, checksums), path)
 
     def with_thresholds(
         self, thresholds: Sequence[float], calibration: Mapping[str, Any], path: Path
@@ -318,11 +224,11 @@ class Manifest(_Part):
 
     def server_settings(self, path: Path) -> ServerSettings | None:
         """The `server:` settings, validated (None when there are none; ``path``: for messages)."""
-        return _server(self.server, path)
+        return server_of(self.server, path)
 
     def rules(self, path: Path) -> Policy:
         """The rules and tiers, validated (empty when there are none; ``path``: for messages)."""
-        return _policy(self.policy, path)
+        return policy_of(self.policy, path)
 
     @property
     def approximate(self) -> bool:
@@ -359,7 +265,7 @@ def parse_manifest(fd: int, path: Path) -> Manifest:
         raise CorruptIndexError(f"{MANIFEST} is not valid JSON; {REBUILD}", path=path) from exc
     if not isinstance(data, dict):
         raise CorruptIndexError(f"{MANIFEST} is not a JSON object; {REBUILD}", path=path)
-    _check_format(data.get("format"), path)
+    check_format(data.get("format"), path)
     manifest = validate(raw, path)
     manifest._json = data
     return manifest
@@ -370,10 +276,10 @@ def validate(raw: bytes | str, path: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate_json(raw)
     except ValidationError as exc:
-        raise CorruptIndexError(f"{MANIFEST}: {_first_problem(exc)}; {REBUILD}", path=path) from exc
-    _check_dispatch(manifest.dispatch, path)
-    _server(manifest.server, path)
-    rule = _policy(manifest.policy, path).uses("difficulty")
+        raise CorruptIndexError(f"{MANIFEST}: {first_problem(exc)}; {REBUILD}", path=path) from exc
+    check_dispatch(manifest.dispatch, path)
+    server_of(manifest.server, path)
+    rule = policy_of(manifest.policy, path).uses("difficulty")
     if rule is not None and manifest.difficulty is None:
         raise CorruptIndexError(
             f"rule {printable(repr(rule.name))} tests `difficulty` and the index holds no "
@@ -429,60 +335,3 @@ def is_index_folder(folder: Path) -> bool:
         pass
     leftovers = {e for e in entries if not e.startswith(f".{MANIFEST}.")}
     return leftovers <= INDEX_ENTRIES and bool(leftovers & {FAISS_FILE, UTTERANCES})
-
-
-def _check_format(found: object, path: Path) -> None:
-    if found == FORMAT:
-        return
-    if isinstance(found, int) and not isinstance(found, bool) and 0 < found < FORMAT:
-        why = f"was built by an older semroute (manifest format {found}, this one reads {FORMAT})"
-    else:
-        why = f"manifest format {_short(found)} is not the supported {FORMAT}"
-    raise CorruptIndexError(f"{why}; {REBUILD}", path=path)
-
-
-def _check_dispatch(dispatch: dict[str, Any], path: Path) -> None:
-    try:
-        DispatchConfig.from_dict(dispatch)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CorruptIndexError(
-            f"{MANIFEST}: dispatch settings are malformed ({type(exc).__name__}); {REBUILD}",
-            path=path,
-        ) from exc
-
-
-def _policy(data: dict[str, Any] | None, path: Path) -> Policy:
-    from semroute.errors import RouteConfigError
-
-    if data is None:
-        return Policy()
-    try:
-        return Policy.from_dict(data, MANIFEST)
-    except RouteConfigError as exc:
-        raise CorruptIndexError(f"{printable(str(exc))}; {REBUILD}", path=path) from exc
-
-
-def _server(data: dict[str, Any] | None, path: Path) -> ServerSettings | None:
-    if data is None:
-        return None
-    try:
-        return ServerSettings.from_dict(data)
-    except (ValidationError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptIndexError(
-            f"{MANIFEST}: server settings are malformed ({type(exc).__name__}); {REBUILD}",
-            path=path,
-        ) from exc
-
-
-def _first_problem(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "the manifest"
-    message = error["msg"].removeprefix("Value error, ")
-    problems = exc.error_count()
-    more = f" (and {problems - 1} more problems)" if problems > 1 else ""
-    return printable(f"{where}: {message}{more}")
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return printable(text if len(text) <= 60 else text[:57] + "...")

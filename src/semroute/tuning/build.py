@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -30,7 +30,10 @@ from semroute.index.manifest import (
     FAISS_FILE,
     OUT_OF_SCOPE_CLASS,
     UTTERANCES,
+    Carried,
+    Contents,
     Manifest,
+    Provenance,
 )
 from semroute.index.store import RouteIndex, recover
 from semroute.index.vectors import FaissStore, build_store, choose_type
@@ -109,16 +112,9 @@ def build_index(
         if scorer_for(chosen).needs_head:
             head = _train_head(vectors, table, n_route_vectors, previous)
         kept = _keep_calibration(table, previous, chosen)
-        fields = _manifest_fields(routes, encoder.info, chosen, table, len(texts), index_meta, out)
-        carried = previous if kept else None
-        fields.update(_head_and_calibration(routes, table, head, carried, fields["built_at"]))
-        if difficulty is not None:
-            fields["difficulty"] = {
-                "dir": DIFFICULTY_DIR,
-                "fingerprint": difficulty.encoder_info.fingerprint,
-                "trained_at": difficulty.spec.trained_at,
-            }
-        _write(out, fields, store, texts, head, export_dir, started, difficulty)
+        parts = _manifest_parts(routes, encoder.info, chosen, table, len(texts), index_meta, out)
+        parts = _completed(parts, routes, table, head, previous if kept else None, difficulty)
+        _write(out, parts, store, texts, head, export_dir, started, difficulty)
 
     return BuildReport(
         path=shown,
@@ -163,14 +159,28 @@ def _difficulty_model(routes: RouteSet, info: EncoderInfo) -> DifficultyModel | 
     return model
 
 
-def _head_and_calibration(
+def _difficulty_entry(model: DifficultyModel | None) -> dict[str, Any] | None:
+    """The manifest's record of the difficulty model copied into the index."""
+    if model is None:
+        return None
+    return {
+        "dir": DIFFICULTY_DIR,
+        "fingerprint": model.encoder_info.fingerprint,
+        "trained_at": model.spec.trained_at,
+    }
+
+
+def _completed(
+    parts: tuple[Provenance, Contents, Carried],
     routes: RouteSet,
     table: list[dict[str, Any]],
     head: Head | None,
     calibrated: RouteIndex | None,
-    built_at: str,
-) -> dict[str, Any]:
-    """The head's classes, and the calibration whose thresholds were carried over."""
+    difficulty: DifficultyModel | None,
+) -> tuple[Provenance, Contents, Carried]:
+    """``parts`` with the head's classes, the calibration whose thresholds were carried over
+    and the difficulty model."""
+    provenance, contents, carried = parts
     classes = None
     if head is not None:
         classes = [r["name"] for r in table] + ([OUT_OF_SCOPE_CLASS] if routes.out_of_scope else [])
@@ -178,9 +188,13 @@ def _head_and_calibration(
     if calibrated is not None and calibrated.manifest.calibration is not None:
         calibration = {
             **calibrated.manifest.calibration,
-            "carried_over_at": built_at,
+            "carried_over_at": provenance.built_at,
         }
-    return {"head_classes": classes, "calibration": calibration}
+    return (
+        provenance,
+        replace(contents, head_classes=classes),
+        replace(carried, calibration=calibration, difficulty=_difficulty_entry(difficulty)),
+    )
 
 
 def _vectors(
@@ -211,7 +225,7 @@ def _owners(table: list[dict[str, Any]], count: int) -> npt.NDArray[np.int64]:
 
 def _write(
     out: Path,
-    fields: dict[str, Any],
+    parts: tuple[Provenance, Contents, Carried],
     store: FaissStore,
     texts: list[str],
     head: Head | None,
@@ -234,8 +248,13 @@ def _write(
         if export_dir is not None:
             copy_tree(export_dir, tmp / ENCODER_DIR)
         build_seconds = round(time.perf_counter() - started, 3)
+        provenance, contents, carried = parts
         manifest = Manifest.create(
-            out, **fields, checksums=checksums_of(tmp), build_seconds=build_seconds
+            out,
+            provenance=replace(provenance, build_seconds=build_seconds),
+            contents=contents,
+            carried=carried,
+            checksums=checksums_of(tmp),
         )
         manifest.write(tmp)
 
@@ -254,7 +273,7 @@ def _prepare_out(out: Path, routes: RouteSet) -> Path:
     return real
 
 
-def _manifest_fields(
+def _manifest_parts(
     routes: RouteSet,
     info: EncoderInfo,
     scorer: str,
@@ -262,29 +281,35 @@ def _manifest_fields(
     count: int,
     index_meta: dict[str, Any],
     out: Path,
-) -> dict[str, Any]:
+) -> tuple[Provenance, Contents, Carried]:
     """What :meth:`Manifest.create` needs but the head, the calibration and the checksums."""
-    return {
-        "semroute_version": _version(),
-        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "encoder": info.to_dict(),
-        "scorer": scorer,
-        "routes_digest": routes.digest(),
-        "sources": _sources(routes, out),
-        "settings": {
-            "default_model": routes.settings.default_model,
-            "encoder": routes.settings.encoder,
-            "encoder_runtime": routes.settings.encoder_runtime,
-            "threshold": routes.settings.threshold,
-            "min_margin": routes.settings.min_margin,
-        },
-        "routes": table,
-        "count": count,
-        "dispatch": routes.dispatch_config().to_dict(),
-        "index": index_meta,
-        "policy": routes.policy.to_dict() if routes.policy else None,
-        "server": routes.server.to_dict() if routes.server else None,
+    provenance = Provenance(
+        semroute_version=_version(),
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        routes_digest=routes.digest(),
+        sources=_sources(routes, out),
+    )
+    settings = {
+        "default_model": routes.settings.default_model,
+        "encoder": routes.settings.encoder,
+        "encoder_runtime": routes.settings.encoder_runtime,
+        "threshold": routes.settings.threshold,
+        "min_margin": routes.settings.min_margin,
     }
+    contents = Contents(
+        encoder=info.to_dict(),
+        scorer=scorer,
+        settings=settings,
+        routes=table,
+        count=count,
+        index=index_meta,
+    )
+    carried = Carried(
+        dispatch=routes.dispatch_config().to_dict(),
+        policy=routes.policy.to_dict() if routes.policy else None,
+        server=routes.server.to_dict() if routes.server else None,
+    )
+    return provenance, contents, carried
 
 
 def _route_table(routes: RouteSet) -> tuple[list[dict[str, Any]], list[str]]:
