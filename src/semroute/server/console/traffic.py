@@ -162,6 +162,8 @@ def _summarise(seconds: list[_Second | None], t_now: int) -> dict[str, Any]:
         "series": series,
         "requests": n,
         "rps": round(n / max(1, len(seconds)), 2),
+        # the last complete second's requests (the current one is still counting)
+        "rps_last": series["rps"][-2] if len(seconds) > 1 else None,
         "routes": dict(routes.most_common(12)),
         "models": dict(models.most_common(12)),
         "cost_per_request": cost / totals["priced"] if totals["priced"] else None,

@@ -15,13 +15,14 @@
   function line(svg, values) {
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     var nums = values.filter(function (v) { return v != null; });
-    var max = Math.max.apply(null, nums.concat([0])) || 1;
+    var top = Math.max.apply(null, nums.concat([0])), max = top || 1;
     var step = 300 / Math.max(1, values.length - 1);
     var pts = values.map(function (v, i) {
       return (i * step).toFixed(1) + "," + (75 - (v || 0) / max * 68).toFixed(1);
     });
     el("polyline", { points: pts.join(" ") }, svg, true);
-    el("text", { x: 2, y: 8 }, svg, true).textContent = String(Number(max.toPrecision(3)));
+    var label = svg.parentNode.querySelector(".max");
+    if (label) label.textContent = nums.length ? "· max " + Number(top.toPrecision(3)) : "";
     svg.setAttribute("data-last", String(values[values.length - 1]));
   }
 
@@ -64,7 +65,7 @@
   }
 
   function draw(d) {
-    $("rps").textContent = fmt(d.rps, 1);
+    $("rps").textContent = fmt(d.rps_last, 0) + " (avg " + fmt(d.rps, 1) + ")";
     $("cpr").textContent = d.cost_per_request == null ? "–" : "$" + d.cost_per_request.toPrecision(3);
     $("fbr").textContent = d.fallback_rate == null ? "–" : (d.fallback_rate * 100).toFixed(1) + "%";
     $("blocked").textContent = d.blocked + " / " + d.over_budget;
