@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from semroute.config.server import ServerSettings
 from semroute.index.manifest import Manifest
+from semroute.server.console.traffic import SNAPSHOT_TTL
 from semroute.testing import FakeProvider
 from tests.gateway_kit import Served, build
 
@@ -286,3 +288,18 @@ def test_the_log_filters_and_opens_an_entry(gateway: Served, tmp_path: Path) -> 
     wrong = httpx.get(gateway.url + "/ui/log/entry", params={"at": 0, "id": "req0000002"})
     assert wrong.status_code == 404
     assert httpx.get(gateway.url + "/ui/log/entry", params={"at": "x"}).status_code == 404
+
+
+def test_the_traffic_figures_count_the_gateways_requests(gateway: Served) -> None:
+    url = gateway.url + "/ui/traffic.json"
+    assert httpx.get(url).json()["requests"] == 0
+    body = {"model": "auto", "messages": [{"role": "user", "content": "will it rain today"}]}
+    for _ in range(2):
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=30).is_success
+    figures = httpx.get(url).json()
+    if figures["requests"] != 2:  # the figures are cached for half a second
+        time.sleep(SNAPSHOT_TTL + 0.1)
+        figures = httpx.get(url).json()
+    assert figures["requests"] == 2 and figures["routes"] == {"weather": 2}
+    assert figures["models"] == {"weather-model": 2}
+    assert figures["cost_per_request"] > 0 and figures["breakers"]["weather-model"] == "closed"
