@@ -303,3 +303,15 @@ def test_the_traffic_figures_count_the_gateways_requests(gateway: Served) -> Non
     assert figures["requests"] == 2 and figures["routes"] == {"weather": 2}
     assert figures["models"] == {"weather-model": 2}
     assert figures["cost_per_request"] > 0 and figures["breakers"]["weather-model"] == "closed"
+
+
+def test_an_expired_session_is_refused(keyed: Served) -> None:
+    from semroute.server.console.session import SESSION_S, new_session
+
+    keys = keyed.app.state.holder.keys
+    admin = keys.find(ADMIN_KEY.encode())
+    fresh = new_session(keys, admin)
+    old = new_session(keys, admin, now=time.time() - SESSION_S - 5)
+    url = keyed.url + "/ui/routes"
+    assert httpx.get(url, cookies={"semroute_session": fresh}).status_code == 200
+    assert httpx.get(url, cookies={"semroute_session": old}).status_code == 303
