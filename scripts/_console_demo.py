@@ -22,6 +22,16 @@ from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
 
 KEY_ENV = "CONSOLE_DEMO_PROVIDER_KEY"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PRICES = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 MODELS = ("frontier", "weather-model", "billing-model", "code-model", "backup")
 QUERIES = (

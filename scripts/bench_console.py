@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from _bench import machine, machine_markdown, save
-from _console_demo import QUERIES, demo_gateway
+from _console_demo import ARGS, CHROMIUM, QUERIES, demo_gateway
 from semroute.records import Attempt
 from semroute.server.console.traffic import Traffic
 
@@ -78,6 +78,45 @@ def poll(url: str, seconds: float) -> dict[str, Any]:
     }
 
 
+WATCH = """() => {
+  window.__updates = 0; window.__long = [];
+  new MutationObserver(() => window.__updates++).observe(
+    document.getElementById('updated'), {childList: true, characterData: true, subtree: true});
+  new PerformanceObserver(l => l.getEntries().forEach(e => window.__long.push(e.duration)))
+    .observe({type: 'longtask', buffered: false});
+}"""
+READ = """() => ({
+  updates: window.__updates,
+  long_tasks: window.__long.length,
+  longest_task_ms: Math.max(0, ...window.__long),
+  fetch_ms: performance.getEntriesByType('resource')
+    .filter(e => e.name.endsWith('/ui/traffic.json')).map(e => e.duration),
+  heap_mb: performance.memory ? performance.memory.usedJSHeapSize / 1048576 : null,
+})"""
+
+
+def browser(url: str, seconds: float) -> dict[str, Any] | None:
+    """The traffic page in chromium for ``seconds``: updates seen, long tasks, fetch times."""
+    if not Path(CHROMIUM).exists():
+        return None
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = b.new_page()
+        page.goto(url + "/ui/traffic")
+        page.wait_for_function("document.getElementById('total').textContent !== '0'")
+        page.evaluate(WATCH)
+        page.wait_for_timeout(seconds * 1000)
+        seen = page.evaluate(READ)
+        b.close()
+    fetches = sorted(seen.pop("fetch_ms"))
+    seen["fetch_ms_p50"] = round(statistics.median(fetches), 1) if fetches else None
+    seen["longest_task_ms"] = round(seen["longest_task_ms"], 1)
+    seen["heap_mb"] = round(seen["heap_mb"], 1) if seen["heap_mb"] else None
+    return {"seconds": seconds, **seen}
+
+
 def observe_cost(n: int = 100_000) -> float:
     """Microseconds the traffic counters take per request (the listener alone)."""
     traffic = Traffic()
@@ -104,6 +143,7 @@ def main() -> None:
         started = time.perf_counter()
         thread.start()
         busy = poll(url, args.seconds)
+        page = browser(url, args.seconds)
         stop.set()
         thread.join()
         achieved = sent[0] / (time.perf_counter() - started)
@@ -114,6 +154,7 @@ def main() -> None:
         "idle": idle,
         "loaded": busy,
         "observe_us": observe_cost(),
+        "browser": page,
     }
     b, i = busy, idle
     markdown = f"""## Console: the traffic page at {args.rate} requests per second
@@ -130,6 +171,8 @@ request, while a poller asks `/ui/traffic.json` once a second as the page does.
 | requests in the last complete second, as the page showed it last | {i["rps_shown_last"]} | {b["rps_shown_last"]} |
 | `/ui/traffic` HTML (ms, bytes) | {i["page_ms"]}, {i["page_bytes"]} | {b["page_ms"]}, {b["page_bytes"]} |
 
+{_browser_text(page)}
+
 Counting one request for the page costs {results["observe_us"]} µs (the listener alone, 100,000
 calls). The browser gets one small JSON a second whatever the rate: the counting is done on the
 server, in per-second buckets. One run on a loaded shared machine: medians move between runs.
@@ -137,6 +180,17 @@ server, in per-second buckets. One run on a loaded shared machine: medians move 
 {machine_markdown(m)}
 """
     save("console", results, markdown)
+
+
+def _browser_text(page: dict[str, Any] | None) -> str:
+    if page is None:
+        return "(No chromium at /usr/bin/chromium: the page was not opened in a browser.)"
+    return (
+        f"The page itself, open in headless chromium for {page['seconds']:g} s at that rate: "
+        f"{page['updates']} redraws, {page['long_tasks']} long tasks (over 50 ms; longest "
+        f"{page['longest_task_ms']} ms), its JSON fetched in {page['fetch_ms_p50']} ms (median), "
+        f"JS heap {page['heap_mb']} MB."
+    )
 
 
 if __name__ == "__main__":

@@ -21,18 +21,8 @@ import httpx
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from _console_demo import QUERIES, demo_gateway
+from _console_demo import ARGS, CHROMIUM, QUERIES, demo_gateway
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ROOT = Path(__file__).resolve().parents[1]
 
 
