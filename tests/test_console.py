@@ -315,3 +315,58 @@ def test_an_expired_session_is_refused(keyed: Served) -> None:
     url = keyed.url + "/ui/routes"
     assert httpx.get(url, cookies={"semroute_session": fresh}).status_code == 200
     assert httpx.get(url, cookies={"semroute_session": old}).status_code == 303
+
+
+HOSTILE = [
+    {
+        "request_id": "h1",
+        "route": {"a": 1},
+        "model": 3,
+        "reason": None,
+        "confidence": "high",
+        "cost_usd": [1],
+        "fallbacks": "backup",
+        "error": {"x": "<b>"},
+        "time": ["t"],
+    },
+    {
+        "request_id": "h2",
+        "top_scores": "x",
+        "attempts": [1, None, {"model": "<i>"}],
+        "skipped": {"a": 1},
+        "cascade": [1],
+        "confidence": True,
+        "fallbacks": [{"m": 1}],
+    },
+    {"request_id": "h3", "time": "x" * 10_000, "route": "\u202e\x00\ud800"[:2]},
+    {"kind": "quality", "request_id": "h1", "status": 5, "verdict": {"a": 1}},
+    {"kind": "feedback", "request_id": "h2", "score": "<script>", "comment": ["x"]},
+    {"kind": "feedback", "request_id": "h3", "score": 1e308},
+]
+
+
+def test_hostile_log_lines_and_parameters_never_break_a_page(
+    gateway: Served, tmp_path: Path
+) -> None:
+    write_log(tmp_path / "decisions.jsonl", HOSTILE)
+    with (tmp_path / "decisions.jsonl").open("a") as f:
+        f.write('[1, 2]\n{"request_id": 5}\n\x00\xff garbage\n{"request_id": "h4"\n')
+    log = gateway.url + "/ui/log"
+    page = httpx.get(log)
+    assert page.status_code == 200 and page.text.count('class="open"') == 3
+    assert "<b>" not in page.text
+    for link in re.findall(r'href="(/ui/log/entry\?[^"]+)"', page.text):
+        detail = httpx.get(gateway.url + link.replace("&amp;", "&"))
+        assert detail.status_code == 200 and "<i>" not in detail.text
+    long_number = "9" * 5000
+    for params in (
+        {"before": long_number},
+        {"before": "-1"},
+        {"before": "١٢"},
+        {"status": "<x>", "low": "yes", "route": "r" * 10_000},
+        {"at": long_number, "id": "h1"},
+    ):
+        assert httpx.get(log, params=params).status_code == 200, params
+        assert httpx.get(log + "/entry", params=params).status_code in (200, 404), params
+    for params in ({"q": "x", "max_cost": "1e999"}, {"q": "\ud800"[:0] + "x" * 9000}):
+        assert httpx.get(gateway.url + "/ui", params=params).status_code == 200

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semroute.dispatch.log import LOG_ENV
+from semroute.errors import SemrouteError
 from semroute.server.console.logview import FILTERS, LogFilter, entry_at, page
 from semroute.server.console.routes_info import routes_summary
 from semroute.server.console.traffic import LogTail, Traffic
@@ -90,7 +91,13 @@ class Pages:
         request: dict[str, Any] = {"messages": messages}
         if tools:
             request["tools"] = TOOLS
-        decision = await asyncio.to_thread(loaded.router.route, messages, request=request, **hints)
+        try:
+            decision = await asyncio.to_thread(
+                loaded.router.route, messages, request=request, **hints
+            )
+        except SemrouteError as exc:
+            problems.append(str(exc))
+            return {"form": form, "decision": None, "problems": problems}
         shown = decision.to_dict()
         shown["scores"] = sorted(shown["scores"], key=lambda s: -s["confidence"])
         refused = decision.blocked or decision.over_budget
@@ -121,7 +128,7 @@ class Pages:
     async def log_page(self, params: Mapping[str, str]) -> dict[str, Any]:
         where = LogFilter.of(params)
         before_text = params.get("before", "")
-        before = int(before_text) if before_text.isdigit() else None
+        before = int(before_text) if _offset(before_text) else None
         loaded = self.holder.current
         path = log_path(loaded)
         if path is None:
@@ -142,7 +149,7 @@ class Pages:
     async def entry(self, params: Mapping[str, str]) -> dict[str, Any] | None:
         at, request_id = params.get("at", ""), params.get("id", "")
         path = log_path(self.holder.current)
-        if path is None or not at.isdigit() or not 0 < len(request_id) <= 200:
+        if path is None or not _offset(at) or not 0 < len(request_id) <= 200:
             return None
         found = await asyncio.to_thread(entry_at, path, int(at), request_id)
         if found is None:
@@ -161,3 +168,8 @@ class Pages:
         if self._routes is None or self._routes[0] is not loaded:
             self._routes = (loaded, await asyncio.to_thread(routes_summary, loaded.router))
         return self._routes[1]
+
+
+def _offset(text: str) -> bool:
+    """Whether ``text`` is a byte offset (ASCII digits, short enough to be one)."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
