@@ -72,12 +72,21 @@ def routes(folder: Path, provider: FakeProvider) -> dict[str, Any]:
             {
                 "name": "billing",
                 "model": "billing-model",
-                "utterances": ["why was my credit card charged twice", "download my invoice"],
+                "utterances": [
+                    "why was my credit card charged twice",
+                    "download my invoice",
+                    "send me a copy of my invoice from last month",
+                ],
             },
             {
                 "name": "code",
                 "model": "code-model",
-                "utterances": ["fix the bug in my python script", "write a sql query"],
+                "utterances": [
+                    "fix the bug in my python script",
+                    "write a sql query",
+                    # near the billing one: the routes page shows the conflict
+                    "send me a copy of my invoice from last month as csv",
+                ],
             },
             {"name": "greeting", "utterances": ["hello there", "good morning friend"]},
         ],
