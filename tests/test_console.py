@@ -18,6 +18,7 @@ import pytest
 from semroute.config.server import ServerSettings
 from semroute.index.manifest import Manifest
 from semroute.server.console.traffic import SNAPSHOT_TTL
+from semroute.server.reload import restart_needed
 from semroute.testing import FakeProvider
 from tests.gateway_kit import Served, build
 
@@ -134,6 +135,8 @@ def test_ui_and_admin_round_trip_and_are_validated() -> None:
     settings = ServerSettings.from_dict(stored)
     assert settings.ui is False and settings.keys[0].admin is True
     assert ServerSettings.from_dict(settings.to_dict()) == settings
+    # a reload cannot mount or unmount the console: it asks for a restart
+    assert restart_needed(ServerSettings(), ServerSettings(ui=False)) == ["server.ui"]
     for bad in ({"ui": "yes"}, {"keys": [{"key": "os.environ/K", "admin": "true"}]}):
         with pytest.raises(ValueError, match=r"ui|admin"):
             ServerSettings.from_dict({**data, **bad})
