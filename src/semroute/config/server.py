@@ -7,8 +7,10 @@
         - os.environ/APP_KEY
         - {key: os.environ/FREE_KEY, user_tier: free, budget_usd_per_day: 5}
         - {key: os.environ/BATCH_KEY, models: [gpt-4o-mini]}
+        - {key: os.environ/OPS_KEY, admin: true}
       redis_url: os.environ/REDIS_URL
       allow_unlisted_models: false
+      ui: true
 
 At most one route file holds it (like ``router:``). API keys, like every other secret, come only
 from the environment: a key written out in the file is refused, and so is a ``redis_url`` with a
@@ -91,6 +93,11 @@ class KeySpec(_Strict):
         description="The model and tier names this key may pin (besides its tier's models); "
         "none: any the index declares, unless the key has a user_tier.",
     )
+    admin: bool = Field(
+        default=False,
+        strict=True,
+        description="Whether this key may sign in to the console (`/ui`) when `keys` are set.",
+    )
 
 
 # A bare reference or a mapping, tagged so an error is reported for the form written (the tag is
@@ -139,6 +146,12 @@ class ServerSpec(_Strict):
         description="Let a request pin a LiteLLM model string the index does not declare "
         "(called with the server's provider keys); false: such a request gets 400.",
     )
+    ui: bool = Field(
+        default=True,
+        strict=True,
+        description="Serve the console under /ui (with `keys`, only a key marked `admin: true` "
+        "signs in); false: /ui is 404.",
+    )
 
 
 # --- runtime values ----------------------------------------------------------------------------
@@ -154,6 +167,8 @@ class KeyRef:
     budget_usd_per_day: float | None = None
     models: tuple[str, ...] | None = None
     """The names this key may pin besides its tier's models (None: no list of its own)."""
+    admin: bool = False
+    """Whether the key may sign in to the console."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +176,7 @@ class KeyRef:
             "user_tier": self.user_tier,
             "budget_usd_per_day": self.budget_usd_per_day,
             "models": list(self.models) if self.models is not None else None,
+            "admin": self.admin,
         }
 
 
@@ -178,6 +194,8 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_unlisted_models: bool = False
     """Whether a request may pin a model string the index does not declare."""
+    ui: bool = True
+    """Whether the console is served under /ui."""
 
     @classmethod
     def from_spec(cls, spec: ServerSpec) -> ServerSettings:
@@ -189,6 +207,7 @@ class ServerSettings:
                 k.user_tier,
                 k.budget_usd_per_day,
                 tuple(k.models) if k.models is not None else None,
+                k.admin,
             )
             for k in spec.keys
         )
@@ -201,6 +220,7 @@ class ServerSettings:
             spec.drain_timeout_s,
             spec.max_body_bytes,
             spec.allow_unlisted_models,
+            spec.ui,
         )
 
     @classmethod
@@ -219,6 +239,7 @@ class ServerSettings:
             "drain_timeout_s": self.drain_timeout_s,
             "max_body_bytes": self.max_body_bytes,
             "allow_unlisted_models": self.allow_unlisted_models,
+            "ui": self.ui,
         }
 
 

@@ -7,6 +7,7 @@ models, health and metrics.
     GET  /healthz               the process is up
     GET  /readyz                an index is loaded (and the shared store answers, when set)
     GET  /metrics               Prometheus
+    GET  /ui                    the console (see semroute.server.console; server.ui: false: off)
 
 :func:`create_app` builds it from a loaded index; :func:`app_from_env` is the factory uvicorn's
 worker processes import (``semroute serve`` passes the index in ``$SEMROUTE_INDEX``).
@@ -29,12 +30,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from semroute.config.server import ServerSettings
 from semroute.dispatch.providers import import_litellm
 from semroute.routing.router import default_index_path
 from semroute.server.chat import Gateway
+from semroute.server.console import console_routes
 from semroute.server.errors import ApiError, error_response
 from semroute.server.metrics import CONTENT_TYPE, Metrics
 from semroute.server.reload import IndexHolder
@@ -81,7 +83,10 @@ def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starle
             holder.close()
             await _close_litellm_clients()
 
-    app = Starlette(routes=_routes(gateway, holder, metrics), lifespan=lifespan)
+    routes: list[BaseRoute] = [*_routes(gateway, holder, metrics)]
+    if holder.settings.ui:
+        routes += console_routes(holder, gateway)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.holder = holder
     app.state.gateway = gateway
     _add_error_handlers(app)

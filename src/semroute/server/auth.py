@@ -34,6 +34,8 @@ class Client:
     """The key's name in the spend store (a hash of it; see :func:`key_id`)."""
     models: tuple[str, ...] | None = None
     """The model and tier names the key may pin besides its tier's (None: no list of its own)."""
+    admin: bool = False
+    """Whether the key may sign in to the console."""
 
 
 ANONYMOUS = Client()
@@ -55,7 +57,7 @@ class Keys:
                     setting=f"keys[{i}]",
                 )
             client = Client(
-                ref.env, ref.user_tier, ref.budget_usd_per_day, key_id(value), ref.models
+                ref.env, ref.user_tier, ref.budget_usd_per_day, key_id(value), ref.models, ref.admin
             )
             self._keys.append((value.encode("utf-8"), client))
 
@@ -77,16 +79,28 @@ class Keys:
                 code="invalid_api_key",
                 type="authentication_error",
             )
-        given = presented.encode("latin-1", "replace")
-        found = None
-        for key, client in self._keys:
-            if hmac.compare_digest(given, key) and found is None:
-                found = client
+        found = self.find(presented.encode("latin-1", "replace"))
         if found is None:
             raise ApiError(
                 401, "invalid API key", code="invalid_api_key", type="authentication_error"
             )
         return found
+
+    def find(self, given: bytes) -> Client | None:
+        """The client whose key is ``given`` (None: no such key), compared with every key."""
+        found = None
+        for key, client in self._keys:
+            if hmac.compare_digest(given, key) and found is None:
+                found = client
+        return found
+
+    def secret(self, env: str) -> tuple[Client, bytes] | None:
+        """The client and key value named by its variable ``env`` (the console signs its
+        session cookies with the key, so a changed or removed key ends its sessions)."""
+        for key, client in self._keys:
+            if client.key == env:
+                return client, key
+        return None
 
 
 def _presented(headers: Mapping[str, str]) -> str | None:

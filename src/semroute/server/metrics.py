@@ -35,11 +35,24 @@ if TYPE_CHECKING:
     from semroute.dispatch.health import HealthStore
     from semroute.records import Attempt
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "Listener", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _ROUTING_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+Listener = Callable[
+    [
+        str,
+        int,
+        "Decision | None",
+        "tuple[Attempt, ...]",
+        "tuple[Skip, ...]",
+        str | None,
+        float | None,
+    ],
+    None,
+]
+"""Called with (endpoint, status, decision, attempts, skipped, model, cost) per request."""
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -86,6 +99,8 @@ class Metrics:
             "semroute_requests_in_flight", "Requests being answered.", registry=r
         )
         r.register(_Breakers(models))
+        self.listeners: list[Listener] = []
+        """Told of each request :meth:`observe` counts (the console's traffic page)."""
 
     def observe(
         self,
@@ -100,6 +115,9 @@ class Metrics:
         cost_usd: float | None = None,
     ) -> None:
         """Count one finished request (``label`` maps a model name to its label value)."""
+        attempts, skipped = tuple(attempts), tuple(skipped)
+        for listen in self.listeners:
+            listen(endpoint, status, decision, attempts, skipped, model, cost_usd)
         refused = decision is not None and (decision.blocked or decision.over_budget)
         served = label(model or (decision.model if decision and not refused else ""))
         self.requests.labels(
