@@ -139,6 +139,12 @@ class ServerSpec(_Strict):
         description="Let a request pin a LiteLLM model string the index does not declare "
         "(called with the server's provider keys); false: such a request gets 400.",
     )
+    challenger: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="Another index that routes every request too (its decision is logged as "
+        "`challenger`; no model is called for it). A relative path is read from the folder "
+        "semroute serve runs in.",
+    )
 
 
 # --- runtime values ----------------------------------------------------------------------------
@@ -178,6 +184,8 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_unlisted_models: bool = False
     """Whether a request may pin a model string the index does not declare."""
+    challenger: str | None = None
+    """The challenger index's folder (None: none)."""
 
     @classmethod
     def from_spec(cls, spec: ServerSpec) -> ServerSettings:
@@ -201,6 +209,7 @@ class ServerSettings:
             spec.drain_timeout_s,
             spec.max_body_bytes,
             spec.allow_unlisted_models,
+            spec.challenger,
         )
 
     @classmethod
@@ -219,6 +228,7 @@ class ServerSettings:
             "drain_timeout_s": self.drain_timeout_s,
             "max_body_bytes": self.max_body_bytes,
             "allow_unlisted_models": self.allow_unlisted_models,
+            "challenger": self.challenger,
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -117,6 +118,7 @@ class Router:
         self._window = encoder.info.max_tokens * CHARS_PER_TOKEN
         # Repeated queries skip the encoder and the similarity search.
         self._scored = QueryCache(cache_size, self._score_one) if cache_size > 0 else None
+        self._challenger: Router | None = None
 
     @classmethod
     def load(
@@ -167,9 +169,30 @@ class Router:
         :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
         neither step runs. ``pin`` (the models a caller named) takes both steps too: it is
         blocked by a blocking rule, else checked as its chain (see :mod:`semroute.routing.policy`).
+        With a challenger (see :meth:`with_challenger`), the decision carries the challenger's.
         """
-        decision, hard = self._semantic(query)
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
+        decision = self._route(query, request, hints, pin)
+        if self._challenger is None:
+            return decision
+        rival = self._challenger._route(query, request, hints, pin)
+        return decision.evolve(challenger=rival)
+
+    def with_challenger(self, challenger: Router | None) -> Router:
+        """This router, also routing every query with ``challenger`` in the same thread (its
+        decision only: no model is called for it); ``None``: without one."""
+        twin = copy.copy(self)
+        twin._challenger = challenger
+        return twin
+
+    def _route(
+        self,
+        query: str | Sequence[Message],
+        request: Mapping[str, Any] | None,
+        hints: Hints,
+        pin: Pin | None,
+    ) -> Decision:
+        decision, hard = self._semantic(query)
         checked = self.policy.rules or self.policy.route_limits
         if not checked and request is None and not hints and pin is None:
             return decision
