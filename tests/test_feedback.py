@@ -156,9 +156,9 @@ def test_the_python_api_records_feedback_in_the_default_log(
     monkeypatch.setenv("SEMROUTE_INDEX", str(index))
     semroute.feedback("req-1", score="down", route="weather")
     semroute.feedback("req-2", score=0.5)
-    with pytest.raises(semroute.FeedbackError, match="^route:"):
+    with pytest.raises(semroute.FeedbackError, match=r"^route:"):
         semroute.feedback("req-3", score=1, route="nope")
-    with pytest.raises(semroute.FeedbackError, match="^score:"):
+    with pytest.raises(semroute.FeedbackError, match=r"^score:"):
         semroute.feedback("req-3", score=2)
     first, second = _feedback(tmp_path)
     assert (first["request_id"], first["score"], first["route"]) == ("req-1", -1.0, "weather")

@@ -335,5 +335,5 @@ def test_a_challenger_routes_in_the_same_call_and_is_carried_by_the_decision(
     assert decision.challenger.route == decision.route == "weather"
     assert decision.to_dict()["challenger"]["route"] == "weather"
     assert router.route("will it rain today").challenger is None  # the original is unchanged
-    with pytest.raises(ServeError, match="^server.challenger: the challenger index at"):
+    with pytest.raises(ServeError, match=r"^server\.challenger: the challenger index at"):
         load_challenger(tmp_path / "missing")
