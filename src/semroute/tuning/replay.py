@@ -2,8 +2,8 @@
 holds, without calling a model.
 
 Every request whose content was logged (``log_content: true``) is routed again by the candidate
-index: single-turn requests in batches (the encoder's batch API), multi-turn ones one by one
-with the candidate's conversation settings. The route's rules are not applied (the log does not
+index: single-turn requests in batches (the encoder's batch API, each distinct query once),
+multi-turn ones one by one with the candidate's conversation settings. The route's rules are not applied (the log does not
 keep what they test: tools, headers, the request's other fields), so the comparison is of the
 semantic decision: the route, and the model that route sends to. Each request's cost before and
 after is estimated from its logged tokens at the prices the candidate index knows (the cost
@@ -36,9 +36,11 @@ def redecide(router: Router, requests: list[Logged], batch_size: int = 256) -> l
     simple = conversation.turns == 1 and not conversation.sticky
     out: list[Decision | None] = [None] * len(requests)
     batch = [i for i, r in enumerate(requests) if simple or r.turns <= 1]
-    decided = router.route_batch([requests[i].query or "" for i in batch], batch_size=batch_size)
-    for i, d in zip(batch, decided, strict=True):
-        out[i] = d
+    # A log repeats its popular queries: each distinct one is encoded once.
+    texts = sorted({requests[i].query or "" for i in batch})
+    decided = dict(zip(texts, router.route_batch(texts, batch_size=batch_size), strict=True))
+    for i in batch:
+        out[i] = decided[requests[i].query or ""]
     for i, r in enumerate(requests):
         if out[i] is None:
             out[i] = router.route(r.messages or r.query or "")
