@@ -220,6 +220,19 @@ def test_drift_alarms_past_the_threshold_with_enough_requests(tmp_path: Path) ->
     assert drift_report(_reference(0.0), few)["routes"]["weather"]["alarm"] is False
 
 
+@pytest.mark.parametrize(
+    ("shape", "alarm"),
+    [((12, 20, 18), False), ((10, 20, 20), True)],  # PSI 0.182 and 0.220, around 0.2
+)
+def test_a_route_alarms_past_a_psi_of_0_2(
+    tmp_path: Path, shape: tuple[int, int, int], alarm: bool
+) -> None:
+    records = _window(shape[0], 0.75) + _window(shape[1], 0.85) + _window(shape[2], 0.95)
+    report = drift_report(_reference(0.0), read_log(write(tmp_path / "a.jsonl", records)).requests)
+    assert report["routes"]["weather"]["alarm"] is alarm
+    assert (report["routes"]["weather"]["psi"] > 0.2) is alarm
+
+
 def test_drift_alarms_when_the_default_share_moves(tmp_path: Path) -> None:
     records = _window(20, 0.85) + _window(20, 0.75, route=None)
     requests = read_log(write(tmp_path / "a.jsonl", records)).requests
@@ -337,3 +350,14 @@ def test_a_challenger_routes_in_the_same_call_and_is_carried_by_the_decision(
     assert router.route("will it rain today").challenger is None  # the original is unchanged
     with pytest.raises(ServeError, match=r"^server\.challenger: the challenger index at"):
         load_challenger(tmp_path / "missing")
+
+
+def test_a_challenger_with_the_same_encoder_reuses_the_query_embedding(fake_index: Path) -> None:
+    main_router, rival = Router.load(fake_index), Router.load(fake_index)
+    both = main_router.with_challenger(rival)
+    before = (main_router.encoder.calls, rival.encoder.calls)  # type: ignore[attr-defined]
+    for i in range(5):
+        decision = both.route(f"will it rain on day {i}")
+        assert decision.challenger is not None and decision.challenger.route == decision.route
+    after = (main_router.encoder.calls, rival.encoder.calls)  # type: ignore[attr-defined]
+    assert (after[0] - before[0], after[1] - before[1]) == (5, 0)

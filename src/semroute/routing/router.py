@@ -20,6 +20,7 @@ from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
 from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
 from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
+from semroute.routing.challenger import shared_encoder
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
 from semroute.routing.policy import Pin, apply
@@ -180,9 +181,17 @@ class Router:
 
     def with_challenger(self, challenger: Router | None) -> Router:
         """This router, also routing every query with ``challenger`` in the same thread (its
-        decision only: no model is called for it); ``None``: without one."""
+        decision only: no model is called for it); ``None``: without one. When both embed
+        alike, the challenger reuses the query's embedding (see :mod:`semroute.routing.challenger`)."""
         twin = copy.copy(self)
         twin._challenger = challenger
+        shared = shared_encoder(self.encoder, challenger.encoder) if challenger else None
+        if shared is not None and challenger is not None:
+            twin._challenger = challenger = copy.copy(challenger)
+            for router in (twin, challenger):
+                router.encoder = shared
+                if router._scored is not None:  # its cache computes with its own encoder
+                    router._scored = QueryCache(router._scored.maxsize, router._score_one)
         return twin
 
     def _route(
