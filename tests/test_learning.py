@@ -269,6 +269,10 @@ def test_stats_without_a_calibrated_index_says_why_there_is_no_drift(
     assert result.exit_code == 0, result.output
     drift = json.loads(result.output)["drift"]
     assert drift["alarm"] is False and "semroute calibrate" in drift["problem"]
+    result = cli("stats", str(log), "--index", str(tmp_path / "nothing-here"), "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["requests"] == 3 and "nothing-here" in stats["drift"]["problem"]
 
 
 # --- difficulty from the log ------------------------------------------------------------------
@@ -361,3 +365,14 @@ def test_a_challenger_with_the_same_encoder_reuses_the_query_embedding(fake_inde
         assert decision.challenger is not None and decision.challenger.route == decision.route
     after = (main_router.encoder.calls, rival.encoder.calls)  # type: ignore[attr-defined]
     assert (after[0] - before[0], after[1] - before[1]) == (5, 0)
+
+
+def test_serve_with_a_challenger_that_cannot_load_stops_with_one_line(
+    fake_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEMROUTE_CHALLENGER", "")  # restored after the test: serve sets it
+    missing = tmp_path / "missing"
+    result = cli("serve", "--index", str(fake_index), "--challenger", str(missing))
+    assert result.exit_code == 1
+    assert result.output.startswith("error: server.challenger: the challenger index at")
+    assert "Traceback" not in result.output

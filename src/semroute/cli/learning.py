@@ -119,6 +119,7 @@ def suggest_cmd(
 def drift_of(log_file: Path, index_dir: Path | None) -> dict[str, Any] | None:
     """The ``drift`` of `semroute stats --json` (None: no index given and none at the default
     place); a dict with ``problem`` when the index holds no calibration reference."""
+    from semroute.errors import IndexLoadError
     from semroute.index.drift import DRIFT_FILE, read_reference
     from semroute.index.manifest import Manifest
     from semroute.routing.router import default_index_path
@@ -128,9 +129,12 @@ def drift_of(log_file: Path, index_dir: Path | None) -> dict[str, Any] | None:
     path = index_dir or Path(default_index_path())
     if index_dir is None and not path.exists():
         return None
-    manifest = Manifest.read(path)
-    digest = manifest.checksums.get(DRIFT_FILE) if manifest.drift else None
-    reference = read_reference(path, digest)
+    try:  # the log's summary stands without it: an unusable index is reported, not fatal
+        manifest = Manifest.read(path)
+        digest = manifest.checksums.get(DRIFT_FILE) if manifest.drift else None
+        reference = read_reference(path, digest)
+    except IndexLoadError as exc:
+        return {"alarm": False, "problem": str(exc)}
     if reference is None:
         return {
             "alarm": False,
