@@ -376,3 +376,22 @@ def test_serve_with_a_challenger_that_cannot_load_stops_with_one_line(
     assert result.exit_code == 1
     assert result.output.startswith("error: server.challenger: the challenger index at")
     assert "Traceback" not in result.output
+
+
+def test_the_tables_print_without_json(tmp_path: Path, fake_index: Path) -> None:
+    records = [line(f"p{i}", t) for i, t in enumerate(CLUSTER)]
+    records[0]["challenger"] = {
+        "route": "weather",
+        "model": "m",
+        "reason": "matched",
+        "confidence": 0.9,
+    }
+    records += [{"kind": "feedback", "request_id": "p1", "score": "down", "route": "billing"}]
+    log = write(tmp_path / "log.jsonl", records)
+    stats = cli("stats", str(log), "--index", str(fake_index))
+    assert stats.exit_code == 0, stats.output
+    assert "Feedback per route" in stats.output and "challenger agreed" in stats.output
+    replayed = cli("replay", str(log), "--index", str(fake_index))
+    assert replayed.exit_code == 0 and "6 of 6 requests replayed" in replayed.output
+    suggested = cli("suggest", str(log), "--index", str(fake_index), "--min-size", "4")
+    assert suggested.exit_code == 0 and "proposed route" in suggested.output
