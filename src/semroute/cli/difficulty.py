@@ -35,8 +35,8 @@ DATA_ARGUMENT = click.argument("data", type=click.Path(path_type=Path, dir_okay=
 @click.option(
     "--strong-model",
     default=None,
-    help="With --from-log: the strong model, whose answers are left out [default: the shadow "
-    "reference's verdicts only say which is which].",
+    help="With --from-log: the strong model; requests it answered are left out [default: "
+    "none left out].",
 )
 @click.option(
     "--out",
