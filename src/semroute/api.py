@@ -1,4 +1,4 @@
-"""The module-level API: ``semroute.route``, ``complete`` and ``acomplete``.
+"""The module-level API: ``semroute.route``, ``complete``, ``acomplete`` and ``feedback``.
 
 They use one :class:`Router` and one :class:`~semroute.dispatch.dispatcher.Dispatcher` per index
 (``$SEMROUTE_INDEX``, else ``indexes/default``), loaded on first use and kept for the life of the
@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from semroute.dispatch.dispatcher import Dispatcher
+from semroute.dispatch.feedback import UNSET, check_feedback, feedback_entry
+from semroute.dispatch.log import DecisionLogs
+from semroute.errors import FeedbackError
 from semroute.routing import router as routing
 from semroute.routing.router import default_index_path
 
@@ -30,6 +33,7 @@ __all__ = [
     "complete",
     "default_dispatcher",
     "default_router",
+    "feedback",
     "route",
 ]
 
@@ -174,3 +178,38 @@ async def acomplete(
     """The asynchronous :func:`complete`."""
     router, dispatcher = _default()
     return await dispatcher.acomplete(messages, router=router, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+_feedback_logs = DecisionLogs()
+
+
+def feedback(
+    request_id: str,
+    *,
+    score: float | str,
+    route: str | None = UNSET,
+    comment: str | None = None,
+) -> None:
+    """Record feedback on the request ``request_id`` (a result's ``request_id``) in the default
+    dispatcher's decision log: ``score`` in [-1, 1], or ``"up"`` / ``"down"``; ``route`` the
+    route that should have answered (None: none of them). Raises
+    :class:`~semroute.errors.FeedbackError` naming a bad field, or when no decision log is kept."""
+    router, dispatcher = _default()
+    request_id, checked, route, comment = check_feedback(
+        request_id,
+        score,
+        route=route,
+        comment=comment,
+        routes=(r.name for r in router.routes),
+    )
+    settings = dispatcher.config.settings
+    log = _feedback_logs.open(settings.log)
+    if log is None:
+        raise FeedbackError(
+            "no decision log is kept; set dispatch.log in the route files or $SEMROUTE_LOG"
+        )
+    log.write(
+        feedback_entry(
+            request_id, checked, route=route, comment=comment, log_content=settings.log_content
+        )
+    )

@@ -137,6 +137,9 @@ class Decision:
     """The cost ceiling applied (None: no ceiling)."""
     within_cost_limit: bool | None = None
     """Whether ``model``'s estimate fits the ceiling (None: no ceiling, or no estimate)."""
+    challenger: Decision | None = None
+    """A challenger index's decision for the same query (None: no challenger; see
+    :meth:`semroute.routing.router.Router.with_challenger`)."""
 
     def __getstate__(self) -> dict[str, Any]:
         self.scores  # noqa: B018 - pickle the built tuple, never the builder
@@ -177,7 +180,7 @@ class Decision:
             "estimated_cost_usd": _cost(self.estimated_cost_usd),
             "cost_limit_usd": self.cost_limit_usd,
             "within_cost_limit": self.within_cost_limit,
-        }
+        } | ({"challenger": self.challenger.to_dict()} if self.challenger is not None else {})
 
 
 def _cost(usd: float | None) -> float | None:

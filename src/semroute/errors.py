@@ -12,6 +12,8 @@
     ├── DifficultyModelError       a difficulty model folder is missing, damaged or for another
     │                              encoder (path)
     ├── InvalidQueryError          a query is not a string or message list (also a TypeError)
+    ├── FeedbackError              feedback is malformed or cannot be recorded (field; also a
+    │                              ValueError)
     ├── DispatchError              every model of a fallback chain failed, or a stream broke
     │   │                          (attempts: each model tried, its error and latency)
     │   └── RequestRejectedError   a model rejected the request as malformed, or it could not
@@ -47,6 +49,7 @@ __all__ = [
     "DispatchError",
     "EncoderError",
     "EncoderMismatchError",
+    "FeedbackError",
     "IndexLoadError",
     "IndexNotFoundError",
     "InvalidQueryError",
@@ -152,6 +155,15 @@ class DifficultyModelError(SemrouteError):
 
 class InvalidQueryError(SemrouteError, TypeError):
     """A query or a request argument is of the wrong type (a query must be a string or a message list)."""
+
+
+class FeedbackError(SemrouteError, ValueError):
+    """Feedback names no request, has a score out of range, an unknown route, a comment too
+    long (``field``: the one at fault), or there is no decision log to record it in."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 class DispatchError(SemrouteError):

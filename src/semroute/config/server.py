@@ -152,6 +152,12 @@ class ServerSpec(_Strict):
         description="Serve the console under /ui (with `keys`, only a key marked `admin: true` "
         "signs in); false: /ui is 404.",
     )
+    challenger: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="Another index that routes every request too (its decision is logged as "
+        "`challenger`; no model is called for it). A relative path is read from the folder "
+        "semroute serve runs in.",
+    )
 
 
 # --- runtime values ----------------------------------------------------------------------------
@@ -196,6 +202,8 @@ class ServerSettings:
     """Whether a request may pin a model string the index does not declare."""
     ui: bool = True
     """Whether the console is served under /ui."""
+    challenger: str | None = None
+    """The challenger index's folder (None: none)."""
 
     @classmethod
     def from_spec(cls, spec: ServerSpec) -> ServerSettings:
@@ -221,6 +229,7 @@ class ServerSettings:
             spec.max_body_bytes,
             spec.allow_unlisted_models,
             spec.ui,
+            spec.challenger,
         )
 
     @classmethod
@@ -240,6 +249,7 @@ class ServerSettings:
             "max_body_bytes": self.max_body_bytes,
             "allow_unlisted_models": self.allow_unlisted_models,
             "ui": self.ui,
+            "challenger": self.challenger,
         }
 
 

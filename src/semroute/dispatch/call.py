@@ -29,6 +29,7 @@ from semroute.dispatch.log import entry
 from semroute.dispatch.log_metadata import logged_signals
 from semroute.dispatch.providers import import_litellm
 from semroute.dispatch.result import DispatchResult, text_of
+from semroute.dispatch.rival import challenger_entry
 from semroute.errors import DispatchError, InvalidQueryError, RequestRejectedError
 from semroute.records import Attempt, Usage
 
@@ -298,11 +299,12 @@ class Call:
         price = price_of(self.provider.default_model, self.provider.config.models)
         if price is not None and usage is not None:
             default = usage.prompt_tokens * price.input + usage.completion_tokens * price.output
+        rival = self.decision.challenger
         return {
             "tier": self.provider.config.quality.tier_of(self.decision.rule),
             "cascade": self.escalation.to_dict() if self.escalation else None,
             "default_cost_usd": default,
-        }
+        } | ({"challenger": challenger_entry(rival)} if rival is not None else {})
 
     def streamed(
         self, chunks: list[Any], *, ended: bool = True, error: str | None = None

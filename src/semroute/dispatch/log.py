@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import semroute.text as text
+from semroute.dispatch.feedback import FeedbackGroup, feedback_record, group_feedback
 from semroute.dispatch.quality_stats import GroupQuality, group_quality, quality_record
+from semroute.dispatch.rival import challenger_summary
 
 if TYPE_CHECKING:
     from semroute.decision import Decision, Skip
@@ -280,6 +282,11 @@ class LogStats:
     """Shadow evaluation's quality records (not requests; see :mod:`semroute.dispatch.shadow`)."""
     quality: Mapping[str, Mapping[str, GroupQuality]] = field(default_factory=dict)
     """Cost and quality per route, rule and tier (see :mod:`semroute.dispatch.quality_stats`)."""
+    feedback_records: int = 0
+    feedback: Mapping[str, Mapping[str, FeedbackGroup]] = field(default_factory=dict)
+    """Feedback per route and tier (see :mod:`semroute.dispatch.feedback`)."""
+    challenger: Mapping[str, Any] | None = None
+    """Agreement with a challenger index (see :mod:`semroute.dispatch.rival`)."""
 
     def to_dict(self) -> dict[str, Any]:
         n = self.requests
@@ -308,6 +315,12 @@ class LogStats:
                 scope: {k: g.to_dict() for k, g in groups.items()}
                 for scope, groups in self.quality.items()
             },
+            "feedback_records": self.feedback_records,
+            "feedback": {
+                scope: {k: g.to_dict() for k, g in groups.items()}
+                for scope, groups in self.feedback.items()
+            },
+            "challenger": self.challenger,
         }
 
 
@@ -321,7 +334,8 @@ def summarise(lines: Iterable[str]) -> LogStats:
     with ``"kind": "quality"``). A line that is neither is counted as malformed and skipped,
     never fatal: see :func:`_record` and
     :func:`~semroute.dispatch.quality_stats.quality_record` for what a record is."""
-    records, quality, malformed = [], [], 0
+    records, malformed = [], 0
+    kinds: dict[str, list[dict[str, Any]]] = {"quality": [], "feedback": []}
     for line in lines:
         if not line.strip():
             continue
@@ -333,10 +347,13 @@ def summarise(lines: Iterable[str]) -> LogStats:
             record = _record(raw)
             malformed += record is None
             records += [record] if record is not None else []
-        else:  # a quality record; a kind stats does not know is malformed
-            found = quality_record(raw) if kind == "quality" else None
-            malformed += found is None
-            quality += [found] if found is not None else []
+        else:  # a quality or feedback record; a kind stats does not know is malformed
+            found = _KINDS[kind](raw) if isinstance(kind, str) and kind in _KINDS else None
+            if found is None:
+                malformed += 1
+            else:
+                kinds[kind].append(found)
+    quality = kinds["quality"]
     costs = [r["cost_usd"] for r in records if r["cost_usd"] is not None]
     latency: dict[str, list[float]] = {"routing": [], "model": [], "total": []}
     for r in records:
@@ -358,6 +375,9 @@ def summarise(lines: Iterable[str]) -> LogStats:
         rules=dict(Counter(r["rule"] or NO_RULE for r in records).most_common()),
         quality_records=len(quality),
         quality=group_quality(records, quality),
+        feedback_records=len(kinds["feedback"]),
+        feedback=group_feedback(records, kinds["feedback"]),
+        challenger=challenger_summary(records),
     )
 
 
@@ -393,6 +413,7 @@ _FIELDS = {
     "tier": _TEXT,
     "default_cost_usd": _NUMBER,
 }
+_KINDS = {"quality": quality_record, "feedback": feedback_record}
 _LARGEST = 1e300
 """Larger numbers are refused: sums and percentiles of them would not stay finite."""
 
@@ -414,8 +435,10 @@ def _record(raw: Mapping[str, Any]) -> dict[str, Any] | None:
     (``route``, ``rule``, ``tier``, ``model`` and ``error`` text or null, ``fallbacks`` and
     ``skipped`` a list or null, ``routing_ms``, ``model_ms``, ``cost_usd`` and
     ``default_cost_usd`` a finite number or null). ``cascade`` is read only if a mapping."""
-    cascade = raw.get("cascade")
+    cascade, rival = raw.get("cascade"), raw.get("challenger")
     record: dict[str, Any] = {"cascade": cascade if isinstance(cascade, dict) else None}
+    record["request_id"] = raw["request_id"]
+    record["challenger"] = rival if isinstance(rival, dict) else None
     for name, kind in _FIELDS.items():
         value = raw.get(name)
         if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -19,6 +20,7 @@ from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
 from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
 from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
+from semroute.routing.challenger import shared_encoder
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
 from semroute.routing.policy import Pin, apply
@@ -117,6 +119,7 @@ class Router:
         self._window = encoder.info.max_tokens * CHARS_PER_TOKEN
         # Repeated queries skip the encoder and the similarity search.
         self._scored = QueryCache(cache_size, self._score_one) if cache_size > 0 else None
+        self._challenger: Router | None = None
 
     @classmethod
     def load(
@@ -167,9 +170,38 @@ class Router:
         :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
         neither step runs. ``pin`` (the models a caller named) takes both steps too: it is
         blocked by a blocking rule, else checked as its chain (see :mod:`semroute.routing.policy`).
+        With a challenger (see :meth:`with_challenger`), the decision carries the challenger's.
         """
-        decision, hard = self._semantic(query)
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
+        decision = self._route(query, request, hints, pin)
+        if self._challenger is None:
+            return decision
+        rival = self._challenger._route(query, request, hints, pin)
+        return decision.evolve(challenger=rival)
+
+    def with_challenger(self, challenger: Router | None) -> Router:
+        """This router, also routing every query with ``challenger`` in the same thread (its
+        decision only: no model is called for it); ``None``: without one. When both embed
+        alike, the challenger reuses the query's embedding (see :mod:`semroute.routing.challenger`)."""
+        twin = copy.copy(self)
+        twin._challenger = challenger
+        shared = shared_encoder(self.encoder, challenger.encoder) if challenger else None
+        if shared is not None and challenger is not None:
+            twin._challenger = challenger = copy.copy(challenger)
+            for router in (twin, challenger):
+                router.encoder = shared
+                if router._scored is not None:  # its cache computes with its own encoder
+                    router._scored = QueryCache(router._scored.maxsize, router._score_one)
+        return twin
+
+    def _route(
+        self,
+        query: str | Sequence[Message],
+        request: Mapping[str, Any] | None,
+        hints: Hints,
+        pin: Pin | None,
+    ) -> Decision:
+        decision, hard = self._semantic(query)
         checked = self.policy.rules or self.policy.route_limits
         if not checked and request is None and not hints and pin is None:
             return decision

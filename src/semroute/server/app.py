@@ -3,6 +3,7 @@ models, health and metrics.
 
     POST /v1/chat/completions   model "auto" routes; a model or tier name pins it
     POST /v1/route              the decision only (what `semroute route --json` prints)
+    POST /v1/feedback           a score (and the right route) for an answer, into the log
     GET  /v1/models             auto, the declared models, the tiers
     GET  /healthz               the process is up
     GET  /readyz                an index is loaded (and the shared store answers, when set)
@@ -38,6 +39,7 @@ from semroute.routing.router import default_index_path
 from semroute.server.chat import Gateway
 from semroute.server.console import console_routes
 from semroute.server.errors import ApiError, error_response
+from semroute.server.feedback import FeedbackEndpoint
 from semroute.server.metrics import CONTENT_TYPE, Metrics
 from semroute.server.reload import IndexHolder
 from semroute.server.sse import CUT_SECONDS
@@ -58,7 +60,9 @@ def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starle
     """The app serving ``loaded`` (``settings``: default the index's own `server:` block).
     Raises :class:`~semroute.errors.ServeError` when a key's variable is not set."""
     holder = IndexHolder(loaded, settings)
-    metrics = Metrics(lambda: (holder.shared.health, holder.current.catalog.models))
+    metrics = Metrics(
+        lambda: (holder.shared.health, holder.current.catalog.models), lambda: holder.current.drift
+    )
     gateway = Gateway(holder, loaded.shared.spend, metrics)
 
     @contextlib.asynccontextmanager
@@ -100,6 +104,11 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     async def route(request: Request) -> Response:
         return await gateway.route(request)
 
+    feedback_endpoint = FeedbackEndpoint(holder)
+
+    async def feedback(request: Request) -> Response:
+        return await feedback_endpoint(request)
+
     async def models(request: Request) -> Response:
         try:
             gateway.keys.check(request.headers)
@@ -126,6 +135,7 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/chat/completions", chat, methods=["POST"]),
         Route("/v1/route", route, methods=["POST"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

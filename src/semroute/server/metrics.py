@@ -9,6 +9,11 @@
                                              unhealthy)
     semroute_breaker_state{model}            0 closed, 1 half-open, 2 open (read when scraped)
     semroute_requests_in_flight
+    semroute_route_confidence{route}         the best route's confidence of each routed request
+    semroute_drift{route}                    population stability index of those confidences
+                                             against the index's calibration data (read when
+                                             scraped; see semroute.index.drift); absent
+                                             without a calibration reference
 
 Label values come from the index (routes, rules, declared models); a model name a client
 pinned that the index does not know is counted as ``other``, so clients cannot grow the
@@ -17,6 +22,7 @@ number of series without bound. With several worker processes, each answers for 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -29,6 +35,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from semroute.index.drift import BINS, DriftReference, bin_of, psi
 
 if TYPE_CHECKING:
     from semroute.decision import Decision, Skip
@@ -53,6 +61,7 @@ Listener = Callable[
     None,
 ]
 """Called with (endpoint, status, decision, attempts, skipped, model, cost) per request."""
+_CONFIDENCE_BUCKETS = tuple((i + 1) / BINS for i in range(BINS))
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -60,7 +69,11 @@ class Metrics:
     """Counters and histograms of one app. ``models`` gives the health store and the model
     names whose breaker state is reported (read at each scrape, so a reload shows)."""
 
-    def __init__(self, models: Callable[[], tuple[HealthStore | None, Iterable[str]]]) -> None:
+    def __init__(
+        self,
+        models: Callable[[], tuple[HealthStore | None, Iterable[str]]],
+        drift: Callable[[], DriftReference | None] = lambda: None,
+    ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the output
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -98,9 +111,18 @@ class Metrics:
         self.in_flight = Gauge(
             "semroute_requests_in_flight", "Requests being answered.", registry=r
         )
+        self.confidence = Histogram(
+            "semroute_route_confidence",
+            "The best route's confidence of each routed request, by that route.",
+            ["route"],
+            buckets=_CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.drift = _Drift(drift)
         r.register(_Breakers(models))
         self.listeners: list[Listener] = []
         """Told of each request :meth:`observe` counts (the console's traffic page)."""
+        r.register(self.drift)
 
     def observe(
         self,
@@ -130,6 +152,10 @@ class Metrics:
         ).inc()
         if decision is not None and decision.latency_ms > 0:
             self.routing.observe(decision.latency_ms / 1000)
+        if decision is not None and decision.reason.value in _SCORED and decision.scores:
+            best = decision.scores[0]
+            self.confidence.labels(best.route).observe(best.confidence)
+            self.drift.add(best.route, best.confidence)
         for a in attempts:
             name = label(a.model)
             self.upstream.labels(name, "error" if a.error else "ok").observe(a.latency_ms / 1000)
@@ -168,3 +194,44 @@ class _Breakers:
             for name in names:
                 family.add_metric([name], STATES.get(health.health(name).state, 0.0))
         yield family
+
+
+_SCORED = frozenset({"matched", "below_threshold", "ambiguous", "sticky", "rule"})
+
+
+class _Drift:
+    """``semroute_drift``: per route of the reference, the PSI of the confidences seen since the
+    process started against the calibration data's."""
+
+    def __init__(self, reference: Callable[[], DriftReference | None]) -> None:
+        self._reference = reference
+        self._counts: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, route: str, confidence: float) -> None:
+        with self._lock:
+            counts = self._counts.get(route)
+            if counts is None:
+                if len(self._counts) >= MAX_DRIFT_ROUTES:
+                    return
+                counts = self._counts[route] = [0] * BINS
+            counts[bin_of(confidence, BINS)] += 1
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("semroute_drift", _DRIFT_HELP, labels=["route"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("semroute_drift", _DRIFT_HELP, labels=["route"])
+        reference = self._reference()
+        if reference is not None and reference.bins == BINS:
+            with self._lock:
+                seen = {k: list(v) for k, v in self._counts.items()}
+            for route in sorted(reference.routes):
+                value = psi(reference.counts(route), seen.get(route, [0] * BINS))
+                if value is not None:
+                    family.add_metric([route], value)
+        yield family
+
+
+MAX_DRIFT_ROUTES = 10_000
+_DRIFT_HELP = "Population stability index of the routed confidences against calibration."
