@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from semroute.cli import difficulty, indexing, tuning
+from semroute.cli.fake import fake_provider_cmd
 from semroute.cli.options import INDEX_OPTION, JSON_OPTION
 from semroute.cli.options import warn as _warn
 from semroute.cli.serve import serve_cmd
@@ -232,6 +233,7 @@ for _command in (
     indexing.schema_cmd,
     indexing.validate_cmd,
     serve_cmd,
+    fake_provider_cmd,
     tuning.calibrate_cmd,
     tuning.eval_cmd,
     difficulty.train_difficulty_cmd,
