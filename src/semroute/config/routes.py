@@ -121,7 +121,7 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         )
     route_set = RouteSet(
         routes=tuple(routes),
-        settings=_settings(router),
+        settings=_settings(router, _base_dir(router_file)),
         out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
@@ -130,6 +130,13 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
     )
     route_set = dataclasses.replace(route_set, difficulty=_difficulty_dir(router, router_file))
     return _with_policy(with_models(route_set, parsed), parsed, router)
+
+
+def _against(base: Path, written: str) -> Path:
+    """``written`` (``~`` expanded) read against ``base`` unless it is absolute, made absolute
+    so that the index holds where it points whichever folder a command runs from."""
+    path = Path(written).expanduser()
+    return path if path.is_absolute() else (base / path).absolute()
 
 
 def _difficulty_dir(router: RouterSpec, router_file: ParsedFile | None) -> Path | None:
@@ -271,16 +278,35 @@ def _file_routes(
     return routes
 
 
-def _settings(s: RouterSpec) -> RouterSettings:
+def _base_dir(p: ParsedFile | None) -> Path | None:
+    """The folder relative paths in ``p`` are read against (None: data given in memory)."""
+    if p is None or p.source.startswith("<"):
+        return None
+    return Path(p.source).parent
+
+
+def _settings(s: RouterSpec, base: Path | None) -> RouterSettings:
+    """The router settings, with the paths they name read against ``base``, the folder of the
+    file that holds them, like `models:` and `difficulty:` (not against the current folder)."""
+    dispatch = s.dispatch.model_dump()
+    if dispatch["log"] is not None and base is not None:
+        dispatch["log"] = str(_against(base, dispatch["log"]))
+    encoder = s.encoder
+    # A local checkpoint folder: read against the file's folder when it is there. A hub name
+    # (`org/model`) is left as written, and so is a path found only from the current folder.
+    if base is not None and not Path(encoder).expanduser().is_absolute():
+        local = base / encoder
+        if local.is_dir():
+            encoder = str(local.resolve())
     return RouterSettings(
         default_model=s.default_model,
-        encoder=s.encoder,
+        encoder=encoder,
         encoder_runtime=s.encoder_runtime,
         threshold=s.threshold,
         min_margin=s.min_margin,
         scorer=s.scorer,
         default_fallbacks=tuple(s.default_fallbacks),
-        dispatch=DispatchSettings(**s.dispatch.model_dump()),
+        dispatch=DispatchSettings(**dispatch),
         conversation=ConversationSettings(**s.conversation.model_dump()),
     )
 
