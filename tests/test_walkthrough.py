@@ -8,6 +8,7 @@ in a terminal); a Python block is given to `python -`. The only change made to t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -68,10 +69,8 @@ def test_the_walkthrough_runs_as_written(model_cache: Path, tmp_path: Path) -> N
     try:
         output, _ = proc.communicate(timeout=180)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert proc.returncode == 0, output
     steps = dict(re.findall(rf"^{STEP} (\d+)\n(.*?)(?=^{STEP} |\Z)", output, flags=re.M | re.S))
     write, check, start, client, curl_and_stats = (steps[str(i)] for i in range(5))
@@ -93,4 +92,3 @@ def test_the_walkthrough_runs_as_written(model_cache: Path, tmp_path: Path) -> N
     assert "unknown" not in curl_and_stats.split("2 requests", 1)[1].split("latency")[0]
     assert not write.strip() and "Traceback" not in output
     del start  # the servers' own lines come when they come; readiness is the step's check
-
