@@ -174,7 +174,10 @@ def import_cmd(
     """Write a route file from labelled data or a semantic-router config.
 
     SOURCE is either JSON lines of {"text": ..., "label": ...} (one route per label) or a
-    semantic-router / LiteLLM auto-router router.json (or .yaml).
+    semantic-router / LiteLLM auto-router router.json (or .yaml, or a bare list of routes).
+    semantic-router's score_threshold (a cosine similarity) is kept, with `scorer: nearest`,
+    when the config used semroute's encoder and --default-model writes a router block;
+    otherwise it is kept as metadata only, and a warning says why.
 
     \b
     Examples:
@@ -190,6 +193,8 @@ def import_cmd(
         f"Wrote {report.path}: {report.routes} routes, {report.utterances} utterances"
         f"{extra}{dropped}"
     )
+    for note in report.notes:
+        warn(note)
 
 
 @click.command("schema")
