@@ -278,6 +278,8 @@ def print_decision(console: Console, query: str, decision: Decision) -> None:
         f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
         f"{decision.latency_ms:.1f} ms){note}\n"
     )
+    if decision.language_warning:
+        console.print(f"  [yellow]warning: {shown(decision.language_warning)}[/]\n")
     if decision.rule is not None:
         recommended = shown(decision.recommended_model or decision.model)
         if decision.blocked:
