@@ -193,10 +193,13 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
     latency, and how often each skip reason fired; per route, rule and tier, the average cost,
     the saving against the default model, cascade escalations and shadow verdicts.
 
+    A request refused before any model was called (blocked by a rule, over budget) is counted
+    as refused, not as a model failure. Costs are per request or in total, as labelled.
+
     A line that is not a log record is skipped and counted as malformed: a line that is not one
-    JSON object with a string request_id, or whose route, rule, tier, model or error is not text
-    or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms, cost_usd or
-    default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
+    JSON object with a string request_id, or whose route, rule, tier, model, reason or error is
+    not text or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms,
+    cost_usd or default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
     counted apart. A log that holds only malformed lines still exits 0.
 
     \b
