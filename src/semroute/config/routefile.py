@@ -187,7 +187,8 @@ class RouterSpec(_Strict):
     )
     encoder: NonBlank = Field(
         default=DEFAULT_ENCODER,
-        description="sentence-transformers model name or local path used to embed text.",
+        description="sentence-transformers model name or local folder (relative to this file "
+        "when it is there) used to embed text.",
     )
     encoder_runtime: RuntimeName = Field(
         default=DEFAULT_RUNTIME,
