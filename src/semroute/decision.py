@@ -140,6 +140,9 @@ class Decision:
     challenger: Decision | None = None
     """A challenger index's decision for the same query (None: no challenger; see
     :meth:`semroute.routing.router.Router.with_challenger`)."""
+    language_warning: str | None = None
+    """Set when the query is probably not in the language of an English-only encoder, whose
+    confidences then mean little (see :mod:`semroute.routing.language`)."""
 
     def __getstate__(self) -> dict[str, Any]:
         self.scores  # noqa: B018 - pickle the built tuple, never the builder
@@ -180,6 +183,7 @@ class Decision:
             "estimated_cost_usd": _cost(self.estimated_cost_usd),
             "cost_limit_usd": self.cost_limit_usd,
             "within_cost_limit": self.within_cost_limit,
+            "language_warning": self.language_warning,
         } | ({"challenger": self.challenger.to_dict()} if self.challenger is not None else {})
 
 

@@ -71,6 +71,9 @@ class SemrouteError(Exception):
 class RouteConfigError(SemrouteError):
     """A route file is unreadable or does not describe a valid router."""
 
+    problems: tuple[RouteConfigError, ...] = ()
+    """Every problem found where more than one was looked for (this one is the first)."""
+
     def __init__(
         self,
         message: str,

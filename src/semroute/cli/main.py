@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from semroute.cli import difficulty, indexing, learning, tuning
+from semroute.cli.fake import fake_provider_cmd
 from semroute.cli.options import INDEX_OPTION, JSON_OPTION
 from semroute.cli.options import warn as _warn
 from semroute.cli.serve import serve_cmd
@@ -193,10 +194,13 @@ def stats_cmd(log_file: Path, index_dir: Path | None, as_json: bool) -> None:
     latency, and how often each skip reason fired; per route, rule and tier, the average cost,
     the saving against the default model, cascade escalations and shadow verdicts.
 
+    A request refused before any model was called (blocked by a rule, over budget) is counted
+    as refused, not as a model failure. Costs are per request or in total, as labelled.
+
     A line that is not a log record is skipped and counted as malformed: a line that is not one
-    JSON object with a string request_id, or whose route, rule, tier, model or error is not text
-    or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms, cost_usd or
-    default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
+    JSON object with a string request_id, or whose route, rule, tier, model, reason or error is
+    not text or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms,
+    cost_usd or default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
     counted apart. A log that holds only malformed lines still exits 0.
 
     \b
@@ -240,6 +244,7 @@ for _command in (
     indexing.schema_cmd,
     indexing.validate_cmd,
     serve_cmd,
+    fake_provider_cmd,
     tuning.calibrate_cmd,
     tuning.eval_cmd,
     difficulty.train_difficulty_cmd,

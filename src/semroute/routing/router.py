@@ -23,6 +23,7 @@ from semroute.routing.candidates import Candidates
 from semroute.routing.challenger import shared_encoder
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
+from semroute.routing.language import english_only, language_warning
 from semroute.routing.policy import Pin, apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
@@ -97,6 +98,7 @@ class Router:
         # Computed only when a rule tests it, from the embedding routing already made.
         self._difficulty = index.difficulty if self.policy.uses("difficulty") else None
         self._scorer = scorer_for(self.scorer)
+        self._english_only = english_only(encoder.info.name)
         self._store = index.store
         self._starts = np.array([r.start for r in index.routes], dtype=np.int64)
         self._stop = index.routes[-1].stop
@@ -233,7 +235,8 @@ class Router:
         if not text:
             return self._empty(started), None
         conf, best, truncated, hard = self._scored(text) if self._scored else self._score_one(text)
-        return self._decision(conf, best, truncated or cut, started), hard
+        warning = language_warning(text) if self._english_only else None
+        return self._decision(conf, best, truncated or cut, started, warning=warning), hard
 
     def cache_info(self) -> functools._CacheInfo | None:
         """Hits, misses and size of the query cache (None when it is off)."""
@@ -279,7 +282,12 @@ class Router:
                 self._empty(started, share)
                 if s.empty[i]
                 else self._decision(
-                    s.confidence[i], s.best[i], bool(s.truncated[i]), started, share
+                    s.confidence[i],
+                    s.best[i],
+                    bool(s.truncated[i]),
+                    started,
+                    share,
+                    warning=language_warning(chunk[i][0]) if self._english_only else None,
                 )
                 for i in range(len(chunk))
             )
@@ -356,9 +364,11 @@ class Router:
         truncated: bool,
         started: float,
         latency_ms: float | None = None,
+        *,
+        warning: str | None = None,
     ) -> Decision:
         """The decision for one query's confidences; ``latency_ms`` defaults to the time since
-        ``started``."""
+        ``started``; ``warning``: the query's language warning."""
         choice, reason, margin, order = decide(conf, self._thresholds, self.min_margin)
         routes = self.index.routes
         utterances = self.index.utterances
@@ -384,6 +394,7 @@ class Router:
             scores=explain,  # type: ignore[arg-type]  # built on first access
             latency_ms=_elapsed_ms(started) if latency_ms is None else latency_ms,
             truncated=truncated,
+            language_warning=warning,
         )
 
     @functools.cached_property
