@@ -137,6 +137,9 @@ class Decision:
     """The cost ceiling applied (None: no ceiling)."""
     within_cost_limit: bool | None = None
     """Whether ``model``'s estimate fits the ceiling (None: no ceiling, or no estimate)."""
+    redact: tuple[str, ...] = ()
+    """The kinds of personal data replaced by placeholders before the request leaves (rules'
+    ``redact:``)."""
 
     def __getstate__(self) -> dict[str, Any]:
         self.scores  # noqa: B018 - pickle the built tuple, never the builder
@@ -177,6 +180,7 @@ class Decision:
             "estimated_cost_usd": _cost(self.estimated_cost_usd),
             "cost_limit_usd": self.cost_limit_usd,
             "within_cost_limit": self.within_cost_limit,
+            **({"redact": list(self.redact)} if self.redact else {}),
         }
 
 

@@ -13,6 +13,7 @@ is loaded, in one line naming the file, the rule and the field. Other difference
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,11 @@ class UserPattern:
         """The first match of the pattern anywhere in ``subject`` (None: no match), as
         ``re.Pattern.search``. Lone surrogates, which UTF-8 cannot hold, match as U+FFFD."""
         return self._compiled.search(text.clean(subject))
+
+    def finditer(self, subject: str) -> Iterator[Any]:
+        """Every match in ``subject``, left to right, as ``re.Pattern.finditer`` (offsets are
+        characters of ``subject``; a lone surrogate counts as one, as U+FFFD)."""
+        return self._compiled.finditer(text.clean(subject))  # type: ignore[no-any-return]
 
 
 def compile_user_pattern(source: str) -> UserPattern:

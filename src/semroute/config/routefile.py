@@ -29,6 +29,7 @@ from pydantic import (
 
 from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
+from semroute.config.pii import PiiSpec
 from semroute.config.quality import AcceptSpec, RouterShadowSpec, ShadowSpec
 from semroute.config.server import ServerSpec
 from semroute.config.yamlsafe import line_of, read_yaml
@@ -145,6 +146,12 @@ class RouteSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    redact: list[NonBlank] | None = Field(
+        default=None,
+        description="Kinds of personal data (email, phone, credit_card, iban, ip_address, "
+        "api_key, private_key, or router.pii's own) replaced by placeholders before the "
+        "request leaves; alone (without model/tier/cascade), the next rules still apply.",
+    )
 
 
 DEFAULT_EXPECTED_OUTPUT = 256
@@ -166,6 +173,12 @@ class TierSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    redact: list[NonBlank] | None = Field(
+        default=None,
+        description="Kinds of personal data (email, phone, credit_card, iban, ip_address, "
+        "api_key, private_key, or router.pii's own) replaced by placeholders before the "
+        "request leaves; alone (without model/tier/cascade), the next rules still apply.",
+    )
 
     @model_validator(mode="after")
     def _one_chain(self) -> TierSpec:
@@ -220,6 +233,7 @@ class RouterSpec(_Strict):
     conversation: ConversationSpec = Field(default_factory=ConversationSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
     # --- policy ---
+    pii: PiiSpec = Field(default_factory=PiiSpec)
     tiers: dict[Name, TierField] = Field(
         default_factory=dict,
         description="Named chains of models for rules' `tier:` (first is tried first): a list, "
@@ -267,6 +281,12 @@ class RuleSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    redact: list[NonBlank] | None = Field(
+        default=None,
+        description="Kinds of personal data (email, phone, credit_card, iban, ip_address, "
+        "api_key, private_key, or router.pii's own) replaced by placeholders before the "
+        "request leaves; alone (without model/tier/cascade), the next rules still apply.",
+    )
 
 
 class RouteFileSpec(_Strict):

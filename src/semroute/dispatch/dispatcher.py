@@ -55,6 +55,7 @@ from semroute.dispatch.shadow import DailySpend, ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
 from semroute.routing.conversation import Message, as_messages
+from semroute.routing.pii import Detectors, redact_messages
 from semroute.routing.policy import Pin
 
 if TYPE_CHECKING:
@@ -94,8 +95,10 @@ class Dispatcher:
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
         declared: Collection[str] = (),
+        pii: Detectors | None = None,
     ) -> None:
         self.config = config
+        self._pii = pii or Detectors()  # a decision's `redact` kinds are replaced with these
         self.default_model = default_model
         self._provider = Provider(
             config, default_model, route_models or {}, redis_url=redis_url, declared=declared
@@ -138,6 +141,7 @@ class Dispatcher:
                 *(m for chain in policy.tiers.values() for m in chain),
                 *(r.model for r in policy.rules if r.model),
             ),
+            pii=Detectors(policy.pii),
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -301,10 +305,11 @@ class Dispatcher:
                 )
         quality = self.config.quality
         escalation, chain = plan(quality, decision, self.chain(decision, fallbacks), stream)
+        sent, redacted = redact_messages(as_messages(messages), decision.redact, self._pii)
         call = Call(
             self._provider,
             decision,
-            as_messages(messages),
+            sent,
             chain,
             stream=stream,
             kwargs=kwargs,
@@ -312,7 +317,7 @@ class Dispatcher:
             health=self._tracked,
             request_id=request_id,
         )
-        call.escalation = escalation
+        call.escalation, call.redacted = escalation, redacted
         if decision.reason != Reason.PINNED:
             shadow = quality.shadow_for(decision.route, decision.rule)
             call.after = self.shadow.hook(shadow, call.request_id)
@@ -335,10 +340,8 @@ class Dispatcher:
             try:
                 response = await litellm_router.acompletion(**call.params(name))
                 if call.stream:
-                    rest = aiter(response)
-                    first = await anext(
-                        rest, END
-                    )  # a stream failing before its first chunk fails over
+                    rest = aiter(response)  # failing before its first chunk, it fails over
+                    first = await anext(rest, END)
             except self._provider.errors as exc:
                 call.failed(name, exc)
                 if escalation is not None:
