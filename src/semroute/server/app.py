@@ -2,6 +2,7 @@
 models, health and metrics.
 
     POST /v1/chat/completions   model "auto" routes; a model or tier name pins it
+    POST /v1/messages           Anthropic's Messages API, routed the same way
     POST /v1/route              the decision only (what `semroute route --json` prints)
     GET  /v1/models             auto, the declared models, the tiers
     GET  /healthz               the process is up
@@ -34,6 +35,7 @@ from starlette.routing import Route
 from semroute.config.server import ServerSettings
 from semroute.dispatch.providers import import_litellm
 from semroute.routing.router import default_index_path
+from semroute.server.anthropic import ANTHROPIC
 from semroute.server.chat import Gateway
 from semroute.server.errors import ApiError, error_response
 from semroute.server.metrics import CONTENT_TYPE, Metrics
@@ -92,6 +94,9 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     async def chat(request: Request) -> Any:
         return await gateway.chat(request)
 
+    async def messages(request: Request) -> Any:
+        return await gateway.chat(request, ANTHROPIC)
+
     async def route(request: Request) -> Response:
         return await gateway.route(request)
 
@@ -120,6 +125,7 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     return [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/chat/completions", chat, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/route", route, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -161,16 +167,23 @@ def _add_error_handlers(app: Starlette) -> None:
         }
         message, code = known.get(status, ("request refused", "invalid_request"))
         error = ApiError(status, message, code=code)
-        return error_response(error)
+        return _error_for(request, error)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # A bug of the gateway: the traceback goes to the server's log, never to the client.
         log.error("semroute serve: internal error on %s", request.url.path, exc_info=exc)
         error = ApiError(500, "internal error; see the server log", type="server_error")
-        return error_response(error)
+        return _error_for(request, error)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
+
+
+def _error_for(request: Request, error: ApiError) -> Response:
+    """``error`` in the shape of the API the request's path belongs to."""
+    if request.url.path.endswith("/messages"):
+        return ANTHROPIC.error(error, {})
+    return error_response(error)
 
 
 def _json(payload: Any, status: int = 200) -> Response:

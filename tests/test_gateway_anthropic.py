@@ -1,0 +1,229 @@
+"""Anthropic's Messages API through the gateway, with the official `anthropic` client: routed by
+the same policy (`auto` or a pinned name), sent through the same dispatcher to a FakeProvider
+(which records what it received), answered and streamed in Anthropic's shapes, refused in
+Anthropic's error format; keys in `x-api-key` or `Authorization: Bearer`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from semroute.testing import FakeProvider
+from tests.gateway_kit import Served, build, log_lines
+
+pytestmark = pytest.mark.usefixtures("provider_key")
+
+APP_KEY = "sk-app-7d1c5e9b20fa"
+RULES = [{"name": "no-secrets", "when": {"text_matches": "(?i)password"}, "action": "block"}]
+RAIN = [{"role": "user", "content": "will it rain today"}]
+
+
+@pytest.fixture
+def gateway(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Served]:
+    monkeypatch.setenv("APP_KEY", APP_KEY)
+    server = {"keys": ["os.environ/APP_KEY"]}
+    with Served(build(tmp_path, provider, rules=RULES, server=server)) as served:
+        yield served
+
+
+def client(served: Served, **kw: Any) -> anthropic.Anthropic:
+    kw.setdefault("api_key", APP_KEY)
+    return anthropic.Anthropic(base_url=served.url, max_retries=0, **kw)
+
+
+def test_a_routed_message_in_anthropics_shape(
+    gateway: Served, provider: FakeProvider, tmp_path: Path
+) -> None:
+    provider.answer("weather-model", "Rain after noon.")
+    with client(gateway) as c:
+        raw = c.messages.with_raw_response.create(
+            model="auto",
+            max_tokens=300,
+            system=[{"type": "text", "text": "Be brief."}],
+            messages=RAIN,
+            stop_sequences=["END"],
+            metadata={"user_id": "u-42"},
+            output_config={"effort": "low"},
+            extra_body={"temperature": 0.2},  # the API takes it; this client has no argument
+        )
+        message = raw.parse()
+    assert raw.headers["x-semroute-route"] == "weather"
+    assert message.type == "message" and message.role == "assistant"
+    assert message.model == "weather-model"
+    assert [b.type for b in message.content] == ["text"]
+    assert message.content[0].text == "Rain after noon."  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    request_id = log_lines(tmp_path)[-1]["request_id"]
+    assert message.id == f"msg_{request_id}"
+    body = provider.requests[-1].body
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "will it rain today"},
+    ]
+    assert body["max_tokens"] == 300 and body["stop"] == ["END"]
+    # (metadata.user_id becomes `user`, which LiteLLM passes on only to OpenAI's own models.)
+    assert body["temperature"] == 0.2
+    assert body["reasoning_effort"] == "low"
+
+
+def test_a_pinned_model_and_bearer_auth(gateway: Served, provider: FakeProvider) -> None:
+    with client(gateway, api_key=None, auth_token=APP_KEY) as c:
+        message = c.messages.create(model="backup", max_tokens=50, messages=RAIN)
+    assert message.model == "backup"
+    assert provider.requests[-1].model == "backup"
+
+
+def test_a_stream_of_anthropics_events(gateway: Served, provider: FakeProvider) -> None:
+    provider.answer("weather-model", "Rain after noon, then sun.")
+    with (
+        client(gateway) as c,
+        c.messages.stream(model="auto", max_tokens=100, messages=RAIN) as stream,
+    ):
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Rain after noon, then sun."
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+    assert provider.requests[-1].stream
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/messages",
+        json={"model": "auto", "max_tokens": 100, "messages": RAIN, "stream": True},
+        headers={"x-api-key": APP_KEY},
+        timeout=60,
+    ) as response:
+        kinds = [
+            line.removeprefix("event: ")
+            for line in response.iter_lines()
+            if line.startswith("event: ")
+        ]
+    assert kinds[:3] == ["message_start", "ping", "content_block_start"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(kinds[3:-3]) == {"content_block_delta"}
+
+
+def test_tool_use_round_trip_maps_onto_chat_completions(
+    gateway: Served, provider: FakeProvider
+) -> None:
+    tools: Any = [
+        {
+            "name": "forecast",
+            "description": "The forecast for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
+    messages: Any = [
+        {"role": "user", "content": "will it rain today in Oslo"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "forecast",
+                    "input": {"city": "Oslo"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "rain, 12C"},
+                {"type": "text", "text": "will it rain today"},
+            ],
+        },
+    ]
+    with client(gateway) as c:
+        c.messages.create(
+            model="auto",
+            max_tokens=100,
+            tools=tools,
+            tool_choice={"type": "tool", "name": "forecast", "disable_parallel_tool_use": True},
+            messages=messages,
+        )
+    body = provider.requests[-1].body
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "forecast",
+                "parameters": tools[0]["input_schema"],
+                "description": "The forecast for a city",
+            },
+        }
+    ]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "forecast"}}
+    assert body["parallel_tool_calls"] is False
+    sent = body["messages"]
+    assert sent[1]["role"] == "assistant" and sent[1]["content"] == "Checking."
+    call = sent[1]["tool_calls"][0]
+    assert call["id"] == "toolu_1" and call["function"]["name"] == "forecast"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+    assert sent[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "rain, 12C"}
+    assert sent[3] == {"role": "user", "content": "will it rain today"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "auto", "messages": RAIN}, "max_tokens"),
+        ({"model": "auto", "max_tokens": 5, "messages": RAIN, "top_k": 3}, "top_k"),
+        ({"model": "auto", "max_tokens": 5, "messages": RAIN, "n": 2}, "n"),
+        (
+            {
+                "model": "auto",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}],
+            },
+            "messages[0].content[0]",
+        ),
+        (
+            {"model": "auto", "max_tokens": 5, "messages": RAIN, "tools": [{"type": "bash_1"}]},
+            "tools[0]",
+        ),
+        ({"model": "no-such-model", "max_tokens": 5, "messages": RAIN}, "no-such-model"),
+    ],
+)
+def test_bad_requests_are_anthropic_errors_naming_the_field(
+    gateway: Served, provider: FakeProvider, body: dict[str, Any], field: str
+) -> None:
+    response = httpx.post(
+        gateway.url + "/v1/messages", json=body, headers={"x-api-key": APP_KEY}, timeout=60
+    )
+    assert response.status_code == 400
+    error = response.json()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert field in error["error"]["message"]
+    assert provider.requests == []
+
+
+def test_refusals_in_anthropics_error_format(gateway: Served, provider: FakeProvider) -> None:
+    with client(gateway, api_key="wrong") as c, pytest.raises(anthropic.AuthenticationError) as bad:
+        c.messages.create(model="auto", max_tokens=5, messages=RAIN)
+    assert bad.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid API key"},
+    }
+    secret: Any = [{"role": "user", "content": "my password is hunter2"}]
+    with client(gateway) as c, pytest.raises(anthropic.PermissionDeniedError) as blocked:
+        c.messages.create(model="auto", max_tokens=5, messages=secret)
+    assert blocked.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+    for model in ("weather-model", "backup", "last-resort"):
+        provider.error(model, 500)
+    with client(gateway) as c, pytest.raises(anthropic.InternalServerError) as failed:
+        c.messages.create(model="auto", max_tokens=5, messages=RAIN)
+    assert failed.value.status_code == 502
+    assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    response = httpx.get(gateway.url + "/v1/messages")
+    assert response.status_code == 405 and response.json()["type"] == "error"
