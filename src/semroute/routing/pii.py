@@ -23,7 +23,8 @@ A candidate match is then checked where a check exists, so that look-alikes are 
   Stripe (``sk_live_``...), JSON Web Tokens and the token of ``Bearer TOKEN``;
 - ``private_key``: a PEM ``-----BEGIN ... PRIVATE KEY-----`` block.
 
-A match must stand apart from its neighbours (not glued to a letter, digit, ``_``, or to a
+An address followed by ``:`` and more (``git@github.com:owner/repo``) is an SSH target, not an
+email. A match must stand apart from its neighbours (not glued to a letter, digit, ``_``, or to a
 ``-``/``.`` run of digits), so ``v1.2.3.4``, ``build-415-555-0132-7`` and ``order #10023456``
 are not found. Where matches overlap, the earlier (then the longer) wins, and only it counts.
 """
@@ -39,6 +40,7 @@ from typing import Any
 from semroute.config.pii import BUILTIN_KINDS, placeholder
 from semroute.config.regex import UserPattern, compile_user_pattern
 from semroute.errors import InvalidQueryError
+from semroute.text import clean
 
 __all__ = ["Detectors", "Found", "redact_messages"]
 
@@ -180,14 +182,21 @@ class Detectors:
 
     def find(self, text: str, kinds: Collection[str] | None = None) -> list[Found]:
         """The matches of ``kinds`` (default: all) in ``text``, left to right, none
-        overlapping (the earlier wins, then the longer, then the detector listed first)."""
+        overlapping (the earlier wins, then the longer, then the detector listed first);
+        offsets are characters of ``text``."""
+        data = clean(text).encode("utf-8")
+        return _in_characters(data, self._find(data, kinds))
+
+    def _find(self, data: bytes, kinds: Collection[str] | None) -> list[Found]:
+        """:meth:`find` on UTF-8 ``data``, with byte offsets (the patterns run on bytes: a
+        ``str`` would be encoded again for each pattern, and its offsets mapped back)."""
         found: list[tuple[int, int, int, Found]] = []
         for rank, detector in enumerate(self._all):
             if kinds is not None and detector.kind not in kinds:
                 continue
-            for match in detector.pattern.finditer(text):
+            for match in detector.pattern.finditer_utf8(data):
                 start, end = match.span(detector.group)
-                end = _checked(detector, text, start, end)
+                end = _checked(detector, data, start, end)
                 if end > start:
                     found.append((start, start - end, rank, Found(detector.kind, start, end)))
         found.sort(key=lambda f: f[:3])
@@ -199,23 +208,36 @@ class Detectors:
 
     def kinds(self, texts: Iterable[str]) -> tuple[str, ...]:
         """The kinds found in ``texts``, in :attr:`kinds_known` order."""
-        seen = {f.kind for text in texts for f in self.find(text)}
+        seen = {f.kind for text in texts for f in self._find(clean(text).encode(), None)}
         return tuple(k for k in self.kinds_known if k in seen)
 
     def redact(self, text: str, kinds: Collection[str]) -> tuple[str, Counter[str]]:
         """``text`` with every match of ``kinds`` replaced by its placeholder, and how many of
         each kind were replaced."""
         counts: Counter[str] = Counter()
-        parts: list[str] = []
+        data = clean(text).encode("utf-8")
+        parts: list[bytes] = []
         at = 0
-        for f in self.find(text, kinds):
-            parts += [text[at : f.start], placeholder(f.kind)]
+        for f in self._find(data, kinds):
+            parts += [data[at : f.start], placeholder(f.kind).encode()]
             counts[f.kind] += 1
             at = f.end
         if not counts:
             return text, counts
-        parts.append(text[at:])
-        return "".join(parts), counts
+        parts.append(data[at:])
+        return b"".join(parts).decode("utf-8"), counts
+
+
+def _in_characters(data: bytes, found: list[Found]) -> list[Found]:
+    """``found`` (byte offsets into ``data``, in order) with character offsets, in one pass."""
+    out: list[Found] = []
+    chars = at = 0
+    for f in found:
+        chars += len(data[at : f.start].decode("utf-8"))
+        length = len(data[f.start : f.end].decode("utf-8"))
+        out.append(Found(f.kind, chars, chars + length))
+        chars, at = chars + length, f.end
+    return out
 
 
 def _compiled(source: str) -> UserPattern:
@@ -227,40 +249,44 @@ MAX_SHRINK = 8
 space or hyphen is: an IBAN or card number followed by a short group of other digits)."""
 
 
-def _checked(detector: _Detector, text: str, start: int, end: int) -> int:
+def _checked(detector: _Detector, data: bytes, start: int, end: int) -> int:
     """Where the match at ``start`` ends once checked: ``end``, a shorter end (see
     :data:`MAX_SHRINK`), or ``start`` when it is no match."""
     if start < 0:
         return start
+    if detector.kind == "email" and data[end : end + 1] == b":" and data[end + 1 : end + 2].strip():
+        return start  # git@github.com:owner/repo is an SSH target, not an address
     for _ in range(MAX_SHRINK + 1):
-        if _apart(text, start, end) and (detector.check is None or detector.check(text[start:end])):
+        if _apart(data, start, end) and (
+            detector.check is None or detector.check(data[start:end].decode("utf-8"))
+        ):
             return end
         if detector.check is None:
             return start
-        cut = max(text.rfind(" ", start, end), text.rfind("-", start, end))
+        cut = max(data.rfind(b" ", start, end), data.rfind(b"-", start, end))
         if cut <= start:
             return start
         end = cut
     return start
 
 
-_GLUE = frozenset("-.")
+_GLUE = b"-."
+_ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_WORD = _ALNUM | {ord("_")}
 
 
-def _apart(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` stands apart: not glued to a word character before or after,
-    nor to a digit through a ``-`` or ``.`` (``1.2.3.4.5``, ``A-415-555-0132``)."""
-    before = text[start - 1] if start > 0 else " "
-    after = text[end] if end < len(text) else " "
-    if _word(before) or _word(after):
+def _apart(data: bytes, start: int, end: int) -> bool:
+    """Whether ``data[start:end]`` stands apart: not glued to an ASCII letter, digit or ``_``
+    before or after, nor to one through a ``-`` or ``.`` (``1.2.3.4.5``, ``A-415-555-0132``).
+    Other characters (spaces, punctuation, any non-ASCII letter, as RE2's ``\\b`` has it)
+    separate."""
+    before = data[start - 1] if start > 0 else 32
+    after = data[end] if end < len(data) else 32
+    if before in _WORD or after in _WORD:
         return False
-    if before in _GLUE and start > 1 and text[start - 2].isalnum():
+    if before in _GLUE and start > 1 and data[start - 2] in _ALNUM:
         return False
-    return not (after in _GLUE and end + 1 < len(text) and text[end + 1].isalnum())
-
-
-def _word(c: str) -> bool:
-    return c.isalnum() or c == "_"
+    return not (after in _GLUE and end + 1 < len(data) and data[end + 1] in _ALNUM)
 
 
 # --- messages -----------------------------------------------------------------------------------
