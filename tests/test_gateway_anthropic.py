@@ -75,11 +75,47 @@ def test_a_routed_message_in_anthropics_shape(
     assert body["reasoning_effort"] == "low"
 
 
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"x-api-key": APP_KEY}, 200),
+        ({"Authorization": f"Bearer {APP_KEY}"}, 200),
+        ({"x-api-key": "sk-wrong"}, 401),
+        ({}, 401),
+    ],
+)
+def test_the_key_in_x_api_key_or_bearer(
+    gateway: Served, headers: dict[str, str], status: int
+) -> None:
+    body = {"model": "auto", "max_tokens": 20, "messages": RAIN}
+    response = httpx.post(gateway.url + "/v1/messages", json=body, headers=headers, timeout=60)
+    assert response.status_code == status
+    if status == 401:
+        assert response.json()["error"]["type"] == "authentication_error"
+
+
 def test_a_pinned_model_and_bearer_auth(gateway: Served, provider: FakeProvider) -> None:
     with client(gateway, api_key=None, auth_token=APP_KEY) as c:
         message = c.messages.create(model="backup", max_tokens=50, messages=RAIN)
     assert message.model == "backup"
     assert provider.requests[-1].model == "backup"
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop_reason"),
+    [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal")],
+)
+def test_finish_reasons_map_to_stop_reasons(finish: str, stop_reason: str) -> None:
+    from litellm.types.utils import ModelResponse
+
+    from semroute.server.anthropic import message_of
+
+    response = ModelResponse(
+        choices=[
+            {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": "x"}}
+        ]
+    )
+    assert message_of(response, "msg_1", "m")["stop_reason"] == stop_reason
 
 
 def test_a_stream_of_anthropics_events(gateway: Served, provider: FakeProvider) -> None:

@@ -78,6 +78,7 @@ def test_each_kind_is_found_in_the_formats_it_claims(text: str, kind: str, value
         "date 2024-01-15, build-415-555-0132-7, ten digits 4155550132",
         "uuid 123e4567-e89b-12d3-a456-426614174000, git@github.com:owner/repo.git",
         "pip install sk-learn; badge E1234567",
+        "offset std::0 and tag+44 20 7946 0958",  # glued to a word
     ],
 )
 def test_look_alikes_are_not_found(text: str) -> None:
@@ -87,6 +88,13 @@ def test_look_alikes_are_not_found(text: str) -> None:
 def test_overlaps_keep_the_earlier_then_the_longer_match() -> None:
     text = "DE89 3704 0044 0532 0130 00"  # its digits are no card, and the IBAN starts first
     assert [f.kind for f in DETECTORS.find(text)] == ["iban"]
+    user = {
+        "short": compile_user_pattern(r"\bAB\d{2}"),
+        "long": compile_user_pattern(r"\bAB\d{2} \d{4}\b"),
+        "same": compile_user_pattern(r"\bAB\d{2} \d{4}\b"),
+    }
+    found = Detectors(user).find("ref AB12 3456 and AB99")
+    assert [(f.kind, f.start, f.end) for f in found] == [("long", 4, 13), ("short", 18, 22)]
 
 
 def test_offsets_are_characters_around_non_ascii_text() -> None:
