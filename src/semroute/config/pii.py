@@ -17,14 +17,21 @@ The detectors themselves are :mod:`semroute.routing.pii`'s.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from semroute.config.regex import UserPattern, compile_user_pattern
 
-__all__ = ["BUILTIN_KINDS", "MAX_DETECTORS", "PiiSpec", "compile_detectors", "placeholder"]
+__all__ = [
+    "BUILTIN_KINDS",
+    "MAX_DETECTORS",
+    "PiiSpec",
+    "compile_detectors",
+    "placeholder",
+    "redact_kinds",
+]
 
 BUILTIN_KINDS = (
     "email",
@@ -80,6 +87,26 @@ def compile_detectors(
             )
         out[name] = pattern
     return out
+
+
+def redact_kinds(
+    value: Any, kinds: Collection[str] | None, error: Callable[..., Exception]
+) -> tuple[str, ...]:
+    """A rule's ``redact:`` list, checked against ``kinds`` (None: not checked); a problem
+    raises ``error(message, "redact", ...)``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise error(f"should be a non-empty list of kinds (got {value!r})", "redact")
+    for j, kind in enumerate(value):
+        if kinds is not None and kind not in kinds:
+            raise error(
+                f"unknown kind {kind!r} (kinds: {', '.join(kinds)}; add your own under "
+                "router.pii.detectors)",
+                "redact",
+                j,
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def placeholder(kind: str) -> str:

@@ -40,7 +40,7 @@ from semroute.config.conditions import (
     is_number,
     tests_signal,
 )
-from semroute.config.pii import BUILTIN_KINDS, compile_detectors
+from semroute.config.pii import BUILTIN_KINDS, compile_detectors, redact_kinds
 from semroute.config.regex import UserPattern
 from semroute.config.routefile import DEFAULT_EXPECTED_OUTPUT, ParsedFile, TierSpec
 from semroute.config.yamlsafe import line_of
@@ -369,7 +369,7 @@ def _rule(
     if unknown:
         raise where.error(f"unknown key {unknown[0]!r}", unknown[0])
     actions = [k for k in ("action", "model", "tier", "cascade") if raw.get(k) is not None]
-    redact = _redact(raw.get("redact"), where)
+    redact = redact_kinds(raw.get("redact"), where.pii_kinds, where.error)
     if len(actions) != 1 and not (redact and not actions):
         raise where.error(
             "needs exactly one of `action: block`, `model:`, `tier:` or `cascade:` "
@@ -413,24 +413,6 @@ def _rule(
         max_cost_usd=float(limit) if limit is not None else None,
         redact=redact,
     )
-
-
-def _redact(value: Any, where: Where) -> tuple[str, ...]:
-    """A rule's ``redact:`` list, its kinds checked."""
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise where.error(f"should be a non-empty list of kinds (got {value!r})", "redact")
-    kinds = where.pii_kinds
-    for j, kind in enumerate(value):
-        if kinds is not None and kind not in kinds:
-            raise where.error(
-                f"unknown kind {kind!r} (kinds: {', '.join(kinds)}; add your own under "
-                "router.pii.detectors)",
-                "redact",
-                j,
-            )
-    return tuple(dict.fromkeys(value))
 
 
 def known_model(name: str, models: Collection[str]) -> bool:

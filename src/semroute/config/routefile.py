@@ -146,12 +146,6 @@ class RouteSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
-    redact: list[NonBlank] | None = Field(
-        default=None,
-        description="Kinds of personal data (email, phone, credit_card, iban, ip_address, "
-        "api_key, private_key, or router.pii's own) replaced by placeholders before the "
-        "request leaves; alone (without model/tier/cascade), the next rules still apply.",
-    )
 
 
 DEFAULT_EXPECTED_OUTPUT = 256
@@ -173,12 +167,6 @@ class TierSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
-    redact: list[NonBlank] | None = Field(
-        default=None,
-        description="Kinds of personal data (email, phone, credit_card, iban, ip_address, "
-        "api_key, private_key, or router.pii's own) replaced by placeholders before the "
-        "request leaves; alone (without model/tier/cascade), the next rules still apply.",
-    )
 
     @model_validator(mode="after")
     def _one_chain(self) -> TierSpec:
@@ -283,9 +271,8 @@ class RuleSpec(_Strict):
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
     redact: list[NonBlank] | None = Field(
         default=None,
-        description="Kinds of personal data (email, phone, credit_card, iban, ip_address, "
-        "api_key, private_key, or router.pii's own) replaced by placeholders before the "
-        "request leaves; alone (without model/tier/cascade), the next rules still apply.",
+        description="Kinds of personal data (email, api_key, ...) replaced by placeholders "
+        "before the request leaves; alone, the next rules still apply.",
     )
 
 
