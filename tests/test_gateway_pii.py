@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -117,3 +118,23 @@ def test_look_alikes_are_not_redacted(gateway: Served, provider: FakeProvider) -
     with client(gateway) as c:
         c.chat.completions.create(model="auto", messages=[{"role": "user", "content": text}])
     assert provider.requests[-1].body["messages"][-1]["content"] == text
+
+
+def test_a_messages_api_request_is_redacted_the_same_way(
+    gateway: Served, provider: FakeProvider
+) -> None:
+    blocks: Any = [
+        {"type": "tool_result", "tool_use_id": "t1", "content": f"card on file: {CARD}"},
+        {"type": "text", "text": f"send the receipt to {EMAIL}"},
+    ]
+    with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
+        c.messages.create(
+            model="auto",
+            max_tokens=20,
+            system=f"Agent {EMPLOYEE}.",
+            messages=[{"role": "user", "content": blocks}],
+        )
+    assert provider.requests[-1].model == "backup"  # the cards rule decided
+    sent = sent_text(provider)
+    assert CARD not in sent and EMAIL not in sent and EMPLOYEE not in sent
+    assert "card on file: [CREDIT_CARD]" in sent and "[EMAIL]" in sent
