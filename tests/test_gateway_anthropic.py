@@ -263,3 +263,26 @@ def test_refusals_in_anthropics_error_format(gateway: Served, provider: FakeProv
     assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     response = httpx.get(gateway.url + "/v1/messages")
     assert response.status_code == 405 and response.json()["type"] == "error"
+
+
+def test_count_tokens_estimates_without_asking_a_model(
+    gateway: Served, provider: FakeProvider
+) -> None:
+    long = [{"role": "user", "content": "will it rain today " * 50}]
+    with client(gateway) as c:
+        short = c.messages.count_tokens(model="auto", messages=RAIN)
+        more = c.messages.count_tokens(model="auto", messages=long)  # type: ignore[arg-type]
+        tools = c.messages.count_tokens(
+            model="auto",
+            messages=RAIN,
+            tools=[{"name": "forecast", "input_schema": {"type": "object"}}],
+        )
+    assert short.input_tokens == 5  # "will it rain today": 18 bytes / 4, rounded up
+    assert more.input_tokens == 238  # 950 bytes / 4
+    assert tools.input_tokens > short.input_tokens
+    assert provider.requests == []
+    response = httpx.post(
+        gateway.url + "/v1/messages/count_tokens", json={"model": "auto"}, timeout=60
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"

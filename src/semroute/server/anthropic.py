@@ -13,6 +13,9 @@ Anthropic's events: ``message_start``, ``ping``, for each block ``content_block_
 ``message_delta`` (stop reason and the token counts) and ``message_stop``; a stream that breaks
 or is cut at shutdown ends with an ``error`` event.
 
+``POST /v1/messages/count_tokens`` answers ``{"input_tokens": N}``, the gateway's estimate (no
+model is asked).
+
 Errors are ``{"type": "error", "error": {"type", "message"}}`` with the gateway's status; the
 type follows Anthropic's table (see :data:`ERROR_TYPES`).
 """
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Send
 
+from semroute.routing.signals import estimate_tokens, extract
 from semroute.server.anthropic_schemas import MessagesRequest, to_chat
 from semroute.server.dialect import Done
 from semroute.server.errors import ApiError
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
     from semroute.dispatch.result import DispatchResult
     from semroute.dispatch.streaming import AsyncDispatchStream
 
-__all__ = ["ANTHROPIC", "ERROR_TYPES", "Anthropic", "anthropic_error"]
+__all__ = ["ANTHROPIC", "ERROR_TYPES", "Anthropic", "anthropic_error", "count_tokens"]
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -105,6 +109,25 @@ class Anthropic:
 
 
 ANTHROPIC = Anthropic()
+
+
+class _CountBody(MessagesRequest):
+    """``/v1/messages/count_tokens`` takes the same body without ``max_tokens``."""
+
+    max_tokens: Annotated[int, Field(ge=1)] = 1
+
+
+def count_tokens(raw: bytes) -> dict[str, int]:
+    """``{"input_tokens": N}`` for a Messages API body, estimated as the router estimates the
+    ``input_tokens`` signal (UTF-8 bytes / 4, see :mod:`semroute.routing.signals`), tools
+    included; no model is asked. :class:`ApiError` 400 for a bad body."""
+    try:
+        body = parse_body(raw, _CountBody)
+    except ValidationError as exc:
+        raise ApiError(400, describe(exc, "Messages API"), code="invalid_request") from None
+    chat = to_chat(body)
+    tools = estimate_tokens(json.dumps(chat["tools"])) if chat.get("tools") else 0
+    return {"input_tokens": extract(chat["messages"]).input_tokens + tools}
 
 
 def message_of(response: Any, ident: str, model: str) -> dict[str, Any]:

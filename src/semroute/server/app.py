@@ -3,6 +3,7 @@ models, health and metrics.
 
     POST /v1/chat/completions   model "auto" routes; a model or tier name pins it
     POST /v1/messages           Anthropic's Messages API, routed the same way
+    POST /v1/messages/count_tokens  its input-token estimate (no model is asked)
     POST /v1/route              the decision only (what `semroute route --json` prints)
     GET  /v1/models             auto, the declared models, the tiers
     GET  /healthz               the process is up
@@ -35,8 +36,9 @@ from starlette.routing import Route
 from semroute.config.server import ServerSettings
 from semroute.dispatch.providers import import_litellm
 from semroute.routing.router import default_index_path
-from semroute.server.anthropic import ANTHROPIC
+from semroute.server.anthropic import ANTHROPIC, count_tokens
 from semroute.server.chat import Gateway
+from semroute.server.chat import _read as read_body
 from semroute.server.errors import ApiError, error_response
 from semroute.server.metrics import CONTENT_TYPE, Metrics
 from semroute.server.reload import IndexHolder
@@ -97,6 +99,14 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     async def messages(request: Request) -> Any:
         return await gateway.chat(request, ANTHROPIC)
 
+    async def count(request: Request) -> Response:
+        try:
+            gateway.keys.check(request.headers)
+            raw = await read_body(request, gateway.max_body_bytes)
+            return _json(count_tokens(raw))
+        except ApiError as exc:
+            return ANTHROPIC.error(exc, {})
+
     async def route(request: Request) -> Response:
         return await gateway.route(request)
 
@@ -126,6 +136,7 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/chat/completions", chat, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count, methods=["POST"]),
         Route("/v1/route", route, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -181,7 +192,7 @@ def _add_error_handlers(app: Starlette) -> None:
 
 def _error_for(request: Request, error: ApiError) -> Response:
     """``error`` in the shape of the API the request's path belongs to."""
-    if request.url.path.endswith("/messages"):
+    if "/messages" in request.url.path:
         return ANTHROPIC.error(error, {})
     return error_response(error)
 
