@@ -13,9 +13,14 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from semroute.server.anthropic import ERROR_TYPES
 from semroute.testing import FakeProvider
+from tests.fuzz_support import fuzz
 from tests.gateway_kit import Served, build, log_lines
+from tests.test_gateway_fuzz import values
 
 pytestmark = pytest.mark.usefixtures("provider_key")
 
@@ -286,3 +291,87 @@ def test_count_tokens_estimates_without_asking_a_model(
     )
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_stream_that_breaks_ends_with_an_error_event(
+    gateway: Served, provider: FakeProvider
+) -> None:
+    provider.break_stream("weather-model", after=2)
+    body = {"model": "auto", "max_tokens": 100, "messages": RAIN, "stream": True}
+    with httpx.stream(
+        "POST", gateway.url + "/v1/messages", json=body, headers={"x-api-key": APP_KEY}, timeout=60
+    ) as response:
+        lines = list(response.iter_lines())
+    kinds = [x.removeprefix("event: ") for x in lines if x.startswith("event: ")]
+    assert kinds[0] == "message_start" and kinds[-1] == "error"
+    assert "message_stop" not in kinds
+    error = json.loads(lines[lines.index("event: error") + 1].removeprefix("data: "))
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+
+
+blocks = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["text", "image", "tool_use", "tool_result", "document"])
+            | values
+        },
+        optional={
+            "text": values,
+            "source": values,
+            "id": values,
+            "name": values,
+            "input": values,
+            "tool_use_id": values,
+            "content": values,
+            "is_error": values,
+        },
+    ),
+    max_size=3,
+)
+anthropic_bodies = (
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["auto", "backup", "unknown-model"]) | values},
+        optional={
+            "max_tokens": st.integers(-5, 10**6) | values,
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(["user", "assistant", "system"]) | values},
+                    optional={"content": st.text(max_size=40) | blocks | values},
+                ),
+                max_size=3,
+            )
+            | values,
+            "system": st.text(max_size=20) | blocks | values,
+            "stream": st.booleans() | values,
+            "tools": values,
+            "tool_choice": values,
+            "stop_sequences": values,
+            "metadata": values,
+            "output_config": values,
+            "temperature": values,
+        },
+    )
+    | values
+)
+
+
+def test_no_body_makes_the_messages_api_fail(gateway: Served) -> None:
+    with httpx.Client(timeout=60, headers={"x-api-key": APP_KEY}) as http:
+
+        @fuzz(60)
+        @given(body=anthropic_bodies)
+        def check(body: Any) -> None:
+            for path in ("/v1/messages", "/v1/messages/count_tokens"):
+                with http.stream("POST", gateway.url + path, json=body) as response:
+                    text = response.read().decode("utf-8", "replace")
+                assert response.status_code in {200, 400, 403, 413, 502}, (body, text[:300])
+                if response.status_code != 200:
+                    error = json.loads(text)
+                    assert error["type"] == "error", text[:300]
+                    assert (
+                        error["error"]["type"] in ERROR_TYPES.values()
+                        or error["error"]["type"] == "api_error"
+                    )
+                    assert "\n" not in error["error"]["message"]
+
+        check()
