@@ -1,7 +1,7 @@
 """Write tests/data/pii_sample.jsonl: a labelled sample for the PII detectors, synthetic and
 reproducible (seeded), so that its provenance is this script.
 
-    .venv/bin/python scripts/make_pii_sample.py
+    .venv/bin/python scripts/make_pii_sample.py [OUT]   # default tests/data/pii_sample.jsonl
 
 Each line is ``{"text", "spans": [{"kind", "start", "end"}], "group"}``: sentences of the kind a
 user sends a model, holding values of every built-in kind in the formats people write them
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -350,9 +351,10 @@ def main() -> None:
         text, group = negative()
         lines.append({"text": text, "spans": [], "group": f"negative: {group}"})
     rng.shuffle(lines)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-    print(f"wrote {len(lines)} texts to {OUT.relative_to(ROOT)}")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    print(f"wrote {len(lines)} texts to {out}")
 
 
 if __name__ == "__main__":
