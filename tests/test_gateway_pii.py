@@ -138,3 +138,15 @@ def test_a_messages_api_request_is_redacted_the_same_way(
     sent = sent_text(provider)
     assert CARD not in sent and EMAIL not in sent and EMPLOYEE not in sent
     assert "card on file: [CREDIT_CARD]" in sent and "[EMAIL]" in sent
+
+
+def test_the_python_api_redacts_too(tmp_path: Path, provider: FakeProvider) -> None:
+    from semroute import Dispatcher, Router
+
+    router = Router.load(build(tmp_path, provider, rules=RULES, router=ROUTER))
+    with Dispatcher.for_index(router.index) as dispatcher:
+        result = dispatcher.complete(f"badge {EMPLOYEE}, mail {EMAIL}", router=router)
+    assert result.decision.redact == ("email", "employee_id")
+    assert sent_text(provider) == json.dumps(
+        [{"role": "user", "content": "badge [EMPLOYEE_ID], mail [EMAIL]"}]
+    )

@@ -42,9 +42,11 @@ from semroute.config.regex import UserPattern, compile_user_pattern
 from semroute.errors import InvalidQueryError
 from semroute.text import clean
 
-__all__ = ["Detectors", "Found", "redact_messages"]
+__all__ = ["Detectors", "Found", "Redacted", "redact_messages"]
 
 Check = Callable[[str], bool]
+Redacted = tuple[list[dict[str, Any]], Counter[str]]
+"""Messages with their matches replaced, and how many of each kind were."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +305,7 @@ def message_texts(messages: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def redact_messages(
     messages: Sequence[Mapping[str, Any]], kinds: Collection[str], detectors: Detectors
-) -> tuple[list[dict[str, Any]], Counter[str]]:
+) -> Redacted:
     """Copies of ``messages`` with every match of ``kinds`` replaced (see
     :meth:`Detectors.redact`), and the counts per kind; the originals are left as they were.
     Raises :class:`InvalidQueryError` for a kind ``detectors`` does not know."""
