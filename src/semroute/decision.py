@@ -143,6 +143,9 @@ class Decision:
     language_warning: str | None = None
     """Set when the query is probably not in the language of an English-only encoder, whose
     confidences then mean little (see :mod:`semroute.routing.language`)."""
+    redact: tuple[str, ...] = ()
+    """The kinds of personal data replaced by placeholders before the request leaves (rules'
+    ``redact:``)."""
 
     def __getstate__(self) -> dict[str, Any]:
         self.scores  # noqa: B018 - pickle the built tuple, never the builder
@@ -184,6 +187,7 @@ class Decision:
             "cost_limit_usd": self.cost_limit_usd,
             "within_cost_limit": self.within_cost_limit,
             "language_warning": self.language_warning,
+            **({"redact": list(self.redact)} if self.redact else {}),
         } | ({"challenger": self.challenger.to_dict()} if self.challenger is not None else {})
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 
 from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
+from semroute.config.pii import PiiSpec
 from semroute.config.quality import AcceptSpec, RouterShadowSpec, ShadowSpec
 from semroute.config.server import ServerSpec
 from semroute.config.spec_errors import config_error
@@ -219,6 +220,7 @@ class RouterSpec(_Strict):
     conversation: ConversationSpec = Field(default_factory=ConversationSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
     # --- policy ---
+    pii: PiiSpec = Field(default_factory=PiiSpec)
     tiers: dict[Name, TierField] = Field(
         default_factory=dict,
         description="Named chains of models for rules' `tier:` (first is tried first): a list, "
@@ -266,6 +268,11 @@ class RuleSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    redact: list[NonBlank] | None = Field(
+        default=None,
+        description="Kinds of personal data (email, api_key, ...) replaced by placeholders "
+        "before the request leaves; alone, the next rules still apply.",
+    )
 
 
 class RouteFileSpec(_Strict):

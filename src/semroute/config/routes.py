@@ -230,7 +230,7 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
         models = {m.model_name for m in route_set.models} | {route_set.settings.default_model}
         models |= {r.model for p in parsed for r in p.spec.routes if r.model}
     routes = {r.name for r in route_set.routes}
-    policy = policy_of(parsed, router.tiers, models=models, routes=routes)
+    policy = policy_of(parsed, router.tiers, models=models, routes=routes, pii=router.pii.detectors)
     quality, warnings = quality_of(
         parsed, models=models, deployments=route_set.models, policy=policy
     )

@@ -34,7 +34,7 @@ from semroute.errors import DispatchError, InvalidQueryError, RequestRejectedErr
 from semroute.records import Attempt, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from semroute.decision import Decision
     from semroute.dispatch.health import Admission, HealthStore
@@ -94,6 +94,8 @@ class Call:
         """The cascade this request walks (None: none)."""
         self.after: Callable[[Call, str | None, str], None] | None = None
         """Called with the answer's text and model once it is logged (shadow evaluation)."""
+        self.redacted: Mapping[str, int] = {}
+        """How many matches of each kind of personal data were replaced in the messages."""
 
     @property
     def decision_log(self) -> DecisionLog | None:
@@ -290,6 +292,7 @@ class Call:
                 )
                 | _policy_fields(self.decision)
                 | self._quality_fields(usage)
+                | ({"redacted": dict(self.redacted)} if self.decision.redact else {})
             )
 
     def _quality_fields(self, usage: Usage | None) -> dict[str, Any]:

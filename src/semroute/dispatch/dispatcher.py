@@ -55,6 +55,7 @@ from semroute.dispatch.shadow import DailySpend, ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
 from semroute.routing.conversation import Message, as_messages
+from semroute.routing.pii import Detectors, Redacted, redact_messages
 from semroute.routing.policy import Pin
 
 if TYPE_CHECKING:
@@ -94,8 +95,10 @@ class Dispatcher:
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
         declared: Collection[str] = (),
+        pii: Detectors | None = None,
     ) -> None:
         self.config = config
+        self._pii = pii or Detectors()  # a decision's `redact` kinds are replaced with these
         self.default_model = default_model
         self._provider = Provider(
             config, default_model, route_models or {}, redis_url=redis_url, declared=declared
@@ -138,6 +141,7 @@ class Dispatcher:
                 *(m for chain in policy.tiers.values() for m in chain),
                 *(r.model for r in policy.rules if r.model),
             ),
+            pii=Detectors(policy.pii),
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -238,31 +242,43 @@ class Dispatcher:
         ``request_id`` names the request in the log and the result (default: a new one)."""
         hints = _hints(kwargs)
         pin = _pin(model, fallbacks)
+        redacted = None
         if pin is not None and router is None:
             decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
             fallbacks = None  # a routed pin's checked chain is the decision's
             routing = asyncio.ensure_future(
-                asyncio.to_thread(_router(router).route, messages, pin=pin, **hints)
+                asyncio.to_thread(self._route, _router(router), messages, pin, hints)
             )
             try:
-                decision = await asyncio.shield(routing)
+                decision, redacted = await asyncio.shield(routing)
             except asyncio.CancelledError:
                 # The caller went away while the request was routed (a gateway's client hung
                 # up): routing ends in its thread anyway, and the request gets its log line.
                 # (A refusal by a rule is logged by _start itself.) Any other error has no one
                 # left to raise it to, so it is logged here rather than lost.
                 try:
-                    decision = await routing
-                    call, _ = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
+                    decision, redacted = await routing
+                    call, _ = self._start(
+                        messages, decision, fallbacks, stream, kwargs, request_id, redacted
+                    )
                     call.log(None, None, "cancelled before a model was called", None)
                 except (BlockedError, CostLimitError):
                     pass
                 except (SemrouteError, TypeError) as exc:
                     _log.warning("request %s, cancelled while routed, failed: %s", request_id, exc)
                 raise
-        call, escalation = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
+        call, escalation = self._start(
+            messages, decision, fallbacks, stream, kwargs, request_id, redacted
+        )
         return await self._walk(call, escalation)
+
+    def _route(
+        self, router: Router, messages: Any, pin: Pin | None, hints: dict[str, Any]
+    ) -> tuple[Decision, Redacted | None]:
+        # Routing and redaction both in a worker thread: a large scan stays off the event loop.
+        d = router.route(messages, pin=pin, **hints)
+        return d, redact_messages(as_messages(messages), d.redact, self._pii) if d.redact else None
 
     def close(self) -> None:
         """Close the decision log file and release LiteLLM's router (the next request reopens
@@ -289,6 +305,7 @@ class Dispatcher:
         stream: bool,
         kwargs: dict[str, Any],
         request_id: str | None = None,
+        redacted: Redacted | None = None,
     ) -> tuple[Call, Escalation | None]:
         if "messages" in kwargs:
             raise TypeError("pass the messages as the first argument, not as messages=")
@@ -301,10 +318,13 @@ class Dispatcher:
                 )
         quality = self.config.quality
         escalation, chain = plan(quality, decision, self.chain(decision, fallbacks), stream)
+        sent, counts = redacted or redact_messages(
+            as_messages(messages), decision.redact, self._pii
+        )
         call = Call(
             self._provider,
             decision,
-            as_messages(messages),
+            sent,
             chain,
             stream=stream,
             kwargs=kwargs,
@@ -312,7 +332,7 @@ class Dispatcher:
             health=self._tracked,
             request_id=request_id,
         )
-        call.escalation = escalation
+        call.escalation, call.redacted = escalation, counts
         if decision.reason != Reason.PINNED:
             shadow = quality.shadow_for(decision.route, decision.rule)
             call.after = self.shadow.hook(shadow, call.request_id)
@@ -335,10 +355,8 @@ class Dispatcher:
             try:
                 response = await litellm_router.acompletion(**call.params(name))
                 if call.stream:
-                    rest = aiter(response)
-                    first = await anext(
-                        rest, END
-                    )  # a stream failing before its first chunk fails over
+                    rest = aiter(response)  # failing before its first chunk, it fails over
+                    first = await anext(rest, END)
             except self._provider.errors as exc:
                 call.failed(name, exc)
                 if escalation is not None:

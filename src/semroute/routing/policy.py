@@ -46,7 +46,23 @@ def holds(condition: Condition, signals: Signals) -> bool:
 
 
 def first_match(policy: Policy, signals: Signals) -> Rule | None:
-    return next((r for r in policy.rules if holds(r.condition, signals)), None)
+    """The first rule that holds and decides (rules that only redact are passed)."""
+    return next(
+        (r for r in policy.rules if not r.redacts_only and holds(r.condition, signals)), None
+    )
+
+
+def redactions(policy: Policy, signals: Signals, rule: Rule | None) -> tuple[str, ...]:
+    """The kinds to redact: those of the redacting rules that hold before ``rule`` (the
+    deciding rule, None: every rule) and ``rule``'s own."""
+    kinds: list[str] = []
+    for r in policy.rules:
+        if r is rule:
+            kinds += r.redact
+            break
+        if r.redact and holds(r.condition, signals):
+            kinds += r.redact
+    return tuple(dict.fromkeys(kinds))
 
 
 def tier_models(policy: Policy, user_tier: str) -> tuple[str, ...] | None:
@@ -59,7 +75,7 @@ def tier_models(policy: Policy, user_tier: str) -> tuple[str, ...] | None:
         return tuple(chain)
     bare = Signals(user_tier=user_tier)
     for rule in policy.rules:
-        if rule.block or not tests_signal(rule.condition, "user_tier"):
+        if rule.block or rule.redacts_only or not tests_signal(rule.condition, "user_tier"):
             continue
         if holds(rule.condition, bare):
             if rule.tier:
@@ -84,6 +100,9 @@ def apply(
     changes: dict[str, Any] = {"signals": signals.to_dict(), "recommended_model": decision.model}
     if rule is not None and rule.block:
         return decision.evolve(**changes, reason=Reason.BLOCKED, rule=rule.name, chain=())
+    redact = redactions(policy, signals, rule)
+    if redact:
+        changes["redact"] = redact
     chain: tuple[str, ...] | None = None
     if pin is not None:  # the caller's chain replaces the rule's; the rule's ceiling holds
         chain = pin.chain
@@ -109,6 +128,12 @@ def _check(test: Test, value: Any) -> bool:
     op = test.op
     if op == "regex":
         return test.pattern is not None and test.pattern.search(value) is not None
+    if isinstance(value, tuple):  # a list signal (pii): holds what is tested?
+        if op == "all":
+            return all(v in value for v in test.value)
+        return any(v in value for v in (test.value if op == "any" else (test.value,)))
+    if op in ("any", "all"):  # a list signal not read (None)
+        return False
     if op == "eq":
         return _same(value, test.value)
     if op == "in":

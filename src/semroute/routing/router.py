@@ -24,6 +24,7 @@ from semroute.routing.challenger import shared_encoder
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
 from semroute.routing.language import english_only, language_warning
+from semroute.routing.pii import Detectors, message_texts
 from semroute.routing.policy import Pin, apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
@@ -97,6 +98,8 @@ class Router:
         self._candidates: Candidates | None = None
         # Computed only when a rule tests it, from the embedding routing already made.
         self._difficulty = index.difficulty if self.policy.uses("difficulty") else None
+        # Looked for only when a rule tests the `pii` signal.
+        self._pii = Detectors(self.policy.pii) if self.policy.scans_pii else None
         self._scorer = scorer_for(self.scorer)
         self._english_only = english_only(encoder.info.name)
         self._store = index.store
@@ -208,7 +211,11 @@ class Router:
         if not checked and request is None and not hints and pin is None:
             return decision
         started = time.perf_counter()
-        signals = extract(_messages_of(query, request), request, hints).with_difficulty(hard)
+        messages = _messages_of(query, request)
+        signals = extract(messages, request, hints).with_difficulty(hard)
+        if self._pii is not None:
+            found = self._pii.kinds(message_texts(messages))
+            signals = dataclasses.replace(signals, pii=found)
         out = apply(self.policy, signals, decision, self.candidates, pin)
         return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
 

@@ -2,6 +2,8 @@
 models, health and metrics.
 
     POST /v1/chat/completions   model "auto" routes; a model or tier name pins it
+    POST /v1/messages           Anthropic's Messages API, routed the same way
+    POST /v1/messages/count_tokens  its input-token estimate (no model is asked)
     POST /v1/route              the decision only (what `semroute route --json` prints)
     POST /v1/feedback           a score (and the right route) for an answer, into the log
     GET  /v1/models             auto, the declared models, the tiers
@@ -36,7 +38,9 @@ from starlette.routing import BaseRoute, Route
 from semroute.config.server import ServerSettings
 from semroute.dispatch.providers import import_litellm
 from semroute.routing.router import default_index_path
+from semroute.server.anthropic import ANTHROPIC, count_tokens
 from semroute.server.chat import Gateway
+from semroute.server.chat import _read as read_body
 from semroute.server.console import console_routes
 from semroute.server.errors import ApiError, error_response
 from semroute.server.feedback import FeedbackEndpoint
@@ -101,6 +105,17 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     async def chat(request: Request) -> Any:
         return await gateway.chat(request)
 
+    async def messages(request: Request) -> Any:
+        return await gateway.chat(request, ANTHROPIC)
+
+    async def count(request: Request) -> Response:
+        try:
+            gateway.keys.check(request.headers)
+            raw = await read_body(request, gateway.max_body_bytes)
+            return _json(count_tokens(raw))
+        except ApiError as exc:
+            return ANTHROPIC.error(exc, {})
+
     async def route(request: Request) -> Response:
         return await gateway.route(request)
 
@@ -134,6 +149,8 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     return [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/chat/completions", chat, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count, methods=["POST"]),
         Route("/v1/route", route, methods=["POST"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
@@ -176,16 +193,23 @@ def _add_error_handlers(app: Starlette) -> None:
         }
         message, code = known.get(status, ("request refused", "invalid_request"))
         error = ApiError(status, message, code=code)
-        return error_response(error)
+        return _error_for(request, error)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # A bug of the gateway: the traceback goes to the server's log, never to the client.
         log.error("semroute serve: internal error on %s", request.url.path, exc_info=exc)
         error = ApiError(500, "internal error; see the server log", type="server_error")
-        return error_response(error)
+        return _error_for(request, error)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
+
+
+def _error_for(request: Request, error: ApiError) -> Response:
+    """``error`` in the shape of the API the request's path belongs to."""
+    if "/messages" in request.url.path:
+        return ANTHROPIC.error(error, {})
+    return error_response(error)
 
 
 def _json(payload: Any, status: int = 200) -> Response:

@@ -75,7 +75,7 @@ class Keys:
         if presented is None:
             raise ApiError(
                 401,
-                "no API key: send it as `Authorization: Bearer KEY`",
+                "no API key: send it as `Authorization: Bearer KEY` (or `x-api-key: KEY`)",
                 code="invalid_api_key",
                 type="authentication_error",
             )
