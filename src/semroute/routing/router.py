@@ -21,7 +21,7 @@ from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
-from semroute.routing.policy import Pin, apply
+from semroute.routing.policy import Held, Pin, apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
 from semroute.routing.scoring import (
@@ -34,6 +34,7 @@ from semroute.routing.scoring import (
 )
 from semroute.routing.signals import Hints, extract
 from semroute.text import clean, is_blank
+from semroute.tracing import clock, decision_attributes, record_span
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -156,6 +157,7 @@ class Router:
         max_cost_usd: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         pin: Pin | None = None,
+        held: Held | None = None,
     ) -> Decision:
         """Decide which model should answer ``query``. Low confidence is a value, not an error.
 
@@ -167,15 +169,31 @@ class Router:
         :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
         neither step runs. ``pin`` (the models a caller named) takes both steps too: it is
         blocked by a blocking rule, else checked as its chain (see :mod:`semroute.routing.policy`).
+        ``held``: a session's chain, kept unless a rule matches (reason ``session``). With
+        tracing on (see :mod:`semroute.tracing`), a ``semroute.route`` span records it.
         """
-        decision, hard = self._semantic(query)
+        start = clock()
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
+        decision = self._route(query, request, hints, pin, held)
+        if start:
+            record_span("semroute.route", start, decision_attributes(decision))
+        return decision
+
+    def _route(
+        self,
+        query: str | Sequence[Message],
+        request: Mapping[str, Any] | None,
+        hints: Hints,
+        pin: Pin | None,
+        held: Held | None,
+    ) -> Decision:
+        decision, hard = self._semantic(query)
         checked = self.policy.rules or self.policy.route_limits
-        if not checked and request is None and not hints and pin is None:
+        if not checked and request is None and not hints and pin is None and held is None:
             return decision
         started = time.perf_counter()
         signals = extract(_messages_of(query, request), request, hints).with_difficulty(hard)
-        out = apply(self.policy, signals, decision, self.candidates, pin)
+        out = apply(self.policy, signals, decision, self.candidates, pin, held)
         return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
 
     @property

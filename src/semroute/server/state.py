@@ -181,7 +181,8 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
     of a bad index, or :class:`~semroute.errors.ServeError` for an unset Redis variable."""
     sig = signature(path)
     router = Router.load(path)
-    router.route("warm up")  # the encoder's first run is slow; a client should not wait for it
+    # The encoder's first run is slow; a client should not wait for it (a batch: no trace).
+    router.route_batch(["warm up"])
     settings = router.index.manifest.server_settings(path) or ServerSettings()
     if shared is None:
         config = DispatchConfig.from_dict(router.index.manifest.dispatch)
@@ -191,6 +192,7 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         health=shared.health,
         redis_url=shared.redis_url,
         shadow_spend=shared.shadow_spend,
+        sessions=shared.sessions,
     )
     catalog = Catalog.of(router, dispatcher)
     catalog.check_keys(settings)
