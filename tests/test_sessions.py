@@ -264,3 +264,15 @@ def test_replicas_share_a_session_through_redis(
             answer = ask_url(b, messages)
             assert answer.headers["x-semroute-model"] == "weather-model"
             assert answer.headers["x-semroute-reason"] == "session"
+
+
+def test_the_python_api_takes_a_session_name(tmp_path: Path, provider: FakeProvider) -> None:
+    from semroute import Dispatcher, Router
+
+    router = Router.load(build(tmp_path, provider, router=STICKY))
+    with Dispatcher.for_index(router.index) as dispatcher:
+        first = dispatcher.complete("will it rain today", router=router, session="run-7")
+        later = dispatcher.complete("hello there", router=router, session="run-7")
+        alone = dispatcher.complete("hello there", router=router)
+    assert (first.model, later.model, alone.model) == ("weather-model", "weather-model", "frontier")
+    assert later.decision.reason.value == "session" and later.decision.route == "weather"

@@ -87,8 +87,7 @@ def apply(
 ) -> Decision:
     """``decision`` (the semantic router's) after the first matching rule: blocked, or sent to
     the rule's model or tier chain (or, given a ``pin``, to the pinned chain: reason
-    ``pinned``; else, given a session's ``held`` chain on another model, to it: reason
-    ``session``); then, given ``candidates``, after the capability and cost checks
+    ``pinned``; else, given a session's ``held`` chain, to it: reason ``session``); then, given ``candidates``, after the capability and cost checks
     (:mod:`semroute.routing.candidates`). The signals are recorded either way."""
     signals = signals.with_decision(decision.route, decision.confidence, decision.reason.value)
     rule = first_match(policy, signals)
@@ -102,7 +101,7 @@ def apply(
     elif rule is not None:
         chain = policy.tiers[rule.tier] if rule.tier else (rule.model or decision.model,)
         changes.update(model=chain[0], reason=Reason.RULE, rule=rule.name, chain=chain)
-    elif held is not None and held.chain[0] != decision.model:
+    elif held is not None:
         chain = held.chain
         changes.update(model=chain[0], reason=Reason.SESSION, route=held.route, chain=chain)
     if candidates is not None:  # one evolve for all: each copy of a decision costs microseconds
