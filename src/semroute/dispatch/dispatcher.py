@@ -274,10 +274,10 @@ class Dispatcher:
     def _session(
         self, kwargs: dict[str, Any], pin: Pin | None, hints: dict[str, Any]
     ) -> SessionRun | None:
-        """The session ``session=`` names (a pinned request has none); its chain goes to the
-        router as ``held``."""
-        run = SessionRun.open(self.sessions, kwargs.pop("session", None), self._provider.declared)
-        if run is None or pin is not None:
+        """The session ``session=`` names (a pinned request has none): its chain is ``held``."""
+        key, store = kwargs.pop("session", None), None if pin else self.sessions
+        run = SessionRun.open(store, key, self._provider.declared)
+        if run is None:
             return None
         hints["held"] = run.held
         return run
