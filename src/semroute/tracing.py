@@ -55,18 +55,21 @@ Span = Any
 Attributes = Mapping[str, Any]
 
 _lock = threading.Lock()
-_decided = False
+_on: bool | None = None  # None: not decided yet
 _tracer: Any = None
 _provider: Any = None  # the provider semroute made (None: none, or the program's own)
 
 
 def enabled() -> bool:
     """Whether spans are recorded in this process (decided on the first call)."""
-    return (_decided and _tracer is not None) or (not _decided and _decide())
+    on = _on
+    return _decide() if on is None else on
 
 
 def clock() -> int:
     """Now in nanoseconds since the epoch when tracing is on (a span's start), else 0."""
+    if _on is False:  # the off path: one global read
+        return 0
     return time.time_ns() if enabled() else 0
 
 
@@ -174,12 +177,12 @@ def _clean(attributes: Attributes | None) -> dict[str, Any] | None:
 
 
 def _decide() -> bool:
-    global _decided, _tracer, _provider
+    global _on, _tracer, _provider
     with _lock:
-        if not _decided:
+        if _on is None:
             _tracer, _provider = _setup()
-            _decided = True
-    return _tracer is not None
+            _on = _tracer is not None
+    return _on
 
 
 def _truthy(name: str) -> bool:

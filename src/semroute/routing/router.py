@@ -173,28 +173,17 @@ class Router:
         tracing on (see :mod:`semroute.tracing`), a ``semroute.route`` span records it.
         """
         start = clock()
+        decision, hard = self._semantic(query)
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
-        decision = self._route(query, request, hints, pin, held)
+        checked = self.policy.rules or self.policy.route_limits
+        if checked or request is not None or hints or pin is not None or held is not None:
+            started = time.perf_counter()
+            signals = extract(_messages_of(query, request), request, hints).with_difficulty(hard)
+            out = apply(self.policy, signals, decision, self.candidates, pin, held)
+            decision = out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
         if start:
             record_span("semroute.route", start, decision_attributes(decision))
         return decision
-
-    def _route(
-        self,
-        query: str | Sequence[Message],
-        request: Mapping[str, Any] | None,
-        hints: Hints,
-        pin: Pin | None,
-        held: Held | None,
-    ) -> Decision:
-        decision, hard = self._semantic(query)
-        checked = self.policy.rules or self.policy.route_limits
-        if not checked and request is None and not hints and pin is None and held is None:
-            return decision
-        started = time.perf_counter()
-        signals = extract(_messages_of(query, request), request, hints).with_difficulty(hard)
-        out = apply(self.policy, signals, decision, self.candidates, pin, held)
-        return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
 
     @property
     def candidates(self) -> Candidates:
