@@ -26,6 +26,9 @@ class Reason(StrEnum):
     characters only): the default model answers."""
     STICKY = "sticky"
     """A follow-up turn matched no other route confidently: the conversation keeps its route."""
+    SESSION = "session"
+    """The conversation's session (an agent run) stays on the model it is on (see
+    :mod:`semroute.dispatch.sessions`)."""
     PINNED = "pinned"
     """The caller named the model: nothing was routed."""
     RULE = "rule"

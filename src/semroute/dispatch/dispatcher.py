@@ -38,19 +38,12 @@ from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
 from semroute.dispatch.call import Call
 from semroute.dispatch.cascade import Escalation, plan
-from semroute.dispatch.health import (
-    ALLOWED,
-    Admission,
-    HealthStore,
-    LocalHealthStore,
-    ModelHealth,
-    Outcome,
-    probe_lease,
-)
+from semroute.dispatch.health import Declared, HealthStore, LocalHealthStore, probe_lease
 from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
 from semroute.dispatch.result import DispatchResult
+from semroute.dispatch.sessions import LocalSessions, SessionRun, SessionStore
 from semroute.dispatch.shadow import DailySpend, ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
@@ -82,7 +75,9 @@ class Dispatcher:
     to share it between dispatchers, or a store shared between processes. ``redis_url``: a Redis
     server where LiteLLM keeps its deployment cooldowns, shared between processes (None: each
     process keeps its own). ``shadow_spend``: where shadow calls' cost is counted against the
-    daily cap (default: this dispatcher's own).
+    daily cap (default: this dispatcher's own). ``sessions``: where sessions' models are kept
+    (default, with ``router.conversation.sticky``: this dispatcher's own; see
+    :mod:`semroute.dispatch.sessions`).
     """
 
     def __init__(
@@ -96,6 +91,7 @@ class Dispatcher:
         shadow_spend: DailySpend | None = None,
         declared: Collection[str] = (),
         pii: Detectors | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         self.config = config
         self._pii = pii or Detectors()  # a decision's `redact` kinds are replaced with these
@@ -110,9 +106,12 @@ class Dispatcher:
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
-        self._tracked = None if health is None else _Declared(health, self._provider.declared)
+        self._tracked = None if health is None else Declared(health, self._provider.declared)
         self.shadow = ShadowRunner(config.quality.limits, self._loop, shadow_spend)
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
+        sticky = config.conversation.sticky
+        self.sessions = (sessions or LocalSessions.of(config.conversation)) if sticky else None
+        """Where sessions' models are kept (None: sessions are off, the router is not sticky)."""
 
     @classmethod
     def for_index(
@@ -122,6 +121,7 @@ class Dispatcher:
         health: HealthStore | None = None,
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
+        sessions: SessionStore | None = None,
     ) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
         config = DispatchConfig.from_dict(index.manifest.dispatch)
@@ -137,6 +137,7 @@ class Dispatcher:
             health=health,
             redis_url=redis_url,
             shadow_spend=shadow_spend,
+            sessions=sessions,
             declared=(
                 *(m for chain in policy.tiers.values() for m in chain),
                 *(r.model for r in policy.rules if r.model),
@@ -196,11 +197,13 @@ class Dispatcher:
         """
         hints = _hints(kwargs)
         pin = _pin(model, fallbacks)
+        session = self._session(kwargs, pin, hints)
         if pin is not None and router is None:
             decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
             decision, fallbacks = _router(router).route(messages, pin=pin, **hints), None
         call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
+        call.session = session
         out = self._loop.run(self._walk(call, escalation))
         return DispatchStream(out, self._loop) if isinstance(out, AsyncDispatchStream) else out
 
@@ -239,10 +242,13 @@ class Dispatcher:
     ) -> DispatchResult | AsyncDispatchStream:
         """The asynchronous :meth:`complete`. Routing runs in a worker thread, off the event loop.
 
-        ``request_id`` names the request in the log and the result (default: a new one)."""
+        ``request_id`` names the request in the log and the result (default: a new one).
+        ``session`` (both methods) names the agent run the request belongs to (see
+        :mod:`semroute.dispatch.sessions`)."""
         hints = _hints(kwargs)
         pin = _pin(model, fallbacks)
         redacted = None
+        session = self._session(kwargs, pin, hints)
         if pin is not None and router is None:
             decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
@@ -271,6 +277,7 @@ class Dispatcher:
         call, escalation = self._start(
             messages, decision, fallbacks, stream, kwargs, request_id, redacted
         )
+        call.session = session
         return await self._walk(call, escalation)
 
     def _route(
@@ -279,6 +286,17 @@ class Dispatcher:
         # Routing and redaction both in a worker thread: a large scan stays off the event loop.
         d = router.route(messages, pin=pin, **hints)
         return d, redact_messages(as_messages(messages), d.redact, self._pii) if d.redact else None
+
+    def _session(
+        self, kwargs: dict[str, Any], pin: Pin | None, hints: dict[str, Any]
+    ) -> SessionRun | None:
+        """The session ``session=`` names (a pinned request has none): its chain is ``held``."""
+        key, store = kwargs.pop("session", None), None if pin else self.sessions
+        run = SessionRun.open(store, key, self._provider.declared)
+        if run is None:
+            return None
+        hints["held"] = run.held
+        return run
 
     def close(self) -> None:
         """Close the decision log file and release LiteLLM's router (the next request reopens
@@ -367,7 +385,7 @@ class Dispatcher:
                 # its one log line.
                 call.log(None, None, f"cancelled while waiting for {name!r}", None)
                 raise
-            call.answered(name)
+            call.answered(name, None if call.stream else response)
             if call.stream:
                 return AsyncDispatchStream(call, first, rest)
             if escalation is None or await escalation.accepts(call, name, response):
@@ -386,25 +404,6 @@ class Dispatcher:
         """Wait until every shadow job has written its quality record (say, before the process
         exits); False if ``timeout`` seconds passed first."""
         return self.shadow.wait(timeout)
-
-
-class _Declared:
-    """A health store that keeps only declared models: a name a caller pinned that the index
-    does not declare is always admitted and leaves no state (callers are not bounded)."""
-
-    def __init__(self, store: HealthStore, declared: frozenset[str]) -> None:
-        self._store = store
-        self._declared = declared
-
-    def admit(self, model: str) -> Admission:
-        return self._store.admit(model) if model in self._declared else ALLOWED
-
-    def record(self, model: str, outcome: Outcome) -> None:
-        if model in self._declared:
-            self._store.record(model, outcome)
-
-    def health(self, model: str) -> ModelHealth:
-        return self._store.health(model)
 
 
 def _candidates(call: Call) -> Iterator[str]:

@@ -19,7 +19,7 @@ from semroute.errors import InvalidQueryError
 from semroute.routing.candidates import Candidates
 from semroute.routing.signals import Signals
 
-__all__ = ["Pin", "apply", "first_match", "holds", "tier_models"]
+__all__ = ["Held", "Pin", "apply", "first_match", "holds", "tier_models"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,15 @@ class Pin:
     def __post_init__(self) -> None:
         if not self.chain or not all(isinstance(m, str) and m for m in self.chain):
             raise InvalidQueryError("a pinned chain must name at least one model")
+
+
+@dataclass(frozen=True)
+class Held:
+    """The chain a session (a multi-step agent run) is on, and the route that first chose it:
+    routing's answer unless a rule matches (see :mod:`semroute.dispatch.sessions`)."""
+
+    chain: tuple[str, ...]
+    route: str | None = None
 
 
 def holds(condition: Condition, signals: Signals) -> bool:
@@ -90,10 +99,11 @@ def apply(
     decision: Decision,
     candidates: Candidates | None = None,
     pin: Pin | None = None,
+    held: Held | None = None,
 ) -> Decision:
     """``decision`` (the semantic router's) after the first matching rule: blocked, or sent to
     the rule's model or tier chain (or, given a ``pin``, to the pinned chain: reason
-    ``pinned``); then, given ``candidates``, after the capability and cost checks
+    ``pinned``; else, given a session's ``held`` chain, to it: reason ``session``); then, given ``candidates``, after the capability and cost checks
     (:mod:`semroute.routing.candidates`). The signals are recorded either way."""
     signals = signals.with_decision(decision.route, decision.confidence, decision.reason.value)
     rule = first_match(policy, signals)
@@ -110,6 +120,9 @@ def apply(
     elif rule is not None:
         chain = policy.tiers[rule.tier] if rule.tier else (rule.model or decision.model,)
         changes.update(model=chain[0], reason=Reason.RULE, rule=rule.name, chain=chain)
+    elif held is not None:
+        chain = held.chain
+        changes.update(model=chain[0], reason=Reason.SESSION, route=held.route, chain=chain)
     if candidates is not None:  # one evolve for all: each copy of a decision costs microseconds
         pinned_tier = policy.tier_limits.get(pin.tier) if pin and pin.tier else None
         limits = (policy.ceiling(rule, decision.route), signals.max_cost_usd, pinned_tier)

@@ -25,7 +25,7 @@ from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
 from semroute.routing.language import english_only, language_warning
 from semroute.routing.pii import Detectors, message_texts
-from semroute.routing.policy import Pin, apply
+from semroute.routing.policy import Held, Pin, apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
 from semroute.routing.scoring import (
@@ -38,6 +38,7 @@ from semroute.routing.scoring import (
 )
 from semroute.routing.signals import Hints, extract
 from semroute.text import clean, is_blank
+from semroute.tracing import clock, decision_attributes, record_span
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -164,6 +165,7 @@ class Router:
         max_cost_usd: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         pin: Pin | None = None,
+        held: Held | None = None,
     ) -> Decision:
         """Decide which model should answer ``query``. Low confidence is a value, not an error.
 
@@ -175,14 +177,19 @@ class Router:
         :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
         neither step runs. ``pin`` (the models a caller named) takes both steps too: it is
         blocked by a blocking rule, else checked as its chain (see :mod:`semroute.routing.policy`).
-        With a challenger (see :meth:`with_challenger`), the decision carries the challenger's.
+        ``held``: a session's chain, kept unless a rule matches (reason ``session``). With a
+        challenger (see :meth:`with_challenger`), the decision carries the challenger's. With
+        tracing on (see :mod:`semroute.tracing`), a ``semroute.route`` span records it.
         """
+        start = clock()
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
-        decision = self._route(query, request, hints, pin)
-        if self._challenger is None:
-            return decision
-        rival = self._challenger._route(query, request, hints, pin)
-        return decision.evolve(challenger=rival)
+        decision = self._route(query, request, hints, pin, held)
+        if self._challenger is not None:
+            rival = self._challenger._route(query, request, hints, pin, None)
+            decision = decision.evolve(challenger=rival)
+        if start:
+            record_span("semroute.route", start, decision_attributes(decision))
+        return decision
 
     def with_challenger(self, challenger: Router | None) -> Router:
         """This router, also routing every query with ``challenger`` in the same thread (its
@@ -205,10 +212,11 @@ class Router:
         request: Mapping[str, Any] | None,
         hints: Hints,
         pin: Pin | None,
+        held: Held | None,
     ) -> Decision:
         decision, hard = self._semantic(query)
         checked = self.policy.rules or self.policy.route_limits
-        if not checked and request is None and not hints and pin is None:
+        if not checked and request is None and not hints and pin is None and held is None:
             return decision
         started = time.perf_counter()
         messages = _messages_of(query, request)
@@ -216,7 +224,7 @@ class Router:
         if self._pii is not None:
             found = self._pii.kinds(message_texts(messages))
             signals = dataclasses.replace(signals, pii=found)
-        out = apply(self.policy, signals, decision, self.candidates, pin)
+        out = apply(self.policy, signals, decision, self.candidates, pin, held)
         return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
 
     @property

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -48,6 +49,8 @@ from semroute.server.metrics import CONTENT_TYPE, Metrics
 from semroute.server.reload import IndexHolder
 from semroute.server.sse import CUT_SECONDS
 from semroute.server.state import Loaded, load
+from semroute.server.traced import TraceRequests
+from semroute.tracing import shutdown as shutdown_tracing
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -90,11 +93,16 @@ def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starle
                 loop.remove_signal_handler(signal.SIGHUP)
             holder.close()
             await _close_litellm_clients()
+            await asyncio.to_thread(shutdown_tracing)  # send the last spans
 
-    routes: list[BaseRoute] = [*_routes(gateway, holder, metrics)]
+    api = _routes(gateway, holder, metrics)
+    # Probes and scrapes are not traced, nor the console's pages: a trace per API request.
+    untraced = ("/healthz", "/readyz", "/metrics")
+    tracing = [Middleware(TraceRequests, paths=[r.path for r in api], untraced=untraced)]
+    routes: list[BaseRoute] = [*api]
     if holder.settings.ui:
         routes += console_routes(holder, gateway)
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=tracing)
     app.state.holder = holder
     app.state.gateway = gateway
     _add_error_handlers(app)

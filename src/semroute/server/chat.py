@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from semroute.decision import Reason
+from semroute.dispatch.sessions import SESSION_HEADER, session_key
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import SemrouteError
 from semroute.server.auth import Client, Keys
@@ -137,9 +138,11 @@ class Gateway:
         except ApiError as exc:
             return self._refuse(endpoint, exc, request_id, None, label, dialect)
         common: dict[str, Any] = {"stream": body.stream, "request_id": request_id, **kwargs}
-        call = loaded.dispatcher.acomplete(
-            body.message_list(), router=loaded.router, model=pin, **common
-        )
+        messages = body.message_list()
+        if loaded.router.conversation.sticky:  # an agent run stays on its model
+            given = request.headers.get(SESSION_HEADER)
+            common["session"] = session_key(client.spend_id, messages, given)
+        call = loaded.dispatcher.acomplete(messages, router=loaded.router, model=pin, **common)
         try:
             out = await _unless_disconnected(request, call)
         except SemrouteError as exc:

@@ -9,7 +9,7 @@ process otherwise.
 
 What is shared with Redis: each model's circuit breaker (window, failures in a row, cool-off,
 the one half-open probe), each API key's spend of the day, the shadow evaluation's spend of the
-day, and LiteLLM's deployment cooldowns. What stays in each process: metrics, the decision log,
+day, each session's model (with sticky conversations), and LiteLLM's deployment cooldowns. What stays in each process: metrics, the decision log,
 the index and its router. Every key semroute writes starts with ``semroute:`` (the prefix);
 LiteLLM's cooldowns are its own ``deployment:*`` keys.
 """
@@ -23,6 +23,7 @@ from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import Masker
 from semroute.config.server import env_value
 from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
+from semroute.dispatch.sessions import LocalSessions, RedisSessions, SessionStore
 from semroute.dispatch.shadow import DailySpend
 from semroute.dispatch.shared_health import DEFAULT_PREFIX, RedisHealthStore, RedisLink
 from semroute.errors import ServeError
@@ -52,6 +53,8 @@ class SharedState:
     """Each key's spend of the day (UTC)."""
     shadow_spend: DailySpend
     """The shadow evaluation's spend of the day, against its cap (kept across reloads)."""
+    sessions: SessionStore | None = None
+    """Each session's model (None: the router is not sticky; kept across reloads)."""
     redis_url: str | None = None
     """The resolved URL, for LiteLLM's cooldowns (``Dispatcher(..., redis_url=)``); None: local."""
     where: str | None = None
@@ -89,7 +92,12 @@ def shared_state(
     if redis_url is None:
         local = LocalHealthStore(dispatch.health, probe_lease_s=lease)
         shadow = BoundSpend(LocalSpendStore(), SHADOW)
-        return SharedState(local if dispatch.health.enabled else None, LocalSpendStore(), shadow)
+        return SharedState(
+            local if dispatch.health.enabled else None,
+            LocalSpendStore(),
+            shadow,
+            sessions=LocalSessions.of(dispatch.conversation),
+        )
     url = env_value(redis_url)
     if url is None:
         raise ServeError(
@@ -110,6 +118,7 @@ def shared_state(
         health if dispatch.health.enabled else None,
         RedisSpendStore(link, prefix=prefix),
         BoundSpend(RedisSpendStore(link, prefix=prefix, name="shadow-spend"), SHADOW),
+        sessions=RedisSessions(link, LocalSessions.of(dispatch.conversation), prefix=prefix),
         redis_url=url,
         where=Masker([]).mask(url),
         ready=link.ready,

@@ -200,7 +200,8 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
     challenger = os.environ.get(CHALLENGER_ENV) or settings.challenger
     if challenger:
         router = router.with_challenger(load_challenger(Path(challenger)))
-    router.route("warm up")  # the encoder's first run is slow; a client should not wait for it
+    # The encoder's first run is slow; a client should not wait for it (a batch: no trace).
+    router.route_batch(["warm up"])
     if shared is None:
         config = DispatchConfig.from_dict(router.index.manifest.dispatch)
         shared = shared_state(settings.redis_url, config)
@@ -209,6 +210,7 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         health=shared.health,
         redis_url=shared.redis_url,
         shadow_spend=shared.shadow_spend,
+        sessions=shared.sessions,
     )
     catalog = Catalog.of(router, dispatcher)
     catalog.check_keys(settings)
