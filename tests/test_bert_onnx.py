@@ -8,8 +8,12 @@ on all of CLINC150's test split.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +31,14 @@ from semroute.encoders.onnx import OnnxEncoder
 from semroute.errors import EncoderError
 from tests.conftest import DATA
 
-pytestmark = pytest.mark.model
-
-pytest.importorskip("sentence_transformers", reason="the reference export needs torch")
+pytestmark = [
+    pytest.mark.model,
+    # Looked up, not imported: importing sentence-transformers takes seconds.
+    pytest.mark.skipif(
+        importlib.util.find_spec("sentence_transformers") is None,
+        reason="the reference export needs torch and sentence-transformers",
+    ),
+]
 
 EVAL = DATA / "clinc150_eval"
 
@@ -210,3 +219,22 @@ def _edit(file: Path, **values: object) -> None:
     data = json.loads(file.read_text())
     data.update(values)
     file.write_text(json.dumps(data))
+
+
+def test_the_default_export_imports_no_torch(model_cache: Path, tmp_path: Path) -> None:
+    """Even where torch is installed, exporting (into an empty cache) never loads it."""
+    folder = _copy_model(tmp_path / "model")
+    script = (
+        "import json, sys\n"
+        "from semroute.encoders.export import load_encoder\n"
+        f"load_encoder({str(folder)!r}, runtime='onnx-int8').encode(['hello'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "print(json.dumps(heavy))\n"
+    )
+    env = {**os.environ, "SEMROUTE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+    assert list((tmp_path / "cache" / "onnx").glob("*-int8-direct-*"))
