@@ -16,11 +16,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import DATA, ROOT
 from tests.gateway_kit import free_port, wait_ready
 
 pytestmark = pytest.mark.install
@@ -106,11 +108,32 @@ def test_the_library_install_builds_routes_and_serves_without_torch(
         )
     )
     assert decision["route"] == "code", decision
+    _measure(semroute, tmp_path, run)
     _serve_and_route(semroute, tmp_path, env)
     # Nothing above loaded them either (they are not installed), and semroute's own modules
     # came from the venv, not from this checkout.
     where = _run([python, "-c", "import semroute; print(semroute.__file__)"], timeout=60, **run)
     assert str(venv) in where
+
+
+def _measure(semroute: str, folder: Path, run: dict[str, Any]) -> None:
+    """eval and calibrate work; eval --plot names the extra it needs (matplotlib is not core)."""
+    spec = yaml.safe_load((DATA / "bundled_queries.yaml").read_text())
+    rows = [
+        {"text": q, "label": "oos" if route in (None, "null") else route}
+        for route, queries in spec.items()
+        for q in queries
+    ]
+    data = folder / "labelled.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for command in ("eval", "calibrate"):
+        args = [semroute, command, "--data", str(data), "--index", "index", "--json"]
+        args += ["--dry-run"] if command == "calibrate" else []
+        report = json.loads(_run(args, timeout=120, **run))
+        assert report, command
+    plot = [semroute, "eval", "--data", str(data), "--index", "index", "--plot", "eval.png"]
+    refused = subprocess.run(plot, capture_output=True, text=True, timeout=120, **run)
+    assert refused.returncode == 1 and "pip install 'semroute[plot]'" in refused.stderr
 
 
 def _serve_and_route(semroute: str, folder: Path, env: dict[str, str]) -> None:
