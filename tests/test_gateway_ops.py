@@ -15,6 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from semroute.dispatch.dispatcher import Dispatcher
+from semroute.index.store import RouteIndex
+from semroute.routing.router import Router
 from semroute.testing import FakeProvider
 from tests.gateway_kit import Served, build, log_lines, serve_process
 
@@ -223,3 +226,19 @@ def test_a_request_cancelled_while_it_is_routed_still_gets_its_log_line(
     assert line["route"] == "weather"
     assert line["error"] == "cancelled before a model was called"
     assert provider.requests == []
+
+
+def test_a_gateway_stopping_leaves_other_dispatchers_in_the_process_working(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    # A gateway's shutdown closes LiteLLM's cached HTTP clients, every loop's: a dispatcher of
+    # the same process (its background loop) must then get new ones, not a closed one.
+    index = build(tmp_path, provider)
+    router = Router.load(index)
+    dispatcher = Dispatcher.for_index(RouteIndex.load(index))
+    assert dispatcher.complete("will it rain today", router=router).model == "weather-model"
+    with Served(index) as served:
+        assert httpx.get(served.url + "/healthz").status_code == 200
+    result = dispatcher.complete("will it rain today", router=router)
+    assert result.model == "weather-model" and not result.attempts[0].error
+    dispatcher.close()

@@ -171,6 +171,7 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
 async def _close_litellm_clients() -> None:
     """Close the HTTP clients LiteLLM cached for this event loop and stop its logging worker
     (it keeps both per loop and never closes them itself: they would outlive the server)."""
+    import litellm
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
     from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 
@@ -179,6 +180,10 @@ async def _close_litellm_clients() -> None:
     for attempt in range(CLOSE_TRIES):
         try:
             await close_litellm_async_clients()  # type: ignore[no-untyped-call]
+            # The closed clients stay in LiteLLM's cache, where a later call in this process
+            # (another loop's: the dispatcher's background loop, a second app) would be handed
+            # one and fail with a connection error: forget them, so new ones are made.
+            litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]
             break
         except RuntimeError as exc:
             if attempt == CLOSE_TRIES - 1:
