@@ -137,6 +137,10 @@ class Decision:
     """The cost ceiling applied (None: no ceiling)."""
     within_cost_limit: bool | None = None
     """Whether ``model``'s estimate fits the ceiling (None: no ceiling, or no estimate)."""
+    vector: Any = dataclasses.field(default=None, repr=False, compare=False)
+    """The embedding routing made of the last user turn (with ``router.conversation.turns``
+    above 1: of the last turns joined), a read-only float32 vector; None when nothing was
+    embedded. What the semantic cache compares; not in :meth:`to_dict`."""
 
     def __getstate__(self) -> dict[str, Any]:
         self.scores  # noqa: B018 - pickle the built tuple, never the builder

@@ -50,7 +50,7 @@ __all__ = [
     "policy_of",
 ]
 
-RULE_EXTRAS = ("max_cost_usd", "cascade", "accept", "shadow")
+RULE_EXTRAS = ("max_cost_usd", "cascade", "accept", "shadow", "cache")
 """A rule's keys beside its condition and action."""
 
 

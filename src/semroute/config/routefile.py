@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from semroute.config.cache import CacheField, CacheSpec
 from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
 from semroute.config.quality import AcceptSpec, RouterShadowSpec, ShadowSpec
@@ -145,6 +146,10 @@ class RouteSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    cache: CacheField | None = Field(
+        default=None,
+        description="`false`: never cached; a mapping: overrides the router's `cache:`.",
+    )
 
 
 DEFAULT_EXPECTED_OUTPUT = 256
@@ -244,6 +249,12 @@ class RouterSpec(_Strict):
         "file): rules can then test the `difficulty` signal (0-1; above 0.5: the model's "
         "calibrated choice of the strong model).",
     )
+    cache: CacheSpec | None = Field(
+        default=None,
+        description="The semantic cache: an answer is reused for a request of the same route, "
+        "model chain, system prompt and parameters whose last user turn is this similar to a "
+        "cached one (none: no cache).",
+    )
 
 
 class RuleSpec(_Strict):
@@ -267,6 +278,10 @@ class RuleSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    cache: CacheField | None = Field(
+        default=None,
+        description="`false`: never cached; a mapping: overrides the router's `cache:`.",
+    )
 
 
 class RouteFileSpec(_Strict):
@@ -396,6 +411,9 @@ def _untagged(err: Any) -> Any:
         return {**err, "loc": (*loc[:3], *loc[4:])}
     if loc[:2] == ("server", "keys") and loc[3:4] in (("reference",), ("mapping",)):
         return {**err, "loc": (*loc[:3], *loc[4:])}
+    if loc[:1] in (("routes",), ("rules",)) and loc[2:3] == ("cache",):
+        if loc[3:4] in (("switch",), ("mapping",)):
+            return {**err, "loc": (*loc[:3], *loc[4:])}
     return err
 
 

@@ -93,6 +93,12 @@ class Call:
         """The cascade this request walks (None: none)."""
         self.after: Callable[[Call, str | None, str], None] | None = None
         """Called with the answer's text and model once it is logged (shadow evaluation)."""
+        self.on_answer: Callable[[Any, str, float | None], None] | None = None
+        """Called with a whole answer's response, model and cost (the semantic cache)."""
+        self.log_extra: dict[str, Any] = {}
+        """More fields for the log line (the semantic cache's)."""
+        self.cache_scope: str | None = None
+        """Whose cached answers this request may get (an API key's id; None: the process's)."""
 
     @property
     def decision_log(self) -> DecisionLog | None:
@@ -194,9 +200,12 @@ class Call:
             cost_usd=cost,
             skipped=self.passed_over,
             cascade=tuple(self.escalation.steps) if self.escalation else (),
+            cache_status=self.log_extra.get("cache"),
         )
         text = text_of(response)
         self.log(usage, out.cost_usd, None, text, model=model)
+        if self.on_answer is not None:
+            self.on_answer(response, model, out.cost_usd)
         if self.after is not None:
             self.after(self, text, model)
         return out
@@ -289,6 +298,7 @@ class Call:
                 )
                 | _policy_fields(self.decision)
                 | self._quality_fields(usage)
+                | self.log_extra
             )
 
     def _quality_fields(self, usage: Usage | None) -> dict[str, Any]:
@@ -318,6 +328,8 @@ class Call:
         model = self.attempts[-1].model
         cost = self.cost(model, response, usage) if response else None
         self.log(usage, cost, error, text_of(response))
+        if self.on_answer is not None and ended and response is not None:
+            self.on_answer(response, model, cost)
         if self.after is not None and ended and response is not None:  # a whole answer
             self.after(self, text_of(response), model)
         return response, usage, cost

@@ -36,15 +36,14 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
+from semroute.dispatch.cache import CacheStore, LocalCacheStore, SemanticCache
+from semroute.dispatch.cache_serve import look_up
 from semroute.dispatch.call import Call
 from semroute.dispatch.cascade import Escalation, plan
 from semroute.dispatch.health import (
-    ALLOWED,
-    Admission,
+    DeclaredOnly,
     HealthStore,
     LocalHealthStore,
-    ModelHealth,
-    Outcome,
     probe_lease,
 )
 from semroute.dispatch.log import DecisionLogs
@@ -94,6 +93,8 @@ class Dispatcher:
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
         declared: Collection[str] = (),
+        cache: CacheStore | None = None,
+        space: str = "",
     ) -> None:
         self.config = config
         self.default_model = default_model
@@ -107,9 +108,12 @@ class Dispatcher:
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
-        self._tracked = None if health is None else _Declared(health, self._provider.declared)
+        self._tracked = None if health is None else DeclaredOnly(health, self._provider.declared)
         self.shadow = ShadowRunner(config.quality.limits, self._loop, shadow_spend)
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
+        store = cache or LocalCacheStore(config.cache.max_entries)
+        self.cache = SemanticCache(config.cache, store, space=space) if config.cache else None
+        """The semantic cache (None: no route has one; see :mod:`semroute.dispatch.cache`)."""
 
     @classmethod
     def for_index(
@@ -119,8 +123,10 @@ class Dispatcher:
         health: HealthStore | None = None,
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
+        cache: CacheStore | None = None,
     ) -> Dispatcher:
-        """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
+        """The dispatcher for the models, chains and dispatch settings stored in ``index``
+        (``cache``: where the semantic cache keeps answers; default: this dispatcher's own)."""
         config = DispatchConfig.from_dict(index.manifest.dispatch)
         policy = index.manifest.rules(index.path)
         if not config.quality.rule_tiers:  # an index built before the log named rules' tiers
@@ -138,6 +144,8 @@ class Dispatcher:
                 *(m for chain in policy.tiers.values() for m in chain),
                 *(r.model for r in policy.rules if r.model),
             ),
+            cache=cache,
+            space=index.encoder_info.fingerprint,
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -300,6 +308,7 @@ class Dispatcher:
                     f"{name}= must be a string, not {type(value).__name__}; pass the key as text"
                 )
         quality = self.config.quality
+        scope = kwargs.pop("cache_scope", None)
         escalation, chain = plan(quality, decision, self.chain(decision, fallbacks), stream)
         call = Call(
             self._provider,
@@ -312,7 +321,7 @@ class Dispatcher:
             health=self._tracked,
             request_id=request_id,
         )
-        call.escalation = escalation
+        call.escalation, call.cache_scope = escalation, scope
         if decision.reason != Reason.PINNED:
             shadow = quality.shadow_for(decision.route, decision.rule)
             call.after = self.shadow.hook(shadow, call.request_id)
@@ -329,7 +338,11 @@ class Dispatcher:
     async def _walk(
         self, call: Call, escalation: Escalation | None
     ) -> DispatchResult | AsyncDispatchStream:
-        """Try each model of the chain until one answers (for a stream: sends its first chunk)."""
+        """Try each model of the chain until one answers (for a stream: sends its first chunk),
+        unless the semantic cache has the answer."""
+        cached = look_up(self.cache, call, call.cache_scope)
+        if cached is not None:
+            return cached
         litellm_router = self._provider.litellm_router(call.chain)
         for name in _candidates(call):
             try:
@@ -368,25 +381,6 @@ class Dispatcher:
         """Wait until every shadow job has written its quality record (say, before the process
         exits); False if ``timeout`` seconds passed first."""
         return self.shadow.wait(timeout)
-
-
-class _Declared:
-    """A health store that keeps only declared models: a name a caller pinned that the index
-    does not declare is always admitted and leaves no state (callers are not bounded)."""
-
-    def __init__(self, store: HealthStore, declared: frozenset[str]) -> None:
-        self._store = store
-        self._declared = declared
-
-    def admit(self, model: str) -> Admission:
-        return self._store.admit(model) if model in self._declared else ALLOWED
-
-    def record(self, model: str, outcome: Outcome) -> None:
-        if model in self._declared:
-            self._store.record(model, outcome)
-
-    def health(self, model: str) -> ModelHealth:
-        return self._store.health(model)
 
 
 def _candidates(call: Call) -> Iterator[str]:

@@ -37,6 +37,7 @@ __all__ = [
     "CLOSED",
     "Admission",
     "Breaker",
+    "DeclaredOnly",
     "HealthStore",
     "LocalHealthStore",
     "ModelHealth",
@@ -281,3 +282,22 @@ class LocalHealthStore:
     def health(self, model: str) -> ModelHealth:
         with self._lock:
             return self._breakers.get(model, CLOSED).snapshot(model)
+
+
+class DeclaredOnly:
+    """A health store that keeps only declared models: a name a caller pinned that the index
+    does not declare is always admitted and leaves no state (callers are not bounded)."""
+
+    def __init__(self, store: HealthStore, declared: frozenset[str]) -> None:
+        self._store = store
+        self._declared = declared
+
+    def admit(self, model: str) -> Admission:
+        return self._store.admit(model) if model in self._declared else ALLOWED
+
+    def record(self, model: str, outcome: Outcome) -> None:
+        if model in self._declared:
+            self._store.record(model, outcome)
+
+    def health(self, model: str) -> ModelHealth:
+        return self._store.health(model)

@@ -66,6 +66,8 @@ class Scores:
     """The query was longer than the encoder's window: only its start counted."""
     empty: npt.NDArray[np.bool_]
     """The query shows no visible character (see :func:`semroute.text.is_blank`)."""
+    vectors: npt.NDArray[np.float32] | None = None
+    """(queries, dim): the embeddings, when asked for (zero for empty queries)."""
 
 
 class Router:
@@ -190,7 +192,7 @@ class Router:
     def _semantic(self, query: str | Sequence[Message]) -> tuple[Decision, float | None]:
         """The semantic decision, and the query's difficulty when a rule tests it."""
         if not isinstance(query, str):
-            decision = route_messages(query, self.conversation, self.route_batch)
+            decision = route_messages(query, self.conversation, self._route_windows)
             if self._difficulty is None:
                 return decision, None
             # The last user turn's difficulty: one more (cached) encode, only when tested.
@@ -200,8 +202,11 @@ class Router:
         text, cut = self._prepare(query)
         if not text:
             return self._empty(started), None
-        conf, best, truncated, hard = self._scored(text) if self._scored else self._score_one(text)
-        return self._decision(conf, best, truncated or cut, started), hard
+        conf, best, truncated, hard, vector = (
+            self._scored(text) if self._scored else self._score_one(text)
+        )
+        decision = self._decision(conf, best, truncated or cut, started)
+        return decision.evolve(vector=vector), hard
 
     def cache_info(self) -> functools._CacheInfo | None:
         """Hits, misses and size of the query cache (None when it is off)."""
@@ -226,13 +231,23 @@ class Router:
         conf, best = self._confidence(emb.vectors)
         conf.flags.writeable = best.flags.writeable = False  # shared through the cache
         hard = float(difficulty(self._difficulty, emb.vectors)[0]) if self._difficulty else None
-        return conf[0], best[0], bool(emb.truncated[0]), hard
+        vector = emb.vectors[0]
+        vector.flags.writeable = False
+        return conf[0], best[0], bool(emb.truncated[0]), hard, vector
 
-    def route_batch(self, queries: Sequence[str], *, batch_size: int = 256) -> list[Decision]:
+    def _route_windows(self, windows: Sequence[str]) -> list[Decision]:
+        """:meth:`route_batch` for a conversation's few windows, each decision keeping the
+        embedding of its window (the cache compares the last one's)."""
+        return self.route_batch(windows, keep_vectors=True)
+
+    def route_batch(
+        self, queries: Sequence[str], *, batch_size: int = 256, keep_vectors: bool = False
+    ) -> list[Decision]:
         """Route many queries, encoding them in batches. Each decision's latency is its share.
 
         ``queries`` is a list (or any iterable) of strings; a single string is refused with
         :class:`~semroute.errors.InvalidQueryError`, as is an item that is not a string.
+        ``keep_vectors``: each decision keeps its query's embedding (:attr:`Decision.vector`).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidQueryError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -241,16 +256,23 @@ class Router:
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start : start + batch_size]
             started = time.perf_counter()
-            s = self._score_prepared(chunk)
+            s = self._score_prepared(chunk, keep_vectors=keep_vectors)
             share = (time.perf_counter() - started) * 1000 / len(chunk)
-            out.extend(
+            decisions = [
                 self._empty(started, share)
                 if s.empty[i]
                 else self._decision(
                     s.confidence[i], s.best[i], bool(s.truncated[i]), started, share
                 )
                 for i in range(len(chunk))
-            )
+            ]
+            if s.vectors is not None:
+                vectors = s.vectors
+                decisions = [
+                    d if d.reason == Reason.EMPTY_QUERY else d.evolve(vector=vectors[i])
+                    for i, d in enumerate(decisions)
+                ]
+            out.extend(decisions)
         return out
 
     def score(self, queries: Sequence[str]) -> Scores:
@@ -275,8 +297,11 @@ class Router:
             prepared.append(self._prepare(query))
         return prepared
 
-    def _score_prepared(self, prepared: Sequence[tuple[str, bool]]) -> Scores:
+    def _score_prepared(
+        self, prepared: Sequence[tuple[str, bool]], *, keep_vectors: bool = False
+    ) -> Scores:
         n, routes = len(prepared), len(self.index.routes)
+        vectors = np.zeros((n, self.encoder.info.dim), dtype=np.float32) if keep_vectors else None
         conf = np.zeros((n, routes), dtype=np.float32)
         best = np.zeros((n, routes), dtype=np.int64)
         truncated = np.array([cut for _, cut in prepared], dtype=bool)
@@ -287,12 +312,16 @@ class Router:
             chunk = live[start : start + ENCODE_CHUNK]
             emb = self.encoder.encode([prepared[int(i)][0] for i in chunk])
             truncated[chunk] |= emb.truncated
+            if vectors is not None:
+                vectors[chunk] = emb.vectors
             # In slices, so the (queries x examples) similarity matrix stays a few MB.
             for offset in range(0, len(chunk), SCORE_CHUNK):
                 rows = chunk[offset : offset + SCORE_CHUNK]
                 part = emb.vectors[offset : offset + SCORE_CHUNK]
                 conf[rows], best[rows] = self._confidence(part)
-        return Scores(conf, best, truncated, empty)
+        if vectors is not None:
+            vectors.flags.writeable = False
+        return Scores(conf, best, truncated, empty, vectors)
 
     def _confidence(
         self, queries: npt.NDArray[np.float32]

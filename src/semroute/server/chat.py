@@ -25,9 +25,11 @@ from semroute.decision import Reason
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import SemrouteError
 from semroute.server.auth import Client, Keys
+from semroute.server.cache_report import cache_headers, cache_scope, count_cache
 from semroute.server.errors import ApiError, error_response, from_semroute
 from semroute.server.headers import decision_headers, safe, served_headers
 from semroute.server.quota import charge, check_budget
+from semroute.server.ratelimit import check_rate, estimate
 from semroute.server.schemas import ChatRequest, describe, parse_chat
 from semroute.server.spend import SpendStore
 from semroute.server.sse import EventStream, Streams, uncancel
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from semroute.dispatch.result import DispatchResult
     from semroute.server.metrics import Metrics
     from semroute.server.reload import IndexHolder
+    from semroute.server.state import Loaded
 
 __all__ = ["Gateway"]
 
@@ -121,6 +124,7 @@ class Gateway:
             body = await self._body(request)
             kwargs = {**body.params(), **_hints(request.headers, client)}
             check_budget(self.spend, client)
+            check_rate(loaded.shared.limiter, client, lambda: _tokens(body, loaded))
             # A named model takes the same way as `auto` (rules, checks, ceilings), restricted
             # to what the key may use; an undeclared name is refused unless the operator allows.
             unlisted = loaded.settings.allow_unlisted_models
@@ -132,6 +136,7 @@ class Gateway:
         except ApiError as exc:
             return self._refuse("chat", exc, request_id, None, label)
         common: dict[str, Any] = {"stream": body.stream, "request_id": request_id, **kwargs}
+        common["cache_scope"] = cache_scope(self.holder.settings.cache_scope, client)
         call = loaded.dispatcher.acomplete(
             body.message_list(), router=loaded.router, model=pin, **common
         )
@@ -174,7 +179,8 @@ class Gateway:
             result.attempts,
             result.skipped,
             result.cost_usd,
-        )
+        ) | cache_headers(result)
+        count_cache(self.metrics, result)
         content = json.dumps(result.response.model_dump(), ensure_ascii=False, default=str)
         return Response(content.encode(), 200, headers, "application/json")
 
@@ -188,10 +194,11 @@ class Gateway:
             stream.attempts,
             (*stream.decision.skipped, *stream.skipped),
             None,
-        )
+        ) | cache_headers(stream)
 
         async def done(outcome: str) -> None:
             self.metrics.in_flight.dec()
+            count_cache(self.metrics, stream)
             charge(self.spend, client, stream.cost_usd)
             self.metrics.observe(
                 "chat",
@@ -319,6 +326,12 @@ def _hints(headers: Mapping[str, str], client: Client) -> dict[str, Any]:
             )
         hints["max_cost_usd"] = value
     return hints
+
+
+def _tokens(body: ChatRequest, loaded: Loaded) -> int:
+    """The tokens a request counts for against its key's ``tpm``."""
+    expected = loaded.router.policy.expected_output_tokens
+    return estimate(body.message_list(), body.params(), expected)
 
 
 def _text_hint(headers: Mapping[str, str], name: str) -> str | None:

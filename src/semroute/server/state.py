@@ -191,6 +191,7 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         health=shared.health,
         redis_url=shared.redis_url,
         shadow_spend=shared.shadow_spend,
+        cache=shared.cache,
     )
     catalog = Catalog.of(router, dispatcher)
     catalog.check_keys(settings)
