@@ -5,6 +5,7 @@ temperature are never cached; another route, system prompt or parameter is anoth
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import openai
 import pytest
 
 from semroute.testing import FakeProvider
-from tests.gateway_kit import Served, build, log_lines
+from tests.gateway_kit import Served, build, log_lines, serve_process
 from tests.provider_kit import KEY, KEY_ENV
 
 KEY_A = "sk-semroute-cache-tenant-a-71c2"
@@ -234,3 +235,25 @@ def test_a_route_with_cache_false_is_never_cached(tmp_path: Path, env: None) -> 
                 assert "x-semroute-cache" not in ask(served.url).headers
             assert ask(served.url, text="hello there").headers["x-semroute-cache"] == "miss"
             assert len(provider.requests) == 3
+
+
+def test_with_redis_another_gateway_gets_the_hit(
+    tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.redis_kit import running_redis
+
+    with running_redis() as redis, FakeProvider() as provider:
+        monkeypatch.setenv("CACHE_REDIS_URL", redis.url)
+        server = {**_server(), "redis_url": "os.environ/CACHE_REDIS_URL"}
+        router = {"cache": {"similarity": 0.97}}
+        index = build(tmp_path, provider, server=server, router=router)
+        provider.script("weather-model", ANSWERS)
+        env = {k: os.environ[k] for k in os.environ if k.startswith(("CACHE_", KEY_ENV))}
+        with serve_process(index, env=env) as (_, first):
+            assert ask(first).headers["x-semroute-cache"] == "miss"
+        with serve_process(index, env=env) as (_, second):  # a replica that never saw it
+            raw = ask(second)
+            assert raw.headers["x-semroute-cache"] == "hit"
+            assert ask(second, KEY_B).headers["x-semroute-cache"] == "miss"
+        assert _text(raw) == ANSWERS[0]
+        assert len(provider.requests) == 2

@@ -4,7 +4,7 @@ Plain Redis has no vector search (RediSearch is a module Debian's redis-server d
 and none is needed: a request is only ever compared with the answers of its own bucket (same
 scope, route, chain, context and parameters; see :func:`semroute.dispatch.cache.bucket_of`),
 which are few. So each bucket is one Redis list, ``<prefix>:cache:<bucket>``, newest answer
-first, each item the answer's JSON, a newline, and its float32 vector. Adding is one
+first, each item the answer's JSON (with its expiry time), a newline, and its float32 vector. Adding is one
 transaction (``LPUSH``, ``LTRIM`` to ``per_bucket`` items, ``EXPIRE`` to the answer's
 ``ttl_s``); looking up is one ``LRANGE`` and a matrix product in numpy. An item past its time is
 skipped (its list expires with the newest answer's time). The number of buckets is bounded by
@@ -68,7 +68,7 @@ class RedisCacheStore:
         answers, rows = [], []
         for item in items:
             read = _item(item, query.shape[0])
-            if read is not None and read[0].created + read[2] > now:
+            if read is not None and read[2] > now:
                 answers.append(read[0])
                 rows.append(read[1])
         if not rows:
@@ -79,7 +79,8 @@ class RedisCacheStore:
         return Hit(answers[best], min(sim, 1.0)) if sim >= similarity else None
 
     def add(self, bucket: str, vector: Any, answer: CachedAnswer, ttl_s: float) -> None:
-        head = json.dumps({**answer.to_dict(), "ttl_s": ttl_s}, ensure_ascii=False).encode()
+        expires = self._clock() + ttl_s
+        head = json.dumps({**answer.to_dict(), "expires": expires}, ensure_ascii=False).encode()
         item = head + SEPARATOR + np.asarray(vector, dtype=np.float32).tobytes()
         key = self.key(bucket)
 
@@ -94,14 +95,14 @@ class RedisCacheStore:
 
 
 def _item(raw: bytes, dim: int) -> tuple[CachedAnswer, Any, float] | None:
-    """An item's answer, vector and time-to-live (None: not one, or of another size)."""
+    """An item's answer, vector and expiry time (None: not one, or of another size)."""
     head, sep, body = raw.partition(SEPARATOR)
     if not sep or len(body) != dim * 4:
         return None
     try:
         data = json.loads(head)
-        ttl = float(data.pop("ttl_s"))
+        expires = float(data.pop("expires"))
         answer = CachedAnswer.from_dict(data)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    return answer, np.frombuffer(body, dtype=np.float32), ttl
+    return answer, np.frombuffer(body, dtype=np.float32), expires
