@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from semroute.dispatch.log import summarise
 from semroute.testing import FakeProvider
 from tests.gateway_kit import Served, build, log_lines, serve_process
 from tests.provider_kit import KEY, KEY_ENV
@@ -91,6 +92,14 @@ def test_a_repeated_question_is_answered_from_the_cache_at_no_cost(
     assert lines[1]["cost_usd"] == 0.0 and lines[1]["attempts"] == []
     assert lines[1]["cache_saved_usd"] == pytest.approx(lines[0]["cost_usd"])
     assert lines[1]["reason"] == lines[0]["reason"] and lines[1]["route"] == "weather"
+    stats = summarise((tmp_path / "decisions.jsonl").read_text().splitlines()).to_dict()
+    assert stats["cache"] == {
+        "lookups": 2,
+        "hits": 1,
+        "bypassed": 0,
+        "hit_rate": 0.5,
+        "saved_usd": pytest.approx(lines[0]["cost_usd"]),
+    }
     metrics = httpx.get(served.url + "/metrics").text
     assert 'semroute_cache_requests_total{result="hit"} 1.0' in metrics
     assert 'semroute_cache_requests_total{result="miss"} 1.0' in metrics

@@ -355,6 +355,13 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
     console.print(
         f"fallback rate: {data['fallback_rate']:.1%}, error rate: {data['error_rate']:.1%}"
     )
+    cache = data["cache"]
+    if cache:
+        rate = f"{cache['hit_rate']:.1%}" if cache["hit_rate"] is not None else "-"
+        console.print(
+            f"semantic cache: {cache['hits']} hits of {cache['lookups']} lookups ({rate}), "
+            f"${cache['saved_usd']:.6f} saved, {cache['bypassed']} not cacheable"
+        )
     table = Table("latency (ms)", "p50", "p95", title_justify="left")
     for kind, q in data["latency_ms"].items():
         table.add_row(kind, _ms(q["p50"]), _ms(q["p95"]))

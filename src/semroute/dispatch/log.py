@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import semroute.text as text
+from semroute.dispatch.cache_stats import cache_summary
 from semroute.dispatch.quality_stats import GroupQuality, group_quality, quality_record
 
 if TYPE_CHECKING:
@@ -280,6 +281,8 @@ class LogStats:
     """Shadow evaluation's quality records (not requests; see :mod:`semroute.dispatch.shadow`)."""
     quality: Mapping[str, Mapping[str, GroupQuality]] = field(default_factory=dict)
     """Cost and quality per route, rule and tier (see :mod:`semroute.dispatch.quality_stats`)."""
+    cache: Mapping[str, Any] = field(default_factory=dict)
+    """The semantic cache's hits and savings (see :mod:`semroute.dispatch.cache_stats`)."""
 
     def to_dict(self) -> dict[str, Any]:
         n = self.requests
@@ -304,6 +307,7 @@ class LogStats:
                 for k, (skips, requests) in self.skip_reasons.items()
             },
             "quality_records": self.quality_records,
+            "cache": dict(self.cache),
             "quality": {
                 scope: {k: g.to_dict() for k, g in groups.items()}
                 for scope, groups in self.quality.items()
@@ -358,6 +362,7 @@ def summarise(lines: Iterable[str]) -> LogStats:
         rules=dict(Counter(r["rule"] or NO_RULE for r in records).most_common()),
         quality_records=len(quality),
         quality=group_quality(records, quality),
+        cache=cache_summary(records),
     )
 
 
@@ -392,6 +397,8 @@ _FIELDS = {
     "cost_usd": _NUMBER,
     "tier": _TEXT,
     "default_cost_usd": _NUMBER,
+    "cache": _TEXT,
+    "cache_saved_usd": _NUMBER,
 }
 _LARGEST = 1e300
 """Larger numbers are refused: sums and percentiles of them would not stay finite."""
