@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _bench import ROOT, cached_vectors, machine, machine_markdown, require_data, save
 
+from _bench import ROOT, cached_vectors, machine, machine_markdown, require_data, save
 from semroute.dispatch.cache import CachedAnswer, LocalCacheStore
 
 THRESHOLDS = (0.90, 0.93, 0.95, 0.97, 0.98, 0.99)
