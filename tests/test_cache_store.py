@@ -3,6 +3,9 @@ and in a real redis-server (shared by two stores as by two replicas; an outage m
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import redis as redis_py
@@ -11,6 +14,8 @@ from semroute.config.cache import CacheConfig, CacheOverrideSpec, CacheSpec
 from semroute.dispatch.cache import CachedAnswer, LocalCacheStore, bucket_of
 from semroute.dispatch.cache_redis import RedisCacheStore
 from semroute.dispatch.redis_link import RedisLink
+from semroute.testing import FakeProvider
+from tests.provider_kit import build
 from tests.redis_kit import RedisServer
 
 
@@ -132,3 +137,32 @@ def test_while_redis_is_away_the_cache_misses(redis_server: RedisServer) -> None
         store.add("b", unit(1, 0, 0), answer("y"), 60)  # dropped, no error
     finally:
         redis_server.start()
+
+
+def test_routing_keeps_the_embedding_it_made_so_the_cache_embeds_nothing(
+    tmp_path: Path,
+) -> None:
+    with FakeProvider() as provider:
+        router, _ = build(tmp_path, provider)
+    inner = router.encoder
+    calls: list[list[str]] = []
+
+    class Counting:
+        info = inner.info
+
+        def encode(self, texts: list[str]) -> Any:
+            calls.append(list(texts))
+            return inner.encode(texts)
+
+    router.encoder = Counting()  # type: ignore[assignment]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "will it rain today"},
+    ]
+    decision = router.route(messages, request={"messages": messages})
+    assert calls == [["will it rain today"]]  # one encode, of the last user turn
+    expected = inner.encode(["will it rain today"]).vectors[0]
+    assert np.allclose(decision.vector, expected)
+    single = router.route("hello there")  # a plain string keeps its vector too
+    assert np.allclose(single.vector, inner.encode(["hello there"]).vectors[0])
+    assert "vector" not in decision.to_dict()
