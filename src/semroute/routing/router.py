@@ -205,8 +205,7 @@ class Router:
         conf, best, truncated, hard, vector = (
             self._scored(text) if self._scored else self._score_one(text)
         )
-        decision = self._decision(conf, best, truncated or cut, started)
-        return decision.evolve(vector=vector), hard
+        return self._decision(conf, best, truncated or cut, started, vector=vector), hard
 
     def cache_info(self) -> functools._CacheInfo | None:
         """Hits, misses and size of the query cache (None when it is off)."""
@@ -258,21 +257,20 @@ class Router:
             started = time.perf_counter()
             s = self._score_prepared(chunk, keep_vectors=keep_vectors)
             share = (time.perf_counter() - started) * 1000 / len(chunk)
-            decisions = [
+            vectors = s.vectors
+            out.extend(
                 self._empty(started, share)
                 if s.empty[i]
                 else self._decision(
-                    s.confidence[i], s.best[i], bool(s.truncated[i]), started, share
+                    s.confidence[i],
+                    s.best[i],
+                    bool(s.truncated[i]),
+                    started,
+                    share,
+                    vector=None if vectors is None else vectors[i],
                 )
                 for i in range(len(chunk))
-            ]
-            if s.vectors is not None:
-                vectors = s.vectors
-                decisions = [
-                    d if d.reason == Reason.EMPTY_QUERY else d.evolve(vector=vectors[i])
-                    for i, d in enumerate(decisions)
-                ]
-            out.extend(decisions)
+            )
         return out
 
     def score(self, queries: Sequence[str]) -> Scores:
@@ -353,9 +351,11 @@ class Router:
         truncated: bool,
         started: float,
         latency_ms: float | None = None,
+        *,
+        vector: npt.NDArray[np.float32] | None = None,
     ) -> Decision:
         """The decision for one query's confidences; ``latency_ms`` defaults to the time since
-        ``started``."""
+        ``started``; ``vector``: the query's embedding, kept in the decision."""
         choice, reason, margin, order = decide(conf, self._thresholds, self.min_margin)
         routes = self.index.routes
         utterances = self.index.utterances
@@ -381,7 +381,7 @@ class Router:
             scores=explain,  # type: ignore[arg-type]  # built on first access
             latency_ms=_elapsed_ms(started) if latency_ms is None else latency_ms,
             truncated=truncated,
-        )
+        ).with_vector(vector)
 
     @functools.cached_property
     def conversation(self) -> ConversationSettings:
