@@ -51,7 +51,8 @@ def run(
     order: list[int],
     similarity: float,
 ) -> dict[str, Any]:
-    store = LocalCacheStore(len(order) + 1, clock=lambda: 0.0)
+    n = len(order) + 1
+    store = LocalCacheStore(n, max_per_bucket=n, clock=lambda: 0.0)  # nothing dropped
     hits = false_hits = 0
     for i in order:
         hit = store.find(buckets[i], vectors[i], similarity)

@@ -62,6 +62,19 @@ def test_entries_expire_and_the_least_recently_used_go_first() -> None:
     assert store.find("b", unit(1, 0, 0), 0.5) is None  # past its time
 
 
+def test_a_bucket_keeps_at_most_max_per_bucket_its_least_recently_used_out() -> None:
+    store = LocalCacheStore(100, max_per_bucket=2)
+    store.add("b", unit(1, 0, 0), answer("x"), 60)
+    store.add("b", unit(0, 1, 0), answer("y"), 60)
+    store.add("other", unit(0, 0, 1), answer("o"), 60)
+    assert store.find("b", unit(1, 0, 0), 0.99) is not None  # x used: y is now the oldest
+    store.add("b", unit(0, 0, 1), answer("z"), 60)
+    assert store.find("b", unit(0, 1, 0), 0.5) is None
+    assert store.find("b", unit(1, 0, 0), 0.99) is not None
+    assert store.find("other", unit(0, 0, 1), 0.99) is not None
+    assert len(store) == 3
+
+
 def test_the_bucket_holds_what_must_be_equal() -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
     base = bucket_of("key:a", "enc", "r", ("m",), messages, {"temperature": 0})

@@ -41,6 +41,7 @@ __all__ = [
     "SemanticCache",
     "Ticket",
     "bucket_of",
+    "per_bucket",
 ]
 
 UNSCOPED = "local"
@@ -102,6 +103,8 @@ class _Bucket:
         self.ids: list[int] = []
         self.answers: list[CachedAnswer] = []
         self.expires: list[float] = []
+        self.order: OrderedDict[int, None] = OrderedDict()
+        """Its entries, least recently used first."""
 
     def add(self, entry: int, vector: Any, answer: CachedAnswer, expires: float) -> None:
         n = len(self.ids)
@@ -111,9 +114,11 @@ class _Bucket:
         self.ids.append(entry)
         self.answers.append(answer)
         self.expires.append(expires)
+        self.order[entry] = None
 
     def remove(self, entry: int) -> None:
         """Drop ``entry``: the last row takes its place."""
+        del self.order[entry]
         i = self.ids.index(entry)
         last = len(self.ids) - 1
         self.vectors[i] = self.vectors[last]
@@ -135,12 +140,29 @@ class _Bucket:
         return (i, float(sims[i])) if np.isfinite(sims[i]) else None
 
 
-class LocalCacheStore:
-    """Answers kept in this process: at most ``max_entries`` in all, the least recently used
-    (added or returned) dropped first, and each dropped once its time is up. Thread-safe."""
+MIN_PER_BUCKET = 64
 
-    def __init__(self, max_entries: int, *, clock: Callable[[], float] = time.time) -> None:
+
+def per_bucket(max_entries: int) -> int:
+    """How many answers one bucket keeps for ``router.cache.max_entries``: a bound on the
+    vectors one lookup compares."""
+    return max(MIN_PER_BUCKET, max_entries // 100)
+
+
+class LocalCacheStore:
+    """Answers kept in this process: at most ``max_entries`` in all and ``max_per_bucket`` in
+    a bucket (default :func:`per_bucket`), the least recently used (added or returned) dropped
+    first, and each dropped once its time is up. Thread-safe."""
+
+    def __init__(
+        self,
+        max_entries: int,
+        *,
+        max_per_bucket: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.max_entries = max_entries
+        self.max_per_bucket = max_per_bucket or per_bucket(max_entries)
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._order: OrderedDict[int, str] = OrderedDict()
@@ -160,6 +182,7 @@ class LocalCacheStore:
                 return None
             i, sim = best
             self._order.move_to_end(found.ids[i])
+            found.order.move_to_end(found.ids[i])
             return Hit(found.answers[i], min(sim, 1.0))
 
     def add(self, bucket: str, vector: Any, answer: CachedAnswer, ttl_s: float) -> None:
@@ -170,12 +193,17 @@ class LocalCacheStore:
             entry, self._next = self._next, self._next + 1
             found.add(entry, vector, answer, self._clock() + ttl_s)
             self._order[entry] = bucket
+            if len(found.ids) > self.max_per_bucket:  # its least recently used goes
+                self._drop(next(iter(found.order)))
             while len(self._order) > self.max_entries:
-                old, where = self._order.popitem(last=False)
-                holder = self._buckets[where]
-                holder.remove(old)
-                if not holder.ids:
-                    del self._buckets[where]
+                self._drop(next(iter(self._order)))
+
+    def _drop(self, entry: int) -> None:
+        where = self._order.pop(entry)
+        holder = self._buckets[where]
+        holder.remove(entry)
+        if not holder.ids:
+            del self._buckets[where]
 
 
 @dataclass(frozen=True)

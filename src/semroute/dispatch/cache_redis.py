@@ -23,19 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from semroute.dispatch.cache import CachedAnswer, Hit
+from semroute.dispatch.cache import MIN_PER_BUCKET, CachedAnswer, Hit, per_bucket
 from semroute.dispatch.redis_link import RedisLink
 
 __all__ = ["RedisCacheStore", "per_bucket"]
 
 SEPARATOR = b"\n"
 """Between an item's JSON (which holds no raw newline) and its vector's bytes."""
-MIN_PER_BUCKET = 64
-
-
-def per_bucket(max_entries: int) -> int:
-    """How many answers a bucket keeps in Redis for ``router.cache.max_entries``."""
-    return max(MIN_PER_BUCKET, max_entries // 100)
 
 
 class RedisCacheStore:
