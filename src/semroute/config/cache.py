@@ -83,8 +83,8 @@ class CacheSpec(CacheOverrideSpec):
         ge=1,
         le=10_000_000,
         strict=True,
-        description="Answers kept in each process (least recently used out first); with "
-        "Redis, at most max_entries/100 (at least 64) per bucket of alike requests.",
+        description="Answers kept in each process (least recently used out first), and "
+        "max_entries/100 (at least 64) per bucket of alike requests (in Redis too).",
     )
 
 
