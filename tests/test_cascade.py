@@ -11,8 +11,8 @@ import pytest
 from semroute import RouteConfigError
 from semroute.config.routes import parse_routes
 from semroute.testing import FakeProvider
-from tests.provider_kit import run
-from tests.quality_kit import EXTRACT, build, lines, spec
+from tests.provider_kit import PRICED, run
+from tests.quality_kit import CHEAP, EXTRACT, build, lines, spec
 
 pytestmark = pytest.mark.usefixtures("provider_key")
 
@@ -28,6 +28,14 @@ def cascade(provider: FakeProvider, folder: Path, accept: dict[str, Any], **extr
 
 def models_called(provider: FakeProvider) -> list[str]:
     return [r.model for r in provider.requests]
+
+
+def billed(body: dict[str, Any], answer: str, price: dict[str, float]) -> float:
+    """What answering ``body`` with ``answer`` costs: the FakeProvider's usage (the words of the
+    messages, the words of the answer) times ``price``."""
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+    completion = len(answer.split())
+    return prompt * price["input_cost_per_token"] + completion * price["output_cost_per_token"]
 
 
 @pytest.mark.parametrize(
@@ -123,11 +131,20 @@ def test_the_judge_decides(tmp_path: Path, provider: FakeProvider, said: str, mo
     judge_request = next(r for r in provider.requests if r.model == "judge")
     prompt = judge_request.body["messages"][-1]["content"]
     assert EXTRACT in prompt and "Hello from cheap." in prompt
-    # The judge's call is paid for too: it is in the cheap step's cost.
-    cheap_step = result.cascade[0]
-    assert cheap_step.cost_usd is not None and cheap_step.usage is not None
-    answer_cost = cheap_step.usage.prompt_tokens * 1e-7 + cheap_step.usage.completion_tokens * 2e-7
-    assert cheap_step.cost_usd > answer_cost
+    # The judge's call is paid for too: the cheap step costs the cheap answer and the verdict,
+    # each its tokens (as the FakeProvider counts them: words) times its model's price.
+    cheap_request = next(r for r in provider.requests if r.model == "cheap")
+    answer_cost = billed(cheap_request.body, "Hello from cheap.", CHEAP)
+    judge_cost = billed(judge_request.body, said, PRICED)
+    assert judge_cost > answer_cost  # the judge's long prompt at ten times the price
+    assert result.cascade[0].cost_usd == pytest.approx(answer_cost + judge_cost, rel=1e-9)
+    if model == "strong":  # rejected: the strong answer is paid for as well
+        strong_request = next(r for r in provider.requests if r.model == "strong")
+        strong_cost = billed(strong_request.body, "Hello from strong.", PRICED)
+        assert result.cascade[1].cost_usd == pytest.approx(strong_cost, rel=1e-9)
+    assert result.cost_usd == pytest.approx(sum(s.cost_usd or 0.0 for s in result.cascade))
+    (line,) = lines(tmp_path)
+    assert line["cost_usd"] == pytest.approx(result.cost_usd)
 
 
 def test_the_judge_is_asked_only_when_the_cheaper_checks_pass(

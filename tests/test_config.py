@@ -172,7 +172,10 @@ def _assert_cli_error(result: Result) -> str:
     assert "Traceback" not in result.output
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
+    # `validate` lists every problem, one line each, then how many there were.
+    if len(lines) > 1:
+        assert all(x.startswith("error: ") for x in lines[:-1]), result.stderr
+        assert lines[-1].endswith(f" problems in {lines[-1].rsplit(' in ', 1)[1]}")
     assert lines[0].startswith("error: "), result.stderr
     return lines[0]
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import semroute
-from semroute import Dispatcher, DispatchError, Reason, Router, UnknownPriceWarning
+from semroute import Dispatcher, DispatchError, Reason, UnknownPriceWarning
 from semroute.testing import FakeProvider
 from tests.provider_kit import KEY, KEY_ENV, build, deployment, log_lines, run
 
@@ -374,20 +374,6 @@ def test_synchronous_calls_of_every_dispatcher_share_one_loop_thread(
     second = Dispatcher.for_index(router.index)
     second.complete("will it rain today", router=router)
     assert loop_threads() == 1
-
-
-def test_router_complete_still_works_with_a_deprecation_warning(
-    tmp_path: Path, provider: FakeProvider
-) -> None:
-    build(tmp_path, provider)
-    router = Router.load(tmp_path / "index")
-    with pytest.warns(DeprecationWarning, match="Dispatcher.for_index"):
-        result = router.complete("will it rain today")
-    assert (result.decision.route, result.model) == ("weather", "weather-model")
-    with pytest.warns(DeprecationWarning, match="semroute.acomplete"):
-        result = run(router.acomplete("hello there"))
-    assert result.model == "frontier"
-    assert len(log_lines(tmp_path)) == 2
 
 
 def test_dispatchers_that_are_gone_leave_litellm_room_for_cooldowns(

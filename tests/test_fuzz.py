@@ -376,7 +376,7 @@ def check_route_folder(folder: Path, out: Path) -> None:
     loaded = attempt(load_routes, folder)
     with time_bound():
         result = CliRunner().invoke(main, ["validate", str(folder)])
-    check_cli(result)
+    check_cli(result, each_problem=True)
     if loaded.error is not None:
         return
     built = attempt(build_index, folder, out, encoder=FakeEncoder())

@@ -29,8 +29,9 @@ SAY_HELLO = [{"role": "user", "content": "hello there"}]
 KEYS = {
     "keys": [
         "os.environ/APP_KEY",
-        # Each answer costs $0.000008 at the test prices: the first one spends the budget.
-        {"key": "os.environ/FREE_KEY", "user_tier": "free", "budget_usd_per_day": 0.000001},
+        # Each answer costs $0.000008 at the test prices (2 prompt tokens at $1 per million, 3
+        # completion tokens at $2): the budget is 2.5 answers' worth, so the fourth is refused.
+        {"key": "os.environ/FREE_KEY", "user_tier": "free", "budget_usd_per_day": 0.00002},
     ]
 }
 RULES = [{"name": "free-users", "when": {"user_tier": "free"}, "model": "last-resort"}]
@@ -84,14 +85,16 @@ def test_a_keys_tier_cannot_be_raised_by_a_header(keyed: Served, tmp_path: Path)
 
 
 def test_a_key_over_its_daily_budget_is_402(keyed: Served, provider: FakeProvider) -> None:
-    assert ask(keyed, FREE_KEY).parse().choices[0].message.content == "Hello from last-resort."
+    for _ in range(3):  # spent $0, $0.000008, $0.000016: under the budget
+        assert ask(keyed, FREE_KEY).parse().choices[0].message.content == "Hello from last-resort."
     with pytest.raises(openai.APIStatusError) as caught:
         ask(keyed, FREE_KEY)
     assert caught.value.status_code == 402
     error: dict[str, Any] = caught.value.body  # type: ignore[assignment]
     assert error["code"] == "over_daily_budget"
     assert "FREE_KEY" in error["message"] and FREE_KEY not in error["message"]
-    assert provider.hits("last-resort") == 1
+    assert "has spent $2.4e-05 today, its daily budget is $2e-05" in error["message"]
+    assert provider.hits("last-resort") == 3
     assert ask(keyed, APP_KEY).parse().choices  # a key without a budget is not limited
 
 

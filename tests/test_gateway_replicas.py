@@ -25,6 +25,7 @@ from tests.redis_kit import RedisServer, running_redis
 
 APP_KEY = "sk-semroute-replicas-app-5d1e7c"
 SMALL_KEY = "sk-semroute-replicas-small-92ab4f"
+SHARED_KEY = "sk-semroute-replicas-shared-7c3e1a"
 RACE_KEY = "sk-semroute-replicas-race-0b6f13"
 # "hello there" is answered by frontier with "Hello from frontier.": 2 prompt tokens at $1/M and
 # 3 completion tokens at $2/M.
@@ -34,6 +35,8 @@ SERVER = {
         "os.environ/REPLICA_APP_KEY",
         # Every answer costs more than this: one request spends the whole day's budget.
         {"key": "os.environ/REPLICA_SMALL_KEY", "budget_usd_per_day": 1e-9},
+        # One and a half answers: the second is let in (1 spent), the third is not (2 spent).
+        {"key": "os.environ/REPLICA_SHARED_KEY", "budget_usd_per_day": 1.5 * HELLO_COST},
         {"key": "os.environ/REPLICA_RACE_KEY", "budget_usd_per_day": 2.5 * HELLO_COST},
     ],
     "redis_url": "os.environ/REPLICA_REDIS_URL",
@@ -60,6 +63,7 @@ def start(stack: ExitStack, index: Path, redis: RedisServer) -> str:
         KEY_ENV: KEY,
         "REPLICA_APP_KEY": APP_KEY,
         "REPLICA_SMALL_KEY": SMALL_KEY,
+        "REPLICA_SHARED_KEY": SHARED_KEY,
         "REPLICA_RACE_KEY": RACE_KEY,
         "REPLICA_REDIS_URL": redis.url,
     }
@@ -106,13 +110,15 @@ def test_a_circuit_opened_through_one_replica_is_skipped_by_the_other(
 def test_a_keys_daily_budget_is_shared_by_the_replicas(replicas: Replicas) -> None:
     provider = replicas.provider
     # The greeting route (frontier): untouched by the other tests' failing model.
-    assert ask(replicas.a, SMALL_KEY, "hello there").headers["x-semroute-model"] == "frontier"
+    for url in (replicas.a, replicas.b):  # 1 spent through A, then 2 in all through B
+        assert ask(url, SHARED_KEY, "hello there").headers["x-semroute-model"] == "frontier"
     answered = len(provider.requests)
     with pytest.raises(openai.APIStatusError) as refused:
-        ask(replicas.b, SMALL_KEY, "hello there")  # B has served this key nothing: A spent it
+        ask(replicas.b, SHARED_KEY, "hello there")  # B alone has spent 1 of 1.5: A spent the rest
     assert refused.value.status_code == 402
     error = refused.value.response.json()["error"]
-    assert error["code"] == "over_daily_budget" and SMALL_KEY not in error["message"]
+    assert error["code"] == "over_daily_budget" and SHARED_KEY not in error["message"]
+    assert f"${2 * HELLO_COST:.2g}" in error["message"]
     assert len(provider.requests) == answered  # refused before any model was called
     assert ask(replicas.b, APP_KEY, "hello there").headers["x-semroute-model"] == "frontier"
 

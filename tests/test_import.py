@@ -3,11 +3,13 @@ validates, builds and routes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -164,8 +166,8 @@ EXPECTED_ROUTES = [
         ],
         "description": "Questions about politics and politicians",
         "model": "gpt-4o-mini",
-        "threshold": 0.82,
-        "metadata": {"team": "policy", "priority": 2},
+        # A cosine on text-embedding-3-small means nothing on semroute's encoder: kept aside.
+        "metadata": {"team": "policy", "priority": 2, "semantic_router_threshold": 0.82},
     },
     {
         # The spacing variant and politics' utterance are dropped; no threshold, no metadata.
@@ -193,9 +195,11 @@ def test_import_semantic_router_config(source: str, tmp_path: Path) -> None:
     politics, chitchat, support = routes.routes
     assert (politics.model, politics.threshold, dict(politics.metadata)) == (
         "gpt-4o-mini",
-        0.82,
-        {"team": "policy", "priority": 2},
+        None,
+        {"team": "policy", "priority": 2, "semantic_router_threshold": 0.82},
     )
+    assert report.notes and "thresholds not copied (politics 0.82)" in report.notes[0]
+    assert "'text-embedding-3-small'" in report.notes[0]
     assert (chitchat.model, chitchat.threshold, chitchat.description) == (
         "claude-3-haiku",
         None,
@@ -224,13 +228,13 @@ def test_import_semantic_router_config_from_the_command_line(tmp_path: Path) -> 
         ("not_yaml.yaml", "cannot read it as a router config"),
         ("labelled_rows.json", "pass a .jsonl file of labelled rows"),
         ("no_routes.json", 'a "routes" list'),
-        ("not_a_mapping.json", 'a "routes" list'),
+        ("not_a_mapping.json", 'routes[0] has no "name"'),  # read as a bare list of routes
         ("routes_not_a_list.json", 'a "routes" list'),
         ("route_without_name.json", 'routes[1] has no "name"'),
         ("utterances_not_strings.json", "routes[0].utterances must be a list of strings"),
         ("utterances_a_string.json", "routes[0].utterances must be a list of strings"),
         ("utterances_missing.json", "routes[0].utterances must be a list of strings"),
-        ("threshold_above_one.json", "would not make a valid route file"),
+        ("threshold_above_one.json", "routes[0].score_threshold should be a number from 0 to 1"),
     ],
 )
 def test_bad_router_configs_are_one_line_errors_naming_the_file(
@@ -266,3 +270,99 @@ def test_bad_input_on_the_command_line_is_one_red_line(tmp_path: Path) -> None:
 def test_missing_source_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = run("import", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x.yaml"))
     assert code == 2 and "does not exist" in err
+
+
+# --- semantic-router's thresholds ---------------------------------------------------------------
+
+ROUTES_ON_MINILM = {
+    "weather": ["how's the weather today?", "will it rain tomorrow?", "is it going to snow?"],
+    "politics": ["who should I vote for in the election?", "what do you think of the president?"],
+    "cooking": ["how long should I boil an egg?", "give me a recipe for lasagna"],
+    "travel": ["find me a cheap flight to Rome", "do I need a visa for Canada?"],
+    "fitness": ["give me a workout plan for beginners", "how do I train for a marathon?"],
+    "finance": ["how should I invest my savings?", "explain index funds to me"],
+}
+# Near paraphrases of the examples, and queries close to none of them. Under the default hybrid
+# scorer with the thresholds copied as they are, the first two went to the default model and the
+# third to `weather`: semantic-router decides otherwise on each.
+QUERIES = [
+    "a beginner's workout plan",
+    "how should I invest my money?",
+    "is rain expected today?",
+    "will it snow tomorrow?",
+    "who should I vote for?",
+    "how long to boil an egg?",
+    "what's your take on the president?",
+    "give me a recipe for pasta",
+    "write a haiku about autumn",
+]
+
+
+def _semantic_router_config(tmp_path: Path, encoder: str | None, as_list: bool = False) -> Path:
+    routes = [
+        {"name": name, "utterances": texts, "score_threshold": 0.82}
+        for name, texts in ROUTES_ON_MINILM.items()
+    ]
+    data: object = routes
+    if not as_list:
+        data = {"encoder_type": "huggingface", "encoder_name": encoder, "routes": routes}
+    source = tmp_path / "router.json"
+    source.write_text(json.dumps(data), encoding="utf-8")
+    return source
+
+
+def test_thresholds_on_semroutes_encoder_keep_semantic_routers_decisions(
+    model_cache: Path, tmp_path: Path
+) -> None:
+    """semantic-router routes a query when its cosine similarity to the top route's closest
+    example is over that route's threshold. On the same encoder, the imported router (scorer
+    `nearest`) routes the same queries to the same routes, and no others."""
+    source = _semantic_router_config(tmp_path, "sentence-transformers/all-MiniLM-L6-v2")
+    out = tmp_path / "routes" / "imported.yaml"
+    report = import_file(source, out, default_model="big")
+    assert "thresholds kept" in report.notes[0] and "router.scorer: nearest" in report.notes[0]
+    routes = load_routes(out)
+    assert routes.settings.scorer == "nearest"
+    assert {r.threshold for r in routes.routes} == {0.82}
+    build_index(out.parent, tmp_path / "idx")
+    router = Router.load(tmp_path / "idx")
+    names = list(ROUTES_ON_MINILM)
+    examples = [(name, text) for name in names for text in ROUTES_ON_MINILM[name]]
+    vectors = router.encoder.encode([text for _, text in examples]).vectors
+    expected = []
+    for query in QUERIES:
+        sims = vectors @ router.encoder.encode([query]).vectors[0]
+        best = int(np.argmax(sims))
+        expected.append(examples[best][0] if sims[best] > 0.82 else None)
+    got = [router.route(query).route for query in QUERIES]
+    assert got == expected
+    assert got[:4] == ["fitness", "finance", None, "weather"]
+    assert got[-1] is None
+
+
+def test_thresholds_are_not_copied_without_a_router_block_to_set_the_scorer(
+    tmp_path: Path,
+) -> None:
+    source = _semantic_router_config(tmp_path, "sentence-transformers/all-MiniLM-L6-v2")
+    out = tmp_path / "imported.yaml"
+    code, _, err = run("import", str(source), "--out", str(out))
+    assert code == 0
+    assert "warning: thresholds not copied (weather 0.82" in err
+    assert "pass --default-model" in err
+    data = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert "router" not in data
+    assert all("threshold" not in r for r in data["routes"])
+    assert data["routes"][0]["metadata"] == {"semantic_router_threshold": 0.82}
+
+
+def test_semantic_routers_bare_list_of_routes_is_imported(tmp_path: Path) -> None:
+    source = _semantic_router_config(tmp_path, None, as_list=True)
+    out = tmp_path / "imported.yaml"
+    report = import_file(source, out, default_model="big")
+    assert (report.routes, report.utterances) == (6, 13)
+    # A list does not say which encoder made its thresholds: they are not trusted.
+    assert "does not name its encoder" in report.notes[0]
+    assert load_routes(out).settings.scorer == "hybrid"
+    yaml_source = tmp_path / "router.yaml"
+    yaml_source.write_text(yaml.safe_dump(json.loads(source.read_text())), encoding="utf-8")
+    assert import_file(yaml_source, tmp_path / "y.yaml").routes == 6

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -64,17 +65,10 @@ def test_router_and_dispatcher_are_exported_and_router_load_keeps_the_subclass(
     assert dispatcher.default_model == router.default_model
 
 
-def test_the_old_fake_provider_module_still_imports_with_a_deprecation_warning() -> None:
-    code = (
-        "import warnings; warnings.simplefilter('error'); "
-        "from semroute.fake_provider import FakeProvider"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 1 and "DeprecationWarning" in out.stderr
-    assert "from semroute.testing import FakeProvider" in out.stderr
-    code = (
-        "import warnings; warnings.simplefilter('ignore'); "
-        "from semroute.fake_provider import FakeProvider; "
-        "from semroute.testing import FakeProvider as New; assert FakeProvider is New"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_the_removed_shims_are_gone() -> None:
+    import semroute
+
+    assert not hasattr(semroute.Router, "complete")
+    assert not hasattr(semroute.Router, "acomplete")
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("semroute.fake_provider")

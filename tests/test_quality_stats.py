@@ -77,8 +77,9 @@ def test_stats_show_cost_saving_escalations_and_verdicts(
     assert data["quality"]["rules"]["budget-users"]["shadow"]["judged"] == 1
 
     human = _stats(log).stdout
-    assert "cost and quality per route" in human and "cost and quality per tier" in human
-    assert "1 / 0 / 1" in human and "1 of 2" in human
+    assert "cost per route" in human and "cost per tier" in human
+    assert "cascades and shadow evaluation per route" in human
+    assert "1/0/1" in human and "1 of 2" in human
 
 
 def test_quality_records_are_not_requests() -> None:

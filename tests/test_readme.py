@@ -81,8 +81,6 @@ def test_layout_lists_every_module() -> None:
     named = set(re.findall(r"`(\w+(?:/|\.py))`", layout))
     modules = {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     modules |= {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
-    # Only there so that an old import path keeps working for a while.
-    modules -= {"fake_provider.py"}
     assert modules <= named, sorted(modules - named)
     for name in named:
         assert list(PACKAGE.rglob(name.rstrip("/"))), f"README names {name}, which is not in src/"

@@ -13,10 +13,18 @@ import pytest
 
 from semroute.dispatch.shadow import sampled
 from semroute.testing import FakeProvider
-from tests.provider_kit import run
+from tests.provider_kit import PRICED, run
 from tests.quality_kit import CHAT, EXTRACT, build, lines, spec, wait_for
 
 pytestmark = pytest.mark.usefixtures("provider_key")
+
+
+def billed(body: dict[str, Any], answer: str) -> float:
+    """What answering ``body`` with ``answer`` costs at the test prices ($1 and $2 per million
+    tokens), the tokens counted as the FakeProvider counts them: words."""
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+    completion = len(answer.split())
+    return prompt * PRICED["input_cost_per_token"] + completion * PRICED["output_cost_per_token"]
 
 
 def shadowed(provider: FakeProvider, folder: Path, sample: float = 1.0, **shadow: Any) -> Any:
@@ -32,12 +40,13 @@ def test_the_answer_returns_before_the_reference_model_answers(
     provider.script("judge", ["A", "B"])
     router, dispatcher = shadowed(provider, tmp_path)
     result = dispatcher.complete(CHAT, router=router)
-    # The answer is here while the reference model has not answered: it cannot answer before
-    # the gate opens.
+    # The answer is here while its shadow job is still waiting for the reference model (held
+    # back until the gate opens below): the job is in flight and has written nothing yet.
     assert result.text == "Hello from frontier."
-    assert not gate.is_set()
+    assert not dispatcher.wait_for_shadows(timeout=0.2)
     assert lines(tmp_path, "quality") == []
     wait_for(lambda: provider.hits("reference") == 1, "the shadow request to arrive")
+    assert not dispatcher.wait_for_shadows(timeout=0)
     assert len(lines(tmp_path)) == 1  # the request's own line is already written
     gate.set()
     assert dispatcher.wait_for_shadows(timeout=20)
@@ -50,9 +59,19 @@ def test_the_answer_returns_before_the_reference_model_answers(
         "reference",
         "judge",
     )
+    # Each call's cost is its tokens (the FakeProvider's usage: words) times the price.
+    reference = next(r for r in provider.requests if r.model == "reference")
+    judged = [r for r in provider.requests if r.model == "judge"]
+    assert record["reference_cost_usd"] == pytest.approx(
+        billed(reference.body, "the reference answer"), rel=1e-9
+    )
+    assert record["judge_cost_usd"] == pytest.approx(
+        billed(judged[0].body, "A") + billed(judged[1].body, "B"), rel=1e-9
+    )
     assert record["cost_usd"] == pytest.approx(
         record["reference_cost_usd"] + record["judge_cost_usd"]
     )
+    assert dispatcher.shadow.spent_today() == pytest.approx(record["cost_usd"])
     # The decision log still holds one decision line per request.
     assert len(lines(tmp_path)) == 1
 
@@ -226,8 +245,9 @@ def test_an_async_request_is_shadowed_off_the_callers_loop(
 
     async def main() -> Any:
         result = await dispatcher.acomplete(CHAT, router=router)
-        # Answered on this loop while the reference model is still held back.
-        assert lines(tmp_path, "quality") == [] and not gate.is_set()
+        # Answered on this loop while the shadow job still waits for the reference model.
+        assert lines(tmp_path, "quality") == []
+        assert not await asyncio.to_thread(dispatcher.wait_for_shadows, 0.2)
         gate.set()
         assert await asyncio.to_thread(dispatcher.wait_for_shadows, 20)
         return result
@@ -264,3 +284,56 @@ def test_a_shadow_model_without_a_price_is_a_warning() -> None:
     }
     (warning,) = parse_routes(data, source="routes.yaml").warnings
     assert "'house-model' has no known price" in warning and "cost cap" in warning
+
+
+# --- through the gateway -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_gateway_answers_without_waiting_for_the_shadow(
+    tmp_path: Path, provider: FakeProvider, stream: bool
+) -> None:
+    import time
+
+    import openai
+
+    from tests.gateway_kit import Served
+
+    provider.answer("reference", "the reference answer", delay=3.0)
+    provider.answer("judge", "TIE")
+    shadow = {"sample": 1.0, "reference": "reference", "judge": "judge"}
+    # `extract` is never shadowed: a request there warms the gateway up first.
+    data = spec(provider, tmp_path, router={"shadow": shadow}, extract={"shadow": {"sample": 0.0}})
+    build(tmp_path, data)
+    with (
+        Served(tmp_path / "index") as served,
+        openai.OpenAI(base_url=served.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": EXTRACT}]
+        )
+        started = time.monotonic()
+        if stream:
+            chunks = client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": CHAT}], stream=True
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks)
+        else:
+            answer = client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": CHAT}]
+            )
+            text = answer.choices[0].message.content or ""
+        elapsed = time.monotonic() - started
+        # The reference model takes 3 s to answer; the client has its whole answer long before.
+        assert text == "Hello from frontier."
+        assert elapsed < 1.5, f"the answer took {elapsed:.2f} s"
+        assert lines(tmp_path, "quality") == []
+        wait_for(lambda: len(lines(tmp_path, "quality")) == 1, "the quality record")
+    (record,) = lines(tmp_path, "quality")
+    (_, line) = lines(tmp_path)
+    assert (record["request_id"], record["status"], record["verdict"]) == (
+        line["request_id"],
+        "judged",
+        "tie",
+    )
+    assert provider.hits("reference") == 1

@@ -29,6 +29,7 @@ from semroute.errors import (
     DispatchError,
     EncoderError,
     EncoderMismatchError,
+    FeedbackError,
     IndexLoadError,
     IndexNotFoundError,
     InvalidQueryError,
@@ -39,7 +40,7 @@ from semroute.errors import (
 )
 
 if TYPE_CHECKING:
-    from semroute.api import Router, acomplete, complete, route
+    from semroute.api import Router, acomplete, complete, feedback, route
     from semroute.config.pricing import UnknownPriceWarning
     from semroute.config.routes import Route, RouterSettings, RouteSet, load_routes
     from semroute.dispatch.dispatcher import Dispatcher
@@ -66,6 +67,7 @@ __all__ = [
     "Dispatcher",
     "EncoderError",
     "EncoderMismatchError",
+    "FeedbackError",
     "IndexLoadError",
     "IndexNotFoundError",
     "InvalidQueryError",
@@ -85,6 +87,7 @@ __all__ = [
     "acomplete",
     "build_index",
     "complete",
+    "feedback",
     "load_routes",
     "route",
 ]
@@ -100,6 +103,7 @@ _LAZY = {
     "route": "semroute.api",
     "complete": "semroute.api",
     "acomplete": "semroute.api",
+    "feedback": "semroute.api",
     "Dispatcher": "semroute.dispatch.dispatcher",
     "AsyncDispatchStream": "semroute.dispatch.streaming",
     "Attempt": "semroute.records",

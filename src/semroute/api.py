@@ -1,22 +1,24 @@
-"""The module-level API: ``semroute.route``, ``complete`` and ``acomplete``.
+"""The module-level API: ``semroute.route``, ``complete``, ``acomplete`` and ``feedback``.
 
 They use one :class:`Router` and one :class:`~semroute.dispatch.dispatcher.Dispatcher` per index
 (``$SEMROUTE_INDEX``, else ``indexes/default``), loaded on first use and kept for the life of the
-process: this module owns them. :class:`Router` here is the one ``semroute`` exports: the routing
-router plus the deprecated ``complete`` / ``acomplete`` methods.
+process: this module owns them. A router routes; a dispatcher sends (``Router.complete`` and
+``Router.acomplete`` are gone: use :func:`complete`, or
+``Dispatcher.for_index(router.index).complete(messages, router=router)``).
 """
 
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from semroute.dispatch.dispatcher import Dispatcher
-from semroute.routing import router as routing
-from semroute.routing.router import default_index_path
+from semroute.dispatch.feedback import UNSET, check_feedback, feedback_entry
+from semroute.dispatch.log import DecisionLogs
+from semroute.errors import FeedbackError
+from semroute.routing.router import Router, default_index_path
 
 if TYPE_CHECKING:
     from semroute.decision import Decision
@@ -30,65 +32,9 @@ __all__ = [
     "complete",
     "default_dispatcher",
     "default_router",
+    "feedback",
     "route",
 ]
-
-_DEPRECATED = (
-    "Router.{name}() is deprecated; use semroute.{name}(), or "
-    "Dispatcher.for_index(router.index).{name}(messages, router=router)"
-)
-
-
-class Router(routing.Router):
-    """A :class:`semroute.routing.router.Router` that still has ``complete`` and ``acomplete``.
-
-    Both are deprecated: a router routes, a :class:`~semroute.dispatch.dispatcher.Dispatcher`
-    sends. Until they go, each router keeps one dispatcher, made on the first call.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._dispatcher: Dispatcher | None = None
-        self._dispatcher_lock = threading.Lock()
-
-    def _dispatch(self) -> Dispatcher:
-        with self._dispatcher_lock:
-            if self._dispatcher is None:
-                self._dispatcher = Dispatcher.for_index(self.index)
-            return self._dispatcher
-
-    @overload
-    def complete(
-        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
-    ) -> DispatchResult: ...
-    @overload
-    def complete(
-        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
-    ) -> DispatchStream: ...
-    def complete(
-        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
-    ) -> DispatchResult | DispatchStream:
-        """Deprecated: ``Dispatcher.for_index(router.index).complete(messages, router=router)``."""
-        warnings.warn(_DEPRECATED.format(name="complete"), DeprecationWarning, stacklevel=2)
-        dispatcher = self._dispatch()
-        return dispatcher.complete(messages, router=self, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
-
-    @overload
-    async def acomplete(
-        self, messages: str | Sequence[Message], *, stream: Literal[False] = ..., **kwargs: Any
-    ) -> DispatchResult: ...
-    @overload
-    async def acomplete(
-        self, messages: str | Sequence[Message], *, stream: Literal[True], **kwargs: Any
-    ) -> AsyncDispatchStream: ...
-    async def acomplete(
-        self, messages: str | Sequence[Message], *, stream: bool = False, **kwargs: Any
-    ) -> DispatchResult | AsyncDispatchStream:
-        """Deprecated: ``await Dispatcher.for_index(router.index).acomplete(messages, router=router)``."""
-        warnings.warn(_DEPRECATED.format(name="acomplete"), DeprecationWarning, stacklevel=2)
-        dispatcher = self._dispatch()
-        return await dispatcher.acomplete(messages, router=self, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
-
 
 # --- the defaults: one router and one dispatcher per index path, for the process's life -------
 
@@ -104,7 +50,6 @@ def _default() -> tuple[Router, Dispatcher]:
             found = _defaults.get(path)
             if found is None:
                 router = Router.load(path)
-                assert isinstance(router, Router)  # load builds the class it is called on
                 found = _defaults[path] = (router, Dispatcher.for_index(router.index))
     return found
 
@@ -174,3 +119,38 @@ async def acomplete(
     """The asynchronous :func:`complete`."""
     router, dispatcher = _default()
     return await dispatcher.acomplete(messages, router=router, stream=stream, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+_feedback_logs = DecisionLogs()
+
+
+def feedback(
+    request_id: str,
+    *,
+    score: float | str,
+    route: str | None = UNSET,
+    comment: str | None = None,
+) -> None:
+    """Record feedback on the request ``request_id`` (a result's ``request_id``) in the default
+    dispatcher's decision log: ``score`` in [-1, 1], or ``"up"`` / ``"down"``; ``route`` the
+    route that should have answered (None: none of them). Raises
+    :class:`~semroute.errors.FeedbackError` naming a bad field, or when no decision log is kept."""
+    router, dispatcher = _default()
+    request_id, checked, route, comment = check_feedback(
+        request_id,
+        score,
+        route=route,
+        comment=comment,
+        routes=(r.name for r in router.routes),
+    )
+    settings = dispatcher.config.settings
+    log = _feedback_logs.open(settings.log)
+    if log is None:
+        raise FeedbackError(
+            "no decision log is kept; set dispatch.log in the route files or $SEMROUTE_LOG"
+        )
+    log.write(
+        feedback_entry(
+            request_id, checked, route=route, comment=comment, log_content=settings.log_content
+        )
+    )

@@ -26,6 +26,9 @@ class Reason(StrEnum):
     characters only): the default model answers."""
     STICKY = "sticky"
     """A follow-up turn matched no other route confidently: the conversation keeps its route."""
+    SESSION = "session"
+    """The conversation's session (an agent run) stays on the model it is on (see
+    :mod:`semroute.dispatch.sessions`)."""
     PINNED = "pinned"
     """The caller named the model: nothing was routed."""
     RULE = "rule"
@@ -137,6 +140,15 @@ class Decision:
     """The cost ceiling applied (None: no ceiling)."""
     within_cost_limit: bool | None = None
     """Whether ``model``'s estimate fits the ceiling (None: no ceiling, or no estimate)."""
+    challenger: Decision | None = None
+    """A challenger index's decision for the same query (None: no challenger; see
+    :meth:`semroute.routing.router.Router.with_challenger`)."""
+    language_warning: str | None = None
+    """Set when the query is probably not in the language of an English-only encoder, whose
+    confidences then mean little (see :mod:`semroute.routing.language`)."""
+    redact: tuple[str, ...] = ()
+    """The kinds of personal data replaced by placeholders before the request leaves (rules'
+    ``redact:``)."""
 
     def __getstate__(self) -> dict[str, Any]:
         self.scores  # noqa: B018 - pickle the built tuple, never the builder
@@ -192,7 +204,9 @@ class Decision:
             "estimated_cost_usd": _cost(self.estimated_cost_usd),
             "cost_limit_usd": self.cost_limit_usd,
             "within_cost_limit": self.within_cost_limit,
-        }
+            "language_warning": self.language_warning,
+            **({"redact": list(self.redact)} if self.redact else {}),
+        } | ({"challenger": self.challenger.to_dict()} if self.challenger is not None else {})
 
 
 def _cost(usd: float | None) -> float | None:

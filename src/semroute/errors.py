@@ -12,6 +12,8 @@
     ├── DifficultyModelError       a difficulty model folder is missing, damaged or for another
     │                              encoder (path)
     ├── InvalidQueryError          a query is not a string or message list (also a TypeError)
+    ├── FeedbackError              feedback is malformed or cannot be recorded (field; also a
+    │                              ValueError)
     ├── DispatchError              every model of a fallback chain failed, or a stream broke
     │   │                          (attempts: each model tried, its error and latency)
     │   └── RequestRejectedError   a model rejected the request as malformed, or it could not
@@ -47,6 +49,7 @@ __all__ = [
     "DispatchError",
     "EncoderError",
     "EncoderMismatchError",
+    "FeedbackError",
     "IndexLoadError",
     "IndexNotFoundError",
     "InvalidQueryError",
@@ -67,6 +70,9 @@ class SemrouteError(Exception):
 
 class RouteConfigError(SemrouteError):
     """A route file is unreadable or does not describe a valid router."""
+
+    problems: tuple[RouteConfigError, ...] = ()
+    """Every problem found where more than one was looked for (this one is the first)."""
 
     def __init__(
         self,
@@ -152,6 +158,15 @@ class DifficultyModelError(SemrouteError):
 
 class InvalidQueryError(SemrouteError, TypeError):
     """A query or a request argument is of the wrong type (a query must be a string or a message list)."""
+
+
+class FeedbackError(SemrouteError, ValueError):
+    """Feedback names no request, has a score out of range, an unknown route, a comment too
+    long (``field``: the one at fault), or there is no decision log to record it in."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 class DispatchError(SemrouteError):

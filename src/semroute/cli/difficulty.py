@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from semroute.encoders.base import Encoder
+    from semroute.tuning.outcomes import Outcomes
 
 __all__ = ["eval_difficulty_cmd", "train_difficulty_cmd"]
 
@@ -21,7 +22,22 @@ DATA_ARGUMENT = click.argument("data", type=click.Path(path_type=Path, dir_okay=
 
 
 @click.command("train-difficulty")
-@DATA_ARGUMENT
+@click.argument(
+    "data", type=click.Path(path_type=Path, dir_okay=False, exists=True), required=False
+)
+@click.option(
+    "--from-log",
+    "from_log",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Learn from a decision log's shadow verdicts and feedback instead of DATA.",
+)
+@click.option(
+    "--strong-model",
+    default=None,
+    help="With --from-log: the strong model; requests it answered are left out [default: "
+    "none left out].",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -50,7 +66,9 @@ DATA_ARGUMENT = click.argument("data", type=click.Path(path_type=Path, dir_okay=
 )
 @JSON_OPTION
 def train_difficulty_cmd(
-    data: Path,
+    data: Path | None,
+    from_log: Path | None,
+    strong_model: str | None,
     out: Path,
     strong_share: float | None,
     quality_gain: float | None,
@@ -70,16 +88,24 @@ def train_difficulty_cmd(
       semroute train-difficulty outcomes.jsonl --out models/difficulty --strong-share 0.3
       semroute train-difficulty outcomes.jsonl --out models/difficulty --quality-gain 0.8 \\
           --index indexes/default
+      semroute train-difficulty --from-log logs/decisions.jsonl --out models/difficulty
+
+    With --from-log, the rows come from the log (its content must have been logged): shadow
+    verdicts (win: weak 1 strong 0, tie: 1 1, loss: 0 1) and feedback (score s: weak (s+1)/2,
+    strong 1 when s < 0).
     """
     from semroute.cli.report import progress as progress_bar
     from semroute.tuning.difficulty import train_difficulty
 
+    if (data is None) == (from_log is None):
+        raise click.UsageError("give DATA or --from-log LOG, one of them")
     if strong_share is None and quality_gain is None:
         strong_share = 0.3
+    rows: Path | Outcomes = data if data is not None else _log_rows(from_log, strong_model)
     encoder, runtime = _encoder(index_dir)
     with progress_bar("Embedding prompts") as progress:
         report = train_difficulty(
-            data,
+            rows,
             out,
             encoder=encoder,
             runtime=runtime,
@@ -93,7 +119,9 @@ def train_difficulty_cmd(
         return
     from semroute.cli.report import console
 
-    print_difficulty(console(), report.metrics, f"Cross-fitted on {data} ({report.n} rows)")
+    print_difficulty(
+        console(), report.metrics, f"Cross-fitted on {data or from_log} ({report.n} rows)"
+    )
     click.echo(f"Wrote {report.path} in {report.seconds:.1f} s")
 
 
@@ -184,3 +212,11 @@ def _model_encoder(info: dict[str, Any]) -> Encoder:
 
         raise SemrouteError(f"the model names an unknown encoder runtime {runtime!r}")
     return load_encoder(info["name"], runtime=runtime)
+
+
+def _log_rows(log: Path | None, strong_model: str | None) -> Outcomes:
+    from semroute.tuning.log_outcomes import outcomes_from_log
+    from semroute.tuning.logread import read_log
+
+    assert log is not None
+    return outcomes_from_log(read_log(log), strong_model, str(log))

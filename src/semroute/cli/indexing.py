@@ -24,13 +24,30 @@ __all__ = ["build_index_cmd", "import_cmd", "info_cmd", "schema_cmd", "validate_
 def validate_cmd(routes: Path) -> None:
     """Check route files without embedding anything.
 
+    Every problem is listed, one line each (every field of every file, then those between
+    files), and the command exits 1 if there is any.
+
     \b
     Example:
       semroute validate routes/
     """
-    from semroute.config.routes import load_routes
+    from semroute.config.routes import check_routes
+    from semroute.text import printable
 
-    route_set = load_routes(routes)
+    route_set, problems = check_routes(routes)
+    for problem in problems:
+        click.secho(f"error: {printable(' '.join(str(problem).split()))}", fg="red", err=True)
+    if route_set is None:
+        files = len({p.file for p in problems})
+        if len(problems) == 1:  # its one line says it all
+            raise SystemExit(1)
+        click.secho(
+            f"{routes}: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
+            f"in {files} file{'s' if files != 1 else ''}",
+            fg="red",
+            err=True,
+        )
+        raise SystemExit(1)
     for warning in route_set.warnings:
         warn(warning)
     n_utt = sum(len(r.utterances) for r in route_set.routes)
@@ -174,7 +191,10 @@ def import_cmd(
     """Write a route file from labelled data or a semantic-router config.
 
     SOURCE is either JSON lines of {"text": ..., "label": ...} (one route per label) or a
-    semantic-router / LiteLLM auto-router router.json (or .yaml).
+    semantic-router / LiteLLM auto-router router.json (or .yaml, or a bare list of routes).
+    semantic-router's score_threshold (a cosine similarity) is kept, with `scorer: nearest`,
+    when the config used semroute's encoder and --default-model writes a router block;
+    otherwise it is kept as metadata only, and a warning says why.
 
     \b
     Examples:
@@ -190,6 +210,8 @@ def import_cmd(
         f"Wrote {report.path}: {report.routes} routes, {report.utterances} utterances"
         f"{extra}{dropped}"
     )
+    for note in report.notes:
+        warn(note)
 
 
 @click.command("schema")

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from semroute.cli import difficulty, indexing, tuning
+from semroute.cli import difficulty, indexing, learning, tuning
+from semroute.cli.fake import fake_provider_cmd
 from semroute.cli.options import INDEX_OPTION, JSON_OPTION
 from semroute.cli.options import warn as _warn
 from semroute.cli.serve import serve_cmd
@@ -186,22 +187,30 @@ def chat_cmd(text: str, index_dir: Path | None, as_json: bool, model: str | None
 
 @main.command("stats")
 @click.argument("log_file", metavar="LOG", type=click.Path(path_type=Path, dir_okay=False))
+@INDEX_OPTION
 @JSON_OPTION
-def stats_cmd(log_file: Path, as_json: bool) -> None:
+def stats_cmd(log_file: Path, index_dir: Path | None, as_json: bool) -> None:
     """Summarise a decision log: requests, share per route, rule and model, cost, fallbacks,
     latency, and how often each skip reason fired; per route, rule and tier, the average cost,
     the saving against the default model, cascade escalations and shadow verdicts.
 
+    A request refused before any model was called (blocked by a rule, over budget) is counted
+    as refused, not as a model failure. Costs are per request or in total, as labelled.
+
     A line that is not a log record is skipped and counted as malformed: a line that is not one
-    JSON object with a string request_id, or whose route, rule, tier, model or error is not text
-    or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms, cost_usd or
-    default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
+    JSON object with a string request_id, or whose route, rule, tier, model, reason or error is
+    not text or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms,
+    cost_usd or default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
     counted apart. A log that holds only malformed lines still exits 0.
 
     \b
     Examples:
       semroute stats logs/decisions.jsonl
       semroute stats logs/decisions.jsonl --json
+      semroute stats logs/decisions.jsonl --index indexes/default --json   # with drift
+
+    With an index (--index, else $SEMROUTE_INDEX or indexes/default when it exists), the JSON
+    gains `drift`: the logged confidences against the calibration data's (see the README).
     """
     from semroute.dispatch.log import summarise
 
@@ -213,16 +222,19 @@ def stats_cmd(log_file: Path, as_json: bool) -> None:
             f"cannot read {log_file} ({exc.strerror}); pass the file named by `dispatch.log` "
             "or $SEMROUTE_LOG"
         ) from exc
+    summary = {**stats.to_dict(), "drift": learning.drift_of(log_file, index_dir)}
     if as_json:
         # allow_nan=False: NaN and Infinity are not JSON; to_dict() keeps every number finite.
-        click.echo(json.dumps({"log": str(log_file), **stats.to_dict()}, indent=2, allow_nan=False))
+        click.echo(json.dumps({"log": str(log_file), **summary}, indent=2, allow_nan=False))
         return
+    from semroute.cli.learning_report import print_learning
     from semroute.cli.quality_report import print_quality
     from semroute.cli.report import console, print_stats
 
     out = console()
     print_stats(out, log_file, stats)
-    print_quality(out, stats.to_dict()["quality"])
+    print_quality(out, summary["quality"])
+    print_learning(out, summary)
 
 
 for _command in (
@@ -232,9 +244,12 @@ for _command in (
     indexing.schema_cmd,
     indexing.validate_cmd,
     serve_cmd,
+    fake_provider_cmd,
     tuning.calibrate_cmd,
     tuning.eval_cmd,
     difficulty.train_difficulty_cmd,
     difficulty.eval_difficulty_cmd,
+    learning.replay_cmd,
+    learning.suggest_cmd,
 ):
     main.add_command(_command)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from semroute.cli.report import _pct, shown
+from semroute.cli.report import _pct, shown, usd
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -16,7 +16,7 @@ __all__ = ["print_quality"]
 def print_quality(console: Console, quality: dict[str, Any]) -> None:
     """Cost, saving against the default model, escalations and shadow verdicts per route, rule
     and tier; shown once the log holds any of them."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     for scope, groups in quality.items():
         rows = [
@@ -30,34 +30,46 @@ def print_quality(console: Console, quality: dict[str, Any]) -> None:
         ]
         if not rows:
             continue
-        table = Table(
-            scope.removesuffix("s"),
+        # Two tables of four or five columns rather than one of seven: each fits 80 columns
+        # without cutting a name or a figure.
+        single = scope.removesuffix("s")
+        cost = Table(
+            Column(single, overflow="fold"),  # a long name folds onto a second line, uncut
             "requests",
-            "avg cost",
-            "saving vs default",
-            "escalated",
-            "win / tie / loss",
-            "shadow dropped / failed",
-            title=f"cost and quality per {scope.removesuffix('s')}",
+            "cost per request",
+            "saved in total (share)",
+            title=f"cost per {single} (saved: against the default model)",
             title_justify="left",
         )
         for name, g in rows:
-            shadow = g["shadow"]
-            saving = "-" if g["saving_usd"] is None else f"${g['saving_usd']:.6f}"
+            saving = usd(g["saving_usd"])
             if g["saving_share"] is not None:
                 saving += f" ({_pct(g['saving_share'])})"
+            cost.add_row(shown(name), str(g["requests"]), usd(g["avg_cost_usd"]), saving)
+        console.print(cost)
+        table = Table(
+            Column(single, overflow="fold"),
+            "escalated",
+            "shadow win/tie/loss",
+            "shadow dropped/failed",
+            title=f"cascades and shadow evaluation per {single}",
+            title_justify="left",
+        )
+        for name, g in rows:
+            if not g["cascade_requests"] and not any(
+                g["shadow"][k] for k in ("judged", "dropped", "failed")
+            ):
+                continue
+            shadow = g["shadow"]
             verdicts = (
-                "-"
-                if not shadow["judged"]
-                else (f"{shadow['win']} / {shadow['tie']} / {shadow['loss']}")
+                "-" if not shadow["judged"] else f"{shadow['win']}/{shadow['tie']}/{shadow['loss']}"
             )
             table.add_row(
                 shown(name),
-                str(g["requests"]),
-                "-" if g["avg_cost_usd"] is None else f"${g['avg_cost_usd']:.6f}",
-                saving,
                 f"{g['escalated']} of {g['cascade_requests']}" if g["cascade_requests"] else "-",
                 verdicts,
-                f"{shadow['dropped']} / {shadow['failed']}",
+                f"{shadow['dropped']}/{shadow['failed']}",
             )
+        if not table.row_count:
+            continue
         console.print(table)

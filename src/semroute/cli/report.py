@@ -8,6 +8,7 @@ to move the cursor or recolour the screen, nor be read as rich markup.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -278,6 +279,8 @@ def print_decision(console: Console, query: str, decision: Decision) -> None:
         f"confidence {decision.confidence:.3f}, margin {decision.margin:.3f}, "
         f"{decision.latency_ms:.1f} ms){note}\n"
     )
+    if decision.language_warning:
+        console.print(f"  [yellow]warning: {shown(decision.language_warning)}[/]\n")
     if decision.rule is not None:
         recommended = shown(decision.recommended_model or decision.model)
         if decision.blocked:
@@ -328,6 +331,7 @@ def print_dispatch(console: Console, result: DispatchResult) -> None:
 
 
 def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
+    """The human summary of a decision log; its tables fit an 80-column terminal."""
     from rich.table import Table
 
     data = stats.to_dict()
@@ -348,12 +352,18 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
             table.add_row(shown(name), str(row["requests"]), f"{row['share']:.1%}")
         console.print(table)
     avg = data["avg_cost_usd"]
-    cost = f"${avg:.6f} per request" if avg is not None else "unknown"
-    if avg is not None and stats.priced_requests < n:
-        cost += f" ({stats.priced_requests} of {n} requests priced)"
-    console.print(f"average cost: {cost}")
+    if avg is None:
+        console.print("cost: unknown (no request priced)")
+    else:
+        priced = "" if stats.priced_requests == n else f", {stats.priced_requests} of {n} priced"
+        console.print(f"cost: {usd(stats.cost_usd_total)} in total, {usd(avg)} per request{priced}")
+    refused = ", ".join(
+        f"{row['requests']} {_REFUSED.get(reason, reason)}"
+        for reason, row in data["refused"].items()
+    )
     console.print(
-        f"fallback rate: {data['fallback_rate']:.1%}, error rate: {data['error_rate']:.1%}"
+        f"fallback rate: {data['fallback_rate']:.1%}, model failure rate: "
+        f"{data['error_rate']:.1%}" + (f"; refused, no model called: {refused}" if refused else "")
     )
     cache = data["cache"]
     if cache:
@@ -372,6 +382,24 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
             share = f"{row['share']:.1%}"
             table.add_row(shown(reason), str(row["skips"]), str(row["requests"]), share)
         console.print(table)
+
+
+_REFUSED = {"blocked": "blocked by a rule", "over_budget": "over budget"}
+
+
+def usd(value: float | None) -> str:
+    """A cost in dollars, readable however small: ``$0.000012``, ``$0.0123``, ``$1,234.50``,
+    never ``1.2e-05``; three significant digits below a dollar, cents above."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "$0"
+    sign, size = "-" if value < 0 else "", abs(value)
+    if size >= 1:
+        return f"{sign}${size:,.2f}"
+    decimals = min(12, 2 - math.floor(math.log10(size)))
+    whole, _, cents = f"{size:.{decimals}f}".rstrip("0").partition(".")
+    return f"{sign}${whole}.{cents.ljust(2, '0')}"
 
 
 def _ms(value: float | None) -> str:

@@ -22,8 +22,19 @@ __all__ = ["serve_cmd"]
 @click.option(
     "--workers", type=click.IntRange(1, 256), default=None, help="Worker processes [default: 1]."
 )
+@click.option(
+    "--challenger",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also route every request with this index and log its decision [default: "
+    "server.challenger].",
+)
 def serve_cmd(
-    index_dir: Path | None, host: str | None, port: int | None, workers: int | None
+    index_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    challenger: Path | None,
 ) -> None:
     """Serve the index as an OpenAI-compatible gateway: send `model: "auto"` to
     /v1/chat/completions and semroute routes, dispatches, falls back and logs.
@@ -37,8 +48,15 @@ def serve_cmd(
       semroute serve
       semroute serve --index indexes/default --port 8080
       APP_KEY=... semroute serve --host 0.0.0.0 --workers 4   # needs server.keys
+      semroute serve --challenger indexes/candidate   # logs both decisions
     """
+    import os
+
     from semroute.server.runner import prepare, serve
+    from semroute.server.state import CHALLENGER_ENV
+
+    if challenger is not None:  # worker processes read it too
+        os.environ[CHALLENGER_ENV] = str(challenger.absolute())
 
     loaded, settings = prepare(index_dir, host=host, port=port, workers=workers)
     serve(loaded, settings)

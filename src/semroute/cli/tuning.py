@@ -36,10 +36,14 @@ def eval_cmd(
     Example:
       semroute eval --data test.jsonl --index indexes/default --plot eval.png
     """
+    import importlib.util
+
     from semroute.cli.report import console, plot_evaluation, print_evaluation
     from semroute.routing.router import Router
     from semroute.tuning.evaluate import evaluate, load_labelled
 
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise click.ClickException("--plot needs matplotlib: pip install 'semroute[plot]'")
     router = Router.load(index_dir)
     report, scores, truth = evaluate(router, load_labelled(data), oos_label=oos_label)
     if plot is not None:

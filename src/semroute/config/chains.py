@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from semroute.config.deployments import ModelDeployment, check_secrets, load_proxy_config
+from semroute.config.policy import split_tiers
 from semroute.config.pricing import chain_warnings, provider_warnings
 from semroute.config.routefile import ParsedFile
 from semroute.config.routeset import RouterSettings, RouteSet
@@ -21,11 +22,16 @@ __all__ = ["with_models"]
 
 
 def with_models(route_set: RouteSet, parsed: list[ParsedFile]) -> RouteSet:
-    """Read the declared models, check every fallback chain against them, warn on steep steps."""
+    """Read the declared models, check every fallback chain against them (a tier's name stands
+    for its models), warn on steep steps."""
     models, files = _declared_models(parsed)
     warnings = list(route_set.warnings)
+    tiers = _tiers(parsed)
+    expanded: dict[str | None, tuple[str, ...]] = {}
     for p in parsed:
-        warnings += _chain_warnings(p, route_set.settings, models)
+        chains, chain_warnings_ = _chains(p, route_set.settings, models, tiers)
+        expanded.update(chains)
+        warnings += chain_warnings_
         # Only a router set up to dispatch (one that declares models) needs names LiteLLM knows;
         # for routing alone a model is any label.
         plain: list[tuple[str | None, str]] = [(r.name, r.model) for r in p.spec.routes if r.model]
@@ -33,9 +39,29 @@ def with_models(route_set: RouteSet, parsed: list[ParsedFile]) -> RouteSet:
             plain.append((None, route_set.settings.default_model))
         for route, name in plain if models else ():
             warnings.extend(provider_warnings([name], models, _where(p, route)))
-    return dataclasses.replace(
-        route_set, models=tuple(models), model_files=tuple(files), warnings=tuple(warnings)
+    routes = tuple(
+        dataclasses.replace(r, fallbacks=expanded[r.name]) if r.name in expanded else r
+        for r in route_set.routes
     )
+    settings = route_set.settings
+    if None in expanded:
+        settings = dataclasses.replace(settings, default_fallbacks=expanded[None])
+    return dataclasses.replace(
+        route_set,
+        routes=routes,
+        settings=settings,
+        models=tuple(models),
+        model_files=tuple(files),
+        warnings=tuple(warnings),
+    )
+
+
+def _tiers(parsed: list[ParsedFile]) -> dict[str, list[str]]:
+    """The `router.tiers` chains (a tier's name may stand for them in a fallback chain)."""
+    for p in parsed:
+        if p.spec.router is not None and p.spec.router.tiers:
+            return split_tiers(p.spec.router.tiers, p.source)[0]
+    return {}
 
 
 def _declared_models(parsed: list[ParsedFile]) -> tuple[list[ModelDeployment], list[Path]]:
@@ -62,12 +88,19 @@ def _declared_models(parsed: list[ParsedFile]) -> tuple[list[ModelDeployment], l
     return models, files
 
 
-def _chain_warnings(
-    p: ParsedFile, settings: RouterSettings, models: list[ModelDeployment]
-) -> list[str]:
-    """Refuse a fallback chain of ``p`` naming an undeclared model or one twice; warn where a
-    chain steps down steeply."""
-    names = {m.model_name for m in models}
+def _chains(
+    p: ParsedFile,
+    settings: RouterSettings,
+    models: list[ModelDeployment],
+    tiers: dict[str, list[str]],
+) -> tuple[dict[str | None, tuple[str, ...]], list[str]]:
+    """The fallback chains of ``p`` (per route name; None: the default model's), each tier
+    named replaced by its models; an unknown or repeated name is refused, a steep step down
+    is a warning."""
+    # A chain may name a declared model, the default model, a route's own model (a plain
+    # LiteLLM string) or a tier.
+    known = {m.model_name for m in models} | {settings.default_model}
+    known |= {r.model for r in p.spec.routes if r.model}
     chains: list[tuple[str | None, tuple[Any, ...], str, Sequence[str]]] = [
         (r.name, ("routes", i), r.model or (r.cascade or [settings.default_model])[0], r.fallbacks)
         for i, r in enumerate(p.spec.routes)
@@ -75,15 +108,15 @@ def _chain_warnings(
     ]
     if p.spec.router is not None and settings.default_fallbacks:
         chains.append((None, ("router",), settings.default_model, settings.default_fallbacks))
+    out: dict[str | None, tuple[str, ...]] = {}
     warnings: list[str] = []
     for route, loc, first, fallbacks in chains:
         key = "fallbacks" if route else "default_fallbacks"
+        chain: list[str] = []
         for j, name in enumerate(fallbacks):
             problem = None
-            if name not in names:
-                close = difflib.get_close_matches(name, sorted(names), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "declare it under `models:`"
-                problem = f"model {name!r} is not declared under `models:`; {hint}"
+            if name not in known and name not in tiers:
+                problem = _unknown(name, known, tiers)
             elif name == first or name in fallbacks[:j]:
                 problem = f"model {name!r} is already in this chain; list each model once"
             if problem:
@@ -94,8 +127,22 @@ def _chain_warnings(
                     field=f"{key}[{j}]" if route else f"router.{key}[{j}]",
                     line=line_of(p.node, (*loc, key, j)),
                 )
-        warnings.extend(chain_warnings([first, *fallbacks], models, _where(p, route)))
-    return warnings
+            members = [name] if name in known else tiers[name]
+            # A tier's models already in the chain are tried once, where they first come.
+            chain += [m for m in members if m != first and m not in chain]
+        out[route] = tuple(chain)
+        warnings.extend(chain_warnings([first, *chain], models, _where(p, route)))
+    return out, warnings
+
+
+def _unknown(name: str, known: set[str], tiers: dict[str, list[str]]) -> str:
+    close = difflib.get_close_matches(name, sorted(known | set(tiers)), n=1)
+    hint = (
+        f"did you mean {close[0]!r}?"
+        if close
+        else "declare it under `models:`, or name the default model or a tier of `router.tiers`"
+    )
+    return f"model {name!r} is not declared under `models:` nor a tier; {hint}"
 
 
 def _where(p: ParsedFile, route: str | None) -> str:

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-NUMBER, BOOL, TEXT = "number", "bool", "text"
+NUMBER, BOOL, TEXT, LIST = "number", "bool", "text", "list"
 SIGNALS: Mapping[str, str] = {
     "input_tokens": NUMBER,
     "max_tokens": NUMBER,
@@ -41,12 +41,17 @@ SIGNALS: Mapping[str, str] = {
     "user_tier": TEXT,
     "route": TEXT,
     "reason": TEXT,
+    "pii": LIST,
 }
 """Every signal a rule can test, with its type (plus ``text_matches`` and ``metadata.KEY``)."""
 COMPARISONS = ("gt", "gte", "lt", "lte")
 REASONS = ("matched", "below_threshold", "ambiguous", "empty_query", "sticky")
 
-Op = Literal["eq", "in", "gt", "gte", "lt", "lte", "regex"]
+LIST_OPS = ("any", "all")
+"""Tests of a list signal (``pii``): holds when any (all) of the values is in the list; a
+plain value holds when it is in the list."""
+
+Op = Literal["eq", "in", "gt", "gte", "lt", "lte", "regex", "any", "all"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class Where:
     node: yaml.Node | None
     rule: str
     loc: tuple[Any, ...]
+    pii_kinds: Collection[str] | None = None
+    """The kinds ``pii`` may test (None: not checked)."""
 
     def error(self, message: str, *path: Any) -> RouteConfigError:
         loc = (*self.loc, *path)
@@ -146,11 +153,22 @@ def _tests(
             if len(inner) != 1:
                 raise where.error("`not` takes one test; split it into two rules", *at, "not")
             out.append(Test(signal, inner[0].op, inner[0].value, not inner[0].negate))
-        elif op in ("in", *COMPARISONS):
+        elif kind == LIST and op in LIST_OPS:
+            out.append(_list_test(signal, op, operand, where, (*at, op)))
+        elif op in ("in", *COMPARISONS) and kind != LIST:
             out.append(_test(signal, kind, op, operand, where, (*at, op), routes))
         else:
-            raise where.error(f"unknown test {op!r}; use in, gt, gte, lt, lte or not", *at, op)
+            ops = "any, all or not" if kind == LIST else "in, gt, gte, lt, lte or not"
+            raise where.error(f"unknown test {op!r}; use {ops}", *at, op)
     return out
+
+
+def _list_test(signal: str, op: Op, value: Any, where: Where, at: tuple[Any, ...]) -> Test:
+    if not isinstance(value, list) or not value:
+        raise where.error(f"`{op}` needs a non-empty list (got {value!r})", *at)
+    for v in value:
+        _check_type(signal, LIST, v, where, at, None)
+    return Test(signal, op, tuple(value))
 
 
 def _test(
@@ -188,13 +206,27 @@ def _check_type(
         BOOL: isinstance(value, bool),
         TEXT: isinstance(value, str)
         or (value is None and signal in ("route", "task", "user_tier")),
+        LIST: isinstance(value, str),
         None: value is None or isinstance(value, str | int | float | bool),
     }[kind]
     if not ok:
-        want = {NUMBER: "a number", BOOL: "true or false", TEXT: "text", None: "a plain value"}
+        want = {
+            NUMBER: "a number",
+            BOOL: "true or false",
+            TEXT: "text",
+            LIST: "a kind's name",
+            None: "a plain value",
+        }
         raise where.error(f"{signal} should be {want[kind]} (got {value!r})", *at)
     if signal == "route" and routes is not None and value is not None and value not in routes:
         raise where.error(f"unknown route {value!r} (routes: {', '.join(sorted(routes))})", *at)
+    kinds = where.pii_kinds
+    if signal == "pii" and kinds is not None and value not in kinds:
+        raise where.error(
+            f"unknown kind {value!r} (kinds: {', '.join(kinds)}; add your own under "
+            "router.pii.detectors)",
+            *at,
+        )
     if signal == "reason" and value not in REASONS:
         raise where.error(f"unknown reason {value!r} (one of {', '.join(REASONS)})", *at)
 

@@ -148,7 +148,8 @@ class DispatchSpec(BaseModel):
     log: str | None = Field(
         default=None,
         min_length=1,
-        description="JSON-lines decision log file ($SEMROUTE_LOG overrides).",
+        description="JSON-lines decision log file, relative to this file ($SEMROUTE_LOG, "
+        "relative to the current folder, overrides).",
     )
     log_content: bool = Field(
         default=False, strict=True, description="Also log prompts and answers."

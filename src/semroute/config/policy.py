@@ -11,7 +11,12 @@ A condition (``when:``) maps signal names to tests, all of which must hold. A te
 (equality), ``{in: [...]}``, ``{gt|gte|lt|lte: number}`` (several are all required), or
 ``{not: test}``; ``any: [condition, ...]`` holds when one of its conditions does and
 ``not: condition`` when it does not. ``text_matches`` is a regular expression searched in the
-user text, run by RE2 in linear time (see :mod:`semroute.config.regex`). ``metadata.KEY`` tests the caller's metadata. Everything is checked here, once: a
+user text, run by RE2 in linear time (see :mod:`semroute.config.regex`). ``metadata.KEY`` tests the caller's metadata.
+``pii`` is the list of kinds of personal data found (``{any: [email, api_key]}``, ``{all:
+[...]}``, or one kind), from the built-in detectors and ``router.pii.detectors`` (see
+:mod:`semroute.config.pii`). A rule's ``redact: [kinds]`` replaces those kinds' matches before
+the request leaves; beside ``model:`` or ``tier:`` it is part of that rule's action, and alone
+(only ``when`` and ``redact``) it redacts and lets the request go on to the next rules. Everything is checked here, once: a
 problem is a one-line :class:`RouteConfigError` naming the file, line, rule and field. Applying a
 policy is :mod:`semroute.routing.policy`'s job.
 """
@@ -35,6 +40,8 @@ from semroute.config.conditions import (
     is_number,
     tests_signal,
 )
+from semroute.config.pii import BUILTIN_KINDS, compile_detectors, redact_kinds
+from semroute.config.regex import UserPattern
 from semroute.config.routefile import DEFAULT_EXPECTED_OUTPUT, ParsedFile, TierSpec
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
@@ -50,7 +57,7 @@ __all__ = [
     "policy_of",
 ]
 
-RULE_EXTRAS = ("max_cost_usd", "cascade", "accept", "shadow", "cache")
+RULE_EXTRAS = ("max_cost_usd", "cascade", "accept", "shadow", "cache", "redact")
 """A rule's keys beside its condition and action."""
 
 
@@ -67,6 +74,13 @@ class Rule:
     tier: str | None = None
     max_cost_usd: float | None = None
     """The cost ceiling (USD) of the requests this rule sends (None: none of its own)."""
+    redact: tuple[str, ...] = ()
+    """The kinds of personal data replaced by placeholders before the request leaves."""
+
+    @property
+    def redacts_only(self) -> bool:
+        """Whether the rule only redacts: the request goes on to the next rules."""
+        return not (self.block or self.model or self.tier)
 
 
 @dataclass(frozen=True)
@@ -81,10 +95,17 @@ class Policy:
     """Cost ceilings (USD) set on routes (`max_cost_usd:` on a route)."""
     expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT
     """Output tokens assumed, for a cost estimate, when a request sets no max_tokens."""
+    pii: Mapping[str, UserPattern] = field(default_factory=dict)
+    """The user's detectors (`router.pii.detectors`): kind → pattern."""
 
     def __bool__(self) -> bool:
         custom = self.expected_output_tokens != DEFAULT_EXPECTED_OUTPUT
-        return bool(self.rules or self.tiers or self.route_limits or custom)
+        return bool(self.rules or self.tiers or self.route_limits or custom or self.pii)
+
+    @property
+    def scans_pii(self) -> bool:
+        """Whether a request's personal data must be looked for: a rule tests ``pii``."""
+        return self.uses("pii") is not None
 
     def uses(self, signal: str) -> Rule | None:
         """The first rule that tests ``signal`` (None: no rule does)."""
@@ -106,9 +127,12 @@ class Policy:
                 else {"tier": r.tier}
                 if r.tier
                 else {"model": r.model}
+                if r.model
+                else {}
             )
             limit = {"max_cost_usd": r.max_cost_usd} if r.max_cost_usd is not None else {}
-            rules.append({"name": r.name, "when": dict(r.when), **action, **limit})
+            redact = {"redact": list(r.redact)} if r.redact else {}
+            rules.append({"name": r.name, "when": dict(r.when), **action, **limit, **redact})
         tiers: dict[str, Any] = {
             k: {"models": list(v), "max_cost_usd": self.tier_limits[k]}
             if k in self.tier_limits
@@ -120,6 +144,8 @@ class Policy:
             out["route_limits"] = dict(self.route_limits)
         if self.expected_output_tokens != DEFAULT_EXPECTED_OUTPUT:
             out["expected_output_tokens"] = self.expected_output_tokens
+        if self.pii:
+            out["pii"] = {"detectors": {k: p.source for k, p in self.pii.items()}}
         return out
 
     @classmethod
@@ -142,7 +168,18 @@ class Policy:
             raise RouteConfigError(
                 "expected_output_tokens should be a positive integer", file=source
             )
-        policy = compile_policy(rules, tiers, source=source, node=None, models=None, routes=None)
+        pii = data.get("pii") or {}
+        if not isinstance(pii, dict) or not isinstance(pii.get("detectors", {}), dict):
+            raise RouteConfigError("pii should map detectors to patterns", file=source)
+        policy = compile_policy(
+            rules,
+            tiers,
+            source=source,
+            node=None,
+            models=None,
+            routes=None,
+            pii=pii.get("detectors") or {},
+        )
         return dataclasses.replace(
             policy,
             tier_limits=tier_limits,
@@ -195,14 +232,22 @@ def policy_of(
     *,
     models: Collection[str] | None,
     routes: Collection[str],
+    pii: Mapping[str, str] | None = None,
 ) -> Policy:
-    """Every file's rules (in file order) and the `router:` block's tiers, checked (see
-    :func:`compile_policy`); a rule name used twice is an error."""
+    """Every file's rules (in file order) and the `router:` block's tiers and `pii` detectors,
+    checked (see :func:`compile_policy`); a rule name used twice is an error."""
     home = next((p for p in parsed if p.spec.router is not None), parsed[0])
     tiers, tier_limits, mapped = split_tiers(tiers, home.source)
-    compile_policy(
-        [], tiers, source=home.source, node=home.node, models=models, routes=routes, mapped=mapped
-    )
+    detectors = compile_policy(
+        [],
+        tiers,
+        source=home.source,
+        node=home.node,
+        models=models,
+        routes=routes,
+        mapped=mapped,
+        pii=pii or {},
+    ).pii
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for p in parsed:
@@ -217,7 +262,16 @@ def policy_of(
                 )
             seen[rule.name] = p.source
         raw = [{k: v for k, v in dict(r).items() if v is not None} for r in p.spec.rules]
-        own = compile_policy(raw, tiers, source=p.source, node=p.node, models=models, routes=routes)
+        own = compile_policy(
+            raw,
+            tiers,
+            source=p.source,
+            node=p.node,
+            models=models,
+            routes=routes,
+            pii=pii or {},
+            checked_pii=detectors,
+        )
         for i, compiled in enumerate(own.rules):  # against the earlier files' rules
             where = Where(p.source, p.node, compiled.name, ("rules", i))
             _check_reachable([*rules, compiled], where)
@@ -233,6 +287,7 @@ def policy_of(
         expected_output_tokens=router.expected_output_tokens
         if router is not None
         else DEFAULT_EXPECTED_OUTPUT,
+        pii=detectors,
     )
 
 
@@ -249,15 +304,29 @@ def compile_policy(
     routes: Collection[str] | None,
     tiers_source: tuple[str, yaml.Node | None] | None = None,
     mapped: Mapping[str, str] | None = None,
+    pii: Mapping[str, Any] | None = None,
+    checked_pii: Mapping[str, UserPattern] | None = None,
 ) -> Policy:
     """Check ``rules`` (each: name, when, and one of action: block / model / tier / cascade)
     and ``tiers``.
 
     ``models``: the names a rule or tier may send to (None: not checked; a provider-prefixed
     LiteLLM name like ``openai/x`` is always accepted); ``routes``: the route names ``route``
-    may test (None: not checked).
+    may test (None: not checked); ``pii``: the user's detectors (name → pattern; compiled
+    unless ``checked_pii`` holds them compiled already).
     """
     tsource, tnode = tiers_source or (source, node)
+    detectors = checked_pii
+    if detectors is None:
+
+        def pii_error(message: str, name: str) -> RouteConfigError:
+            at = ("router", "pii", "detectors", *((name,) if name else ()))
+            return RouteConfigError(
+                message, file=tsource, field=".".join(at), line=line_of(tnode, at)
+            )
+
+        detectors = compile_detectors(pii or {}, pii_error)
+    kinds = (*BUILTIN_KINDS, *detectors)
     for name, chain in tiers.items():
         key = (mapped or {}).get(name)
         at: tuple[Any, ...] = ("router", "tiers", name, *((key,) if key else ()))
@@ -279,10 +348,11 @@ def compile_policy(
             )
     out: list[Rule] = []
     for i, raw in enumerate(rules):
-        where = Where(source, node, str(raw.get("name", f"#{i + 1}")), ("rules", i))
+        name = str(raw.get("name", f"#{i + 1}"))
+        where = Where(source, node, name, ("rules", i), pii_kinds=kinds)
         out.append(_rule(raw, where, tiers, models, routes))
         _check_reachable(out, where)
-    return Policy(tuple(out), {k: tuple(v) for k, v in tiers.items()})
+    return Policy(tuple(out), {k: tuple(v) for k, v in tiers.items()}, pii=detectors)
 
 
 def _rule(
@@ -299,10 +369,18 @@ def _rule(
     if unknown:
         raise where.error(f"unknown key {unknown[0]!r}", unknown[0])
     actions = [k for k in ("action", "model", "tier", "cascade") if raw.get(k) is not None]
-    if len(actions) != 1:
+    redact = redact_kinds(raw.get("redact"), where.pii_kinds, where.error)
+    if len(actions) != 1 and not (redact and not actions):
         raise where.error(
-            "needs exactly one of `action: block`, `model:`, `tier:` or `cascade:`", "name"
+            "needs exactly one of `action: block`, `model:`, `tier:` or `cascade:` "
+            "(or only `redact:`)",
+            "name",
         )
+    if redact and raw.get("action") is not None:
+        raise where.error("`redact` has no use on a blocking rule: no model is called", "redact")
+    if not actions and any(raw.get(k) is not None for k in RULE_EXTRAS if k != "redact"):
+        extra = next(k for k in RULE_EXTRAS if k != "redact" and raw.get(k) is not None)
+        raise where.error(f"`{extra}` needs `model:`, `tier:` or `cascade:` beside it", extra)
     if cascade is not None:  # checked with the other cascades (semroute.config.quality_check)
         model = str(cascade[0])
     if tier is not None and tier not in tiers:
@@ -333,6 +411,7 @@ def _rule(
         model=model,
         tier=tier,
         max_cost_usd=float(limit) if limit is not None else None,
+        redact=redact,
     )
 
 
@@ -345,6 +424,8 @@ def known_model(name: str, models: Collection[str]) -> bool:
 def _check_reachable(rules: list[Rule], where: Where) -> None:
     last = rules[-1]
     for earlier in rules[:-1]:
+        if earlier.redacts_only:  # the request goes on past it
+            continue
         if earlier.condition.always or _canonical(earlier.when) == _canonical(last.when):
             why = "matches everything" if earlier.condition.always else "has the same condition"
             raise where.error(

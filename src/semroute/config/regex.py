@@ -13,6 +13,7 @@ is loaded, in one line naming the file, the rule and the field. Other difference
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +37,20 @@ class UserPattern:
 
     source: str
     _compiled: Any = field(repr=False, compare=False)
+    _utf8: Any = field(default=None, repr=False, compare=False)
 
     def search(self, subject: str) -> Any:
         """The first match of the pattern anywhere in ``subject`` (None: no match), as
         ``re.Pattern.search``. Lone surrogates, which UTF-8 cannot hold, match as U+FFFD."""
         return self._compiled.search(text.clean(subject))
+
+    def finditer_utf8(self, subject: bytes) -> Iterator[Any]:
+        """Every match in ``subject`` (UTF-8), left to right, as ``re.Pattern.finditer``, with
+        byte offsets: many times faster than matching a ``str``, whose every call encodes it
+        and maps offsets back to characters."""
+        if self._utf8 is None:
+            object.__setattr__(self, "_utf8", re2.compile(self.source.encode(), options=_OPTIONS))
+        return self._utf8.finditer(subject)  # type: ignore[no-any-return]
 
 
 def compile_user_pattern(source: str) -> UserPattern:

@@ -8,9 +8,6 @@ Rules that span files live in :mod:`semroute.config.routes`.
 
 from __future__ import annotations
 
-import difflib
-import typing
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -30,9 +27,11 @@ from pydantic import (
 from semroute.config.cache import CacheField, CacheSpec
 from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
+from semroute.config.pii import PiiSpec
 from semroute.config.quality import AcceptSpec, RouterShadowSpec, ShadowSpec
 from semroute.config.server import ServerSpec
-from semroute.config.yamlsafe import line_of, read_yaml
+from semroute.config.spec_errors import config_error
+from semroute.config.yamlsafe import read_yaml
 from semroute.errors import RouteConfigError
 
 __all__ = [
@@ -194,7 +193,8 @@ class RouterSpec(_Strict):
     )
     encoder: NonBlank = Field(
         default=DEFAULT_ENCODER,
-        description="sentence-transformers model name or local path used to embed text.",
+        description="sentence-transformers model name or local folder (relative to this file "
+        "when it is there) used to embed text.",
     )
     encoder_runtime: RuntimeName = Field(
         default=DEFAULT_RUNTIME,
@@ -225,6 +225,7 @@ class RouterSpec(_Strict):
     conversation: ConversationSpec = Field(default_factory=ConversationSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
     # --- policy ---
+    pii: PiiSpec = Field(default_factory=PiiSpec)
     tiers: dict[Name, TierField] = Field(
         default_factory=dict,
         description="Named chains of models for rules' `tier:` (first is tried first): a list, "
@@ -281,6 +282,11 @@ class RuleSpec(_Strict):
     cache: CacheField | None = Field(
         default=None,
         description="`false`: never cached; a mapping: overrides the router's `cache:`.",
+    )
+    redact: list[NonBlank] | None = Field(
+        default=None,
+        description="Kinds of personal data (email, api_key, ...) replaced by placeholders "
+        "before the request leaves; alone, the next rules still apply.",
     )
 
 
@@ -344,112 +350,5 @@ def validate_route_data(data: dict[str, Any], source: str, node: yaml.Node | Non
     try:
         spec = RouteFileSpec.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, data, source, node) from None
+        raise config_error(exc, data, source, node, RouteFileSpec) from None
     return ParsedFile(source, spec, node)
-
-
-def _config_error(
-    exc: ValidationError, data: dict[str, Any], source: str, node: yaml.Node | None
-) -> RouteConfigError:
-    # A typo shows up twice: the unknown key and the required key it misspells. Report the typo,
-    # then whatever comes first in the file.
-    errors = sorted(
-        (_untagged(e) for e in exc.errors()),
-        key=lambda e: (e["type"] != "extra_forbidden", line_of(node, e["loc"]) or 0),
-    )
-    err = errors[0]
-    loc = tuple(err["loc"])
-    route = None
-    field_path: str | None = _field_path(loc)
-    rule = None
-    if len(loc) >= 2 and loc[0] in ("rules", "routes") and isinstance(loc[1], int):
-        name = _entry_name(data.get(loc[0]), loc[1])
-        if loc[0] == "rules":
-            rule = name
-        else:
-            route = name
-        field_path = _field_path(loc[2:]) or None
-    message = _describe(err, loc)
-    if len(errors) > 1:
-        message += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in this file)"
-    return RouteConfigError(
-        message, file=source, route=route, rule=rule, field=field_path, line=line_of(node, loc)
-    )
-
-
-def _describe(err: Any, loc: tuple[Any, ...]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = [f.alias or k for k, f in _spec_at(loc[:-1]).model_fields.items()]
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-        return f"unknown field; {hint}"
-    if kind == "missing":
-        return "is required"
-    if kind == "too_short" and loc[-1] == "utterances":
-        return "needs at least one utterance"
-    given = err.get("input")
-    if kind in ("model_type", "dict_type"):
-        return f"should be a mapping of keys to values (got {given!r})"
-    if kind == "string_type" and given is None:
-        return "is empty; write a value or delete the entry"
-    if kind == "string_type" and isinstance(given, bool | int | float):
-        return f"should be text, not {given!r}; put it in quotes"
-    msg = str(err["msg"])
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if kind not in ("value_error",) and not isinstance(given, dict | list):
-        msg += f" (got {given!r})"
-    return msg[0].lower() + msg[1:]
-
-
-def _untagged(err: Any) -> Any:
-    loc = tuple(err["loc"])
-    if loc[:1] == ("models",) and loc[1:2] in (("list",), ("path",)):
-        return {**err, "loc": ("models", *loc[2:])}
-    if loc[:2] == ("router", "tiers") and loc[3:4] in (("list",), ("mapping",)):
-        return {**err, "loc": (*loc[:3], *loc[4:])}
-    if loc[:2] == ("server", "keys") and loc[3:4] in (("reference",), ("mapping",)):
-        return {**err, "loc": (*loc[:3], *loc[4:])}
-    in_list = loc[:1] in (("routes",), ("rules",))
-    if in_list and loc[2:3] == ("cache",) and loc[3:4] in (("switch",), ("mapping",)):
-        return {**err, "loc": (*loc[:3], *loc[4:])}
-    return err
-
-
-def _spec_at(loc: Sequence[Any]) -> type[BaseModel]:
-    """The pydantic model a (parent) error location points into, e.g. RouterSpec for `router`."""
-    model: type[BaseModel] = RouteFileSpec
-    for part in loc:
-        info = model.model_fields.get(part) if isinstance(part, str) else None
-        if info is None:
-            continue  # a list index or a union member's tag
-        inner = _spec_in(info.annotation)
-        if inner is None:
-            break
-        model = inner
-    return model
-
-
-def _spec_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _spec_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _entry_name(items: object, index: int) -> str:
-    """The name of entry ``index`` of a `routes:` or `rules:` list, or ``#N`` if it has none."""
-    entry = items[index] if isinstance(items, list) and index < len(items) else None
-    name = entry.get("name") if isinstance(entry, dict) else None
-    return name if isinstance(name, str) else f"#{index + 1}"
-
-
-def _field_path(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

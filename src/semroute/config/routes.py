@@ -83,6 +83,46 @@ def load_routes(path: str | Path = "routes") -> RouteSet:
     return dataclasses.replace(_combine(parsed, Path(path)), root=Path(path))
 
 
+def check_routes(path: str | Path = "routes") -> tuple[RouteSet | None, list[RouteConfigError]]:
+    """:func:`load_routes`, reporting every problem instead of the first: each file's own
+    (every field), then those between files (a route name or example used twice, a second
+    `router:` block). Checks that need every file valid (chains, rules) run once they are."""
+    parsed: list[ParsedFile] = []
+    problems: list[RouteConfigError] = []
+    files = route_files(path)
+    for file in files:
+        try:
+            parsed.append(read_route_file(file))
+        except RouteConfigError as exc:
+            problems.extend(exc.problems or (exc,))
+    if not parsed:
+        return None, problems
+    try:
+        routes = dataclasses.replace(_combine(parsed, Path(path)), root=Path(path))
+    except RouteConfigError as exc:
+        # With a file left out, only the collected problems between the others are sure.
+        found = list(exc.problems) if problems else list(exc.problems or (exc,))
+        order = {str(f): i for i, f in enumerate(files)}  # file by file, as the files come
+        return None, sorted(problems + found, key=lambda e: order.get(e.file or "", len(order)))
+    return (None, problems) if problems else (routes, [])
+
+
+def with_problems(problems: list[RouteConfigError]) -> RouteConfigError:
+    """The first problem, saying how many more there are, holding them all in ``problems``."""
+    first, more = problems[0], len(problems) - 1
+    if more:
+        first = RouteConfigError(
+            f"{first.message} ({more} more problem{'s' if more > 1 else ''} in these files)",
+            file=first.file,
+            route=first.route,
+            rule=first.rule,
+            field=first.field,
+            line=first.line,
+        )
+    first.problems = tuple(problems)
+    return first
+
+
 def parse_routes(data: Mapping[str, Any], *, source: str = "<routes>") -> RouteSet:
     """Validate route data already in memory (the same shape as a route file)."""
     return _combine([validate_route_data(dict(data), source, None)])
@@ -98,12 +138,16 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
     name_seen: dict[str, str] = {}
     text_seen: dict[str, tuple[str, str]] = {}
     warnings: list[str] = []
+    # Problems between files are all collected (`semroute validate` lists each), then raised.
+    problems: list[RouteConfigError] = []
     for p in parsed:
-        router_file = _only_block(p, router_file, "router")
-        server_file = _only_block(p, server_file, "server")
-        routes += _file_routes(p, name_seen, text_seen, warnings)
+        router_file = _only_block(p, router_file, "router", problems)
+        server_file = _only_block(p, server_file, "server", problems)
+        routes += _file_routes(p, name_seen, text_seen, warnings, problems)
 
-    out_of_scope = _out_of_scope(parsed, text_seen, warnings)
+    out_of_scope = _out_of_scope(parsed, text_seen, warnings, problems)
+    if problems:
+        raise with_problems(problems)
     sources = [p.source for p in parsed]
     # Rules about the whole set of files are reported against the file or folder given.
     whole = str(root) if root is not None else sources[0]
@@ -122,7 +166,7 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         )
     route_set = RouteSet(
         routes=tuple(routes),
-        settings=_settings(router),
+        settings=_settings(router, _base_dir(router_file)),
         out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
@@ -131,6 +175,13 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
     )
     route_set = dataclasses.replace(route_set, difficulty=_difficulty_dir(router, router_file))
     return _with_policy(with_models(route_set, parsed), parsed, router)
+
+
+def _against(base: Path, written: str) -> Path:
+    """``written`` (``~`` expanded) read against ``base`` unless it is absolute, made absolute
+    so that the index holds where it points whichever folder a command runs from."""
+    path = Path(written).expanduser()
+    return path if path.is_absolute() else (base / path).absolute()
 
 
 def _difficulty_dir(router: RouterSpec, router_file: ParsedFile | None) -> Path | None:
@@ -180,7 +231,7 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
         models = {m.model_name for m in route_set.models} | {route_set.settings.default_model}
         models |= {r.model for p in parsed for r in p.spec.routes if r.model}
     routes = {r.name for r in route_set.routes}
-    policy = policy_of(parsed, router.tiers, models=models, routes=routes)
+    policy = policy_of(parsed, router.tiers, models=models, routes=routes, pii=router.pii.detectors)
     quality, warnings = quality_of(
         parsed, models=models, deployments=route_set.models, policy=policy
     )
@@ -200,18 +251,23 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
     return route_set
 
 
-def _only_block(p: ParsedFile, found: ParsedFile | None, key: str) -> ParsedFile | None:
+def _only_block(
+    p: ParsedFile, found: ParsedFile | None, key: str, problems: list[RouteConfigError]
+) -> ParsedFile | None:
     """The one file seen so far with a `key:` block (`router:`, `server:`), refusing a second
     one in ``p``."""
     if getattr(p.spec, key) is None:
         return found
     if found is not None:
-        raise RouteConfigError(
-            f"a second `{key}:` block (the first is in {found.source}); keep one",
-            file=p.source,
-            field=key,
-            line=line_of(p.node, (key,)),
+        problems.append(
+            RouteConfigError(
+                f"a second `{key}:` block (the first is in {found.source}); keep one",
+                file=p.source,
+                field=key,
+                line=line_of(p.node, (key,)),
+            )
         )
+        return found
     return p
 
 
@@ -226,6 +282,7 @@ def _file_routes(
     name_seen: dict[str, str],
     text_seen: dict[str, tuple[str, str]],
     warnings: list[str],
+    problems: list[RouteConfigError],
 ) -> list[Route]:
     """The routes of one file, checked against those of the files before it: unique names,
     and an utterance in one route only (a copy within a route is dropped with a warning)."""
@@ -233,13 +290,16 @@ def _file_routes(
     for i, r in enumerate(p.spec.routes):
         where = f"{p.source}:{line_of(p.node, ('routes', i, 'name')) or '?'}"
         if r.name in name_seen:
-            raise RouteConfigError(
-                f"route name already used at {name_seen[r.name]}; names must be unique",
-                file=p.source,
-                route=r.name,
-                field="name",
-                line=line_of(p.node, ("routes", i, "name")),
+            problems.append(
+                RouteConfigError(
+                    f"route name already used at {name_seen[r.name]}; names must be unique",
+                    file=p.source,
+                    route=r.name,
+                    field="name",
+                    line=line_of(p.node, ("routes", i, "name")),
+                )
             )
+            continue
         name_seen[r.name] = where
         kept: list[str] = []
         own: set[str] = set()
@@ -253,14 +313,17 @@ def _file_routes(
                 continue
             if key in text_seen and text_seen[key][0] != r.name:
                 other, other_where = text_seen[key]
-                raise RouteConfigError(
-                    f"{text!r} is also an utterance of route {other!r} ({other_where}); "
-                    "an example must belong to one route",
-                    file=p.source,
-                    route=r.name,
-                    field=f"utterances[{j}]",
-                    line=line_of(p.node, ("routes", i, "utterances", j)),
+                problems.append(
+                    RouteConfigError(
+                        f"{text!r} is also an utterance of route {other!r} ({other_where}); "
+                        "an example must belong to one route",
+                        file=p.source,
+                        route=r.name,
+                        field=f"utterances[{j}]",
+                        line=line_of(p.node, ("routes", i, "utterances", j)),
+                    )
                 )
+                continue
             own.add(key)
             text_seen[key] = (r.name, where)
             kept.append(text.strip())
@@ -278,22 +341,44 @@ def _file_routes(
     return routes
 
 
-def _settings(s: RouterSpec) -> RouterSettings:
+def _base_dir(p: ParsedFile | None) -> Path | None:
+    """The folder relative paths in ``p`` are read against (None: data given in memory)."""
+    if p is None or p.source.startswith("<"):
+        return None
+    return Path(p.source).parent
+
+
+def _settings(s: RouterSpec, base: Path | None) -> RouterSettings:
+    """The router settings, with the paths they name read against ``base``, the folder of the
+    file that holds them, like `models:` and `difficulty:` (not against the current folder)."""
+    dispatch = s.dispatch.model_dump()
+    if dispatch["log"] is not None and base is not None:
+        dispatch["log"] = str(_against(base, dispatch["log"]))
+    encoder = s.encoder
+    # A local checkpoint folder: read against the file's folder when it is there. A hub name
+    # (`org/model`) is left as written, and so is a path found only from the current folder.
+    if base is not None and not Path(encoder).expanduser().is_absolute():
+        local = base / encoder
+        if local.is_dir():
+            encoder = str(local.resolve())
     return RouterSettings(
         default_model=s.default_model,
-        encoder=s.encoder,
+        encoder=encoder,
         encoder_runtime=s.encoder_runtime,
         threshold=s.threshold,
         min_margin=s.min_margin,
         scorer=s.scorer,
         default_fallbacks=tuple(s.default_fallbacks),
-        dispatch=DispatchSettings(**s.dispatch.model_dump()),
+        dispatch=DispatchSettings(**dispatch),
         conversation=ConversationSettings(**s.conversation.model_dump()),
     )
 
 
 def _out_of_scope(
-    parsed: list[ParsedFile], text_seen: dict[str, tuple[str, str]], warnings: list[str]
+    parsed: list[ParsedFile],
+    text_seen: dict[str, tuple[str, str]],
+    warnings: list[str],
+    problems: list[RouteConfigError],
 ) -> tuple[str, ...]:
     kept: list[str] = []
     seen: set[str] = set()
@@ -302,13 +387,16 @@ def _out_of_scope(
             key = normalise_utterance(text)
             if key in text_seen:
                 route, where = text_seen[key]
-                raise RouteConfigError(
-                    f"{text!r} is also an utterance of route {route!r} ({where}); "
-                    "an out-of-scope example cannot belong to a route",
-                    file=p.source,
-                    field=f"out_of_scope[{j}]",
-                    line=line_of(p.node, ("out_of_scope", j)),
+                problems.append(
+                    RouteConfigError(
+                        f"{text!r} is also an utterance of route {route!r} ({where}); "
+                        "an out-of-scope example cannot belong to a route",
+                        file=p.source,
+                        field=f"out_of_scope[{j}]",
+                        line=line_of(p.node, ("out_of_scope", j)),
+                    )
                 )
+                continue
             if key in seen:
                 warnings.append(f"{p.source}: out-of-scope example {text!r} is listed twice")
                 continue

@@ -7,9 +7,11 @@
         - os.environ/APP_KEY
         - {key: os.environ/FREE_KEY, user_tier: free, budget_usd_per_day: 5}
         - {key: os.environ/BATCH_KEY, models: [gpt-4o-mini], rpm: 60, tpm: 100000}
+        - {key: os.environ/OPS_KEY, admin: true}
       redis_url: os.environ/REDIS_URL
       cache_scope: key
       allow_unlisted_models: false
+      ui: true
 
 At most one route file holds it (like ``router:``). API keys, like every other secret, come only
 from the environment: a key written out in the file is refused, and so is a ``redis_url`` with a
@@ -106,6 +108,11 @@ class KeySpec(_Strict):
         strict=True,
         description="Estimated tokens (prompt + max output) per minute; past it: 429.",
     )
+    admin: bool = Field(
+        default=False,
+        strict=True,
+        description="Whether this key may sign in to the console (`/ui`) when `keys` are set.",
+    )
 
 
 # A bare reference or a mapping, tagged so an error is reported for the form written (the tag is
@@ -159,6 +166,18 @@ class ServerSpec(_Strict):
         description="Whose answers the semantic cache may return: `key` (each API key its "
         "own: one tenant never reads another's) or `global` (every key's, for one tenant).",
     )
+    ui: bool = Field(
+        default=True,
+        strict=True,
+        description="Serve the console under /ui (with `keys`, only a key marked `admin: true` "
+        "signs in); false: /ui is 404.",
+    )
+    challenger: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="Another index that routes every request too (its decision is logged as "
+        "`challenger`; no model is called for it). A relative path is read from the folder "
+        "semroute serve runs in.",
+    )
 
 
 # --- runtime values ----------------------------------------------------------------------------
@@ -178,6 +197,8 @@ class KeyRef:
     """Requests per minute (None: no limit)."""
     tpm: int | None = None
     """Estimated tokens per minute (None: no limit)."""
+    admin: bool = False
+    """Whether the key may sign in to the console."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -187,6 +208,7 @@ class KeyRef:
             "models": list(self.models) if self.models is not None else None,
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "admin": self.admin,
         }
 
 
@@ -206,6 +228,10 @@ class ServerSettings:
     """Whether a request may pin a model string the index does not declare."""
     cache_scope: str = "key"
     """Whose answers the semantic cache may return: ``key`` or ``global``."""
+    ui: bool = True
+    """Whether the console is served under /ui."""
+    challenger: str | None = None
+    """The challenger index's folder (None: none)."""
 
     @classmethod
     def from_spec(cls, spec: ServerSpec) -> ServerSettings:
@@ -219,6 +245,7 @@ class ServerSettings:
                 tuple(k.models) if k.models is not None else None,
                 k.rpm,
                 k.tpm,
+                k.admin,
             )
             for k in spec.keys
         )
@@ -232,6 +259,8 @@ class ServerSettings:
             spec.max_body_bytes,
             spec.allow_unlisted_models,
             spec.cache_scope,
+            spec.ui,
+            spec.challenger,
         )
 
     @classmethod
@@ -251,6 +280,8 @@ class ServerSettings:
             "max_body_bytes": self.max_body_bytes,
             "allow_unlisted_models": self.allow_unlisted_models,
             "cache_scope": self.cache_scope,
+            "ui": self.ui,
+            "challenger": self.challenger,
         }
 
 

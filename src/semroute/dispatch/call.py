@@ -29,17 +29,21 @@ from semroute.dispatch.log import entry
 from semroute.dispatch.log_metadata import logged_signals
 from semroute.dispatch.providers import import_litellm
 from semroute.dispatch.result import DispatchResult, text_of
+from semroute.dispatch.rival import challenger_entry
+from semroute.dispatch.spans import answer_attributes, call_attributes, reported_cost
 from semroute.errors import DispatchError, InvalidQueryError, RequestRejectedError
 from semroute.records import Attempt, Usage
+from semroute.tracing import add_event, end_span, start_span
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from semroute.decision import Decision
     from semroute.dispatch.health import Admission, HealthStore
     from semroute.dispatch.log import DecisionLog
     from semroute.dispatch.providers import Provider
     from semroute.dispatch.result import CascadeStep
+    from semroute.dispatch.sessions import SessionRun
 
 __all__ = ["Call", "Escalating"]
 
@@ -99,6 +103,11 @@ class Call:
         """More fields for the log line (the semantic cache's)."""
         self.cache_scope: str | None = None
         """Whose cached answers this request may get (an API key's id; None: the process's)."""
+        self.redacted: Mapping[str, int] = {}
+        """How many matches of each kind of personal data were replaced in the messages."""
+        self.session: SessionRun | None = None
+        """The agent run this request belongs to (see :mod:`semroute.dispatch.sessions`)."""
+        self._span: Any = None  # the attempt's span, while one is open (tracing on)
 
     @property
     def decision_log(self) -> DecisionLog | None:
@@ -122,6 +131,7 @@ class Call:
             return True
         self._refused[model] = admission
         self.skipped.append(Skip(model, "unhealthy", admission.detail or "unhealthy"))
+        add_event("semroute.skipped", {"gen_ai.request.model": model, "semroute.why": "unhealthy"})
         return False
 
     def least_bad(self) -> str | None:
@@ -159,7 +169,21 @@ class Call:
             params.setdefault("stream_options", {"include_usage": True})
         if self.escalation is not None:
             params.update(self.escalation.params(model))
+        self._span = start_span(f"chat {model}", self.span_attributes(model), kind="client")
         return params
+
+    def span_attributes(self, model: str, purpose: str = "answer") -> dict[str, Any]:
+        """A call to ``model`` for this request, as span attributes."""
+        return call_attributes(
+            self.provider.config,
+            model,
+            request_id=self.request_id,
+            route=self.decision.route,
+            session=self.session.key if self.session else None,
+            stream=self.stream,
+            kwargs=self.kwargs if purpose == "answer" else None,
+            purpose=purpose,
+        )
 
     def _elapsed_ms(self) -> float:
         return (time.perf_counter() - self._started) * 1000
@@ -171,17 +195,25 @@ class Call:
         self.attempts.append(Attempt(model, error, self._elapsed_ms(), status, self._note))
         origin = origin_of(exc)
         self._outcome(origin == "unsent" or not counts_as_failure(status))
+        self._end_span(
+            {"error.type": type(exc).__name__, "http.response.status_code": status}, error
+        )
         from litellm.exceptions import ContextWindowExceededError
 
         malformed = status in (400, 422) and not isinstance(exc, ContextWindowExceededError)
         self.rejected = origin == "unsent" or (origin == "response" and malformed)
 
-    def answered(self, model: str) -> None:
-        """``model`` answered (for a stream: sent its first chunk; its outcome is recorded when
-        the stream ends or breaks)."""
+    def answered(self, model: str, response: Any = None) -> None:
+        """``model`` answered ``response`` (for a stream: sent its first chunk; its outcome is
+        recorded when the stream ends or breaks)."""
         self.attempts.append(Attempt(model, None, self._elapsed_ms(), note=self._note))
         if not self.stream:
             self._outcome(True)
+            self._end_span(answer_attributes(self.provider.config, model, response))
+
+    def _end_span(self, attributes: dict[str, Any], error: str | None = None) -> None:
+        span, self._span = self._span, None
+        end_span(span, attributes, error=error)
 
     def result(self, response: Any, model: str | None = None) -> DispatchResult:
         """The answer ``model`` (default: the last model tried) gave, logged."""
@@ -220,9 +252,9 @@ class Call:
                 stacklevel=4,
             )
             return None
-        reported = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        if isinstance(reported, int | float) and reported > 0:
-            return float(reported)
+        reported = reported_cost(response)
+        if reported is not None:
+            return reported
         if usage is None:
             return None
         return usage.prompt_tokens * price.input + usage.completion_tokens * price.output
@@ -261,6 +293,7 @@ class Call:
             status=status if isinstance(status, int) else None,
         )
         self._outcome(False)
+        self._end_span({"error.type": type(exc).__name__}, f"the stream from {model!r} broke")
         self.log(None, None, f"the stream from {model!r} broke", None)
         return DispatchError(
             f"the stream from {model!r} broke after it started",
@@ -280,7 +313,10 @@ class Call:
         model: str | None = None,
     ) -> None:
         """Write the request's one log line (``model``: the model whose answer was returned,
-        when it is not the last one tried)."""
+        when it is not the last one tried), and keep the session on the model that answered."""
+        if self._span is not None:  # a stream that ended, or a call cancelled midway
+            self._end_span({}, error)
+        session = self._settle(model)
         if self._log is not None:
             content = self.provider.config.settings.log_content
             self._log.write(
@@ -299,7 +335,18 @@ class Call:
                 | _policy_fields(self.decision)
                 | self._quality_fields(usage)
                 | self.log_extra
+                | ({"redacted": dict(self.redacted)} if self.decision.redact else {})
+                | ({"session": session} if session is not None else {})
             )
+
+    def _settle(self, model: str | None) -> dict[str, Any] | None:
+        if self.session is None:
+            return None
+        last = self.attempts[-1] if self.attempts else None
+        answered = model or (last.model if last is not None and last.error is None else None)
+        return self.session.settle(
+            self.decision, answered, self.chain, self.attempts, self.passed_over
+        )
 
     def _quality_fields(self, usage: Usage | None) -> dict[str, Any]:
         """The cascade, the rule's tier, and what the default model would have cost (from this
@@ -308,11 +355,12 @@ class Call:
         price = price_of(self.provider.default_model, self.provider.config.models)
         if price is not None and usage is not None:
             default = usage.prompt_tokens * price.input + usage.completion_tokens * price.output
+        rival = self.decision.challenger
         return {
             "tier": self.provider.config.quality.tier_of(self.decision.rule),
             "cascade": self.escalation.to_dict() if self.escalation else None,
             "default_cost_usd": default,
-        }
+        } | ({"challenger": challenger_entry(rival)} if rival is not None else {})
 
     def streamed(
         self, chunks: list[Any], *, ended: bool = True, error: str | None = None
@@ -326,6 +374,7 @@ class Call:
         self._outcome(True)
         usage = Usage.of(response)
         model = self.attempts[-1].model
+        self._end_span(answer_attributes(self.provider.config, model, response), error)
         cost = self.cost(model, response, usage) if response else None
         self.log(usage, cost, error, text_of(response))
         if self.on_answer is not None and ended and response is not None:

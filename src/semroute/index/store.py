@@ -159,7 +159,10 @@ class RouteIndex:
             try:
                 index = cls._read(p, where)
             except IndexLoadError:
-                if attempt + 1 < LOAD_ATTEMPTS and _identity(where) != before:
+                # Retried when a swap crossed the read: the folder changed, or was missing as
+                # the read began (a swap caught between its two renames, after the settle).
+                crossed = before is None or _identity(where) != before
+                if attempt + 1 < LOAD_ATTEMPTS and crossed:
                     continue
                 raise
             if _identity(where) == before:

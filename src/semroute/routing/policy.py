@@ -19,7 +19,7 @@ from semroute.errors import InvalidQueryError
 from semroute.routing.candidates import Candidates
 from semroute.routing.signals import Signals
 
-__all__ = ["Pin", "apply", "first_match", "holds", "tier_models"]
+__all__ = ["Held", "Pin", "apply", "first_match", "holds", "tier_models"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ class Pin:
             raise InvalidQueryError("a pinned chain must name at least one model")
 
 
+@dataclass(frozen=True)
+class Held:
+    """The chain a session (a multi-step agent run) is on, and the route that first chose it:
+    routing's answer unless a rule matches (see :mod:`semroute.dispatch.sessions`)."""
+
+    chain: tuple[str, ...]
+    route: str | None = None
+
+
 def holds(condition: Condition, signals: Signals) -> bool:
     """Whether ``condition`` holds for ``signals``."""
     return (
@@ -46,7 +55,23 @@ def holds(condition: Condition, signals: Signals) -> bool:
 
 
 def first_match(policy: Policy, signals: Signals) -> Rule | None:
-    return next((r for r in policy.rules if holds(r.condition, signals)), None)
+    """The first rule that holds and decides (rules that only redact are passed)."""
+    return next(
+        (r for r in policy.rules if not r.redacts_only and holds(r.condition, signals)), None
+    )
+
+
+def redactions(policy: Policy, signals: Signals, rule: Rule | None) -> tuple[str, ...]:
+    """The kinds to redact: those of the redacting rules that hold before ``rule`` (the
+    deciding rule, None: every rule) and ``rule``'s own."""
+    kinds: list[str] = []
+    for r in policy.rules:
+        if r is rule:
+            kinds += r.redact
+            break
+        if r.redact and holds(r.condition, signals):
+            kinds += r.redact
+    return tuple(dict.fromkeys(kinds))
 
 
 def tier_models(policy: Policy, user_tier: str) -> tuple[str, ...] | None:
@@ -59,7 +84,7 @@ def tier_models(policy: Policy, user_tier: str) -> tuple[str, ...] | None:
         return tuple(chain)
     bare = Signals(user_tier=user_tier)
     for rule in policy.rules:
-        if rule.block or not tests_signal(rule.condition, "user_tier"):
+        if rule.block or rule.redacts_only or not tests_signal(rule.condition, "user_tier"):
             continue
         if holds(rule.condition, bare):
             if rule.tier:
@@ -74,16 +99,20 @@ def apply(
     decision: Decision,
     candidates: Candidates | None = None,
     pin: Pin | None = None,
+    held: Held | None = None,
 ) -> Decision:
     """``decision`` (the semantic router's) after the first matching rule: blocked, or sent to
     the rule's model or tier chain (or, given a ``pin``, to the pinned chain: reason
-    ``pinned``); then, given ``candidates``, after the capability and cost checks
+    ``pinned``; else, given a session's ``held`` chain, to it: reason ``session``); then, given ``candidates``, after the capability and cost checks
     (:mod:`semroute.routing.candidates`). The signals are recorded either way."""
     signals = signals.with_decision(decision.route, decision.confidence, decision.reason.value)
     rule = first_match(policy, signals)
     changes: dict[str, Any] = {"signals": signals.to_dict(), "recommended_model": decision.model}
     if rule is not None and rule.block:
         return decision.evolve(**changes, reason=Reason.BLOCKED, rule=rule.name, chain=())
+    redact = redactions(policy, signals, rule)
+    if redact:
+        changes["redact"] = redact
     chain: tuple[str, ...] | None = None
     if pin is not None:  # the caller's chain replaces the rule's; the rule's ceiling holds
         chain = pin.chain
@@ -91,6 +120,9 @@ def apply(
     elif rule is not None:
         chain = policy.tiers[rule.tier] if rule.tier else (rule.model or decision.model,)
         changes.update(model=chain[0], reason=Reason.RULE, rule=rule.name, chain=chain)
+    elif held is not None:
+        chain = held.chain
+        changes.update(model=chain[0], reason=Reason.SESSION, route=held.route, chain=chain)
     if candidates is not None:  # one evolve for all: each copy of a decision costs microseconds
         pinned_tier = policy.tier_limits.get(pin.tier) if pin and pin.tier else None
         limits = (policy.ceiling(rule, decision.route), signals.max_cost_usd, pinned_tier)
@@ -109,6 +141,12 @@ def _check(test: Test, value: Any) -> bool:
     op = test.op
     if op == "regex":
         return test.pattern is not None and test.pattern.search(value) is not None
+    if isinstance(value, tuple):  # a list signal (pii): holds what is tested?
+        if op == "all":
+            return all(v in value for v in test.value)
+        return any(v in value for v in (test.value if op == "any" else (test.value,)))
+    if op in ("any", "all"):  # a list signal not read (None)
+        return False
     if op == "eq":
         return _same(value, test.value)
     if op == "in":

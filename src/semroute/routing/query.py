@@ -109,6 +109,10 @@ class QueryCache:
         self._lock = threading.Lock()
         self._hits = self._misses = 0
 
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
     def __call__(self, text: str) -> Scored:
         key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -19,9 +20,12 @@ from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
 from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
 from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
+from semroute.routing.challenger import shared_encoder
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
-from semroute.routing.policy import Pin, apply
+from semroute.routing.language import english_only, language_warning
+from semroute.routing.pii import Detectors, message_texts
+from semroute.routing.policy import Held, Pin, apply
 from semroute.routing.query import CHARS_PER_TOKEN, QueryCache, Scored, fit
 from semroute.routing.rule import decide
 from semroute.routing.scoring import (
@@ -34,6 +38,7 @@ from semroute.routing.scoring import (
 )
 from semroute.routing.signals import Hints, extract
 from semroute.text import clean, is_blank
+from semroute.tracing import clock, decision_attributes, record_span
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -96,7 +101,10 @@ class Router:
         self._candidates: Candidates | None = None
         # Computed only when a rule tests it, from the embedding routing already made.
         self._difficulty = index.difficulty if self.policy.uses("difficulty") else None
+        # Looked for only when a rule tests the `pii` signal.
+        self._pii = Detectors(self.policy.pii) if self.policy.scans_pii else None
         self._scorer = scorer_for(self.scorer)
+        self._english_only = english_only(encoder.info.name)
         self._store = index.store
         self._starts = np.array([r.start for r in index.routes], dtype=np.int64)
         self._stop = index.routes[-1].stop
@@ -119,6 +127,7 @@ class Router:
         self._window = encoder.info.max_tokens * CHARS_PER_TOKEN
         # Repeated queries skip the encoder and the similarity search.
         self._scored = QueryCache(cache_size, self._score_one) if cache_size > 0 else None
+        self._challenger: Router | None = None
 
     @classmethod
     def load(
@@ -158,6 +167,7 @@ class Router:
         max_cost_usd: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         pin: Pin | None = None,
+        held: Held | None = None,
     ) -> Decision:
         """Decide which model should answer ``query``. Low confidence is a value, not an error.
 
@@ -169,15 +179,54 @@ class Router:
         :mod:`semroute.routing.candidates`). Without rules, route ceilings, request or hints,
         neither step runs. ``pin`` (the models a caller named) takes both steps too: it is
         blocked by a blocking rule, else checked as its chain (see :mod:`semroute.routing.policy`).
+        ``held``: a session's chain, kept unless a rule matches (reason ``session``). With a
+        challenger (see :meth:`with_challenger`), the decision carries the challenger's. With
+        tracing on (see :mod:`semroute.tracing`), a ``semroute.route`` span records it.
         """
-        decision, hard = self._semantic(query)
+        start = clock()
         hints = Hints(task, user_tier, max_cost_usd, metadata or {})
+        decision = self._route(query, request, hints, pin, held)
+        if self._challenger is not None:
+            rival = self._challenger._route(query, request, hints, pin, None)
+            decision = decision.evolve(challenger=rival)
+        if start:
+            record_span("semroute.route", start, decision_attributes(decision))
+        return decision
+
+    def with_challenger(self, challenger: Router | None) -> Router:
+        """This router, also routing every query with ``challenger`` in the same thread (its
+        decision only: no model is called for it); ``None``: without one. When both embed
+        alike, the challenger reuses the query's embedding (see :mod:`semroute.routing.challenger`)."""
+        twin = copy.copy(self)
+        twin._challenger = challenger
+        shared = shared_encoder(self.encoder, challenger.encoder) if challenger else None
+        if shared is not None and challenger is not None:
+            twin._challenger = challenger = copy.copy(challenger)
+            for router in (twin, challenger):
+                router.encoder = shared
+                if router._scored is not None:  # its cache computes with its own encoder
+                    router._scored = QueryCache(router._scored.maxsize, router._score_one)
+        return twin
+
+    def _route(
+        self,
+        query: str | Sequence[Message],
+        request: Mapping[str, Any] | None,
+        hints: Hints,
+        pin: Pin | None,
+        held: Held | None,
+    ) -> Decision:
+        decision, hard = self._semantic(query)
         checked = self.policy.rules or self.policy.route_limits
-        if not checked and request is None and not hints and pin is None:
+        if not checked and request is None and not hints and pin is None and held is None:
             return decision
         started = time.perf_counter()
-        signals = extract(_messages_of(query, request), request, hints).with_difficulty(hard)
-        out = apply(self.policy, signals, decision, self.candidates, pin)
+        messages = _messages_of(query, request)
+        signals = extract(messages, request, hints).with_difficulty(hard)
+        if self._pii is not None:
+            found = self._pii.kinds(message_texts(messages))
+            signals = dataclasses.replace(signals, pii=found)
+        out = apply(self.policy, signals, decision, self.candidates, pin, held)
         return out.evolve(latency_ms=out.latency_ms + _elapsed_ms(started))
 
     @property
@@ -205,7 +254,9 @@ class Router:
         conf, best, truncated, hard, vector = (
             self._scored(text) if self._scored else self._score_one(text)
         )
-        return self._decision(conf, best, truncated or cut, started, vector=vector), hard
+        warning = language_warning(text) if self._english_only else None
+        cut = truncated or cut
+        return self._decision(conf, best, cut, started, vector=vector, warning=warning), hard
 
     def cache_info(self) -> functools._CacheInfo | None:
         """Hits, misses and size of the query cache (None when it is off)."""
@@ -268,6 +319,7 @@ class Router:
                     started,
                     share,
                     vector=None if vectors is None else vectors[i],
+                    warning=language_warning(chunk[i][0]) if self._english_only else None,
                 )
                 for i in range(len(chunk))
             )
@@ -353,9 +405,11 @@ class Router:
         latency_ms: float | None = None,
         *,
         vector: npt.NDArray[np.float32] | None = None,
+        warning: str | None = None,
     ) -> Decision:
         """The decision for one query's confidences; ``latency_ms`` defaults to the time since
-        ``started``; ``vector``: the query's embedding, kept in the decision."""
+        ``started``; ``vector``: the query's embedding, kept in the decision; ``warning``: the
+        query's language warning."""
         choice, reason, margin, order = decide(conf, self._thresholds, self.min_margin)
         routes = self.index.routes
         utterances = self.index.utterances
@@ -381,6 +435,7 @@ class Router:
             scores=explain,  # type: ignore[arg-type]  # built on first access
             latency_ms=_elapsed_ms(started) if latency_ms is None else latency_ms,
             truncated=truncated,
+            language_warning=warning,
         ).with_vector(vector)
 
     @functools.cached_property

@@ -65,6 +65,9 @@ class Signals:
     None when the index has no difficulty model or no rule tests it."""
     n: int = 1
     """How many choices the request asks for (its ``n``): each is paid for."""
+    pii: tuple[str, ...] | None = None
+    """The kinds of personal data found in the messages (see :mod:`semroute.routing.pii`);
+    None when no rule tests them, so they were not looked for."""
 
     def get(self, name: str) -> Any:
         if name.startswith("metadata."):
@@ -88,6 +91,10 @@ class Signals:
             out["difficulty"] = round(self.difficulty, 6)
         if self.n == 1:  # absent unless asked, as before it was read
             del out["n"]
+        if self.pii is None:  # absent unless looked for
+            del out["pii"]
+        else:
+            out["pii"] = list(self.pii)
         return out
 
 

@@ -2,11 +2,15 @@
 models, health and metrics.
 
     POST /v1/chat/completions   model "auto" routes; a model or tier name pins it
+    POST /v1/messages           Anthropic's Messages API, routed the same way
+    POST /v1/messages/count_tokens  its input-token estimate (no model is asked)
     POST /v1/route              the decision only (what `semroute route --json` prints)
+    POST /v1/feedback           a score (and the right route) for an answer, into the log
     GET  /v1/models             auto, the declared models, the tiers
     GET  /healthz               the process is up
     GET  /readyz                an index is loaded (and the shared store answers, when set)
     GET  /metrics               Prometheus
+    GET  /ui                    the console (see semroute.server.console; server.ui: false: off)
 
 :func:`create_app` builds it from a loaded index; :func:`app_from_env` is the factory uvicorn's
 worker processes import (``semroute serve`` passes the index in ``$SEMROUTE_INDEX``).
@@ -27,19 +31,26 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from semroute.config.server import ServerSettings
 from semroute.dispatch.providers import import_litellm
 from semroute.routing.router import default_index_path
+from semroute.server.anthropic import ANTHROPIC, count_tokens
 from semroute.server.chat import Gateway
+from semroute.server.chat import _read as read_body
+from semroute.server.console import console_routes
 from semroute.server.errors import ApiError, error_response
+from semroute.server.feedback import FeedbackEndpoint
 from semroute.server.metrics import CONTENT_TYPE, Metrics
 from semroute.server.reload import IndexHolder
 from semroute.server.sse import CUT_SECONDS
 from semroute.server.state import Loaded, load
+from semroute.server.traced import TraceRequests
+from semroute.tracing import shutdown as shutdown_tracing
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -56,7 +67,9 @@ def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starle
     """The app serving ``loaded`` (``settings``: default the index's own `server:` block).
     Raises :class:`~semroute.errors.ServeError` when a key's variable is not set."""
     holder = IndexHolder(loaded, settings)
-    metrics = Metrics(lambda: (holder.shared.health, holder.current.catalog.models))
+    metrics = Metrics(
+        lambda: (holder.shared.health, holder.current.catalog.models), lambda: holder.current.drift
+    )
     gateway = Gateway(holder, loaded.shared.spend, metrics)
 
     @contextlib.asynccontextmanager
@@ -80,8 +93,16 @@ def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starle
                 loop.remove_signal_handler(signal.SIGHUP)
             holder.close()
             await _close_litellm_clients()
+            await asyncio.to_thread(shutdown_tracing)  # send the last spans
 
-    app = Starlette(routes=_routes(gateway, holder, metrics), lifespan=lifespan)
+    api = _routes(gateway, holder, metrics)
+    # Probes and scrapes are not traced, nor the console's pages: a trace per API request.
+    untraced = ("/healthz", "/readyz", "/metrics")
+    tracing = [Middleware(TraceRequests, paths=[r.path for r in api], untraced=untraced)]
+    routes: list[BaseRoute] = [*api]
+    if holder.settings.ui:
+        routes += console_routes(holder, gateway)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=tracing)
     app.state.holder = holder
     app.state.gateway = gateway
     _add_error_handlers(app)
@@ -92,8 +113,24 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     async def chat(request: Request) -> Any:
         return await gateway.chat(request)
 
+    async def messages(request: Request) -> Any:
+        return await gateway.chat(request, ANTHROPIC)
+
+    async def count(request: Request) -> Response:
+        try:
+            gateway.keys.check(request.headers)
+            raw = await read_body(request, gateway.max_body_bytes)
+            return _json(count_tokens(raw))
+        except ApiError as exc:
+            return ANTHROPIC.error(exc, {})
+
     async def route(request: Request) -> Response:
         return await gateway.route(request)
+
+    feedback_endpoint = FeedbackEndpoint(holder)
+
+    async def feedback(request: Request) -> Response:
+        return await feedback_endpoint(request)
 
     async def models(request: Request) -> Response:
         try:
@@ -120,7 +157,10 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
     return [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/chat/completions", chat, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count, methods=["POST"]),
         Route("/v1/route", route, methods=["POST"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -161,16 +201,23 @@ def _add_error_handlers(app: Starlette) -> None:
         }
         message, code = known.get(status, ("request refused", "invalid_request"))
         error = ApiError(status, message, code=code)
-        return error_response(error)
+        return _error_for(request, error)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # A bug of the gateway: the traceback goes to the server's log, never to the client.
         log.error("semroute serve: internal error on %s", request.url.path, exc_info=exc)
         error = ApiError(500, "internal error; see the server log", type="server_error")
-        return error_response(error)
+        return _error_for(request, error)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
+
+
+def _error_for(request: Request, error: ApiError) -> Response:
+    """``error`` in the shape of the API the request's path belongs to."""
+    if "/messages" in request.url.path:
+        return ANTHROPIC.error(error, {})
+    return error_response(error)
 
 
 def _json(payload: Any, status: int = 200) -> Response:

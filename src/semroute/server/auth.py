@@ -38,6 +38,8 @@ class Client:
     """Requests per minute (None: no limit; see :mod:`semroute.server.ratelimit`)."""
     tpm: int | None = None
     """Estimated tokens per minute (None: no limit)."""
+    admin: bool = False
+    """Whether the key may sign in to the console."""
 
 
 ANONYMOUS = Client()
@@ -66,6 +68,7 @@ class Keys:
                 ref.models,
                 ref.rpm,
                 ref.tpm,
+                ref.admin,
             )
             self._keys.append((value.encode("utf-8"), client))
 
@@ -83,20 +86,32 @@ class Keys:
         if presented is None:
             raise ApiError(
                 401,
-                "no API key: send it as `Authorization: Bearer KEY`",
+                "no API key: send it as `Authorization: Bearer KEY` (or `x-api-key: KEY`)",
                 code="invalid_api_key",
                 type="authentication_error",
             )
-        given = presented.encode("latin-1", "replace")
-        found = None
-        for key, client in self._keys:
-            if hmac.compare_digest(given, key) and found is None:
-                found = client
+        found = self.find(presented.encode("latin-1", "replace"))
         if found is None:
             raise ApiError(
                 401, "invalid API key", code="invalid_api_key", type="authentication_error"
             )
         return found
+
+    def find(self, given: bytes) -> Client | None:
+        """The client whose key is ``given`` (None: no such key), compared with every key."""
+        found = None
+        for key, client in self._keys:
+            if hmac.compare_digest(given, key) and found is None:
+                found = client
+        return found
+
+    def secret(self, env: str) -> tuple[Client, bytes] | None:
+        """The client and key value named by its variable ``env`` (the console signs its
+        session cookies with the key, so a changed or removed key ends its sessions)."""
+        for key, client in self._keys:
+            if client.key == env:
+                return client, key
+        return None
 
 
 def _presented(headers: Mapping[str, str]) -> str | None:

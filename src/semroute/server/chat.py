@@ -22,11 +22,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from semroute.decision import Reason
+from semroute.dispatch.sessions import SESSION_HEADER, session_key
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import SemrouteError
 from semroute.server.auth import Client, Keys
 from semroute.server.cache_report import cache_headers, cache_scope, count_cache
-from semroute.server.errors import ApiError, error_response, from_semroute
+from semroute.server.dialect import OPENAI, Dialect
+from semroute.server.errors import ApiError, from_semroute
 from semroute.server.headers import decision_headers, safe, served_headers
 from semroute.server.quota import charge, check_budget
 from semroute.server.ratelimit import check_rate, estimate
@@ -83,12 +85,13 @@ class Gateway:
     def max_body_bytes(self) -> int:
         return self.holder.settings.max_body_bytes
 
-    async def chat(self, request: Request) -> Response | ASGIApp:
+    async def chat(self, request: Request, dialect: Dialect = OPENAI) -> Response | ASGIApp:
+        """A chat request in ``dialect``'s API (default: OpenAI's chat completions)."""
         request_id = uuid.uuid4().hex
         self.metrics.in_flight.inc()
         out: Response | ASGIApp | None = None
         try:
-            out = await self._chat(request, request_id)
+            out = await self._chat(request, request_id, dialect)
             return out
         finally:
             if not isinstance(out, EventStream):  # a stream is in flight until it ends
@@ -116,12 +119,15 @@ class Gateway:
         content = json.dumps(decision.to_dict(), ensure_ascii=False).encode()
         return Response(content, 200, decision_headers(request_id, decision), "application/json")
 
-    async def _chat(self, request: Request, request_id: str) -> Response | ASGIApp:
+    async def _chat(
+        self, request: Request, request_id: str, dialect: Dialect
+    ) -> Response | ASGIApp:
         loaded = self.holder.current  # kept to the end, whatever a reload does meanwhile
         label = loaded.catalog.label
+        endpoint = dialect.endpoint
         try:
             client = self.keys.check(request.headers)
-            body = await self._body(request)
+            body = dialect.parse(await _read(request, self.max_body_bytes))
             kwargs = {**body.params(), **_hints(request.headers, client)}
             check_budget(self.spend, client)
             check_rate(loaded.shared.limiter, client, lambda: _tokens(body, loaded))
@@ -134,36 +140,40 @@ class Gateway:
                 else loaded.catalog.pin(body.model, client, allow_unlisted=unlisted)
             )
         except ApiError as exc:
-            return self._refuse("chat", exc, request_id, None, label)
+            return self._refuse(endpoint, exc, request_id, None, label, dialect)
         common: dict[str, Any] = {"stream": body.stream, "request_id": request_id, **kwargs}
         common["cache_scope"] = cache_scope(self.holder.settings.cache_scope, client)
-        call = loaded.dispatcher.acomplete(
-            body.message_list(), router=loaded.router, model=pin, **common
-        )
+        messages = body.message_list()
+        if loaded.router.conversation.sticky:  # an agent run stays on its model
+            given = request.headers.get(SESSION_HEADER)
+            common["session"] = session_key(client.spend_id, messages, given)
+        call = loaded.dispatcher.acomplete(messages, router=loaded.router, model=pin, **common)
         try:
             out = await _unless_disconnected(request, call)
         except SemrouteError as exc:
-            return self._failed("chat", exc, request_id, label)
+            return self._failed(endpoint, exc, request_id, label, dialect)
         except asyncio.CancelledError:
             # Only the server cancels a request: it is shutting down and its drain timeout
             # passed. The call was cancelled (and logged); the client is told why, in
             # OpenAI's shape, instead of getting a 500 and the server log a traceback.
             uncancel()
-            return self._refuse("chat", _cut_request(), request_id, None, label)
+            return self._refuse(endpoint, _cut_request(), request_id, None, label, dialect)
         if out is None:  # the client left: the call was cancelled (and logged)
             # A routed request's decision went with the cancelled call: counted as `none`.
             model = label(pin.chain[0]) if pin is not None else NONE
             reason = Reason.PINNED.value if pin is not None else NONE
-            self.metrics.requests.labels("chat", "", model, "", reason, str(CLIENT_GONE)).inc()
+            self.metrics.requests.labels(endpoint, "", model, "", reason, str(CLIENT_GONE)).inc()
             return Response(status_code=CLIENT_GONE)
         if isinstance(out, AsyncDispatchStream):
-            return self._stream(out, body, client, label)
-        return self._answer(out, client, label)
+            return self._stream(out, body, client, label, dialect)
+        return self._answer(out, client, label, dialect)
 
-    def _answer(self, result: DispatchResult, client: Client, label: Any) -> Response:
+    def _answer(
+        self, result: DispatchResult, client: Client, label: Any, dialect: Dialect
+    ) -> Response:
         charge(self.spend, client, result.cost_usd)
         self.metrics.observe(
-            "chat",
+            dialect.endpoint,
             200,
             result.decision,
             label,
@@ -181,12 +191,16 @@ class Gateway:
             result.cost_usd,
         ) | cache_headers(result)
         count_cache(self.metrics, result)
-        content = json.dumps(result.response.model_dump(), ensure_ascii=False, default=str)
-        return Response(content.encode(), 200, headers, "application/json")
+        return dialect.answer(result, headers)
 
     def _stream(
-        self, stream: AsyncDispatchStream, body: ChatRequest, client: Client, label: Any
-    ) -> EventStream:
+        self,
+        stream: AsyncDispatchStream,
+        body: ChatRequest,
+        client: Client,
+        label: Any,
+        dialect: Dialect,
+    ) -> ASGIApp:
         headers = served_headers(
             stream.request_id,
             stream.decision,
@@ -201,7 +215,7 @@ class Gateway:
             count_cache(self.metrics, stream)
             charge(self.spend, client, stream.cost_usd)
             self.metrics.observe(
-                "chat",
+                dialect.endpoint,
                 _STREAM_STATUS.get(outcome, 200),
                 stream.decision,
                 label,
@@ -211,8 +225,7 @@ class Gateway:
                 cost_usd=stream.cost_usd,
             )
 
-        usage = bool((body.stream_options or {}).get("include_usage"))
-        return EventStream(stream, headers, usage=usage, done=done, streams=self.streams)
+        return dialect.stream(stream, body, headers, done, self.streams)
 
     async def _body(self, request: Request, *, route_only: bool = False) -> ChatRequest:
         raw = await _read(request, self.max_body_bytes)
@@ -222,12 +235,25 @@ class Gateway:
             raise ApiError(400, describe(exc), code="invalid_request") from None
 
     def _refuse(
-        self, endpoint: str, exc: ApiError, request_id: str, decision: Decision | None, label: Any
+        self,
+        endpoint: str,
+        exc: ApiError,
+        request_id: str,
+        decision: Decision | None,
+        label: Any,
+        dialect: Dialect = OPENAI,
     ) -> Response:
         self.metrics.observe(endpoint, exc.status, decision, label)
-        return error_response(exc, decision_headers(request_id, decision))
+        return dialect.error(exc, decision_headers(request_id, decision))
 
-    def _failed(self, endpoint: str, exc: SemrouteError, request_id: str, label: Any) -> Response:
+    def _failed(
+        self,
+        endpoint: str,
+        exc: SemrouteError,
+        request_id: str,
+        label: Any,
+        dialect: Dialect = OPENAI,
+    ) -> Response:
         error = from_semroute(exc) or ApiError(400, str(exc), code="invalid_request")
         decision: Decision | None = getattr(exc, "decision", None)
         attempts = getattr(exc, "attempts", ())
@@ -238,7 +264,7 @@ class Gateway:
         )
         headers = decision_headers(getattr(exc, "request_id", None) or request_id, decision)
         headers["x-semroute-fallbacks"] = safe(",".join(a.model for a in attempts))
-        return error_response(error, headers)
+        return dialect.error(error, headers)
 
 
 def _cut_request() -> ApiError:

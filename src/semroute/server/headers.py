@@ -42,6 +42,8 @@ def decision_headers(request_id: str, decision: Decision | None) -> dict[str, st
     out[PREFIX + "rule"] = safe(decision.rule or "")
     out[PREFIX + "confidence"] = f"{decision.confidence:.4f}"
     out[PREFIX + "skipped"] = _skips(decision.skipped)
+    if decision.challenger is not None:  # `server.challenger`: what it would have chosen
+        out[PREFIX + "challenger-route"] = safe(decision.challenger.route or "")
     return out
 
 

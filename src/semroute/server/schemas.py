@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from semroute.text import printable
 
-__all__ = ["ChatRequest", "Message", "describe", "parse_chat"]
+__all__ = ["ChatRequest", "Message", "describe", "parse_body", "parse_chat"]
 
 MAX_MESSAGES = 10_000
 
@@ -93,10 +93,17 @@ class ChatRequest(BaseModel):
 
 
 Loc = tuple[str | int, ...]
+B = TypeVar("B", bound=BaseModel)
 
 
 def parse_chat(raw: bytes, schema: type[ChatRequest] = ChatRequest) -> ChatRequest:
     """The body, validated; raises :class:`ValidationError` (see :func:`describe`)."""
+    return parse_body(raw, schema)
+
+
+def parse_body(raw: bytes, schema: type[B]) -> B:
+    """The body, validated by ``schema`` (a JSON body with finite numbers and no lone
+    surrogates); raises :class:`ValidationError` (see :func:`describe`)."""
     try:
         body = schema.model_validate_json(raw)
     except ValidationError as exc:
@@ -176,8 +183,9 @@ def _lone_surrogate(text: str) -> bool:
     return any("\ud800" <= c <= "\udfff" for c in text)
 
 
-def describe(exc: ValidationError) -> str:
-    """One line for a client: the first problem, naming the field (and how many more)."""
+def describe(exc: ValidationError, api: str = "chat-completions") -> str:
+    """One line for a client: the first problem, naming the field (and how many more);
+    ``api`` names the API whose fields the body should hold."""
     error = exc.errors(include_url=False, include_input=False)[0]
     if error["type"] == "json_invalid":
         return f"the body is not valid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
@@ -185,10 +193,12 @@ def describe(exc: ValidationError) -> str:
         return f"the body is not valid JSON ({error['msg']})"
     where = ""
     for part in error["loc"]:
+        if isinstance(part, str) and part.startswith("<"):  # a union's tag, not a field
+            continue
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "is not a chat-completions field this gateway accepts"
+        message = f"is not a {api} field this gateway accepts"
     elif error["type"] == "model_type" and not where:
         return "the body should be a JSON object with `model` and `messages`"
     more = exc.error_count() - 1

@@ -9,9 +9,9 @@ process otherwise.
 
 What is shared with Redis: each model's circuit breaker (window, failures in a row, cool-off,
 the one half-open probe), each API key's spend of the day and rate counts of the minute, the
-semantic cache's answers, the shadow evaluation's spend of the day, and LiteLLM's deployment
-cooldowns. What stays in each process: metrics, the decision log,
-the index and its router. Every key semroute writes starts with ``semroute:`` (the prefix);
+semantic cache's answers, the shadow evaluation's spend of the day, each session's model (with
+sticky conversations), and LiteLLM's deployment cooldowns. What stays in each process: metrics,
+the decision log, the index and its router. Every key semroute writes starts with ``semroute:`` (the prefix);
 LiteLLM's cooldowns are its own ``deployment:*`` keys.
 """
 
@@ -27,6 +27,7 @@ from semroute.config.server import env_value
 from semroute.dispatch.cache import CacheStore, LocalCacheStore
 from semroute.dispatch.cache_redis import RedisCacheStore, per_bucket
 from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
+from semroute.dispatch.sessions import LocalSessions, RedisSessions, SessionStore
 from semroute.dispatch.shadow import DailySpend
 from semroute.dispatch.shared_health import DEFAULT_PREFIX, RedisHealthStore, RedisLink
 from semroute.errors import ServeError
@@ -61,6 +62,8 @@ class SharedState:
     """The semantic cache's answers (kept across reloads)."""
     limiter: RateLimiter = field(default_factory=LocalLimiter)
     """Each key's rate counts (see :mod:`semroute.server.ratelimit`)."""
+    sessions: SessionStore | None = None
+    """Each session's model (None: the router is not sticky; kept across reloads)."""
     redis_url: str | None = None
     """The resolved URL, for LiteLLM's cooldowns (``Dispatcher(..., redis_url=)``); None: local."""
     where: str | None = None
@@ -103,6 +106,7 @@ def shared_state(
             LocalSpendStore(),
             shadow,
             LocalCacheStore(dispatch.cache.max_entries),
+            sessions=LocalSessions.of(dispatch.conversation),
         )
     url = env_value(redis_url)
     if url is None:
@@ -126,6 +130,7 @@ def shared_state(
         BoundSpend(RedisSpendStore(link, prefix=prefix, name="shadow-spend"), SHADOW),
         RedisCacheStore(link, prefix=prefix, max_per_bucket=per_bucket(dispatch.cache.max_entries)),
         RedisLimiter(link, prefix=prefix),
+        sessions=RedisSessions(link, LocalSessions.of(dispatch.conversation), prefix=prefix),
         redis_url=url,
         where=Masker([]).mask(url),
         ready=link.ready,

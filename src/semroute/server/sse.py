@@ -136,9 +136,7 @@ class EventStream:
     async def _pump(self, send: Send) -> None:
         try:
             async for chunk in self._stream:
-                data = _chunk_data(chunk, self._usage)
-                if data is not None:
-                    await send(_body(b"data: " + data + b"\n\n"))
+                await self._send_chunk(send, chunk)
         except DispatchError as exc:
             self.outcome = "broken"
             error = from_semroute(exc)
@@ -146,6 +144,11 @@ class EventStream:
             await self._end(send, payload)
             return
         await self._end(send, None)
+
+    async def _send_chunk(self, send: Send, chunk: Any) -> None:
+        data = _chunk_data(chunk, self._usage)
+        if data is not None:
+            await send(_body(b"data: " + data + b"\n\n"))
 
     async def _end(self, send: Send, error: dict[str, Any] | None) -> None:
         """Send ``error`` (an event in OpenAI's error shape), ``[DONE]``, and end the body."""

@@ -15,8 +15,9 @@ from semroute.config.deployments import DispatchConfig
 from semroute.config.policy import Policy
 from semroute.config.server import ServerSettings
 from semroute.dispatch.dispatcher import Dispatcher
-from semroute.errors import ServeError
+from semroute.errors import SemrouteError, ServeError
 from semroute.index.checksums import MANIFEST
+from semroute.index.drift import DRIFT_FILE, DriftReference, read_reference
 from semroute.routing.policy import Pin, tier_models
 from semroute.routing.router import Router
 from semroute.server.errors import ApiError
@@ -25,8 +26,10 @@ from semroute.server.shared import SharedState, shared_state
 if TYPE_CHECKING:
     from semroute.server.auth import Client
 
-__all__ = ["AUTO", "Catalog", "Loaded", "load", "signature"]
+__all__ = ["AUTO", "CHALLENGER_ENV", "Catalog", "Loaded", "load", "signature"]
 
+CHALLENGER_ENV = "SEMROUTE_CHALLENGER"
+"""The challenger index `semroute serve --challenger` passes to its worker processes."""
 AUTO = "auto"
 """The model name that asks the gateway to route."""
 OTHER = "other"
@@ -162,6 +165,8 @@ class Loaded:
     signature: tuple[int, ...]
     created: int
     """When its manifest was written (Unix seconds): the models' ``created``."""
+    drift: DriftReference | None = None
+    """Its calibration data's confidences (see :mod:`semroute.index.drift`), if calibrated."""
 
 
 def signature(path: Path) -> tuple[int, ...]:
@@ -175,14 +180,28 @@ def signature(path: Path) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def load_challenger(path: Path) -> Router:
+    """The challenger index's router; :class:`ServeError` naming it when it cannot be loaded."""
+    try:
+        return Router.load(path)
+    except SemrouteError as exc:
+        raise ServeError(
+            f"the challenger index at {path} cannot be loaded: {exc}", setting="challenger"
+        ) from exc
+
+
 def load(path: Path, shared: SharedState | None = None) -> Loaded:
     """Load the index at ``path`` with its dispatcher, using ``shared`` (a reload's) or the
     stores its `server.redis_url` names. Raises the :class:`~semroute.errors.IndexLoadError`
     of a bad index, or :class:`~semroute.errors.ServeError` for an unset Redis variable."""
     sig = signature(path)
     router = Router.load(path)
-    router.route("warm up")  # the encoder's first run is slow; a client should not wait for it
     settings = router.index.manifest.server_settings(path) or ServerSettings()
+    challenger = os.environ.get(CHALLENGER_ENV) or settings.challenger
+    if challenger:
+        router = router.with_challenger(load_challenger(Path(challenger)))
+    # The encoder's first run is slow; a client should not wait for it (a batch: no trace).
+    router.route_batch(["warm up"])
     if shared is None:
         config = DispatchConfig.from_dict(router.index.manifest.dispatch)
         shared = shared_state(settings.redis_url, config)
@@ -192,6 +211,7 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         redis_url=shared.redis_url,
         shadow_spend=shared.shadow_spend,
         cache=shared.cache,
+        sessions=shared.sessions,
     )
     catalog = Catalog.of(router, dispatcher)
     catalog.check_keys(settings)
@@ -204,4 +224,10 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         shared,
         sig,
         sig[2] // 1_000_000_000 if sig else 0,
+        _reference(router, path),
     )
+
+
+def _reference(router: Router, path: Path) -> DriftReference | None:
+    manifest = router.index.manifest
+    return read_reference(path, manifest.checksums.get(DRIFT_FILE) if manifest.drift else None)

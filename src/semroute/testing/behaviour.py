@@ -8,7 +8,10 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["Behaviour", "RecordedRequest", "Script", "check_delay"]
+__all__ = ["ANY_MODEL", "Behaviour", "RecordedRequest", "Script", "check_delay"]
+
+ANY_MODEL = "*"
+"""The model name whose behaviour applies to every model not scripted by its own name."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class Script:
     def plan(self, model: str) -> tuple[Behaviour, bool]:
         """The behaviour for ``model`` and, for ``flaky``, whether this request fails."""
         with self._lock:
-            behaviour = self._behaviours.get(model, Behaviour())
+            behaviour = self._behaviours.get(model) or self._behaviours.get(ANY_MODEL, Behaviour())
             fails = behaviour.kind == "flaky" and self._random.random() < behaviour.rate
             if behaviour.texts:  # the next scripted answer
                 turn = self._served[model] = self._served.get(model, -1) + 1

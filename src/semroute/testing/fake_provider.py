@@ -14,7 +14,7 @@ answered) so tests can assert which deployment was hit and with which key.
         provider.answer("typing", text=long_text, chunk_delay=0.02)  # a word every 20 ms
         ...  # litellm_params: {model: openai/primary, api_base: provider.url}
 
-It binds 127.0.0.1 on a free port and serves each connection in its own thread (the standard
+It binds 127.0.0.1 on a free port (or the ``host`` and ``port`` given) and serves each connection in its own thread (the standard
 library's ``ThreadingHTTPServer``), so hundreds of concurrent requests are fine.
 
 The pieces: :mod:`~semroute.testing.behaviour` (the scripted behaviours and recorded requests),
@@ -28,17 +28,28 @@ import threading
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 
-from semroute.testing.behaviour import Behaviour, RecordedRequest, Script, check_delay
+from semroute.testing.behaviour import ANY_MODEL, Behaviour, RecordedRequest, Script, check_delay
 from semroute.testing.fake_server import start_server
 
-__all__ = ["Behaviour", "FakeProvider", "RecordedRequest"]
+__all__ = ["ANY_MODEL", "Behaviour", "FakeProvider", "RecordedRequest"]
 
 
 class FakeProvider:
     """An OpenAI-compatible chat-completions server on 127.0.0.1 with scripted behaviour."""
 
-    def __init__(self, *, seed: int = 0, hang_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        hang_seconds: float = 30.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """Scripted per model name (``"*"``: every model not scripted by name); it listens on
+        ``host``:``port`` once started (port 0: a free one)."""
         self._script = Script(seed=seed, hang_seconds=hang_seconds)
+        self._host = host
+        self._port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -131,13 +142,16 @@ class FakeProvider:
         """The ``api_base`` to give LiteLLM (``http://127.0.0.1:PORT/v1``)."""
         if self._server is None:
             raise RuntimeError("the provider is not running; call start() or use `with`")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        # A wildcard address listens on every interface; clients on this machine use loopback.
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self._server.server_address[1]}/v1"
 
     def start(self) -> FakeProvider:
         if self._server is not None:
             return self
         self._script.release.clear()
-        self._server, self._thread = start_server(self._script)
+        self._server, self._thread = start_server(self._script, self._host, self._port)
         return self
 
     def stop(self) -> None:

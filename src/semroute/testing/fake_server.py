@@ -25,16 +25,23 @@ from semroute.testing.openai_payloads import (
 __all__ = ["start_server"]
 
 
-def start_server(script: Script) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """Serve ``script`` on 127.0.0.1 at a free port, in a daemon thread."""
+def start_server(
+    script: Script, host: str = "127.0.0.1", port: int = 0
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Serve ``script`` on ``host``:``port`` (0: a free port), in a daemon thread."""
     handler = type("_BoundHandler", (_Handler,), {"script": script})
-    server = _Server(("127.0.0.1", 0), handler, bind_and_activate=False)
+    server_class = _Server6 if ":" in host else _Server
+    server = server_class((host, port), handler, bind_and_activate=False)
     server.daemon_threads = True
     # The default backlog (5) makes a burst of concurrent clients wait for SYN retries.
     server.request_queue_size = 1024
     server.allow_reuse_address = True
-    server.server_bind()
-    server.server_activate()
+    try:
+        server.server_bind()
+        server.server_activate()
+    except OSError:
+        server.server_close()
+        raise
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-provider"
     )
@@ -48,6 +55,10 @@ class _Server(ThreadingHTTPServer):
         # A client that gave up (timed out, closed its stream) resets the connection: expected.
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -42,7 +42,9 @@ import numpy as np
 import numpy.typing as npt
 
 from semroute.errors import DataError
-from semroute.routing.rule import contenders
+from semroute.files import atomic_write
+from semroute.index.drift import DRIFT_FILE, DriftReference, encode_reference, reference_of
+from semroute.routing.rule import choose, contenders
 from semroute.tuning.sweep import (
     MIN_ROUTE_ROWS,
     BoolArray,
@@ -269,14 +271,22 @@ def calibrate_index(
         "warnings": doubts,
     }
     if write:
-        _write_fit(router.index, fit, data_file, len(truth), result)
+        routed = choose(scores.confidence, fit.thresholds, router.min_margin)
+        reference = reference_of(scores.confidence, routed, names)
+        _write_fit(router.index, fit, data_file, len(truth), result, reference)
     return result
 
 
 def _write_fit(
-    index: RouteIndex, fit: Fit, data_file: str | Path, rows: int, result: dict[str, Any]
+    index: RouteIndex,
+    fit: Fit,
+    data_file: str | Path,
+    rows: int,
+    result: dict[str, Any],
+    reference: DriftReference,
 ) -> None:
-    """Write the fitted thresholds into the index's manifest, unless it was rebuilt meanwhile."""
+    """Write the fitted thresholds into the index's manifest, and the drift reference beside it
+    (see :mod:`semroute.index.drift`), unless the index was rebuilt meanwhile."""
     from semroute.index.manifest import Manifest
     from semroute.tuning.publish import build_lock
 
@@ -294,4 +304,12 @@ def _write_fit(
             "before": result["before"],
             "after": result["after"],
         }
-        manifest.with_thresholds(fit.thresholds.tolist(), record, path).write(path)
+        data, digest = encode_reference(reference)
+        atomic_write(path / DRIFT_FILE, data)
+        entry = {"file": DRIFT_FILE, "rows": reference.rows, "calibrated_at": _now()}
+        fitted = manifest.with_thresholds(fit.thresholds.tolist(), record, path)
+        fitted.with_drift(entry, digest, path).write(path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

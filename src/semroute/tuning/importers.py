@@ -2,8 +2,19 @@
 
 - Labelled data (``{"text", "label"}`` JSON lines): one route per label; rows with the
   out-of-scope label become the file's ``out_of_scope`` examples, never a route.
-- A semantic-router / LiteLLM auto-router config (``router.json``, JSON or YAML): routes with
-  ``name``, ``utterances``, ``description``, ``score_threshold`` and optionally ``llm.model``.
+- A semantic-router / LiteLLM auto-router config (``router.json``, JSON or YAML, or a bare list
+  of routes): routes with ``name``, ``utterances``, ``description``, ``score_threshold`` and
+  optionally ``llm.model``.
+
+semantic-router's ``score_threshold`` is the cosine similarity between the query and a route's
+closest example, on its encoder. semroute's ``nearest`` scorer measures exactly that, so a
+threshold is carried over only where it keeps its meaning: the config names semroute's encoder
+(all-MiniLM-L6-v2) and the written file sets ``router.scorer: nearest`` (it has a router block:
+``default_model`` given). Anywhere else (the default ``hybrid`` scorer averages that cosine with
+a classifier's probability, another encoder has another cosine scale) the value would send
+near-paraphrases to the default model, so it is kept as ``metadata.semantic_router_threshold``
+instead and the report says so: the route uses the router's threshold until ``semroute
+calibrate`` fits one.
 
 Duplicates (same text, ignoring case and spacing) are dropped: within a label silently, across
 labels by keeping the first label and counting the rest, since an example must belong to one
@@ -20,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from semroute.config.routefile import DEFAULT_ENCODER
 from semroute.config.routes import normalise_utterance, parse_routes
 from semroute.config.yamlsafe import MAX_DEPTH, read_text, read_yaml
 from semroute.errors import DataError, RouteConfigError
@@ -37,6 +49,8 @@ class ImportReport:
     out_of_scope: int
     dropped: int
     """Rows left out as duplicates."""
+    notes: tuple[str, ...] = ()
+    """What the import changed on the way and why (thresholds, scorer)."""
 
 
 def import_file(
@@ -51,12 +65,14 @@ def import_file(
     src, dst = Path(source), Path(out)
     if dst.exists() and not force:
         raise DataError(f"{dst} already exists; choose another --out or pass --force", file=src)
+    notes: list[str] = []
     if src.suffix == ".jsonl":
         data, dropped = _from_labelled(src, oos_label)
     else:
-        data, dropped = _from_router_config(src)
+        data, dropped, notes = _from_router_config(src, with_router=default_model is not None)
     if default_model:
-        data = {"router": {"default_model": default_model}, **data}
+        router: dict[str, Any] = {"default_model": default_model}
+        data = {"router": {**router, **data.pop("router", {})}, **data}
     _validate(data, src, has_router=default_model is not None)
     _write_yaml(dst, data, header=f"Imported from {src.name} by `semroute import`.")
     return ImportReport(
@@ -65,6 +81,7 @@ def import_file(
         utterances=sum(len(r["utterances"]) for r in data["routes"]),
         out_of_scope=len(data.get("out_of_scope", [])),
         dropped=dropped,
+        notes=tuple(notes),
     )
 
 
@@ -93,14 +110,18 @@ def _from_labelled(path: Path, oos_label: str) -> tuple[dict[str, Any], int]:
     return data, dropped
 
 
-def _from_router_config(path: Path) -> tuple[dict[str, Any], int]:
+def _from_router_config(path: Path, *, with_router: bool) -> tuple[dict[str, Any], int, list[str]]:
     raw = _read_router_config(path)
+    if isinstance(raw, list):  # semantic-router's bare list of routes
+        raw = {"routes": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("routes"), list):
         raise DataError(
-            'expected a mapping with a "routes" list (semantic-router format)', file=path
+            'expected a mapping with a "routes" list, or a list of routes (semantic-router format)',
+            file=path,
         )
     seen: set[str] = set()
     routes, dropped = [], 0
+    thresholds: dict[str, float] = {}
     for i, entry in enumerate(raw["routes"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise DataError(f'routes[{i}] has no "name"', file=path)
@@ -118,12 +139,76 @@ def _from_router_config(path: Path) -> tuple[dict[str, Any], int]:
         llm = entry.get("llm")
         if isinstance(llm, dict) and isinstance(llm.get("name") or llm.get("model"), str):
             route["model"] = llm.get("model") or llm["name"]
-        if isinstance(entry.get("score_threshold"), int | float):
-            route["threshold"] = float(entry["score_threshold"])
+        threshold = _threshold(entry.get("score_threshold"), path, i)
+        if threshold is not None:
+            thresholds[entry["name"]] = threshold
         if isinstance(entry.get("metadata"), dict) and entry["metadata"]:
             route["metadata"] = entry["metadata"]
         routes.append(route)
-    return {"routes": routes}, dropped
+    data: dict[str, Any] = {"routes": routes}
+    notes = _carry_thresholds(data, thresholds, raw.get("encoder_name"), with_router=with_router)
+    return data, dropped, notes
+
+
+def _threshold(value: Any, path: Path, i: int) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise DataError(
+            f"routes[{i}].score_threshold should be a number from 0 to 1, not {value!r}",
+            file=path,
+        )
+    return float(value)
+
+
+def _same_encoder(encoder_name: Any) -> bool:
+    """Whether semantic-router's ``encoder_name`` is semroute's default encoder."""
+    if not isinstance(encoder_name, str):
+        return False
+    return encoder_name.rsplit("/", 1)[-1].lower() == DEFAULT_ENCODER.rsplit("/", 1)[-1].lower()
+
+
+def _carry_thresholds(
+    data: dict[str, Any], thresholds: dict[str, float], encoder_name: Any, *, with_router: bool
+) -> list[str]:
+    """Put semantic-router's thresholds where they mean the same (see the module docstring)
+    and say what was done."""
+    if not thresholds:
+        return []
+    listed = ", ".join(f"{name} {value:g}" for name, value in thresholds.items())
+    if _same_encoder(encoder_name) and with_router:
+        data["router"] = {"scorer": "nearest"}
+        for route in data["routes"]:
+            if route["name"] in thresholds:
+                route["threshold"] = thresholds[route["name"]]
+        return [
+            f"thresholds kept ({listed}) with `router.scorer: nearest`: semantic-router's "
+            "score_threshold is the cosine similarity to the closest example on the same "
+            "encoder, which is what `nearest` scores (the other routes: the router's threshold)"
+        ]
+    for route in data["routes"]:
+        if route["name"] in thresholds:
+            metadata = route.setdefault("metadata", {})
+            metadata["semantic_router_threshold"] = thresholds[route["name"]]
+    if not _same_encoder(encoder_name):
+        why = (
+            f"they are cosine similarities on {encoder_name!r}, whose scale is not that of "
+            f"semroute's encoder ({DEFAULT_ENCODER})"
+            if isinstance(encoder_name, str)
+            else "the config does not name its encoder, and cosine scales differ by encoder"
+        )
+    else:
+        why = (
+            "they are cosine similarities to the closest example, the scale of `router.scorer: "
+            "nearest`, and this file has no router block to set it (pass --default-model to "
+            "write one, and the thresholds are kept)"
+        )
+    return [
+        f"thresholds not copied ({listed}): {why}; under the default hybrid scorer they would "
+        "send close paraphrases to the default model. They are kept as "
+        "metadata.semantic_router_threshold; the routes use the router's threshold, and "
+        "`semroute calibrate` fits per-route ones on labelled data"
+    ]
 
 
 def _read_router_config(path: Path) -> Any:

@@ -1,0 +1,148 @@
+r"""A route file's pydantic validation errors as one-line :class:`RouteConfigError`\ s, naming the
+file, line, route or rule and field: the first one raised (saying how many more there are),
+every one in its ``problems`` (what `semroute validate` prints)."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from semroute.config.yamlsafe import line_of
+from semroute.errors import RouteConfigError
+
+__all__ = ["config_error"]
+
+
+def config_error(
+    exc: ValidationError,
+    data: dict[str, Any],
+    source: str,
+    node: yaml.Node | None,
+    root: type[BaseModel],
+) -> RouteConfigError:
+    """The first problem, saying how many more there are; ``problems`` holds them all."""
+    problems = [_one_error(e, data, source, node, root) for e in _sorted(exc, node)]
+    first, more = problems[0], len(problems) - 1
+    if more:
+        message = f"{first.message} ({more} more problem{'s' if more > 1 else ''} in this file)"
+        first = RouteConfigError(
+            message,
+            file=first.file,
+            route=first.route,
+            rule=first.rule,
+            field=first.field,
+            line=first.line,
+        )
+    first.problems = tuple(problems)
+    return first
+
+
+def _sorted(exc: ValidationError, node: yaml.Node | None) -> list[Any]:
+    # A typo shows up twice: the unknown key and the required key it misspells. Report the typo,
+    # then whatever comes first in the file.
+    return sorted(
+        (_untagged(e) for e in exc.errors()),
+        key=lambda e: (e["type"] != "extra_forbidden", line_of(node, e["loc"]) or 0),
+    )
+
+
+def _one_error(
+    err: Any, data: dict[str, Any], source: str, node: yaml.Node | None, root: type[BaseModel]
+) -> RouteConfigError:
+    loc = tuple(err["loc"])
+    names: dict[str, str | None] = {"routes": None, "rules": None}
+    field_path: str | None = _field_path(loc)
+    if len(loc) >= 2 and loc[0] in names and isinstance(loc[1], int):
+        names[loc[0]] = _entry_name(data.get(loc[0]), loc[1])
+        field_path = _field_path(loc[2:]) or None
+    return RouteConfigError(
+        _describe(err, loc, root),
+        file=source,
+        route=names["routes"],
+        rule=names["rules"],
+        field=field_path,
+        line=line_of(node, loc),
+    )
+
+
+def _describe(err: Any, loc: tuple[Any, ...], root: type[BaseModel]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = [f.alias or k for k, f in _spec_at(root, loc[:-1]).model_fields.items()]
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+        return f"unknown field; {hint}"
+    if kind == "missing":
+        return "is required"
+    if kind == "too_short" and loc[-1] == "utterances":
+        return "needs at least one utterance"
+    given = err.get("input")
+    if kind in ("model_type", "dict_type"):
+        return f"should be a mapping of keys to values (got {given!r})"
+    if kind == "string_type" and given is None:
+        return "is empty; write a value or delete the entry"
+    if kind == "string_type" and isinstance(given, bool | int | float):
+        return f"should be text, not {given!r}; put it in quotes"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind not in ("value_error",) and not isinstance(given, dict | list):
+        msg += f" (got {given!r})"
+    return msg[0].lower() + msg[1:]
+
+
+def _untagged(err: Any) -> Any:
+    loc = tuple(err["loc"])
+    if loc[:1] == ("models",) and loc[1:2] in (("list",), ("path",)):
+        return {**err, "loc": ("models", *loc[2:])}
+    if loc[:2] == ("router", "tiers") and loc[3:4] in (("list",), ("mapping",)):
+        return {**err, "loc": (*loc[:3], *loc[4:])}
+    if loc[:2] == ("server", "keys") and loc[3:4] in (("reference",), ("mapping",)):
+        return {**err, "loc": (*loc[:3], *loc[4:])}
+    in_list = loc[:1] in (("routes",), ("rules",))
+    if in_list and loc[2:3] == ("cache",) and loc[3:4] in (("switch",), ("mapping",)):
+        return {**err, "loc": (*loc[:3], *loc[4:])}
+    return err
+
+
+def _spec_at(root: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel]:
+    """The pydantic model a (parent) error location points into, e.g. RouterSpec for `router`."""
+    model: type[BaseModel] = root
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            continue  # a list index or a union member's tag
+        inner = _spec_in(info.annotation)
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
+def _spec_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _spec_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _entry_name(items: object, index: int) -> str:
+    """The name of entry ``index`` of a `routes:` or `rules:` list, or ``#N`` if it has none."""
+    entry = items[index] if isinstance(items, list) and index < len(items) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return name if isinstance(name, str) else f"#{index + 1}"
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
