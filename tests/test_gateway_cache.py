@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -266,3 +267,32 @@ def test_with_redis_another_gateway_gets_the_hit(
             assert ask(second, KEY_B).headers["x-semroute-cache"] == "miss"
         assert _text(raw) == ANSWERS[0]
         assert len(provider.requests) == 2
+
+
+def test_a_hit_on_the_messages_api_is_answered_in_anthropics_shape(
+    gateway: tuple[Served, FakeProvider], tmp_path: Path
+) -> None:
+    served, provider = gateway
+    rain: Any = [{"role": "user", "content": "will it rain today"}]
+    with anthropic.Anthropic(base_url=served.url, api_key=KEY_A, max_retries=0) as client:
+        first = client.messages.with_raw_response.create(
+            model="auto", max_tokens=200, messages=rain
+        )
+        second = client.messages.with_raw_response.create(
+            model="auto", max_tokens=200, messages=rain
+        )
+        with client.messages.stream(model="auto", max_tokens=200, messages=rain) as stream:
+            assert stream.response.headers["x-semroute-cache"] == "hit"
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+    assert first.headers["x-semroute-cache"] == "miss"
+    assert second.headers["x-semroute-cache"] == "hit"
+    assert second.headers["x-semroute-cost-usd"] == "0"
+    message = second.parse()
+    assert message.type == "message" and message.model == "weather-model"
+    assert message.content[0].text == ANSWERS[0]  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+    assert message.id == f"msg_{log_lines(tmp_path)[1]['request_id']}"
+    assert streamed == ANSWERS[0] and final.stop_reason == "end_turn"
+    assert len(provider.requests) == 1  # neither hit called a model
+    assert [line["cache"] for line in log_lines(tmp_path)] == ["miss", "hit", "hit"]

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import redis as redis_py
@@ -187,3 +188,32 @@ def test_a_count_in_redis_that_is_not_a_number_refuses_the_key(redis_server: Red
     verdict = limiter.take("k", 5, None, 1)
     assert not verdict.allowed and verdict.limit == "unreadable"
     link.close()
+
+
+def test_over_the_limit_on_the_messages_api_is_anthropics_rate_limit_error(
+    tmp_path: Path, env: None
+) -> None:
+    rain: Any = [{"role": "user", "content": "will it rain today"}]
+    with FakeProvider() as provider, Served(build(tmp_path, provider, server=SERVER)) as served:
+
+        def run(key: str) -> list[int | str]:
+            out: list[int | str] = []
+            with anthropic.Anthropic(base_url=served.url, api_key=key, max_retries=0) as client:
+                for _ in range(4):
+                    try:
+                        client.messages.create(model="auto", max_tokens=50, messages=rain)
+                        out.append(200)
+                    except anthropic.RateLimitError as exc:
+                        body: Any = exc.body
+                        assert body["type"] == "error"
+                        assert body["error"]["type"] == "rate_limit_error"
+                        assert "rate limit reached" in body["error"]["message"]
+                        retry = int(exc.response.headers["retry-after"])
+                        assert 1 <= retry <= 60
+                        out.append(f"429 after {retry}")
+            return out
+
+        outcomes = in_one_minute(run)
+        assert outcomes[:3] == [200, 200, 200]
+        assert str(outcomes[3]).startswith("429 after")
+        assert len(provider.requests) == 3
