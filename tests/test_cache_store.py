@@ -11,9 +11,11 @@ import pytest
 import redis as redis_py
 
 from semroute.config.cache import CacheConfig, CacheOverrideSpec, CacheSpec
+from semroute.decision import Reason
 from semroute.dispatch.cache import CachedAnswer, LocalCacheStore, bucket_of
 from semroute.dispatch.cache_redis import RedisCacheStore
 from semroute.dispatch.redis_link import RedisLink
+from semroute.routing.policy import Held
 from semroute.testing import FakeProvider
 from tests.provider_kit import build
 from tests.redis_kit import RedisServer
@@ -179,3 +181,16 @@ def test_routing_keeps_the_embedding_it_made_so_the_cache_embeds_nothing(
     single = router.route("hello there")  # a plain string keeps its vector too
     assert np.allclose(single.vector, inner.encode(["hello there"]).vectors[0])
     assert "vector" not in decision.to_dict()
+
+
+def test_the_embedding_survives_a_challenger_and_a_held_session(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        router, _ = build(tmp_path, provider)
+    expected = router.encoder.encode(["will it rain today"]).vectors[0]
+    both = router.with_challenger(router)
+    decision = both.route("will it rain today")
+    assert decision.challenger is not None
+    assert np.allclose(decision.vector, expected)
+    held = router.route("will it rain today", held=Held(("frontier",)))
+    assert held.reason == Reason.SESSION and held.chain == ("frontier",)
+    assert np.allclose(held.vector, expected)
