@@ -17,12 +17,14 @@ from semroute.config.deployments import DispatchConfig
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.encoders.base import Encoder
 from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
-from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
+from semroute.index.store import IndexedRoute, RouteIndex
 from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
 from semroute.routing.challenger import shared_encoder
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
+from semroute.routing.encoder_load import encoder_for
+from semroute.routing.inputs import check_query, kind_of, messages_of
 from semroute.routing.language import english_only, language_warning
 from semroute.routing.pii import Detectors, message_texts
 from semroute.routing.policy import Held, Pin, apply
@@ -147,7 +149,7 @@ class Router:
         missing, corrupt or stale index, or one built with another encoder than ``encoder``.
         """
         index = RouteIndex.load(path or default_index_path(), check_routes=check_routes)
-        return cls(index, encoder or _encoder_for(index), cache_size=cache_size, exact=exact)
+        return cls(index, encoder or encoder_for(index), cache_size=cache_size, exact=exact)
 
     @property
     def routes(self) -> tuple[IndexedRoute, ...]:
@@ -221,7 +223,7 @@ class Router:
         if not checked and request is None and not hints and pin is None and held is None:
             return decision
         started = time.perf_counter()
-        messages = _messages_of(query, request)
+        messages = messages_of(query, request)
         signals = extract(messages, request, hints).with_difficulty(hard)
         if self._pii is not None:
             found = self._pii.kinds(message_texts(messages))
@@ -338,12 +340,12 @@ class Router:
             queries, Iterable
         ):
             raise InvalidQueryError(
-                f"{caller} takes a list of query strings, not {_kind(queries)}; "
+                f"{caller} takes a list of query strings, not {kind_of(queries)}; "
                 "route a single query with route()"
             )
         prepared = []
         for i, query in enumerate(queries):
-            _check_query(query, f"query {i} of the batch")
+            check_query(query, f"query {i} of the batch")
             prepared.append(self._prepare(query))
         return prepared
 
@@ -462,55 +464,6 @@ class Router:
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-def _messages_of(
-    query: str | Sequence[Message], request: Mapping[str, Any] | None
-) -> Sequence[Mapping[str, Any]]:
-    """The messages signals are read from: the request's, else the query's."""
-    if request is not None and not isinstance(request, Mapping):
-        raise InvalidQueryError(f"request must be a mapping, not {_kind(request)}")
-    messages = (request or {}).get("messages")
-    if messages is None:
-        messages = [{"role": "user", "content": query}] if isinstance(query, str) else query
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
-        raise InvalidQueryError(f"request messages must be a list, not {_kind(messages)}")
-    return messages
-
-
-def _check_query(query: object, what: str = "a query") -> None:
-    if not isinstance(query, str):
-        hint = "; decode it first" if isinstance(query, bytes | bytearray) else ""
-        raise InvalidQueryError(f"{what} must be a string, not {_kind(query)}{hint}")
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "None"
-    return "a single string" if isinstance(value, str) else type(value).__name__
-
-
-def _encoder_for(index: RouteIndex) -> Encoder:
-    info = index.encoder_info
-    if info.kind in ("onnx", "static"):
-        from semroute.encoders.onnx import OnnxEncoder
-        from semroute.encoders.static import StaticEncoder
-        from semroute.errors import EncoderError
-
-        try:
-            if info.kind == "static":
-                return StaticEncoder.load(encoder_path(index))
-            return OnnxEncoder.load(encoder_path(index), threads=1)
-        except EncoderError as exc:
-            raise CorruptIndexError(
-                f"its encoder files are unusable ({exc}); {REBUILD_HINT}",
-                path=index.path,
-            ) from exc
-    if info.kind == "fake":
-        from semroute.encoders.hashing import FakeEncoder
-
-        return FakeEncoder(dim=info.dim, max_tokens=info.max_tokens)
-    raise CorruptIndexError(f"unknown encoder kind {info.kind!r}", path=index.path)
 
 
 def default_index_path() -> Path:
