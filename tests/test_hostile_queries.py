@@ -215,7 +215,7 @@ def test_the_cache_finds_a_repeated_huge_query(recording: tuple[Router, Recordin
 
 @pytest.mark.model
 def test_a_10_mb_query_routes_like_its_first_page_with_the_real_model(bundled_index: Path) -> None:
-    from semroute.routing.router import _encoder_for
+    from semroute.routing.encoder_load import encoder_for as _encoder_for
 
     router = Router.load(bundled_index)
     encoder = Recording(_encoder_for(router.index))

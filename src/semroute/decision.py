@@ -159,9 +159,24 @@ class Decision:
         return self.route is not None
 
     def evolve(self, **changes: Any) -> Decision:
-        """A copy with ``changes``; unbuilt ``scores`` stay unbuilt."""
+        """A copy with ``changes``; unbuilt ``scores`` stay unbuilt, the :attr:`vector` stays."""
         changes.setdefault("scores", self.__dict__["_scores"])
-        return dataclasses.replace(self, **changes)
+        out = dataclasses.replace(self, **changes)
+        return out.with_vector(self.vector) if self.vector is not None else out
+
+    @property
+    def vector(self) -> Any:
+        """The embedding routing made of the last user turn (with
+        ``router.conversation.turns`` above 1: of the last turns joined), a read-only float32
+        vector; None when nothing was embedded. What the semantic cache compares. Not a field:
+        not in :meth:`to_dict` nor ``dataclasses.asdict``, which stay plain data."""
+        return self.__dict__.get("_vector")
+
+    def with_vector(self, vector: Any) -> Decision:
+        """This decision, holding ``vector`` (for the router that made it, before it is
+        returned)."""
+        object.__setattr__(self, "_vector", vector)
+        return self
 
     @property
     def blocked(self) -> bool:

@@ -365,6 +365,13 @@ def print_stats(console: Console, log_file: Path, stats: LogStats) -> None:
         f"fallback rate: {data['fallback_rate']:.1%}, model failure rate: "
         f"{data['error_rate']:.1%}" + (f"; refused, no model called: {refused}" if refused else "")
     )
+    cache = data["cache"]
+    if cache:
+        rate = f"{cache['hit_rate']:.1%}" if cache["hit_rate"] is not None else "-"
+        console.print(
+            f"semantic cache: {cache['hits']} hits of {cache['lookups']} lookups ({rate}), "
+            f"${cache['saved_usd']:.6f} saved, {cache['bypassed']} not cacheable"
+        )
     table = Table("latency (ms)", "p50", "p95", title_justify="left")
     for kind, q in data["latency_ms"].items():
         table.add_row(kind, _ms(q["p50"]), _ms(q["p95"]))

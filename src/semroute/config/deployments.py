@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from semroute.config.cache import CacheConfig
 from semroute.config.conversation import ConversationSettings
 from semroute.config.quality import QualityConfig
 from semroute.config.secrets import env_references, literal_secrets
@@ -285,6 +286,8 @@ class DispatchConfig:
     health: HealthSettings = field(default_factory=HealthSettings)
     quality: QualityConfig = field(default_factory=QualityConfig)
     """Cascades and shadow evaluation."""
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    """The semantic cache (see :mod:`semroute.config.cache`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -298,6 +301,8 @@ class DispatchConfig:
         # Absent without cascades, shadows or tiered rules: older manifests read the same.
         if self.quality or self.quality.rule_tiers:
             out["quality"] = self.quality.to_dict()
+        if self.cache:  # likewise without a cache
+            out["cache"] = self.cache.to_dict()
         return out
 
     @classmethod
@@ -310,6 +315,7 @@ class DispatchConfig:
             conversation=ConversationSettings(**data.get("conversation", {})),
             health=HealthSettings(**data.get("health", {})),
             quality=QualityConfig.from_dict(data.get("quality") or {}),
+            cache=CacheConfig.from_dict(data.get("cache") or {}),
         )
 
 

@@ -57,7 +57,7 @@ __all__ = [
     "policy_of",
 ]
 
-RULE_EXTRAS = ("max_cost_usd", "cascade", "accept", "shadow", "redact")
+RULE_EXTRAS = ("max_cost_usd", "cascade", "accept", "shadow", "cache", "redact")
 """A rule's keys beside its condition and action."""
 
 

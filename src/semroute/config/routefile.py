@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from semroute.config.cache import CacheField, CacheSpec
 from semroute.config.conversation import ConversationSpec
 from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, json_ready
 from semroute.config.pii import PiiSpec
@@ -144,6 +145,10 @@ class RouteSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    cache: CacheField | None = Field(
+        default=None,
+        description="`false`: never cached; a mapping: overrides the router's `cache:`.",
+    )
 
 
 DEFAULT_EXPECTED_OUTPUT = 256
@@ -245,6 +250,12 @@ class RouterSpec(_Strict):
         "file): rules can then test the `difficulty` signal (0-1; above 0.5: the model's "
         "calibrated choice of the strong model).",
     )
+    cache: CacheSpec | None = Field(
+        default=None,
+        description="The semantic cache: an answer is reused for a request of the same route, "
+        "model chain, system prompt and parameters whose last user turn is this similar to a "
+        "cached one (none: no cache).",
+    )
 
 
 class RuleSpec(_Strict):
@@ -268,6 +279,10 @@ class RuleSpec(_Strict):
     )
     accept: AcceptSpec | None = Field(default=None, description="The cascade's checks.")
     shadow: ShadowSpec | None = Field(default=None, description="Overrides the router's shadow.")
+    cache: CacheField | None = Field(
+        default=None,
+        description="`false`: never cached; a mapping: overrides the router's `cache:`.",
+    )
     redact: list[NonBlank] | None = Field(
         default=None,
         description="Kinds of personal data (email, api_key, ...) replaced by placeholders "

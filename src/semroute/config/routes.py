@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from semroute.config.cache import CacheConfig
 from semroute.config.chains import with_models
 from semroute.config.conversation import ConversationSettings
 from semroute.config.deployments import DispatchSettings, HealthSettings
@@ -234,10 +235,16 @@ def _with_policy(route_set: RouteSet, parsed: list[ParsedFile], router: RouterSp
     quality, warnings = quality_of(
         parsed, models=models, deployments=route_set.models, policy=policy
     )
+    cache = CacheConfig.of(
+        router.cache,
+        {r.name: r.cache for p in parsed for r in p.spec.routes if r.cache is not None},
+        {r.name: r.cache for p in parsed for r in p.spec.rules if r.cache is not None},
+    )
     route_set = dataclasses.replace(
         route_set,
         policy=policy,
         quality=quality,
+        cache=cache,
         warnings=(*route_set.warnings, *warnings),
     )
     _check_difficulty(route_set, parsed)

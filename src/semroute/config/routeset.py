@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semroute.config.cache import CacheConfig
 from semroute.config.conversation import ConversationSettings
 from semroute.config.deployments import (
     DispatchConfig,
@@ -86,6 +87,8 @@ class RouteSet:
     """The ``router.health`` settings: when dispatch passes over an unhealthy model."""
     quality: QualityConfig = field(default_factory=QualityConfig)
     """Cascades and shadow evaluation (``cascade:``, ``accept:``, ``shadow:``)."""
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    """The semantic cache (``router.cache``, and ``cache:`` on routes and rules)."""
     server: ServerSettings | None = None
     """The ``server:`` settings of ``semroute serve`` (None: no file has them)."""
     difficulty: Path | None = None
@@ -112,6 +115,8 @@ class RouteSet:
             payload["health"] = dataclasses.asdict(self.health)
         if self.quality:  # absent without cascades or shadows, so older indexes stay fresh
             payload["quality"] = self.quality.to_dict()
+        if self.cache:  # absent without a cache, likewise
+            payload["cache"] = self.cache.to_dict()
         if self.server is not None:  # absent without a `server:` block, likewise
             payload["server"] = self.server.to_dict()
         if self.difficulty is not None:  # the model's content, wherever its folder is
@@ -127,6 +132,7 @@ class RouteSet:
             conversation=self.settings.conversation,
             health=self.health,
             quality=self.quality,
+            cache=self.cache,
         )
 
 

@@ -6,9 +6,10 @@
       keys:
         - os.environ/APP_KEY
         - {key: os.environ/FREE_KEY, user_tier: free, budget_usd_per_day: 5}
-        - {key: os.environ/BATCH_KEY, models: [gpt-4o-mini]}
+        - {key: os.environ/BATCH_KEY, models: [gpt-4o-mini], rpm: 60, tpm: 100000}
         - {key: os.environ/OPS_KEY, admin: true}
       redis_url: os.environ/REDIS_URL
+      cache_scope: key
       allow_unlisted_models: false
       ui: true
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
@@ -93,6 +94,20 @@ class KeySpec(_Strict):
         description="The model and tier names this key may pin (besides its tier's models); "
         "none: any the index declares, unless the key has a user_tier.",
     )
+    rpm: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        strict=True,
+        description="Requests per minute this key may make; past it they get 429.",
+    )
+    tpm: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000_000,
+        strict=True,
+        description="Estimated tokens (prompt + max output) per minute; past it: 429.",
+    )
     admin: bool = Field(
         default=False,
         strict=True,
@@ -146,6 +161,11 @@ class ServerSpec(_Strict):
         description="Let a request pin a LiteLLM model string the index does not declare "
         "(called with the server's provider keys); false: such a request gets 400.",
     )
+    cache_scope: Literal["key", "global"] = Field(
+        default="key",
+        description="Whose answers the semantic cache may return: `key` (each API key its "
+        "own: one tenant never reads another's) or `global` (every key's, for one tenant).",
+    )
     ui: bool = Field(
         default=True,
         strict=True,
@@ -173,6 +193,10 @@ class KeyRef:
     budget_usd_per_day: float | None = None
     models: tuple[str, ...] | None = None
     """The names this key may pin besides its tier's models (None: no list of its own)."""
+    rpm: int | None = None
+    """Requests per minute (None: no limit)."""
+    tpm: int | None = None
+    """Estimated tokens per minute (None: no limit)."""
     admin: bool = False
     """Whether the key may sign in to the console."""
 
@@ -182,6 +206,8 @@ class KeyRef:
             "user_tier": self.user_tier,
             "budget_usd_per_day": self.budget_usd_per_day,
             "models": list(self.models) if self.models is not None else None,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
             "admin": self.admin,
         }
 
@@ -200,6 +226,8 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_unlisted_models: bool = False
     """Whether a request may pin a model string the index does not declare."""
+    cache_scope: str = "key"
+    """Whose answers the semantic cache may return: ``key`` or ``global``."""
     ui: bool = True
     """Whether the console is served under /ui."""
     challenger: str | None = None
@@ -215,6 +243,8 @@ class ServerSettings:
                 k.user_tier,
                 k.budget_usd_per_day,
                 tuple(k.models) if k.models is not None else None,
+                k.rpm,
+                k.tpm,
                 k.admin,
             )
             for k in spec.keys
@@ -228,6 +258,7 @@ class ServerSettings:
             spec.drain_timeout_s,
             spec.max_body_bytes,
             spec.allow_unlisted_models,
+            spec.cache_scope,
             spec.ui,
             spec.challenger,
         )
@@ -248,6 +279,7 @@ class ServerSettings:
             "drain_timeout_s": self.drain_timeout_s,
             "max_body_bytes": self.max_body_bytes,
             "allow_unlisted_models": self.allow_unlisted_models,
+            "cache_scope": self.cache_scope,
             "ui": self.ui,
             "challenger": self.challenger,
         }

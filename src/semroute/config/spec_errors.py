@@ -104,6 +104,9 @@ def _untagged(err: Any) -> Any:
         return {**err, "loc": (*loc[:3], *loc[4:])}
     if loc[:2] == ("server", "keys") and loc[3:4] in (("reference",), ("mapping",)):
         return {**err, "loc": (*loc[:3], *loc[4:])}
+    in_list = loc[:1] in (("routes",), ("rules",))
+    if in_list and loc[2:3] == ("cache",) and loc[3:4] in (("switch",), ("mapping",)):
+        return {**err, "loc": (*loc[:3], *loc[4:])}
     return err
 
 

@@ -97,6 +97,12 @@ class Call:
         """The cascade this request walks (None: none)."""
         self.after: Callable[[Call, str | None, str], None] | None = None
         """Called with the answer's text and model once it is logged (shadow evaluation)."""
+        self.on_answer: Callable[[Any, str, float | None], None] | None = None
+        """Called with a whole answer's response, model and cost (the semantic cache)."""
+        self.log_extra: dict[str, Any] = {}
+        """More fields for the log line (the semantic cache's)."""
+        self.cache_scope: str | None = None
+        """Whose cached answers this request may get (an API key's id; None: the process's)."""
         self.redacted: Mapping[str, int] = {}
         """How many matches of each kind of personal data were replaced in the messages."""
         self.session: SessionRun | None = None
@@ -226,9 +232,12 @@ class Call:
             cost_usd=cost,
             skipped=self.passed_over,
             cascade=tuple(self.escalation.steps) if self.escalation else (),
+            cache_status=self.log_extra.get("cache"),
         )
         text = text_of(response)
         self.log(usage, out.cost_usd, None, text, model=model)
+        if self.on_answer is not None:
+            self.on_answer(response, model, out.cost_usd)
         if self.after is not None:
             self.after(self, text, model)
         return out
@@ -325,6 +334,7 @@ class Call:
                 )
                 | _policy_fields(self.decision)
                 | self._quality_fields(usage)
+                | self.log_extra
                 | ({"redacted": dict(self.redacted)} if self.decision.redact else {})
                 | ({"session": session} if session is not None else {})
             )
@@ -367,6 +377,8 @@ class Call:
         self._end_span(answer_attributes(self.provider.config, model, response), error)
         cost = self.cost(model, response, usage) if response else None
         self.log(usage, cost, error, text_of(response))
+        if self.on_answer is not None and ended and response is not None:
+            self.on_answer(response, model, cost)
         if self.after is not None and ended and response is not None:  # a whole answer
             self.after(self, text_of(response), model)
         return response, usage, cost

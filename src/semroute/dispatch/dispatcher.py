@@ -36,6 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import is_secret_name
 from semroute.decision import Decision, Reason
+from semroute.dispatch.arguments import pin_of, pinned, router_of, routing_hints
+from semroute.dispatch.cache import CacheStore, LocalCacheStore, SemanticCache
+from semroute.dispatch.cache_serve import look_up
 from semroute.dispatch.call import Call
 from semroute.dispatch.cascade import Escalation, plan
 from semroute.dispatch.health import Declared, HealthStore, LocalHealthStore, probe_lease
@@ -90,6 +93,8 @@ class Dispatcher:
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
         declared: Collection[str] = (),
+        cache: CacheStore | None = None,
+        space: str = "",
         pii: Detectors | None = None,
         sessions: SessionStore | None = None,
     ) -> None:
@@ -109,6 +114,9 @@ class Dispatcher:
         self._tracked = None if health is None else Declared(health, self._provider.declared)
         self.shadow = ShadowRunner(config.quality.limits, self._loop, shadow_spend)
         """The background shadow evaluation (see :mod:`semroute.dispatch.shadow`)."""
+        store = cache or LocalCacheStore(config.cache.max_entries)
+        self.cache = SemanticCache(config.cache, store, space=space) if config.cache else None
+        """The semantic cache (None: no route has one; see :mod:`semroute.dispatch.cache`)."""
         sticky = config.conversation.sticky
         self.sessions = (sessions or LocalSessions.of(config.conversation)) if sticky else None
         """Where sessions' models are kept (None: sessions are off, the router is not sticky)."""
@@ -121,9 +129,11 @@ class Dispatcher:
         health: HealthStore | None = None,
         redis_url: str | None = None,
         shadow_spend: DailySpend | None = None,
+        cache: CacheStore | None = None,
         sessions: SessionStore | None = None,
     ) -> Dispatcher:
-        """The dispatcher for the models, chains and dispatch settings stored in ``index``."""
+        """The dispatcher for the models, chains and dispatch settings stored in ``index``
+        (``cache``: where the semantic cache keeps answers; default: this dispatcher's own)."""
         config = DispatchConfig.from_dict(index.manifest.dispatch)
         policy = index.manifest.rules(index.path)
         if not config.quality.rule_tiers:  # an index built before the log named rules' tiers
@@ -142,6 +152,8 @@ class Dispatcher:
                 *(m for chain in policy.tiers.values() for m in chain),
                 *(r.model for r in policy.rules if r.model),
             ),
+            cache=cache,
+            space=index.encoder_info.fingerprint,
             pii=Detectors(policy.pii),
         )
 
@@ -195,13 +207,13 @@ class Dispatcher:
         Other keywords (``temperature``, ``max_tokens``, ``tools``, ...) go to LiteLLM. Raises
         :class:`DispatchError` when no model of the chain answers.
         """
-        hints = _hints(kwargs)
-        pin = _pin(model, fallbacks)
+        hints = routing_hints(kwargs)
+        pin = pin_of(model, fallbacks)
         session = self._session(kwargs, pin, hints)
         if pin is not None and router is None:
-            decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
+            decision, fallbacks = pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
-            decision, fallbacks = _router(router).route(messages, pin=pin, **hints), None
+            decision, fallbacks = router_of(router).route(messages, pin=pin, **hints), None
         call, escalation = self._start(messages, decision, fallbacks, stream, kwargs)
         call.session = session
         out = self._loop.run(self._walk(call, escalation))
@@ -245,16 +257,16 @@ class Dispatcher:
         ``request_id`` names the request in the log and the result (default: a new one).
         ``session`` (both methods) names the agent run the request belongs to (see
         :mod:`semroute.dispatch.sessions`)."""
-        hints = _hints(kwargs)
-        pin = _pin(model, fallbacks)
+        hints = routing_hints(kwargs)
+        pin = pin_of(model, fallbacks)
         redacted = None
         session = self._session(kwargs, pin, hints)
         if pin is not None and router is None:
-            decision, fallbacks = _pinned(pin.chain[0]), pin.chain[1:] or fallbacks
+            decision, fallbacks = pinned(pin.chain[0]), pin.chain[1:] or fallbacks
         else:
             fallbacks = None  # a routed pin's checked chain is the decision's
             routing = asyncio.ensure_future(
-                asyncio.to_thread(self._route, _router(router), messages, pin, hints)
+                asyncio.to_thread(self._route, router_of(router), messages, pin, hints)
             )
             try:
                 decision, redacted = await asyncio.shield(routing)
@@ -335,6 +347,7 @@ class Dispatcher:
                     f"{name}= must be a string, not {type(value).__name__}; pass the key as text"
                 )
         quality = self.config.quality
+        scope = kwargs.pop("cache_scope", None)
         escalation, chain = plan(quality, decision, self.chain(decision, fallbacks), stream)
         sent, counts = redacted or redact_messages(
             as_messages(messages), decision.redact, self._pii
@@ -350,7 +363,7 @@ class Dispatcher:
             health=self._tracked,
             request_id=request_id,
         )
-        call.escalation, call.redacted = escalation, counts
+        call.escalation, call.redacted, call.cache_scope = escalation, counts, scope
         if decision.reason != Reason.PINNED:
             shadow = quality.shadow_for(decision.route, decision.rule)
             call.after = self.shadow.hook(shadow, call.request_id)
@@ -367,7 +380,11 @@ class Dispatcher:
     async def _walk(
         self, call: Call, escalation: Escalation | None
     ) -> DispatchResult | AsyncDispatchStream:
-        """Try each model of the chain until one answers (for a stream: sends its first chunk)."""
+        """Try each model of the chain until one answers (for a stream: sends its first chunk),
+        unless the semantic cache has the answer."""
+        cached = look_up(self.cache, call, call.cache_scope)
+        if cached is not None:
+            return cached
         litellm_router = self._provider.litellm_router(call.chain)
         for name in _candidates(call):
             try:
@@ -415,53 +432,3 @@ def _candidates(call: Call) -> Iterator[str]:
     last = call.least_bad()
     if last is not None:
         yield last
-
-
-HINTS = ("task", "user_tier", "max_cost_usd")
-# Read by rules and left in for LiteLLM: the request's fields, and `metadata`, which LiteLLM
-# also takes (for its callbacks and logging; it is never sent to the provider).
-REQUEST_KEYS = (
-    "tools",
-    "functions",
-    "response_format",
-    "max_tokens",
-    "max_completion_tokens",
-    "n",
-)
-
-
-def _hints(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The routing hints in ``kwargs``: ``task``, ``user_tier`` and ``max_cost_usd`` taken out
-    (LiteLLM never sees them); ``metadata`` and the request fields rules read left in."""
-    hints = {k: kwargs.pop(k) for k in HINTS if k in kwargs}
-    if "metadata" in kwargs:
-        hints["metadata"] = kwargs["metadata"]
-    request = {k: kwargs[k] for k in REQUEST_KEYS if k in kwargs}
-    return {**hints, "request": request} if request else hints
-
-
-def _router(router: Router | None) -> Router:
-    if router is None:
-        raise TypeError("pass router= to route the request, or model= to pin a model")
-    return router
-
-
-def _pin(model: str | Pin | None, fallbacks: Sequence[str] | None) -> Pin | None:
-    """What ``model=`` (and ``fallbacks=``) pin (None: nothing, route the request)."""
-    if isinstance(model, Pin) or not model:
-        return model or None
-    if not isinstance(model, str):
-        raise InvalidQueryError(f"model= must be a string, not {type(model).__name__}")
-    return Pin((model, *(fallbacks or ())))
-
-
-def _pinned(model: str) -> Decision:
-    return Decision(
-        route=None,
-        model=model,
-        confidence=0.0,
-        margin=0.0,
-        reason=Reason.PINNED,
-        latency_ms=0.0,
-        scores=(),
-    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import semroute.text as text
+from semroute.dispatch.cache_stats import cache_summary
 from semroute.dispatch.feedback import FeedbackGroup, feedback_record, group_feedback
 from semroute.dispatch.quality_stats import GroupQuality, group_quality, quality_record
 from semroute.dispatch.rival import challenger_summary
@@ -50,6 +51,8 @@ class LogStats:
     """Feedback per route and tier (see :mod:`semroute.dispatch.feedback`)."""
     challenger: Mapping[str, Any] | None = None
     """Agreement with a challenger index (see :mod:`semroute.dispatch.rival`)."""
+    cache: Mapping[str, Any] = field(default_factory=dict)
+    """The semantic cache's hits and savings (see :mod:`semroute.dispatch.cache_stats`)."""
 
     def to_dict(self) -> dict[str, Any]:
         n = self.requests
@@ -75,6 +78,7 @@ class LogStats:
                 for k, (skips, requests) in self.skip_reasons.items()
             },
             "quality_records": self.quality_records,
+            "cache": dict(self.cache),
             "quality": {
                 scope: {k: g.to_dict() for k, g in groups.items()}
                 for scope, groups in self.quality.items()
@@ -145,6 +149,7 @@ def summarise(lines: Iterable[str]) -> LogStats:
         feedback_records=len(kinds["feedback"]),
         feedback=group_feedback(records, kinds["feedback"]),
         challenger=challenger_summary(records),
+        cache=cache_summary(records),
     )
 
 
@@ -185,6 +190,8 @@ _FIELDS = {
     "tier": _TEXT,
     "default_cost_usd": _NUMBER,
     "reason": _TEXT,
+    "cache": _TEXT,
+    "cache_saved_usd": _NUMBER,
 }
 _KINDS = {"quality": quality_record, "feedback": feedback_record}
 _LARGEST = 1e300

@@ -71,6 +71,11 @@ class DispatchResult:
     """The models of the chain passed over without being tried (e.g. unhealthy), with why."""
     cascade: tuple[CascadeStep, ...] = ()
     """A cascade's models in the order tried, each with its verdict (empty: no cascade)."""
+    cache: Any = None
+    """The semantic cache's :class:`~semroute.dispatch.cache.Hit` when the answer came from
+    it (no model was called; ``cost_usd`` is 0)."""
+    cache_status: str | None = None
+    """``hit``, ``miss``, ``bypass`` (not cacheable), or None (no cache for the request)."""
 
     @property
     def text(self) -> str | None:

@@ -58,6 +58,12 @@ class AsyncDispatchStream:
     def text(self) -> str | None:
         return text_of(self.response)
 
+    @property
+    def cache_status(self) -> str | None:
+        """The semantic cache's word on the request (see :class:`DispatchResult`)."""
+        status: str | None = self._call.log_extra.get("cache")
+        return status
+
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._chunks
 

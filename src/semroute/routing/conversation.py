@@ -11,7 +11,6 @@ the route before it.
 
 from __future__ import annotations
 
-import dataclasses
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -110,7 +109,7 @@ def route_messages(
     current = decisions[0]
     for new in decisions[1:]:
         current = stick(current, new)
-    return dataclasses.replace(current, latency_ms=sum(d.latency_ms for d in decisions))
+    return current.evolve(latency_ms=sum(d.latency_ms for d in decisions))
 
 
 def stick(current: Decision, new: Decision) -> Decision:
@@ -119,8 +118,7 @@ def stick(current: Decision, new: Decision) -> Decision:
         return new
     own = next(s for s in new.scores if s.route == current.route)
     others = [s.confidence for s in new.scores if s.route != current.route]
-    return dataclasses.replace(
-        new,
+    return new.evolve(
         route=current.route,
         model=current.model,
         confidence=own.confidence,

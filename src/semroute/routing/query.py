@@ -43,9 +43,15 @@ _DROPPED = re.compile(
 _ASCII_DROPPED = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _SPACES = re.compile(r"\s{2,}|[^\S ]")
 
-Scored = tuple["npt.NDArray[np.float32]", "npt.NDArray[np.int64]", bool, float | None]
-"""One query's per-route confidences, closest examples, whether the encoder cut it, and its
-difficulty (None when no rule tests it)."""
+Scored = tuple[
+    "npt.NDArray[np.float32]",
+    "npt.NDArray[np.int64]",
+    bool,
+    float | None,
+    "npt.NDArray[np.float32]",
+]
+"""One query's per-route confidences, closest examples, whether the encoder cut it, its
+difficulty (None when no rule tests it) and its embedding (read-only)."""
 
 
 def fit(text: str, window: int) -> tuple[str, bool]:
@@ -91,7 +97,8 @@ class QueryCache:
     """The scores of recent queries, least recently used first out.
 
     Keyed by a digest of the text the encoder saw, so an entry is a few hundred bytes (one
-    float and one int per route) however long the query was. Thread-safe; two threads missing
+    float and one int per route) plus its embedding (4 bytes a dimension) however long the
+    query was. Thread-safe; two threads missing
     the same query at once both compute it, as with :func:`functools.lru_cache`.
     """
 

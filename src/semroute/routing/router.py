@@ -17,12 +17,14 @@ from semroute.config.deployments import DispatchConfig
 from semroute.decision import Decision, Reason, RouteScore
 from semroute.encoders.base import Encoder
 from semroute.errors import REBUILD_HINT, CorruptIndexError, InvalidQueryError
-from semroute.index.store import IndexedRoute, RouteIndex, encoder_path
+from semroute.index.store import IndexedRoute, RouteIndex
 from semroute.index.vectors import NEIGHBOURS
 from semroute.routing.candidates import Candidates
 from semroute.routing.challenger import shared_encoder
 from semroute.routing.conversation import Message, route_messages, user_turns
 from semroute.routing.difficulty import difficulty
+from semroute.routing.encoder_load import encoder_for
+from semroute.routing.inputs import check_query, kind_of, messages_of
 from semroute.routing.language import english_only, language_warning
 from semroute.routing.pii import Detectors, message_texts
 from semroute.routing.policy import Held, Pin, apply
@@ -71,6 +73,8 @@ class Scores:
     """The query was longer than the encoder's window: only its start counted."""
     empty: npt.NDArray[np.bool_]
     """The query shows no visible character (see :func:`semroute.text.is_blank`)."""
+    vectors: npt.NDArray[np.float32] | None = None
+    """(queries, dim): the embeddings, when asked for (zero for empty queries)."""
 
 
 class Router:
@@ -145,7 +149,7 @@ class Router:
         missing, corrupt or stale index, or one built with another encoder than ``encoder``.
         """
         index = RouteIndex.load(path or default_index_path(), check_routes=check_routes)
-        return cls(index, encoder or _encoder_for(index), cache_size=cache_size, exact=exact)
+        return cls(index, encoder or encoder_for(index), cache_size=cache_size, exact=exact)
 
     @property
     def routes(self) -> tuple[IndexedRoute, ...]:
@@ -219,7 +223,7 @@ class Router:
         if not checked and request is None and not hints and pin is None and held is None:
             return decision
         started = time.perf_counter()
-        messages = _messages_of(query, request)
+        messages = messages_of(query, request)
         signals = extract(messages, request, hints).with_difficulty(hard)
         if self._pii is not None:
             found = self._pii.kinds(message_texts(messages))
@@ -239,7 +243,7 @@ class Router:
     def _semantic(self, query: str | Sequence[Message]) -> tuple[Decision, float | None]:
         """The semantic decision, and the query's difficulty when a rule tests it."""
         if not isinstance(query, str):
-            decision = route_messages(query, self.conversation, self.route_batch)
+            decision = route_messages(query, self.conversation, self._route_windows)
             if self._difficulty is None:
                 return decision, None
             # The last user turn's difficulty: one more (cached) encode, only when tested.
@@ -249,9 +253,12 @@ class Router:
         text, cut = self._prepare(query)
         if not text:
             return self._empty(started), None
-        conf, best, truncated, hard = self._scored(text) if self._scored else self._score_one(text)
+        conf, best, truncated, hard, vector = (
+            self._scored(text) if self._scored else self._score_one(text)
+        )
         warning = language_warning(text) if self._english_only else None
-        return self._decision(conf, best, truncated or cut, started, warning=warning), hard
+        cut = truncated or cut
+        return self._decision(conf, best, cut, started, vector=vector, warning=warning), hard
 
     def cache_info(self) -> functools._CacheInfo | None:
         """Hits, misses and size of the query cache (None when it is off)."""
@@ -276,13 +283,23 @@ class Router:
         conf, best = self._confidence(emb.vectors)
         conf.flags.writeable = best.flags.writeable = False  # shared through the cache
         hard = float(difficulty(self._difficulty, emb.vectors)[0]) if self._difficulty else None
-        return conf[0], best[0], bool(emb.truncated[0]), hard
+        vector = emb.vectors[0]
+        vector.flags.writeable = False
+        return conf[0], best[0], bool(emb.truncated[0]), hard, vector
 
-    def route_batch(self, queries: Sequence[str], *, batch_size: int = 256) -> list[Decision]:
+    def _route_windows(self, windows: Sequence[str]) -> list[Decision]:
+        """:meth:`route_batch` for a conversation's few windows, each decision keeping the
+        embedding of its window (the cache compares the last one's)."""
+        return self.route_batch(windows, keep_vectors=True)
+
+    def route_batch(
+        self, queries: Sequence[str], *, batch_size: int = 256, keep_vectors: bool = False
+    ) -> list[Decision]:
         """Route many queries, encoding them in batches. Each decision's latency is its share.
 
         ``queries`` is a list (or any iterable) of strings; a single string is refused with
         :class:`~semroute.errors.InvalidQueryError`, as is an item that is not a string.
+        ``keep_vectors``: each decision keeps its query's embedding (:attr:`Decision.vector`).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidQueryError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -291,8 +308,9 @@ class Router:
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start : start + batch_size]
             started = time.perf_counter()
-            s = self._score_prepared(chunk)
+            s = self._score_prepared(chunk, keep_vectors=keep_vectors)
             share = (time.perf_counter() - started) * 1000 / len(chunk)
+            vectors = s.vectors
             out.extend(
                 self._empty(started, share)
                 if s.empty[i]
@@ -302,6 +320,7 @@ class Router:
                     bool(s.truncated[i]),
                     started,
                     share,
+                    vector=None if vectors is None else vectors[i],
                     warning=language_warning(chunk[i][0]) if self._english_only else None,
                 )
                 for i in range(len(chunk))
@@ -321,17 +340,20 @@ class Router:
             queries, Iterable
         ):
             raise InvalidQueryError(
-                f"{caller} takes a list of query strings, not {_kind(queries)}; "
+                f"{caller} takes a list of query strings, not {kind_of(queries)}; "
                 "route a single query with route()"
             )
         prepared = []
         for i, query in enumerate(queries):
-            _check_query(query, f"query {i} of the batch")
+            check_query(query, f"query {i} of the batch")
             prepared.append(self._prepare(query))
         return prepared
 
-    def _score_prepared(self, prepared: Sequence[tuple[str, bool]]) -> Scores:
+    def _score_prepared(
+        self, prepared: Sequence[tuple[str, bool]], *, keep_vectors: bool = False
+    ) -> Scores:
         n, routes = len(prepared), len(self.index.routes)
+        vectors = np.zeros((n, self.encoder.info.dim), dtype=np.float32) if keep_vectors else None
         conf = np.zeros((n, routes), dtype=np.float32)
         best = np.zeros((n, routes), dtype=np.int64)
         truncated = np.array([cut for _, cut in prepared], dtype=bool)
@@ -342,12 +364,16 @@ class Router:
             chunk = live[start : start + ENCODE_CHUNK]
             emb = self.encoder.encode([prepared[int(i)][0] for i in chunk])
             truncated[chunk] |= emb.truncated
+            if vectors is not None:
+                vectors[chunk] = emb.vectors
             # In slices, so the (queries x examples) similarity matrix stays a few MB.
             for offset in range(0, len(chunk), SCORE_CHUNK):
                 rows = chunk[offset : offset + SCORE_CHUNK]
                 part = emb.vectors[offset : offset + SCORE_CHUNK]
                 conf[rows], best[rows] = self._confidence(part)
-        return Scores(conf, best, truncated, empty)
+        if vectors is not None:
+            vectors.flags.writeable = False
+        return Scores(conf, best, truncated, empty, vectors)
 
     def _confidence(
         self, queries: npt.NDArray[np.float32]
@@ -380,10 +406,12 @@ class Router:
         started: float,
         latency_ms: float | None = None,
         *,
+        vector: npt.NDArray[np.float32] | None = None,
         warning: str | None = None,
     ) -> Decision:
         """The decision for one query's confidences; ``latency_ms`` defaults to the time since
-        ``started``; ``warning``: the query's language warning."""
+        ``started``; ``vector``: the query's embedding, kept in the decision; ``warning``: the
+        query's language warning."""
         choice, reason, margin, order = decide(conf, self._thresholds, self.min_margin)
         routes = self.index.routes
         utterances = self.index.utterances
@@ -410,7 +438,7 @@ class Router:
             latency_ms=_elapsed_ms(started) if latency_ms is None else latency_ms,
             truncated=truncated,
             language_warning=warning,
-        )
+        ).with_vector(vector)
 
     @functools.cached_property
     def conversation(self) -> ConversationSettings:
@@ -436,55 +464,6 @@ class Router:
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-def _messages_of(
-    query: str | Sequence[Message], request: Mapping[str, Any] | None
-) -> Sequence[Mapping[str, Any]]:
-    """The messages signals are read from: the request's, else the query's."""
-    if request is not None and not isinstance(request, Mapping):
-        raise InvalidQueryError(f"request must be a mapping, not {_kind(request)}")
-    messages = (request or {}).get("messages")
-    if messages is None:
-        messages = [{"role": "user", "content": query}] if isinstance(query, str) else query
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
-        raise InvalidQueryError(f"request messages must be a list, not {_kind(messages)}")
-    return messages
-
-
-def _check_query(query: object, what: str = "a query") -> None:
-    if not isinstance(query, str):
-        hint = "; decode it first" if isinstance(query, bytes | bytearray) else ""
-        raise InvalidQueryError(f"{what} must be a string, not {_kind(query)}{hint}")
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "None"
-    return "a single string" if isinstance(value, str) else type(value).__name__
-
-
-def _encoder_for(index: RouteIndex) -> Encoder:
-    info = index.encoder_info
-    if info.kind in ("onnx", "static"):
-        from semroute.encoders.onnx import OnnxEncoder
-        from semroute.encoders.static import StaticEncoder
-        from semroute.errors import EncoderError
-
-        try:
-            if info.kind == "static":
-                return StaticEncoder.load(encoder_path(index))
-            return OnnxEncoder.load(encoder_path(index), threads=1)
-        except EncoderError as exc:
-            raise CorruptIndexError(
-                f"its encoder files are unusable ({exc}); {REBUILD_HINT}",
-                path=index.path,
-            ) from exc
-    if info.kind == "fake":
-        from semroute.encoders.hashing import FakeEncoder
-
-        return FakeEncoder(dim=info.dim, max_tokens=info.max_tokens)
-    raise CorruptIndexError(f"unknown encoder kind {info.kind!r}", path=index.path)
 
 
 def default_index_path() -> Path:

@@ -90,7 +90,7 @@ class Anthropic:
     def error(self, error: ApiError, headers: Mapping[str, str]) -> Response:
         body = anthropic_error(error.status, error.message)
         content = json.dumps(body, ensure_ascii=False).encode()
-        return Response(content, error.status, dict(headers), "application/json")
+        return Response(content, error.status, {**headers, **error.headers}, "application/json")
 
     def answer(self, result: DispatchResult, headers: Mapping[str, str]) -> Response:
         body = message_of(result.response, f"msg_{result.request_id}", result.model)

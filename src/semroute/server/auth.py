@@ -34,6 +34,10 @@ class Client:
     """The key's name in the spend store (a hash of it; see :func:`key_id`)."""
     models: tuple[str, ...] | None = None
     """The model and tier names the key may pin besides its tier's (None: no list of its own)."""
+    rpm: int | None = None
+    """Requests per minute (None: no limit; see :mod:`semroute.server.ratelimit`)."""
+    tpm: int | None = None
+    """Estimated tokens per minute (None: no limit)."""
     admin: bool = False
     """Whether the key may sign in to the console."""
 
@@ -57,7 +61,14 @@ class Keys:
                     setting=f"keys[{i}]",
                 )
             client = Client(
-                ref.env, ref.user_tier, ref.budget_usd_per_day, key_id(value), ref.models, ref.admin
+                ref.env,
+                ref.user_tier,
+                ref.budget_usd_per_day,
+                key_id(value),
+                ref.models,
+                ref.rpm,
+                ref.tpm,
+                ref.admin,
             )
             self._keys.append((value.encode("utf-8"), client))
 

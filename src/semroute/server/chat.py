@@ -26,10 +26,12 @@ from semroute.dispatch.sessions import SESSION_HEADER, session_key
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import SemrouteError
 from semroute.server.auth import Client, Keys
+from semroute.server.cache_report import cache_headers, cache_scope, count_cache
 from semroute.server.dialect import OPENAI, Dialect
 from semroute.server.errors import ApiError, from_semroute
 from semroute.server.headers import decision_headers, safe, served_headers
 from semroute.server.quota import charge, check_budget
+from semroute.server.ratelimit import check_rate, estimate
 from semroute.server.schemas import ChatRequest, describe, parse_chat
 from semroute.server.spend import SpendStore
 from semroute.server.sse import EventStream, Streams, uncancel
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from semroute.dispatch.result import DispatchResult
     from semroute.server.metrics import Metrics
     from semroute.server.reload import IndexHolder
+    from semroute.server.state import Loaded
 
 __all__ = ["Gateway"]
 
@@ -127,6 +130,7 @@ class Gateway:
             body = dialect.parse(await _read(request, self.max_body_bytes))
             kwargs = {**body.params(), **_hints(request.headers, client)}
             check_budget(self.spend, client)
+            check_rate(loaded.shared.limiter, client, lambda: _tokens(body, loaded))
             # A named model takes the same way as `auto` (rules, checks, ceilings), restricted
             # to what the key may use; an undeclared name is refused unless the operator allows.
             unlisted = loaded.settings.allow_unlisted_models
@@ -138,6 +142,7 @@ class Gateway:
         except ApiError as exc:
             return self._refuse(endpoint, exc, request_id, None, label, dialect)
         common: dict[str, Any] = {"stream": body.stream, "request_id": request_id, **kwargs}
+        common["cache_scope"] = cache_scope(self.holder.settings.cache_scope, client)
         messages = body.message_list()
         if loaded.router.conversation.sticky:  # an agent run stays on its model
             given = request.headers.get(SESSION_HEADER)
@@ -184,7 +189,8 @@ class Gateway:
             result.attempts,
             result.skipped,
             result.cost_usd,
-        )
+        ) | cache_headers(result)
+        count_cache(self.metrics, result)
         return dialect.answer(result, headers)
 
     def _stream(
@@ -202,10 +208,11 @@ class Gateway:
             stream.attempts,
             (*stream.decision.skipped, *stream.skipped),
             None,
-        )
+        ) | cache_headers(stream)
 
         async def done(outcome: str) -> None:
             self.metrics.in_flight.dec()
+            count_cache(self.metrics, stream)
             charge(self.spend, client, stream.cost_usd)
             self.metrics.observe(
                 dialect.endpoint,
@@ -345,6 +352,12 @@ def _hints(headers: Mapping[str, str], client: Client) -> dict[str, Any]:
             )
         hints["max_cost_usd"] = value
     return hints
+
+
+def _tokens(body: ChatRequest, loaded: Loaded) -> int:
+    """The tokens a request counts for against its key's ``tpm``."""
+    expected = loaded.router.policy.expected_output_tokens
+    return estimate(body.message_list(), body.params(), expected)
 
 
 def _text_hint(headers: Mapping[str, str], name: str) -> str | None:

@@ -2,7 +2,8 @@
 
 The status says what to do: 400 fix the body (also when a model rejected it as malformed:
 ``rejected_by_model``), 401 send a valid key, 402 the request or the key is over its cost limit,
-403 a rule blocks it, 413 the body is too large, 502 no model answered (``attempts`` lists each
+403 a rule blocks it, 413 the body is too large, 429 the key is over its rate limit (retry
+after ``Retry-After`` seconds), 502 no model answered (``attempts`` lists each
 model tried), 504 every model tried timed out.
 """
 
@@ -37,8 +38,11 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.status = status
+        self.headers = dict(headers or {})
+        """Headers the response carries (``Retry-After`` of a 429)."""
         self.message = message
         self.type = type
         self.code = code
@@ -52,7 +56,7 @@ class ApiError(Exception):
 
 def error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> Response:
     content = json.dumps(error.body(), ensure_ascii=False).encode()
-    return Response(content, error.status, dict(headers or {}), "application/json")
+    return Response(content, error.status, {**(headers or {}), **error.headers}, "application/json")
 
 
 def from_semroute(exc: Exception) -> ApiError | None:

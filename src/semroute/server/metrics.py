@@ -9,6 +9,9 @@
                                              unhealthy)
     semroute_breaker_state{model}            0 closed, 1 half-open, 2 open (read when scraped)
     semroute_requests_in_flight
+    semroute_cache_requests_total{result}    semantic cache lookups: hit, miss, bypass (not
+                                             cacheable); hit rate = hit / (hit + miss)
+    semroute_cache_saved_usd_total           what the answers served from the cache had cost
     semroute_route_confidence{route}         the best route's confidence of each routed request
     semroute_drift{route}                    population stability index of those confidences
                                              against the index's calibration data (read when
@@ -110,6 +113,17 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "semroute_requests_in_flight", "Requests being answered.", registry=r
+        )
+        self.cache = Counter(
+            "semroute_cache_requests",
+            "Semantic cache lookups by result (hit, miss, bypass).",
+            ["result"],
+            registry=r,
+        )
+        self.cache_saved = Counter(
+            "semroute_cache_saved_usd",
+            "What the answers served from the semantic cache had cost (USD).",
+            registry=r,
         )
         self.confidence = Histogram(
             "semroute_route_confidence",

@@ -8,7 +8,7 @@ the new ones; none fails. A new index that cannot be loaded (half-copied, corrup
 not used: the old one keeps serving, and the log says why.
 
 The new index's `server:` settings come with it. Those a request reads (``keys``,
-``max_body_bytes``) apply from the next request on: a key removed from ``server.keys`` gets 401
+``max_body_bytes``, ``allow_unlisted_models``, ``cache_scope``) apply from the next request on: a key removed from ``server.keys`` gets 401
 once the reload is logged. The others (``host``, ``port``, ``workers``, ``redis_url``,
 ``drain_timeout_s``) are read once, at start: a new index that changes one is refused (the old
 one keeps serving, with its keys) and the log names each such setting, to restart for.
@@ -33,7 +33,7 @@ __all__ = ["LIVE_SETTINGS", "POLL_SECONDS", "IndexHolder", "restart_needed"]
 log = logging.getLogger("semroute.server")
 
 POLL_SECONDS = 1.0
-LIVE_SETTINGS = frozenset({"keys", "max_body_bytes", "allow_unlisted_models"})
+LIVE_SETTINGS = frozenset({"keys", "max_body_bytes", "allow_unlisted_models", "cache_scope"})
 """The `server:` settings a reload applies; a change to any other one needs a restart."""
 
 

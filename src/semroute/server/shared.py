@@ -8,9 +8,10 @@ process otherwise.
     state.close()    # at shutdown
 
 What is shared with Redis: each model's circuit breaker (window, failures in a row, cool-off,
-the one half-open probe), each API key's spend of the day, the shadow evaluation's spend of the
-day, each session's model (with sticky conversations), and LiteLLM's deployment cooldowns. What stays in each process: metrics, the decision log,
-the index and its router. Every key semroute writes starts with ``semroute:`` (the prefix);
+the one half-open probe), each API key's spend of the day and rate counts of the minute, the
+semantic cache's answers, the shadow evaluation's spend of the day, each session's model (with
+sticky conversations), and LiteLLM's deployment cooldowns. What stays in each process: metrics,
+the decision log, the index and its router. Every key semroute writes starts with ``semroute:`` (the prefix);
 LiteLLM's cooldowns are its own ``deployment:*`` keys.
 """
 
@@ -19,14 +20,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from semroute.config.cache import DEFAULT_MAX_ENTRIES
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import Masker
 from semroute.config.server import env_value
+from semroute.dispatch.cache import CacheStore, LocalCacheStore
+from semroute.dispatch.cache_redis import RedisCacheStore, per_bucket
 from semroute.dispatch.health import HealthStore, LocalHealthStore, probe_lease
 from semroute.dispatch.sessions import LocalSessions, RedisSessions, SessionStore
 from semroute.dispatch.shadow import DailySpend
 from semroute.dispatch.shared_health import DEFAULT_PREFIX, RedisHealthStore, RedisLink
 from semroute.errors import ServeError
+from semroute.server.ratelimit import LocalLimiter, RateLimiter, RedisLimiter
 from semroute.server.spend import BoundSpend, LocalSpendStore, RedisSpendStore, SpendStore
 
 __all__ = ["SharedState", "shared_state"]
@@ -53,6 +58,10 @@ class SharedState:
     """Each key's spend of the day (UTC)."""
     shadow_spend: DailySpend
     """The shadow evaluation's spend of the day, against its cap (kept across reloads)."""
+    cache: CacheStore = field(default_factory=lambda: LocalCacheStore(DEFAULT_MAX_ENTRIES))
+    """The semantic cache's answers (kept across reloads)."""
+    limiter: RateLimiter = field(default_factory=LocalLimiter)
+    """Each key's rate counts (see :mod:`semroute.server.ratelimit`)."""
     sessions: SessionStore | None = None
     """Each session's model (None: the router is not sticky; kept across reloads)."""
     redis_url: str | None = None
@@ -96,6 +105,7 @@ def shared_state(
             local if dispatch.health.enabled else None,
             LocalSpendStore(),
             shadow,
+            LocalCacheStore(dispatch.cache.max_entries),
             sessions=LocalSessions.of(dispatch.conversation),
         )
     url = env_value(redis_url)
@@ -118,6 +128,8 @@ def shared_state(
         health if dispatch.health.enabled else None,
         RedisSpendStore(link, prefix=prefix),
         BoundSpend(RedisSpendStore(link, prefix=prefix, name="shadow-spend"), SHADOW),
+        RedisCacheStore(link, prefix=prefix, max_per_bucket=per_bucket(dispatch.cache.max_entries)),
+        RedisLimiter(link, prefix=prefix),
         sessions=RedisSessions(link, LocalSessions.of(dispatch.conversation), prefix=prefix),
         redis_url=url,
         where=Masker([]).mask(url),

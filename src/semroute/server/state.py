@@ -210,6 +210,7 @@ def load(path: Path, shared: SharedState | None = None) -> Loaded:
         health=shared.health,
         redis_url=shared.redis_url,
         shadow_spend=shared.shadow_spend,
+        cache=shared.cache,
         sessions=shared.sessions,
     )
     catalog = Catalog.of(router, dispatcher)
