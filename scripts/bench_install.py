@@ -165,8 +165,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 `python scripts/bench_install.py`: the README's two library-install commands into a fresh
 virtualenv ({cache}), then the bundled routes built and routed there, beside the development
-environment (torch installed). Medians of {RUNS} fresh processes; one run on a shared, loaded
-machine, so the times are indicative.
+environment (torch installed). Medians of {RUNS} fresh processes, in one run (the machine's
+load average at start is given below: on a loaded machine the times are only indicative).
 
 | | library install | development environment |
 |---|---:|---:|
