@@ -35,6 +35,7 @@ from semroute.config.routefile import (
 )
 from semroute.config.routeset import Route, RouterSettings, RouteSet, file_digest
 from semroute.config.server import ServerSettings
+from semroute.config.spec_errors import with_problems
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
@@ -107,22 +108,6 @@ def check_routes(path: str | Path = "routes") -> tuple[RouteSet | None, list[Rou
     return (None, problems) if problems else (routes, [])
 
 
-def with_problems(problems: list[RouteConfigError]) -> RouteConfigError:
-    """The first problem, saying how many more there are, holding them all in ``problems``."""
-    first, more = problems[0], len(problems) - 1
-    if more:
-        first = RouteConfigError(
-            f"{first.message} ({more} more problem{'s' if more > 1 else ''} in these files)",
-            file=first.file,
-            route=first.route,
-            rule=first.rule,
-            field=first.field,
-            line=first.line,
-        )
-    first.problems = tuple(problems)
-    return first
-
-
 def parse_routes(data: Mapping[str, Any], *, source: str = "<routes>") -> RouteSet:
     """Validate route data already in memory (the same shape as a route file)."""
     return _combine([validate_route_data(dict(data), source, None)])
@@ -147,7 +132,7 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
 
     out_of_scope = _out_of_scope(parsed, text_seen, warnings, problems)
     if problems:
-        raise with_problems(problems)
+        raise with_problems(problems, "in these files")
     sources = [p.source for p in parsed]
     # Rules about the whole set of files are reported against the file or folder given.
     whole = str(root) if root is not None else sources[0]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
-__all__ = ["config_error"]
+__all__ = ["config_error", "with_problems"]
 
 
 def config_error(
@@ -27,11 +27,16 @@ def config_error(
 ) -> RouteConfigError:
     """The first problem, saying how many more there are; ``problems`` holds them all."""
     problems = [_one_error(e, data, source, node, root) for e in _sorted(exc, node)]
+    return with_problems(problems, "in this file")
+
+
+def with_problems(problems: Sequence[RouteConfigError], where: str) -> RouteConfigError:
+    """The first problem, saying how many more there are (``where``: "in this file"), holding
+    them all in ``problems``."""
     first, more = problems[0], len(problems) - 1
     if more:
-        message = f"{first.message} ({more} more problem{'s' if more > 1 else ''} in this file)"
         first = RouteConfigError(
-            message,
+            f"{first.message} ({more} more problem{'s' if more > 1 else ''} {where})",
             file=first.file,
             route=first.route,
             rule=first.rule,
