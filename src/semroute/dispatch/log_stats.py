@@ -18,7 +18,7 @@ from semroute.dispatch.feedback import FeedbackGroup, feedback_record, group_fee
 from semroute.dispatch.quality_stats import GroupQuality, group_quality, quality_record
 from semroute.dispatch.rival import challenger_summary
 
-__all__ = ["NO_ANSWER", "NO_ROUTE", "NO_RULE", "REFUSALS", "LogStats", "summarise"]
+__all__ = ["NO_ANSWER", "NO_ROUTE", "NO_RULE", "REFUSALS", "LogStats", "parse_line", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def summarise(lines: Iterable[str]) -> LogStats:
     for line in lines:
         if not line.strip():
             continue
-        raw = _parse(line)
+        raw = parse_line(line)
         kind = raw.get("kind") if raw is not None else None
         if raw is None:
             malformed += 1
@@ -198,7 +198,7 @@ _LARGEST = 1e300
 """Larger numbers are refused: sums and percentiles of them would not stay finite."""
 
 
-def _parse(line: str) -> dict[str, Any] | None:
+def parse_line(line: str | bytes) -> dict[str, Any] | None:
     """A line's JSON object with a string ``request_id`` (None: not one JSON object, nested
     deeper than Python's recursion limit, or without one)."""
     try:

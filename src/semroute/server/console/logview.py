@@ -12,12 +12,13 @@ from the request's line, again within a bound.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from semroute.dispatch.log_stats import parse_line
 
 __all__ = [
     "FILTERS",
@@ -28,7 +29,6 @@ __all__ = [
     "entry_at",
     "lines_backward",
     "page",
-    "parse_line",
 ]
 
 BLOCK = 64 << 10
@@ -114,17 +114,6 @@ class Page:
     scanned_bytes: int
     size: int
     """The file's size when the page was read."""
-
-
-def parse_line(line: bytes) -> dict[str, Any] | None:
-    """A line's JSON object with a text ``request_id``, else None (malformed lines are skipped)."""
-    try:
-        raw = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("request_id"), str):
-        return None
-    return raw
 
 
 def lines_backward(fd: int, end: int, budget: int) -> Iterator[tuple[int, bytes]]:

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semroute.dispatch.log_stats import parse_line
 from semroute.dispatch.quality_stats import quality_record
-from semroute.server.console.logview import feedback_score, parse_line
+from semroute.server.console.logview import feedback_score
 
 if TYPE_CHECKING:
     from semroute.decision import Decision, Skip
