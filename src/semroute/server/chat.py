@@ -168,12 +168,11 @@ class Gateway:
             return self._stream(out, body, client, label, dialect)
         return self._answer(out, client, label, dialect)
 
-    def _answer(
-        self, result: DispatchResult, client: Client, label: Any, dialect: Dialect
-    ) -> Response:
+    def settle(self, result: DispatchResult, client: Client, label: Any, endpoint: str) -> None:
+        """Charge an answered request's cost to its key and count it under ``endpoint``."""
         charge(self.spend, client, result.cost_usd)
         self.metrics.observe(
-            dialect.endpoint,
+            endpoint,
             200,
             result.decision,
             label,
@@ -182,6 +181,11 @@ class Gateway:
             model=result.model,
             cost_usd=result.cost_usd,
         )
+
+    def _answer(
+        self, result: DispatchResult, client: Client, label: Any, dialect: Dialect
+    ) -> Response:
+        self.settle(result, client, label, dialect.endpoint)
         headers = served_headers(
             result.request_id,
             result.decision,

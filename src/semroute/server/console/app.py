@@ -42,7 +42,7 @@ from semroute.server.console.session import (
 )
 from semroute.server.console.traffic import Traffic
 from semroute.server.errors import ApiError, from_semroute
-from semroute.server.quota import charge, check_budget
+from semroute.server.quota import check_budget
 
 if TYPE_CHECKING:
     from semroute.server.chat import Gateway
@@ -219,17 +219,7 @@ class Console:
             error = from_semroute(exc) or ApiError(400, str(exc))
             metrics.observe("console", error.status, getattr(exc, "decision", None), label)
             return _json({"error": error.message}, error.status)
-        charge(self.gateway.spend, client, result.cost_usd)
-        metrics.observe(
-            "console",
-            200,
-            result.decision,
-            label,
-            attempts=result.attempts,
-            skipped=result.skipped,
-            model=result.model,
-            cost_usd=result.cost_usd,
-        )
+        self.gateway.settle(result, client, label, "console")
         choice = result.response.choices[0]
         return _json(
             {
