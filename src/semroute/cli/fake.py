@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import threading
 from types import FrameType
@@ -10,6 +9,7 @@ from types import FrameType
 import click
 
 from semroute.cli.options import warn
+from semroute.config.server import is_loopback
 from semroute.errors import SemrouteError
 
 __all__ = ["fake_provider_cmd"]
@@ -77,7 +77,7 @@ def fake_provider_cmd(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
             "stop what uses that port or pass another --port"
         ) from exc
-    if not _is_loopback(host):
+    if not is_loopback(host):
         warn(f"listening on {host}: other machines can reach this fake provider")
     stop = threading.Event()
 
@@ -113,12 +113,3 @@ def _print_banner(url: str, failing: tuple[str, ...]) -> None:
     lines.append("Ctrl-C to stop")
     # Flushed: a caller that started this in the background may be waiting for the URL.
     click.echo("\n".join(lines))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

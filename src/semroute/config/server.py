@@ -21,6 +21,7 @@ password in it. The settings are stored in the index, references unresolved, so 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "ServerSettings",
     "ServerSpec",
     "env_value",
+    "is_loopback",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -292,3 +294,13 @@ def env_value(value: str, environ: Mapping[str, str] | None = None) -> str | Non
         return value
     env = os.environ if environ is None else environ
     return env.get(value[len(ENV_PREFIX) :]) or None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

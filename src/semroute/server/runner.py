@@ -11,7 +11,6 @@ process exits 0 soon after.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import signal
@@ -22,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from semroute.config.server import ServerSettings
+from semroute.config.server import ServerSettings, is_loopback
 from semroute.errors import SemrouteError, ServeError
 from semroute.index.manifest import Manifest
 from semroute.routing.router import INDEX_ENV, default_index_path
@@ -34,16 +33,6 @@ __all__ = ["FACTORY", "check", "check_address", "is_loopback", "prepare", "serve
 log = logging.getLogger("semroute.server")
 
 FACTORY = "semroute.server.app:app_from_env"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def prepare(
