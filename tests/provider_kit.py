@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from semroute import Dispatcher, Router
+from semroute.dispatch.providers import close_litellm_clients
 from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
 
@@ -109,18 +110,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         try:
             return await coro
         finally:
-            from litellm.llms.custom_httpx.async_client_cleanup import (
-                close_litellm_async_clients,
-            )
-
-            # LiteLLM's cache of clients is shared by every thread's loop; another one adding a
-            # client meanwhile breaks its iteration ("dictionary changed size"): try again.
-            for attempt in range(3):
-                try:
-                    await close_litellm_async_clients()
-                    break
-                except RuntimeError:
-                    if attempt == 2:
-                        raise
+            # Closed, then forgotten: a later call on another loop (the dispatchers'
+            # background loop) gets new clients, never one closed here.
+            error = await close_litellm_clients()
+            if error is not None:
+                raise error
 
     return asyncio.run(main())

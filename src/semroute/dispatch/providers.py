@@ -31,10 +31,12 @@ from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import Masker, resolve_references
 from semroute.decision import Decision, Reason
 
-__all__ = ["Provider", "import_litellm"]
+__all__ = ["CLOSE_TRIES", "Provider", "close_litellm_clients", "import_litellm"]
 
 MAX_ERROR_CHARS = 300
 MAX_UNLISTED = 64
+CLOSE_TRIES = 3
+"""How many times :func:`close_litellm_clients` tries before it gives up."""
 """How many model strings the index does not declare keep a LiteLLM deployment at once."""
 _LITELLM_PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)\s*[:-]\s*)+")
 
@@ -51,6 +53,28 @@ def import_litellm() -> Any:
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     return litellm
+
+
+async def close_litellm_clients() -> RuntimeError | None:
+    """Close the HTTP clients LiteLLM cached and forget them, so that a later call in this
+    process (another loop's: a dispatcher's background loop, a second app) makes new ones
+    instead of being handed a closed one. Its cache is shared by every thread's loop, and
+    another thread adding a client breaks the iteration, so it tries :data:`CLOSE_TRIES` times;
+    the last try's error when it gave up, else None."""
+    import_litellm()
+    import litellm
+    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+    error: RuntimeError | None = None
+    for _ in range(CLOSE_TRIES):
+        try:
+            await close_litellm_async_clients()  # type: ignore[no-untyped-call]
+        except RuntimeError as exc:
+            error = exc
+            continue
+        litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]
+        return None
+    return error
 
 
 def _provider_errors() -> tuple[type[BaseException], ...]:

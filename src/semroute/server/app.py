@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from semroute.config.server import ServerSettings
-from semroute.dispatch.providers import import_litellm
+from semroute.dispatch.providers import CLOSE_TRIES, close_litellm_clients, import_litellm
 from semroute.routing.router import default_index_path
 from semroute.server.anthropic import ANTHROPIC, count_tokens
 from semroute.server.chat import Gateway
@@ -58,9 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["app_from_env", "create_app", "quick_exit"]
 
 log = logging.getLogger("semroute.server")
-
-CLOSE_TRIES = 3
-"""How many times closing LiteLLM's cached clients is tried before giving up (logged)."""
 
 
 def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starlette:
@@ -169,30 +166,18 @@ def _routes(gateway: Gateway, holder: IndexHolder, metrics: Metrics) -> list[Rou
 
 
 async def _close_litellm_clients() -> None:
-    """Close the HTTP clients LiteLLM cached for this event loop and stop its logging worker
-    (it keeps both per loop and never closes them itself: they would outlive the server)."""
-    import litellm
+    """Close the HTTP clients LiteLLM cached and stop its logging worker (it keeps both per
+    loop and never closes them itself: they would outlive the server)."""
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 
-    # Its cache of clients is shared by every thread's loop (the dispatcher's background loop
-    # runs shadow calls): another thread adding a client breaks the iteration; try again.
-    for attempt in range(CLOSE_TRIES):
-        try:
-            await close_litellm_async_clients()  # type: ignore[no-untyped-call]
-            # The closed clients stay in LiteLLM's cache, where a later call in this process
-            # (another loop's: the dispatcher's background loop, a second app) would be handed
-            # one and fail with a connection error: forget them, so new ones are made.
-            litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]
-            break
-        except RuntimeError as exc:
-            if attempt == CLOSE_TRIES - 1:
-                log.warning(
-                    "semroute serve: LiteLLM's HTTP clients were not all closed (%s tries): "
-                    "%s; the process exits all the same",
-                    CLOSE_TRIES,
-                    exc,
-                )
+    error = await close_litellm_clients()
+    if error is not None:
+        log.warning(
+            "semroute serve: LiteLLM's HTTP clients were not all closed (%s tries): "
+            "%s; the process exits all the same",
+            CLOSE_TRIES,
+            error,
+        )
     with contextlib.suppress(ValueError, RuntimeError):  # a worker started on another loop
         await GLOBAL_LOGGING_WORKER.stop()
 
