@@ -20,8 +20,10 @@ COMMAND = [sys.executable, "-c", "from semroute.cli.main import main; main()", "
 
 
 @contextmanager
-def fake_provider(*args: str) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
-    """The command in its own process; yields it, its URL and the lines it printed first."""
+def fake_provider(
+    *args: str, last: str = "Ctrl-C to stop"
+) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
+    """The command in its own process; yields it, its URL and the lines it printed up to `last`."""
     port = free_port()
     proc = subprocess.Popen(
         [*COMMAND, "--port", str(port), *args],
@@ -33,7 +35,7 @@ def fake_provider(*args: str) -> Iterator[tuple[subprocess.Popen[str], str, list
     try:
         assert proc.stdout is not None
         banner = [proc.stdout.readline().rstrip("\n")]
-        while banner[-1] != "Ctrl-C to stop":
+        while not banner[-1].startswith(last):
             line = proc.stdout.readline()
             assert line, f"the command ended early: {banner}"
             banner.append(line.rstrip("\n"))
@@ -75,9 +77,13 @@ def test_fail_delay_and_flaky() -> None:
     assert 8 <= statuses.count(500) <= 32
 
 
-def test_sigterm_and_ctrl_c_stop_it_cleanly() -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with fake_provider() as (proc, url, _):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("when", ["fake provider listening", "Ctrl-C to stop"])
+def test_sigterm_and_ctrl_c_stop_it_cleanly(sig: signal.Signals, when: str) -> None:
+    # Also while it is still printing its banner: a Ctrl-C between two statements once escaped
+    # as click's "Aborted!" and exit 1.
+    for _ in range(3):
+        with fake_provider(last=when) as (proc, url, _):
             proc.send_signal(sig)
             assert proc.wait(timeout=20) == 0
             with pytest.raises(httpx.ConnectError):
