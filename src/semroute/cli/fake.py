@@ -81,18 +81,19 @@ def fake_provider_cmd(
         warn(f"listening on {host}: other machines can reach this fake provider")
     stop = threading.Event()
 
-    def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    _print_banner(provider.url, failing)
+    # Both signals only set the event, and are caught before the banner says "Ctrl-C to stop":
+    # a Ctrl-C that lands between two statements can't escape as click's "Aborted!" (exit 1).
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        _print_banner(provider.url, failing)
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         provider.stop()
     click.echo("fake provider stopped", err=True)
 
