@@ -331,7 +331,9 @@ def test_litellm_cooldowns_are_shared_through_redis(
 ) -> None:
     provider.error("weather-model", status=500)
     # One failure cools a deployment down in LiteLLM; semroute's breaker needs three.
-    router, _ = build(tmp_path, provider, dispatch={"allowed_fails": 0, "cooldown": 60})
+    router, _ = build(
+        tmp_path, provider, dispatch={"allowed_fails": 0, "cooldown": 60, "direct": False}
+    )
     first = Dispatcher.for_index(router.index, redis_url=redis_url)
     second = Dispatcher.for_index(router.index, redis_url=redis_url)
     alone = Dispatcher.for_index(router.index)

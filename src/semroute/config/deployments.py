@@ -154,6 +154,12 @@ class DispatchSpec(BaseModel):
     log_content: bool = Field(
         default=False, strict=True, description="Also log prompts and answers."
     )
+    direct: bool = Field(
+        default=True,
+        strict=True,
+        description="Call OpenAI-compatible deployments (`openai/...` with an `api_base`) "
+        "directly rather than through LiteLLM (faster; false: everything through LiteLLM).",
+    )
 
 
 class HealthSpec(BaseModel):
@@ -259,6 +265,7 @@ class DispatchSettings:
     allowed_fails: int | None = None
     log: str | None = None
     log_content: bool = False
+    direct: bool = True
 
 
 @dataclass(frozen=True)

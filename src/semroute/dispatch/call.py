@@ -394,6 +394,7 @@ def origin_of(exc: BaseException) -> Origin:
     serialise, a NaN or an object JSON has no form for, as a 500 of its own, caused by the
     encoder's TypeError or ValueError). LiteLLM's own refusals (a model it has no deployment
     for, a parameter the provider does not support) are ``unknown``, as is anything else."""
+    import aiohttp
     import httpx
 
     origin: Origin = "unknown"
@@ -401,9 +402,10 @@ def origin_of(exc: BaseException) -> Origin:
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:
         seen.add(id(link))
-        if isinstance(link, httpx.HTTPStatusError):
+        if isinstance(link, httpx.HTTPStatusError | aiohttp.ClientResponseError):
             return "response"
-        if isinstance(link, httpx.HTTPError | OSError | TimeoutError | UnicodeError):
+        network = httpx.HTTPError | aiohttp.ClientError | OSError | TimeoutError | UnicodeError
+        if isinstance(link, network):
             origin = "network"
         elif type(link) in (TypeError, ValueError) and "JSON" in str(link) and origin == "unknown":
             origin = (

@@ -162,11 +162,10 @@ def side_params(
 async def _judge(call: Call, judge: str, text: str) -> tuple[Verdict, float | None]:
     """The judge's verdict on ``text`` and what asking cost; a judge that fails or answers
     neither ACCEPT nor REJECT gives ``judge_error``."""
-    router = call.provider.litellm_router([judge])
     span = start_span(f"chat {judge}", call.span_attributes(judge, "judge"), kind="client")
     try:
-        reply = await router.acompletion(
-            **side_params(call, judge, acceptance_messages(call.messages, text), "judge")
+        reply = await call.provider.acompletion(
+            side_params(call, judge, acceptance_messages(call.messages, text), "judge")
         )
     except call.provider.errors as exc:
         error = call.provider.describe(exc, judge, {})

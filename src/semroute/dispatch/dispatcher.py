@@ -385,10 +385,9 @@ class Dispatcher:
         cached = look_up(self.cache, call, call.cache_scope)
         if cached is not None:
             return cached
-        litellm_router = self._provider.litellm_router(call.chain)
         for name in _candidates(call):
             try:
-                response = await litellm_router.acompletion(**call.params(name))
+                response = await self._provider.acompletion(call.params(name), call.chain)
                 if call.stream:
                     rest = aiter(response)  # failing before its first chunk, it fails over
                     first = await anext(rest, END)

@@ -30,6 +30,7 @@ from typing import Any
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import Masker, resolve_references
 from semroute.decision import Decision, Reason
+from semroute.dispatch.direct import Direct
 
 __all__ = ["CLOSE_TRIES", "Provider", "close_litellm_clients", "import_litellm"]
 
@@ -150,6 +151,8 @@ class Provider:
         self._unlisted: OrderedDict[str, tuple[str | None, bool]] = OrderedDict()
         self._lock = threading.Lock()
         self.errors: tuple[type[BaseException], ...] = ()
+        self.direct = Direct(config)
+        """The OpenAI-compatible deployments called without LiteLLM (see :mod:`.direct`)."""
 
     def _named(self) -> tuple[str, ...]:
         """The default model, the routes' models and every configured fallback."""
@@ -173,6 +176,17 @@ class Provider:
         else:
             rest = ()
         return tuple(dict.fromkeys((decision.model, *rest)))
+
+    async def acompletion(self, params: dict[str, Any], chain: Sequence[str] = ()) -> Any:
+        """Call ``params["model"]``: directly when it is an OpenAI-compatible deployment that
+        needs nothing of LiteLLM (see :mod:`semroute.dispatch.direct`), else through LiteLLM's
+        router (``chain``: the other models the request may need a deployment for)."""
+        if not self.errors:
+            self.errors = _provider_errors()
+        endpoint = self.direct.endpoint(params)
+        if endpoint is not None:
+            return await self.direct.acompletion(endpoint, params)
+        return await self.litellm_router(chain or (params["model"],)).acompletion(**params)
 
     def litellm_router(self, chain: Sequence[str] = ()) -> Any:
         """The LiteLLM router, with a deployment for every model of ``chain``."""

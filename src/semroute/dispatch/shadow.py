@@ -211,9 +211,8 @@ class ShadowRunner:
         self, call: Call, model: str, params: dict[str, Any]
     ) -> tuple[Any, float | None]:
         """The model's response (or the error's text) and its cost, added to the day's spend."""
-        router = call.provider.litellm_router([model])
         try:
-            response = await router.acompletion(**params)
+            response = await call.provider.acompletion(params)
         except call.provider.errors as exc:
             return call.provider.describe(exc, model, params), 0.0
         cost = call.cost(model, response, Usage.of(response))

@@ -37,6 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from semroute.config.server import ServerSettings
+from semroute.dispatch.direct import close_direct_clients
 from semroute.dispatch.providers import CLOSE_TRIES, close_litellm_clients, import_litellm
 from semroute.routing.router import default_index_path
 from semroute.server.anthropic import ANTHROPIC, count_tokens
@@ -89,6 +90,7 @@ def create_app(loaded: Loaded, settings: ServerSettings | None = None) -> Starle
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             holder.close()
+            await close_direct_clients()
             await _close_litellm_clients()
             await asyncio.to_thread(shutdown_tracing)  # send the last spans
 

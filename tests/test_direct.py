@@ -1,0 +1,176 @@
+"""OpenAI-compatible deployments called directly (semroute.dispatch.direct), not through LiteLLM.
+
+Each test runs against the FakeProvider over real HTTP, and checks which way the call went
+(LiteLLM's router is built only when a call needs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from semroute import Dispatcher
+from semroute.config.deployments import DispatchConfig, DispatchSettings, ModelDeployment
+from semroute.dispatch.direct import endpoints
+from semroute.errors import DispatchError, RequestRejectedError
+from semroute.testing import FakeProvider
+from tests.provider_kit import KEY, KEY_ENV, PRICED, build, deployment, log_lines, run
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def _through_litellm(dispatcher: Dispatcher) -> bool:
+    return dispatcher._provider._router is not None
+
+
+def test_an_openai_compatible_deployment_is_called_directly(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        provider.answer("weather-model", text="Sunny.")
+        router, dispatcher = build(tmp_path, provider)
+        result = run(dispatcher.acomplete("will it rain today", router=router, temperature=0.2))
+        assert not _through_litellm(dispatcher)
+        assert result.text == "Sunny." and result.model == "weather-model"
+        sent = provider.requests[-1]
+        assert sent.authorization == f"Bearer {KEY}"  # os.environ/VAR read at the call
+        assert sent.body["model"] == "weather-model" and sent.body["temperature"] == 0.2
+        assert "metadata" not in sent.body and "disable_fallbacks" not in sent.body
+        usage = result.usage
+        assert usage is not None and usage.prompt_tokens > 0
+        price = usage.prompt_tokens * PRICED["input_cost_per_token"]
+        price += usage.completion_tokens * PRICED["output_cost_per_token"]
+        assert result.cost_usd == pytest.approx(price)
+        (line,) = log_lines(tmp_path)
+        assert line["model"] == "weather-model" and line["cost_usd"] == pytest.approx(price)
+
+
+def test_direct_false_and_litellm_only_arguments_go_through_litellm(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        provider.answer("weather-model", text="Sunny.")
+        router, dispatcher = build(tmp_path / "a", provider, dispatch={"direct": False})
+        assert run(dispatcher.acomplete("will it rain today", router=router)).text == "Sunny."
+        assert _through_litellm(dispatcher)
+        router, dispatcher = build(tmp_path / "b", provider)
+        result = run(dispatcher.acomplete("will it rain", router=router, mock_response="Mocked."))
+        assert result.text == "Mocked." and _through_litellm(dispatcher)
+
+
+def test_only_plain_single_deployments_qualify() -> None:
+    def config(*models: ModelDeployment, direct: bool = True) -> DispatchConfig:
+        return DispatchConfig(models=models, settings=DispatchSettings(direct=direct))
+
+    base = {"api_base": "http://127.0.0.1:1/v1", "api_key": "os.environ/K"}
+    plain = ModelDeployment("a", {"model": "openai/x", **base, **PRICED})
+    assert set(endpoints(config(plain))) == {"a"}
+    assert endpoints(config(plain))["a"].url == "http://127.0.0.1:1/v1/chat/completions"
+    assert endpoints(config(plain))["a"].model == "x"
+    assert endpoints(config(plain, direct=False)) == {}
+    others = [
+        ModelDeployment("a", {"model": "gpt-4o", **base}),  # LiteLLM's OpenAI handling
+        ModelDeployment("a", {"model": "anthropic/claude", **base}),
+        ModelDeployment("a", {"model": "openai/x"}),  # no api_base
+        ModelDeployment("a", {"model": "openai/x", **base, "max_retries": 3}),
+        ModelDeployment("a", {"model": "openai/x", **base, "extra_headers": {"h": 1}}),
+    ]
+    for other in others:
+        assert endpoints(config(other)) == {}, other
+    assert endpoints(config(plain, plain)) == {}  # two deployments: LiteLLM balances them
+
+
+def test_a_failing_model_fails_over_and_counts_against_its_health(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        provider.error("weather-model", 500)
+        provider.answer("backup", text="From backup.")
+        router, dispatcher = build(tmp_path, provider)
+        result = run(dispatcher.acomplete("will it rain today", router=router))
+        assert result.model == "backup" and not _through_litellm(dispatcher)
+        failed = result.attempts[0]
+        assert failed.model == "weather-model" and failed.status == 500
+        assert failed.error is not None and "InternalServerError" in failed.error
+        assert dispatcher.health is not None
+        assert dispatcher.health.health("weather-model").failures_in_a_row == 1
+
+
+def test_a_request_the_model_rejects_ends_the_walk(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        provider.error("weather-model", 400)
+        provider.answer("backup")
+        router, dispatcher = build(tmp_path, provider)
+        with pytest.raises(RequestRejectedError):
+            run(dispatcher.acomplete("will it rain today", router=router))
+        assert provider.hits("backup") == 0
+        assert dispatcher.health is not None
+        assert dispatcher.health.health("weather-model").failures_in_a_row == 0
+
+
+def test_retries_and_unreachable_upstreams(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        provider.error("weather-model", 429)
+        provider.answer("backup")
+        router, dispatcher = build(tmp_path / "a", provider, dispatch={"retries": 2})
+        assert run(dispatcher.acomplete("will it rain today", router=router)).model == "backup"
+        assert provider.hits("weather-model") == 3  # one try and two retries
+        gone = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
+        gone.append(deployment(provider, "weather-model", api_base="http://127.0.0.1:9/v1"))
+        router, dispatcher = build(tmp_path / "b", provider, models=gone)
+        result = run(dispatcher.acomplete("will it rain today", router=router))
+        assert result.model == "backup"
+        assert "APIConnectionError" in (result.attempts[0].error or "")
+
+
+def test_streams_chunk_by_chunk_and_fail_over_before_the_first(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        provider.break_stream("weather-model", after=0)
+        provider.answer("backup", text="Streamed from backup.")
+        router, dispatcher = build(tmp_path, provider)
+
+        async def read() -> tuple[list[Any], Any]:
+            stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+            return [chunk async for chunk in stream], stream
+
+        chunks, stream = run(read())
+        assert not _through_litellm(dispatcher)
+        assert stream.model == "backup" and len(chunks) > 2
+        # Every chunk has a choice, the usage chunk too (an empty one, as LiteLLM's).
+        text = "".join(c.choices[0].delta.content or "" for c in chunks)
+        assert text == stream.text == "Streamed from backup."
+        assert stream.usage is not None and stream.cost_usd is not None
+        assert provider.requests[-1].body["stream_options"] == {"include_usage": True}
+        assert log_lines(tmp_path)[-1]["model"] == "backup"
+
+
+def test_a_stream_that_breaks_midway_is_an_error(tmp_path: Path) -> None:
+    with FakeProvider() as provider:
+        provider.break_stream("weather-model", after=2)
+        router, dispatcher = build(tmp_path, provider)
+
+        async def read() -> None:
+            stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+            async for _ in stream:
+                pass
+
+        with pytest.raises(DispatchError, match="broke after it started"):
+            run(read())
+
+
+def test_the_pooled_session_closes_with_its_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FakeProvider() as provider:
+        provider.answer("weather-model")
+        router, dispatcher = build(tmp_path, provider)
+        for _ in range(3):  # a loop each, as asyncio.run makes
+            asyncio.run(dispatcher.acomplete("will it rain today", router=router))
+        from semroute.dispatch import direct
+
+        assert not direct._sessions
+        import gc
+
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            gc.collect()
+        assert "Unclosed" not in caplog.text
