@@ -386,14 +386,12 @@ class _Graph:
         than in torch's export (an Add into a SkipLayerNormalization), and its int8 arithmetic
         would no longer be the reference's bit for bit."""
         shape = self.op("Shape", x)
-        return tuple(  # type: ignore[return-value]
-            self.op(
-                "Unsqueeze",
-                self.op("Gather", shape, self.const(axis, "int64"), axis=0),
-                self.const([0], "int64"),
-            )
-            for axis in (0, 1)
-        )
+
+        def size(axis: int) -> str:
+            picked = self.op("Gather", shape, self.const(axis, "int64"), axis=0)
+            return self.op("Unsqueeze", picked, self.const([0], "int64"))
+
+        return size(0), size(1)
 
     def activation(self, x: str) -> str:
         """The activation in torch's own operator order (onnxruntime fuses exact GELU written
