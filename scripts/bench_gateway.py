@@ -67,8 +67,11 @@ from typing import Any
 import yaml
 
 from _bench import ROOT, machine, save
-from _gateway_load import ANSWER, SLOW_ANSWER, Load, classify, load, request_bodies
+from _gateway_goals import goals
+from _gateway_load import ANSWER, Load, classify, load, request_bodies, slow_answer, tagged
+from _gateway_profile import profile_run
 from _gateway_report import breakdown, brief, checks, markdown, settings
+from _gateway_route import route_summary, route_times
 from _gateway_servers import (
     BACKUP,
     DEFAULT_MODEL,
@@ -79,11 +82,15 @@ from _gateway_servers import (
     redis_keys,
     redis_server,
     semroute_server,
+    server_env,
     upstream,
     upstream_main,
 )
+from _gateway_soak import soak_markdown, soak_run
 
-TARGETS = ("direct", "semroute", "litellm")
+TARGETS = ("direct", "semroute", "semroute-w2", "litellm")
+W2_KINDS = ("plain",)
+"""The runs semroute-w2 (`semroute serve --workers 2`) takes part in: 64 at a time, not streamed."""
 QUERIES = ROOT / "tests" / "data" / "bundled_queries.yaml"
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +118,8 @@ class Target:
     name: str
     url: str
     server: Server | None = None
+    kinds: tuple[str, ...] | None = None
+    """The kinds of request it gets (None: every kind)."""
 
     @property
     def auto(self) -> bool:
@@ -143,7 +152,7 @@ def measure(
     target named "semroute" answered with go into ``ids``, by kind of request."""
     queries = bundled_queries()
     for t in targets:
-        warm = request_bodies(queries, args.warmup, auto=t.auto, stream=False)
+        warm = request_bodies(queries, args.warmup, auto=t.auto, stream=False, tag="warm-up")
         load(t.url, warm, args.concurrency, False, expected)
     result: dict[str, Any] = {t.name: {} for t in targets}
     servers = [t.server for t in targets if t.server is not None and t.server.proc is not None]
@@ -154,14 +163,15 @@ def measure(
         for kind, n, stream, concurrency in kinds or main_kinds(args):
             if not n:
                 continue
-            parts: dict[str, list[Load]] = {t.name: [] for t in targets}
+            these = [t for t in targets if t.kinds is None or kind in t.kinds]
+            parts: dict[str, list[Load]] = {t.name: [] for t in these}
             rounds = max(1, min(args.rounds, n))
             for r in range(rounds):
                 lo, hi = n * r // rounds, n * (r + 1) // rounds
-                for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
-                    bodies = request_bodies(queries, hi, auto=t.auto, stream=stream)[lo:]
+                for t in these[r % len(these) :] + these[: r % len(these)]:
+                    bodies = request_bodies(queries, hi, auto=t.auto, stream=stream, tag=kind)[lo:]
                     parts[t.name].append(load(t.url, bodies, concurrency, stream, expected))
-            for t in targets:
+            for t in these:
                 merged = Load(
                     [o for part in parts[t.name] for o in part.outcomes],
                     sum(part.wall_s for part in parts[t.name]),
@@ -199,7 +209,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         results["generator_ceiling"] = ceiling["direct"]
     with upstream(args.delay, routes, work / "upstream.log") as base:
         ids: dict[str, list[str | None]] = {}
-        results["targets"] = run_targets(gateway_targets(args, work, base), args, ids)
+        targets = gateway_targets(args, work, base)
+        index = next((t.server.index for t in targets if t.name == "semroute" and t.server), None)
+        passes = {"before": timed_routes(index, args)} if index else {}
+        results["targets"] = run_targets(targets, args, ids)
+        if index:
+            passes["after"] = timed_routes(index, args)
+            results["route_timing"] = route_summary(passes)
         if "semroute" in results["targets"]:
             log = work / "semroute" / "decisions.jsonl"  # complete: the server has stopped
             results["targets"]["semroute"]["decision_log"] = breakdown(log, ids)
@@ -221,21 +237,41 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     server.stop()
     if args.slow_streams and len(args.targets) > 1:
         results["slow_stream"] = slow_stream_run(args, work, routes)
+    if args.profile:
+        results["profile"] = profile_run(args, work, bundled_queries(), routes)
     results["checks"] = checks(results)
+    results["goals"] = [g.as_dict() for g in goals(results)]
     return results
 
 
-def gateway_targets(args: argparse.Namespace, work: Path, base: str) -> list[Target]:
+def sequential_queries(n: int) -> list[str]:
+    """The texts the one-at-a-time run sends, in its order."""
+    return [text for text, _ in tagged(bundled_queries(), n, "one_at_a_time")]
+
+
+def timed_routes(index: Path, args: argparse.Namespace) -> list[float]:
+    """`route()` over ``index`` in a process of its own, for the one-at-a-time run's queries."""
+    print("timing route() alone ...", file=sys.stderr)
+    return route_times(index, sequential_queries(args.sequential), args.warmup, server_env())
+
+
+def gateway_targets(
+    args: argparse.Namespace, work: Path, base: str, names: list[str] | None = None
+) -> list[Target]:
     """Direct to the upstream at ``base``, and a server (not started) for each gateway of
-    --targets, its files under ``work``."""
+    ``names`` (default: --targets), its files under ``work``."""
     models = sorted({m for _, m in bundled_queries()} | {DEFAULT_MODEL, BACKUP})
     targets = [Target("direct", base.removesuffix("/v1"))]
-    for name in args.targets[1:]:
+    for name in (args.targets if names is None else names)[1:]:
+        kinds = None
         if name == "semroute":
             server = semroute_server(work, base, args.workers, flaky=False, health=True)
+        elif name == "semroute-w2":
+            server = semroute_server(work, base, 2, name=name, flaky=False, health=True)
+            kinds = W2_KINDS
         else:
             server = litellm_server(work, base, models, args.workers)
-        targets.append(Target(name, server.url, server))
+        targets.append(Target(name, server.url, server, kinds))
     return targets
 
 
@@ -260,17 +296,20 @@ def run_targets(
 
 
 def slow_stream_run(args: argparse.Namespace, work: Path, routes: list[str]) -> dict[str, Any]:
-    """Streams whose words come one at a time: an upstream sending an event every
-    --chunk-delay seconds (about 100 of them), through each gateway and direct."""
+    """Long streams whose words come one at a time: an upstream sending an event every
+    --chunk-delay seconds for about --long-stream-s, through each gateway and direct; every
+    chunk's arrival is timed, so what a gateway adds between chunks shows."""
     log = work / "upstream-slow.log"
-    with upstream(args.delay, routes, log, chunk_delay=args.chunk_delay) as base:
+    text = slow_answer(args.long_stream_s, args.chunk_delay)
+    with upstream(args.delay, routes, log, args.chunk_delay, args.long_stream_s) as base:
         folder = work / "slow"
         folder.mkdir()
         print("slow streams ...", file=sys.stderr)
         kinds = [("slow_streamed", args.slow_streams, True, args.concurrency)]
-        targets = gateway_targets(args, folder, base)
-        out = run_targets(targets, args, kinds=kinds, expected=SLOW_ANSWER)
-    return {"chunk_delay_s": args.chunk_delay, "events": len(SLOW_ANSWER.split(" ")) + 1} | out
+        names = [n for n in args.targets if n != "semroute-w2"]
+        targets = gateway_targets(args, folder, base, names)
+        out = run_targets(targets, args, kinds=kinds, expected=text)
+    return {"chunk_delay_s": args.chunk_delay, "events": len(text.split(" ")) + 1} | out
 
 
 def redis_run(args: argparse.Namespace, work: Path, base: str) -> dict[str, Any]:
@@ -317,6 +356,28 @@ def parse_args() -> argparse.Namespace:
         "--chunk-delay", type=float, default=0.02, help="s between a slow stream's events"
     )
     parser.add_argument(
+        "--long-stream-s", type=float, default=5.0, help="how long a slow stream lasts, s (5)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run py-spy on `semroute serve` (in .bench/pyspy-venv) and fold where its "
+        "CPU goes into the section",
+    )
+    parser.add_argument("--profile-sequential", type=int, help="profiled, one at a time (300)")
+    parser.add_argument("--profile-requests", type=int, help="profiled, 64 at a time (3000)")
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=0,
+        help="instead of the comparison: one `semroute serve` at --soak-rps for this long; "
+        "writes the gateway_soak section",
+    )
+    parser.add_argument("--soak-rps", type=float, default=50.0, help="the soak's request rate")
+    parser.add_argument(
+        "--soak-cap", type=int, default=512, help="the soak's most requests in flight"
+    )
+    parser.add_argument(
         "--redis-requests",
         type=int,
         help="non-streamed, per target, semroute with and without Redis; a quarter as many "
@@ -338,9 +399,9 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     sizes = (
-        (120, 40, 20, 60, 16, 8, 40)
+        (120, 40, 20, 60, 16, 8, 40, 20, 60)
         if args.smoke
-        else (5000, 1000, 300, 1000, 4 * args.concurrency, 256, 2000)
+        else (5000, 1000, 300, 1000, 4 * args.concurrency, 256, 2000, 300, 3000)
     )
     names = (
         "requests",
@@ -350,6 +411,8 @@ def parse_args() -> argparse.Namespace:
         "warmup",
         "slow_streams",
         "redis_requests",
+        "profile_sequential",
+        "profile_requests",
     )
     for name, size in zip(names, sizes, strict=True):
         if getattr(args, name) is None:
@@ -359,7 +422,39 @@ def parse_args() -> argparse.Namespace:
     unknown = set(wanted.split(",")) - set(TARGETS)
     if unknown:
         parser.error(f"--targets: unknown {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    if args.workers != 1 and "semroute-w2" in args.targets:
+        # semroute-w2 is measured against one worker; with other --workers it means nothing.
+        args.targets.remove("semroute-w2")
+    for name in ("long_stream_s", "chunk_delay", "soak_rps"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')}: must be more than 0")
+    if args.soak_minutes < 0 or args.soak_cap < 1:
+        parser.error("--soak-minutes must be 0 or more and --soak-cap 1 or more")
     return args
+
+
+def soak_main(args: argparse.Namespace) -> None:
+    """--soak-minutes: the soak alone; its own section (gateway_soak) and results file."""
+    work = Path(tempfile.mkdtemp(prefix="semroute-bench-soak-")) if args.work is None else args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    routes = sorted(r for r in yaml.safe_load(QUERIES.read_text()) if r is not None)
+    try:
+        results = {"machine": machine()} | soak_run(args, work, bundled_queries(), routes)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    command = (
+        f".venv/bin/python scripts/bench_gateway.py --soak-minutes {args.soak_minutes:g} "
+        f"--soak-rps {args.soak_rps:g} --delay {args.delay}"
+    )
+    md = soak_markdown(results, command)
+    if args.smoke:
+        print(md, file=sys.stderr)
+        print(json.dumps(results, indent=2))
+    else:
+        save("gateway_soak", results, md)
+        print(md)
 
 
 def main() -> None:
@@ -368,11 +463,15 @@ def main() -> None:
         p.add_argument("_upstream")
         p.add_argument("--delay", type=float, required=True)
         p.add_argument("--chunk-delay", type=float, default=0.0)
+        p.add_argument("--long-stream-s", type=float, default=5.0)
         p.add_argument("--routes", required=True)
         a = p.parse_args()
-        upstream_main(a.delay, a.routes.split(","), a.chunk_delay)
+        upstream_main(a.delay, a.routes.split(","), a.chunk_delay, a.long_stream_s)
         return
     args = parse_args()
+    if args.soak_minutes:
+        soak_main(args)
+        return
     work = (
         Path(tempfile.mkdtemp(prefix="semroute-bench-gateway-")) if args.work is None else args.work
     )
@@ -383,19 +482,29 @@ def main() -> None:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    command = ".venv/bin/python scripts/bench_gateway.py" + "".join(
-        f" --{k} {v}"
-        for k, v in (
-            ("requests", args.requests),
-            ("streamed", args.streamed),
-            ("sequential", args.sequential),
-            ("concurrency", args.concurrency),
-            ("delay", args.delay),
-            ("workers", args.workers),
-            ("rounds", args.rounds),
-            ("slow-streams", args.slow_streams),
-            ("chunk-delay", args.chunk_delay),
-            ("redis-requests", args.redis_requests),
+    command = (
+        ".venv/bin/python scripts/bench_gateway.py"
+        + "".join(
+            f" --{k} {v}"
+            for k, v in (
+                ("requests", args.requests),
+                ("streamed", args.streamed),
+                ("sequential", args.sequential),
+                ("concurrency", args.concurrency),
+                ("delay", args.delay),
+                ("workers", args.workers),
+                ("rounds", args.rounds),
+                ("slow-streams", args.slow_streams),
+                ("chunk-delay", args.chunk_delay),
+                ("long-stream-s", args.long_stream_s),
+                ("redis-requests", args.redis_requests),
+            )
+        )
+        + (
+            f" --profile --profile-sequential {args.profile_sequential}"
+            f" --profile-requests {args.profile_requests}"
+            if args.profile
+            else ""
         )
     )
     md = markdown(results, command)
