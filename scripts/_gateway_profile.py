@@ -61,6 +61,8 @@ LOOP = (
 )
 """Only when no frame of a sample names a group above: the server and its event loop."""
 OTHER = "other"
+ENTRY = ("semroute/server/runner.py", "semroute/cli/")
+"""Frames under which everything runs (the command, uvicorn's start): never a sample's group."""
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
 
@@ -120,15 +122,18 @@ class Recording:
 
 
 def group_of(stack: list[str]) -> tuple[str, str]:
-    """The group of a sample's stack (root first), and the frame that decided it."""
+    """The group of a sample's stack (root first), and the frame that decided it (for the
+    event loop and other, the leaf)."""
     parsed = [(m.group("func"), m.group("path")) for f in stack if (m := _FRAME.match(f))]
-    for rules in (GROUPS, [LOOP]):
-        for func, path in reversed(parsed):
-            for name, parts in rules:
-                if any(p in path for p in parts):
-                    return name, f"{func} ({path})"
-    leaf = parsed[-1] if parsed else ("?", "?")
-    return OTHER, f"{leaf[0]} ({leaf[1]})"
+    parsed = [(func, path) for func, path in parsed if not any(e in path for e in ENTRY)]
+    for func, path in reversed(parsed):
+        for name, parts in GROUPS:
+            if any(p in path for p in parts):
+                return name, f"{func} ({path})"
+    leaf = "{} ({})".format(*(parsed[-1] if parsed else ("?", "?")))
+    if any(p in path for _, path in parsed for p in LOOP[1]):
+        return LOOP[0], leaf  # the leaf: the loop's frame that decided says little
+    return OTHER, leaf
 
 
 def fold(raw: str) -> dict[str, Any]:

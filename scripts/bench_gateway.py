@@ -2,18 +2,22 @@
 
     .venv/bin/python scripts/bench_gateway.py [--requests 5000] [--streamed 1000]
         [--sequential 300] [--concurrency 64] [--delay 0.05] [--workers 1] [--rounds 5]
-        [--flaky-requests 1000] [--slow-streams 256] [--chunk-delay 0.02]
-        [--redis-requests 2000] [--targets direct,semroute,litellm] [--smoke]
+        [--flaky-requests 1000] [--slow-streams 256] [--chunk-delay 0.02] [--long-stream-s 5]
+        [--redis-requests 2000] [--targets direct,semroute,semroute-w2,litellm]
+        [--profile [--profile-sequential 300] [--profile-requests 3000]] [--smoke]
+    .venv/bin/python scripts/bench_gateway.py --soak-minutes 30 [--soak-rps 50] [--smoke]
 
 Everything runs on 127.0.0.1 and stops by itself. The upstream is semroute.testing.FakeProvider
 in its own process, every model answering after a fixed --delay (a model's time to first token).
-Three targets get the same requests:
+The targets get the same requests:
 
 1. direct: OpenAI chat-completions POSTs straight to the upstream, naming the model;
 2. semroute: `semroute serve` (--workers), `model: "auto"`, over an index built with
    `semroute build-index` from the bundled example routes (routes/) and the real default encoder,
    every model they name replaced by one on the upstream;
-3. litellm: LiteLLM's own proxy (`litellm --config ... --num_workers N`, litellm[proxy] at the
+3. semroute-w2: the same with `--workers 2`, in the non-streamed --concurrency run only (with
+   --workers 1, the default): what a second worker buys;
+4. litellm: LiteLLM's own proxy (`litellm --config ... --num_workers N`, litellm[proxy] at the
    version semroute pins, in its own virtualenv under .bench/), the same models, no routing, no
    database, no master key; requests name the model semroute's route would pick.
 
@@ -23,10 +27,14 @@ non-streamed ones one at a time (no queue: what a gateway adds to a request), af
 The requests are split into --rounds interleaved rounds: each round sends its slice to every
 target in turn, the order rotating, so that a shared machine's drifting load weighs on all alike.
 The queries are the bundled routes' held-out queries (tests/data/bundled_queries.yaml), each made
-unique by a reference number so that no routing decision comes from semroute's query cache. The
-load comes from asyncio + aiohttp in this process; a run against the upstream with no delay shows
-how fast it and the upstream can go, far beyond any gateway's figures. semroute's decision log
-gives, per request (by x-semroute-request-id), its routing and model-call times.
+unique by its run's tag and a number so that no routing decision comes from semroute's query
+cache (not even one filled by an earlier run of the same server). The load comes from asyncio +
+aiohttp in this process; a run against the upstream with no delay shows how fast it and the
+upstream can go, far beyond any gateway's figures. semroute's decision log gives, per request (by
+x-semroute-request-id), its routing and model-call times.
+
+`route()` alone is timed in a process of its own (scripts/_gateway_route.py) over the index
+semroute serves, for the one-at-a-time run's queries, before the rounds and after them.
 
 Then a flaky run through `semroute serve`: every routed model fails 30% of its requests (500),
 each chain ends in a healthy backup. Every request must be answered, or fail with a 502 whose
@@ -34,21 +42,34 @@ body lists its attempts, and the decision log must hold exactly one line per req
 x-semroute-request-id). It runs twice: with the circuit breakers at their defaults, and with
 `health: {enabled: false}` so every request tries its flaky model first.
 
-Then slow streams: a fresh upstream sends each streamed answer's ~100 events --chunk-delay
-apart (about 2 s a stream), through fresh servers of each gateway and direct; the time to the
-first content chunk is reported beside the whole stream's. And a run with Redis: `semroute serve`
-with `server.redis_url` pointing at a redis-server the script starts on a free loopback port
-(nothing saved), beside the same server without it, and direct (needs redis-server on PATH;
---redis-requests 0 skips it).
+Then long streams: a fresh upstream sends each streamed answer's events (the role, then a word
+each) --chunk-delay apart for about --long-stream-s, through fresh servers of each gateway and
+direct; the time to the first content chunk is reported beside the whole stream's, and every
+chunk's arrival is timed, so the time between chunks (p50, p99, max) shows what a gateway adds
+to each. And a run with Redis: `semroute serve` with `server.redis_url` pointing at a
+redis-server the script starts on a free loopback port (nothing saved), beside the same server
+without it, and direct (needs redis-server on PATH; --redis-requests 0 skips it).
+
+With --profile, last: py-spy (in .bench/pyspy-venv, installed once) records a fresh `semroute
+serve` through --profile-sequential requests one at a time and --profile-requests --concurrency
+at a time; its samples are folded into where the CPU goes (scripts/_gateway_profile.py).
 
 Both servers run with uvicorn's access log off (`semroute serve`'s default; LiteLLM's proxy
 through `--log_config`, uvicorn's own configuration without the access logger's handler).
 
-Peak memory is the sum of VmHWM over the server's processes (read from /proc before it stops);
-the largest sum of VmRSS seen while it ran is given beside it.
+Peak memory is the sum of VmHWM over the server's processes (read from /proc before it stops),
+and each process's own (a worker's peak); the largest sum of VmRSS seen while it ran is given
+beside it. The section opens with issue 24's goals, each with its measured value, its target
+and whether it passed (scripts/_gateway_goals.py).
 
 Results go to docs/results/gateway.json and the "gateway" section of docs/benchmarks.md;
 --smoke (a few requests, no LiteLLM unless --targets names it) writes nowhere.
+
+--soak-minutes N runs the soak instead (scripts/_gateway_soak.py): one `semroute serve` (1
+worker) at --soak-rps, open-loop, every 4th request streamed, every query unique, its RSS read
+every 10 s: RSS at the start, the end, the most, the least-squares slope over the second half,
+requests sent/answered/errors, and p50/p99 per 5-minute window, into
+docs/results/gateway_soak.json and the "gateway_soak" section (with --smoke: nowhere).
 """
 
 from __future__ import annotations
@@ -67,6 +88,7 @@ from typing import Any
 import yaml
 
 from _bench import ROOT, machine, save
+from _gateway_args import command_line, parse_args
 from _gateway_goals import goals
 from _gateway_load import ANSWER, Load, classify, load, request_bodies, slow_answer, tagged
 from _gateway_profile import profile_run
@@ -335,104 +357,6 @@ def redis_run(args: argparse.Namespace, work: Path, base: str) -> dict[str, Any]
         return out | {"keys_in_redis_after": redis_keys(url)}
 
 
-def parse_args() -> argparse.Namespace:
-    """The command line, with the sizes --smoke or the full run default to."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    # Sizes default to None so that --smoke can tell its own defaults from sizes given.
-    parser.add_argument("--requests", type=int, help="non-streamed, per target (5000)")
-    parser.add_argument("--streamed", type=int, help="streamed, per target (1000)")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--delay", type=float, default=0.05, help="upstream's answer delay, s")
-    parser.add_argument("--workers", type=int, default=1, help="for both servers")
-    parser.add_argument("--flaky-requests", type=int, help="per flaky run (1000)")
-    parser.add_argument(
-        "--sequential", type=int, help="non-streamed, one at a time, per target (300)"
-    )
-    parser.add_argument("--warmup", type=int, help="requests per target first (4 x concurrency)")
-    parser.add_argument(
-        "--slow-streams", type=int, help="streams of ~100 paced events, per target (256)"
-    )
-    parser.add_argument(
-        "--chunk-delay", type=float, default=0.02, help="s between a slow stream's events"
-    )
-    parser.add_argument(
-        "--long-stream-s", type=float, default=5.0, help="how long a slow stream lasts, s (5)"
-    )
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="also run py-spy on `semroute serve` (in .bench/pyspy-venv) and fold where its "
-        "CPU goes into the section",
-    )
-    parser.add_argument("--profile-sequential", type=int, help="profiled, one at a time (300)")
-    parser.add_argument("--profile-requests", type=int, help="profiled, 64 at a time (3000)")
-    parser.add_argument(
-        "--soak-minutes",
-        type=float,
-        default=0,
-        help="instead of the comparison: one `semroute serve` at --soak-rps for this long; "
-        "writes the gateway_soak section",
-    )
-    parser.add_argument("--soak-rps", type=float, default=50.0, help="the soak's request rate")
-    parser.add_argument(
-        "--soak-cap", type=int, default=512, help="the soak's most requests in flight"
-    )
-    parser.add_argument(
-        "--redis-requests",
-        type=int,
-        help="non-streamed, per target, semroute with and without Redis; a quarter as many "
-        "streamed (2000; 0: no Redis run)",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved rounds the requests are split into"
-    )
-    parser.add_argument(
-        "--targets",
-        default=None,
-        help=f"comma-separated, of {','.join(TARGETS)} (default: all; --smoke: direct,semroute)",
-    )
-    parser.add_argument("--work", type=Path, default=None, help="default: a temporary folder")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="a few requests unless sizes are given, to check it runs; writes nowhere",
-    )
-    args = parser.parse_args()
-    sizes = (
-        (120, 40, 20, 60, 16, 8, 40, 20, 60)
-        if args.smoke
-        else (5000, 1000, 300, 1000, 4 * args.concurrency, 256, 2000, 300, 3000)
-    )
-    names = (
-        "requests",
-        "streamed",
-        "sequential",
-        "flaky_requests",
-        "warmup",
-        "slow_streams",
-        "redis_requests",
-        "profile_sequential",
-        "profile_requests",
-    )
-    for name, size in zip(names, sizes, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, size)
-    wanted = args.targets or ("direct,semroute" if args.smoke else ",".join(TARGETS))
-    args.targets = [t for t in TARGETS if t in wanted.split(",") or t == "direct"]
-    unknown = set(wanted.split(",")) - set(TARGETS)
-    if unknown:
-        parser.error(f"--targets: unknown {sorted(unknown)}; choose from {', '.join(TARGETS)}")
-    if args.workers != 1 and "semroute-w2" in args.targets:
-        # semroute-w2 is measured against one worker; with other --workers it means nothing.
-        args.targets.remove("semroute-w2")
-    for name in ("long_stream_s", "chunk_delay", "soak_rps"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')}: must be more than 0")
-    if args.soak_minutes < 0 or args.soak_cap < 1:
-        parser.error("--soak-minutes must be 0 or more and --soak-cap 1 or more")
-    return args
-
-
 def soak_main(args: argparse.Namespace) -> None:
     """--soak-minutes: the soak alone; its own section (gateway_soak) and results file."""
     work = Path(tempfile.mkdtemp(prefix="semroute-bench-soak-")) if args.work is None else args.work
@@ -468,7 +392,7 @@ def main() -> None:
         a = p.parse_args()
         upstream_main(a.delay, a.routes.split(","), a.chunk_delay, a.long_stream_s)
         return
-    args = parse_args()
+    args = parse_args(TARGETS, __doc__.split("\n")[0])
     if args.soak_minutes:
         soak_main(args)
         return
@@ -482,31 +406,7 @@ def main() -> None:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    command = (
-        ".venv/bin/python scripts/bench_gateway.py"
-        + "".join(
-            f" --{k} {v}"
-            for k, v in (
-                ("requests", args.requests),
-                ("streamed", args.streamed),
-                ("sequential", args.sequential),
-                ("concurrency", args.concurrency),
-                ("delay", args.delay),
-                ("workers", args.workers),
-                ("rounds", args.rounds),
-                ("slow-streams", args.slow_streams),
-                ("chunk-delay", args.chunk_delay),
-                ("long-stream-s", args.long_stream_s),
-                ("redis-requests", args.redis_requests),
-            )
-        )
-        + (
-            f" --profile --profile-sequential {args.profile_sequential}"
-            f" --profile-requests {args.profile_requests}"
-            if args.profile
-            else ""
-        )
-    )
+    command = command_line(args)
     md = markdown(results, command)
     if args.smoke:  # the results on stdout, for a look or a test; nothing is written
         print(md, file=sys.stderr)
