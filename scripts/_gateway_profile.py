@@ -47,6 +47,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
             "httpx/",
             "httpcore/",
             "openai/",
+            "semroute/config/pricing",
         ),
     ),
     ("request parsing/validation", ("pydantic", "semroute/server/schemas", "anthropic_schemas")),
@@ -174,7 +175,7 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
         "threads left out; a sample counts toward the innermost frame of a group below, a "
         "library any layer uses, such as json or numpy, toward its caller; onnxruntime's own "
         "worker threads run no Python and are not sampled, so the encoder's share is the "
-        "calling thread's):",
+        "calling thread's; uvloop and httptools run natively inside `Runner.run`):",
         "",
         f"| where | {head} | top frames |",
         "|---|" + "---:|" * len(runs) + "---|",

@@ -214,14 +214,14 @@ class Server:
         worker: a worker's peak RSS)."""
         assert self.proc is not None
         pids = tree(self.proc.pid)
-        each = [
+        each: list[dict[str, Any]] = [
             {
                 "role": process_role(pid, self.proc.pid, pids),
                 "peak_rss_mib": round(memory_kib([pid], "VmHWM") / 1024, 1),
             }
             for pid in pids
         ]
-        workers = [p["peak_rss_mib"] for p in each if p["role"] == "worker"]
+        workers = [float(p["peak_rss_mib"]) for p in each if p["role"] == "worker"]
         return {
             "processes": len(pids),
             "peak_rss_mib": round(memory_kib(pids, "VmHWM") / 1024, 1),
