@@ -7,6 +7,7 @@ text and closing ``data: [DONE]`` checked. Used by scripts/bench_gateway.py.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -18,8 +19,15 @@ ANSWER = (
     "in many chunks like a real model's."
 )
 """What the upstream answers, word for word: anything else is an error."""
-SLOW_ANSWER = " ".join([ANSWER] * 4)
-"""What the upstream answers in the slow-stream run: about 100 words, one event each."""
+
+
+def slow_answer(seconds: float, chunk_delay: float) -> str:
+    """What the upstream answers in the slow-stream run: ANSWER's words over and over, as many
+    as make a stream of events (the role, then a word each) ``chunk_delay`` apart last about
+    ``seconds``."""
+    words = ANSWER.split(" ")
+    n = max(1, round(seconds / chunk_delay) - 1) if chunk_delay > 0 else len(words)
+    return " ".join(words[i % len(words)] for i in range(n))
 
 
 @dataclass
@@ -33,6 +41,8 @@ class Outcome:
     chunks: int = 0
     first_ms: float | None = None
     """Streamed: when the first event with content arrived."""
+    chunk_ms: list[float] = field(default_factory=list)
+    """Streamed: when each event with content arrived, ms after the request was sent."""
     request_id: str | None = None
     fallbacks: str | None = None
     skipped: str | None = None
@@ -64,6 +74,11 @@ class Load:
         if first:
             out["first_chunk_p50_ms"] = round(pct(first, 50), 2)
             out["first_chunk_p99_ms"] = round(pct(first, 99), 2)
+        gaps = sorted(chunk_gaps([o.chunk_ms for o in self.outcomes if o.ok]))
+        if gaps:
+            out["chunk_gap_p50_ms"] = round(pct(gaps, 50), 2)
+            out["chunk_gap_p99_ms"] = round(pct(gaps, 99), 2)
+            out["chunk_gap_max_ms"] = round(gaps[-1], 2)
         chunks = [o.chunks for o in self.outcomes if o.ok and o.chunks]
         if chunks:
             out["chunks_per_stream"] = sorted(set(chunks))
@@ -85,20 +100,39 @@ def pct(sorted_values: list[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+def chunk_gaps(streams: list[list[float]]) -> list[float]:
+    """The time between each content event and the one before it, in every stream (a
+    stream's arrival times in order): what a gateway adds to each chunk shows here, not in the
+    time to the first one."""
+    return [b - a for times in streams for a, b in itertools.pairwise(times)]
+
+
 def request_bodies(
-    queries: list[tuple[str, str]], n: int, *, auto: bool, stream: bool
+    queries: list[tuple[str, str]], n: int, *, auto: bool, stream: bool, tag: str = "ref"
 ) -> list[bytes]:
-    """Request i asks query i mod len(queries), unique by its number; ``auto``: model "auto"."""
-    out = []
-    for i in range(n):
-        text, model = queries[i % len(queries)]
-        body = {
-            "model": "auto" if auto else model,
-            "messages": [{"role": "user", "content": f"{text} (ref {i})"}],
-            "stream": stream,
-        }
-        out.append(json.dumps(body).encode())
-    return out
+    """Request i asks query i mod len(queries), unique by ``tag`` and its number (each run of
+    a benchmark its own tag, so that no run's query is in semroute's query cache from an
+    earlier one); ``auto``: model "auto"."""
+    return [
+        request_body(text, model, auto=auto, stream=stream)
+        for text, model in tagged(queries, n, tag)
+    ]
+
+
+def tagged(queries: list[tuple[str, str]], n: int, tag: str) -> list[tuple[str, str]]:
+    """(text, model) of the first ``n`` requests: query i mod len(queries), "(TAG i)" added."""
+    picked = (queries[i % len(queries)] for i in range(n))
+    return [(f"{q} ({tag} {i})", m) for i, (q, m) in enumerate(picked)]
+
+
+def request_body(text: str, model: str, *, auto: bool, stream: bool) -> bytes:
+    """A chat-completions body asking ``text``, of ``model`` or (``auto``) of "auto"."""
+    body = {
+        "model": "auto" if auto else model,
+        "messages": [{"role": "user", "content": text}],
+        "stream": stream,
+    }
+    return json.dumps(body).encode()
 
 
 async def one(session: Any, url: str, body: bytes, stream: bool, expected: str) -> Outcome:
@@ -126,10 +160,15 @@ async def one(session: Any, url: str, body: bytes, stream: bool, expected: str) 
                         done = True
                         continue
                     o.chunks += 1
-                    for choice in json.loads(data).get("choices") or []:
-                        words.append((choice.get("delta") or {}).get("content") or "")
-                    if o.first_ms is None and any(words):
-                        o.first_ms = (time.perf_counter() - started) * 1000
+                    content = "".join(
+                        (choice.get("delta") or {}).get("content") or ""
+                        for choice in json.loads(data).get("choices") or []
+                    )
+                    if content:
+                        words.append(content)
+                        o.chunk_ms.append((time.perf_counter() - started) * 1000)
+                        if o.first_ms is None:
+                            o.first_ms = o.chunk_ms[0]
                 o.ok = done and "".join(words) == expected
                 o.body = "" if o.ok else f"stream ended early or wrong text: {''.join(words)!r}"
             else:

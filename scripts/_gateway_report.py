@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from _bench import machine_markdown
+from _gateway_goals import goals, goals_markdown
 from _gateway_load import pct
+from _gateway_profile import profile_lines
 from _gateway_servers import FLAKY_RATE, LITELLM
 
 
@@ -42,6 +44,8 @@ def table(results: dict[str, Any], targets: dict[str, Any] | None = None) -> str
             continue
         label = label.format(c=results["settings"]["concurrency"])
         for name, r in targets.items():
+            if kind not in r:
+                continue
             s, d = r[kind], direct[kind]
             added = (
                 (f"{s['p50_ms'] - d['p50_ms']:+.1f} ms", f"{s['p99_ms'] - d['p99_ms']:+.1f} ms")
@@ -127,6 +131,13 @@ def markdown(results: dict[str, Any], command: str) -> str:
     lines = [
         "## Gateway: `semroute serve` beside LiteLLM's proxy",
         "",
+        "The goals of issue 24, each worked out from this one run (ratios of figures measured "
+        "side by side, interleaved; how each is measured is told below the table):",
+        "",
+        *goals_markdown(goals(results)),
+        "",
+        *goal_notes(results),
+        "",
         f"`{command}`: all on 127.0.0.1. The upstream is `semroute.testing.FakeProvider` in its "
         f"own process, every model answering {s['upstream_delay_s'] * 1000:.0f} ms after the "
         "request. Three targets get the same requests: *direct* to the upstream; *semroute*, "
@@ -135,7 +146,14 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"one on the upstream, health and decision log on); *litellm*, `{s['litellm_proxy']}`'s "
         "own proxy (`litellm --config`, no database, no master key, no routing: requests name the "
         "model semroute's route picks). Both servers run "
-        f"{s['workers']} worker process{'es' if s['workers'] > 1 else ''}. Per target: {s['requests']:,} non-streamed requests, then "
+        f"{s['workers']} worker process{'es' if s['workers'] > 1 else ''}"
+        + (
+            "; a fourth, *semroute-w2* (`semroute serve --workers 2`, otherwise the same), "
+            "gets the non-streamed requests 64 at a time only"
+            if "semroute-w2" in results["targets"]
+            else ""
+        )
+        + f". Per target: {s['requests']:,} non-streamed requests, then "
         f"{s['streamed']:,} streamed (every chunk counted, the answer and `data: [DONE]` "
         f"checked), {s['concurrency']} at a time, then {s['sequential']:,} non-streamed one at a "
         "time (no queue: what a gateway adds to one request), after a warm-up, in "
@@ -143,8 +161,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "rounds (each round sends the next slice of the requests to every target in turn, the "
         "order rotating, so that the shared machine's drifting load weighs on all alike). "
         "Every query is unique (the "
-        "bundled routes' held-out queries with a reference number), so semroute routes each one: "
-        "no decision comes from its query cache. Added latency is the target's percentile minus "
+        "bundled routes' held-out queries, each with its run's tag and a number), so semroute "
+        "routes each one: no decision comes from its query cache. Added latency is the target's percentile minus "
         "direct's; at this concurrency a saturated server's latency is mostly queueing (64 ÷ "
         "its throughput). Peak RSS is the server's VmHWM summed over its processes. LiteLLM's "
         "proxy runs on uvloop, `semroute serve` on uvicorn's "
@@ -171,7 +189,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         lines += [
             "",
             "Where semroute's time goes, from its decision log (`routing_ms`: the encoder and "
-            "the policy, in a worker thread; `model_ms`: LiteLLM's call to the upstream, its "
+            "the policy, in a worker thread; `model_ms`: the call to the upstream, its "
             "50 ms included), matched to the requests by `x-semroute-request-id`: "
             + "; ".join(parts)
             + ".",
@@ -197,6 +215,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"| {f['ids_logged_once']} of {f['requests']} |"
             )
     lines += slow_stream_lines(results) + redis_lines(results)
+    if "profile" in results:
+        lines += profile_lines(results["profile"])
     c = results["checks"]
     lines += [
         "",
@@ -229,7 +249,44 @@ def slow_stream_lines(results: dict[str, Any]) -> list[str]:
             f"{r['slow_streamed'].get('first_chunk_p99_ms')} ms"
             for name, r in targets.items()
         )
+        + ". Time between one content chunk and the next (every chunk's arrival timed, every "
+        "stream's gaps pooled) p50 / p99 / max: "
+        + "; ".join(
+            f"{name} {r['slow_streamed'].get('chunk_gap_p50_ms')} / "
+            f"{r['slow_streamed'].get('chunk_gap_p99_ms')} / "
+            f"{r['slow_streamed'].get('chunk_gap_max_ms')} ms"
+            for name, r in targets.items()
+        )
         + ".",
+    ]
+
+
+def goal_notes(results: dict[str, Any]) -> list[str]:
+    """How the goals' figures were measured."""
+    s, route = results["settings"], results.get("route_timing", {})
+    passes = "; ".join(
+        f"{label} {r['p50_ms']} ms (p99 {r['p99_ms']} ms)"
+        for label, r in route.items()
+        if isinstance(r, dict)
+    )
+    return [
+        "`route()` p50: `semroute.Router.load(index)` over the index `semroute serve` serves, in "
+        "a process of its own (not the load generator's), warmed up, then `router.route(q)` "
+        f"timed for each of the {s['sequential']:,} queries the one-at-a-time run sends, in "
+        "order, once before the interleaved rounds and once after them (no server running); "
+        f"the p50 of both passes' times together: {route.get('p50_ms')} ms (p99 "
+        f"{route.get('p99_ms')} ms; {passes or 'not measured'}). Every query is unique across "
+        "the whole run (each run its own tag and number: no decision of a measured request "
+        "comes from semroute's query cache). (e): *semroute-w2*, a second `semroute serve` "
+        "with `--workers 2`, takes part in the non-streamed 64-at-a-time run only, interleaved "
+        "with the others in the same rounds. (f) compares the streamed run's first content "
+        "chunk with the non-streamed run's whole answer, both 64 at a time, each minus "
+        f"direct's. (g): the slow-stream run below (events every {s['chunk_delay_s'] * 1000:.0f} "
+        f"ms for about {s.get('long_stream_s', 5):g} s), the p99 of the time between "
+        "consecutive content chunks through the gateway minus direct's. (h): VmHWM of each "
+        "process (not summed), read just before the server stops; for `--workers 2` the "
+        "supervisor (uvicorn's parent process) is given apart. The soak (no growth over 30 "
+        "minutes) has its own section below (`--soak-minutes`).",
     ]
 
 
@@ -284,6 +341,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "flaky_rate": FLAKY_RATE,
         "slow_streams": args.slow_streams,
         "chunk_delay_s": args.chunk_delay,
+        "long_stream_s": args.long_stream_s,
         "redis_requests": args.redis_requests,
         "access_logs": "off in both servers (uvicorn's access logger without a handler)",
         "targets": list(args.targets),

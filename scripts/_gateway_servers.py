@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from _bench import ROOT
-from _gateway_load import ANSWER, SLOW_ANSWER
+from _gateway_load import ANSWER, slow_answer
 
 LITELLM = "litellm[proxy]==1.102.4"  # the version semroute pins (pyproject.toml)
 BENCH = ROOT / ".bench"
@@ -50,12 +50,15 @@ def model_names(routes: list[str]) -> dict[str, str]:
     return {route: f"fake-{route.replace('_', '-')}" for route in routes}
 
 
-def upstream_main(delay: float, routes: list[str], chunk_delay: float = 0.0) -> None:
-    """Serve every model; with ``chunk_delay``, streamed answers are SLOW_ANSWER, a word per
-    event, each event ``chunk_delay`` seconds after the one before."""
+def upstream_main(
+    delay: float, routes: list[str], chunk_delay: float = 0.0, long_stream_s: float = 5.0
+) -> None:
+    """Serve every model; with ``chunk_delay``, answers are :func:`slow_answer`'s (streamed:
+    a word per event, each event ``chunk_delay`` seconds after the one before, for about
+    ``long_stream_s`` seconds)."""
     from semroute.testing import FakeProvider
 
-    text = SLOW_ANSWER if chunk_delay else ANSWER
+    text = slow_answer(long_stream_s, chunk_delay) if chunk_delay else ANSWER
     with FakeProvider() as provider:
         for model in [*model_names(routes).values(), DEFAULT_MODEL, BACKUP]:
             provider.answer(model, text=text, delay=delay, chunk_delay=chunk_delay)
@@ -65,9 +68,16 @@ def upstream_main(delay: float, routes: list[str], chunk_delay: float = 0.0) -> 
 
 
 @contextlib.contextmanager
-def upstream(delay: float, routes: list[str], log: Path, chunk_delay: float = 0.0) -> Iterator[str]:
+def upstream(
+    delay: float,
+    routes: list[str],
+    log: Path,
+    chunk_delay: float = 0.0,
+    long_stream_s: float = 5.0,
+) -> Iterator[str]:
     cmd = [sys.executable, str(SCRIPT), "_upstream", "--delay", str(delay)]
-    cmd += ["--chunk-delay", str(chunk_delay), "--routes", ",".join(routes)]
+    cmd += ["--chunk-delay", str(chunk_delay), "--long-stream-s", str(long_stream_s)]
+    cmd += ["--routes", ",".join(routes)]
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None and proc.stdin is not None
@@ -132,6 +142,21 @@ def memory_kib(pids: list[int], key: str) -> int:
     return total
 
 
+def process_role(pid: int, root: int, pids: list[int]) -> str:
+    """What a server's process is: its worker (the only process, or one that multiprocessing
+    spawned), the supervisor above its workers, or a helper (multiprocessing's resource
+    tracker)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        cmd = ""
+    if "resource_tracker" in cmd:
+        return "helper"
+    if pid == root and len(pids) > 1:
+        return "supervisor"
+    return "worker"
+
+
 class RssWatch:
     """Samples the summed VmRSS of a process tree in a thread; the peak is kept."""
 
@@ -162,6 +187,8 @@ class Server:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     started_s: float = 0.0
+    index: Path | None = None
+    """semroute's: the index it serves."""
 
     def start(self, timeout: float = 180.0) -> None:
         import httpx
@@ -182,13 +209,25 @@ class Server:
         stop(self.proc)
         raise SystemExit(f"error: {self.name} was not ready after {timeout:.0f} s; see {self.log}")
 
-    def memory(self) -> dict[str, float]:
+    def memory(self) -> dict[str, Any]:
+        """VmHWM summed over the server's processes, and each process's own (the figure per
+        worker: a worker's peak RSS)."""
         assert self.proc is not None
         pids = tree(self.proc.pid)
+        each: list[dict[str, Any]] = [
+            {
+                "role": process_role(pid, self.proc.pid, pids),
+                "peak_rss_mib": round(memory_kib([pid], "VmHWM") / 1024, 1),
+            }
+            for pid in pids
+        ]
+        workers = [float(p["peak_rss_mib"]) for p in each if p["role"] == "worker"]
         return {
             "processes": len(pids),
             "peak_rss_mib": round(memory_kib(pids, "VmHWM") / 1024, 1),
             "rss_now_mib": round(memory_kib(pids, "VmRSS") / 1024, 1),
+            "per_process": each,
+            "worker_peak_rss_mib": max(workers) if workers else None,
         }
 
     def stop(self) -> None:
@@ -258,11 +297,14 @@ def semroute_routes(
     return out
 
 
-def semroute_server(work: Path, api_base: str, workers: int, **kw: Any) -> Server:
-    name = (
-        "semroute" + ("-flaky" if kw.get("flaky") else "") + ("" if kw["health"] else "-nohealth")
-    )
-    name += "-redis" if kw.get("redis") else ""
+def semroute_server(
+    work: Path, api_base: str, workers: int, name: str | None = None, **kw: Any
+) -> Server:
+    """`semroute serve` (not started) over the bundled routes; its files in work/NAME (NAME
+    by default from the options: semroute, semroute-flaky, -nohealth, -redis)."""
+    if name is None:
+        name = "semroute" + ("-flaky" if kw.get("flaky") else "")
+        name += ("" if kw["health"] else "-nohealth") + ("-redis" if kw.get("redis") else "")
     folder = work / name
     routes = semroute_routes(folder / "routes", api_base, log=folder / "decisions.jsonl", **kw)
     semroute = [str(Path(sys.executable).parent / "semroute")]
@@ -284,7 +326,8 @@ def semroute_server(work: Path, api_base: str, workers: int, **kw: Any) -> Serve
     port = free_port()
     cmd = [*semroute, "serve", "--index", str(folder / "index"), "--port", str(port)]
     cmd += ["--host", "127.0.0.1", "--workers", str(workers)]
-    return Server(name, cmd, f"http://127.0.0.1:{port}", "/readyz", env, folder / "server.log")
+    url = f"http://127.0.0.1:{port}"
+    return Server(name, cmd, url, "/readyz", env, folder / "server.log", index=folder / "index")
 
 
 def ensure_proxy_venv() -> Path:

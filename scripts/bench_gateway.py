@@ -2,18 +2,22 @@
 
     .venv/bin/python scripts/bench_gateway.py [--requests 5000] [--streamed 1000]
         [--sequential 300] [--concurrency 64] [--delay 0.05] [--workers 1] [--rounds 5]
-        [--flaky-requests 1000] [--slow-streams 256] [--chunk-delay 0.02]
-        [--redis-requests 2000] [--targets direct,semroute,litellm] [--smoke]
+        [--flaky-requests 1000] [--slow-streams 256] [--chunk-delay 0.02] [--long-stream-s 5]
+        [--redis-requests 2000] [--targets direct,semroute,semroute-w2,litellm]
+        [--profile [--profile-sequential 300] [--profile-requests 3000]] [--smoke]
+    .venv/bin/python scripts/bench_gateway.py --soak-minutes 30 [--soak-rps 50] [--smoke]
 
 Everything runs on 127.0.0.1 and stops by itself. The upstream is semroute.testing.FakeProvider
 in its own process, every model answering after a fixed --delay (a model's time to first token).
-Three targets get the same requests:
+The targets get the same requests:
 
 1. direct: OpenAI chat-completions POSTs straight to the upstream, naming the model;
 2. semroute: `semroute serve` (--workers), `model: "auto"`, over an index built with
    `semroute build-index` from the bundled example routes (routes/) and the real default encoder,
    every model they name replaced by one on the upstream;
-3. litellm: LiteLLM's own proxy (`litellm --config ... --num_workers N`, litellm[proxy] at the
+3. semroute-w2: the same with `--workers 2`, in the non-streamed --concurrency run only (with
+   --workers 1, the default): what a second worker buys;
+4. litellm: LiteLLM's own proxy (`litellm --config ... --num_workers N`, litellm[proxy] at the
    version semroute pins, in its own virtualenv under .bench/), the same models, no routing, no
    database, no master key; requests name the model semroute's route would pick.
 
@@ -23,10 +27,14 @@ non-streamed ones one at a time (no queue: what a gateway adds to a request), af
 The requests are split into --rounds interleaved rounds: each round sends its slice to every
 target in turn, the order rotating, so that a shared machine's drifting load weighs on all alike.
 The queries are the bundled routes' held-out queries (tests/data/bundled_queries.yaml), each made
-unique by a reference number so that no routing decision comes from semroute's query cache. The
-load comes from asyncio + aiohttp in this process; a run against the upstream with no delay shows
-how fast it and the upstream can go, far beyond any gateway's figures. semroute's decision log
-gives, per request (by x-semroute-request-id), its routing and model-call times.
+unique by its run's tag and a number so that no routing decision comes from semroute's query
+cache (not even one filled by an earlier run of the same server). The load comes from asyncio +
+aiohttp in this process; a run against the upstream with no delay shows how fast it and the
+upstream can go, far beyond any gateway's figures. semroute's decision log gives, per request (by
+x-semroute-request-id), its routing and model-call times.
+
+`route()` alone is timed in a process of its own (scripts/_gateway_route.py) over the index
+semroute serves, for the one-at-a-time run's queries, before the rounds and after them.
 
 Then a flaky run through `semroute serve`: every routed model fails 30% of its requests (500),
 each chain ends in a healthy backup. Every request must be answered, or fail with a 502 whose
@@ -34,21 +42,34 @@ body lists its attempts, and the decision log must hold exactly one line per req
 x-semroute-request-id). It runs twice: with the circuit breakers at their defaults, and with
 `health: {enabled: false}` so every request tries its flaky model first.
 
-Then slow streams: a fresh upstream sends each streamed answer's ~100 events --chunk-delay
-apart (about 2 s a stream), through fresh servers of each gateway and direct; the time to the
-first content chunk is reported beside the whole stream's. And a run with Redis: `semroute serve`
-with `server.redis_url` pointing at a redis-server the script starts on a free loopback port
-(nothing saved), beside the same server without it, and direct (needs redis-server on PATH;
---redis-requests 0 skips it).
+Then long streams: a fresh upstream sends each streamed answer's events (the role, then a word
+each) --chunk-delay apart for about --long-stream-s, through fresh servers of each gateway and
+direct; the time to the first content chunk is reported beside the whole stream's, and every
+chunk's arrival is timed, so the time between chunks (p50, p99, max) shows what a gateway adds
+to each. And a run with Redis: `semroute serve` with `server.redis_url` pointing at a
+redis-server the script starts on a free loopback port (nothing saved), beside the same server
+without it, and direct (needs redis-server on PATH; --redis-requests 0 skips it).
+
+With --profile, last: py-spy (in .bench/pyspy-venv, installed once) records a fresh `semroute
+serve` through --profile-sequential requests one at a time and --profile-requests --concurrency
+at a time; its samples are folded into where the CPU goes (scripts/_gateway_profile.py).
 
 Both servers run with uvicorn's access log off (`semroute serve`'s default; LiteLLM's proxy
 through `--log_config`, uvicorn's own configuration without the access logger's handler).
 
-Peak memory is the sum of VmHWM over the server's processes (read from /proc before it stops);
-the largest sum of VmRSS seen while it ran is given beside it.
+Peak memory is the sum of VmHWM over the server's processes (read from /proc before it stops),
+and each process's own (a worker's peak); the largest sum of VmRSS seen while it ran is given
+beside it. The section opens with issue 24's goals, each with its measured value, its target
+and whether it passed (scripts/_gateway_goals.py).
 
 Results go to docs/results/gateway.json and the "gateway" section of docs/benchmarks.md;
 --smoke (a few requests, no LiteLLM unless --targets names it) writes nowhere.
+
+--soak-minutes N runs the soak instead (scripts/_gateway_soak.py): one `semroute serve` (1
+worker) at --soak-rps, open-loop, every 4th request streamed, every query unique, its RSS read
+every 10 s: RSS at the start, the end, the most, the least-squares slope over the second half,
+requests sent/answered/errors, and p50/p99 per 5-minute window, into
+docs/results/gateway_soak.json and the "gateway_soak" section (with --smoke: nowhere).
 """
 
 from __future__ import annotations
@@ -67,8 +88,12 @@ from typing import Any
 import yaml
 
 from _bench import ROOT, machine, save
-from _gateway_load import ANSWER, SLOW_ANSWER, Load, classify, load, request_bodies
+from _gateway_args import command_line, parse_args
+from _gateway_goals import goals
+from _gateway_load import ANSWER, Load, classify, load, request_bodies, slow_answer, tagged
+from _gateway_profile import profile_run
 from _gateway_report import breakdown, brief, checks, markdown, settings
+from _gateway_route import route_summary, route_times
 from _gateway_servers import (
     BACKUP,
     DEFAULT_MODEL,
@@ -79,11 +104,15 @@ from _gateway_servers import (
     redis_keys,
     redis_server,
     semroute_server,
+    server_env,
     upstream,
     upstream_main,
 )
+from _gateway_soak import soak_markdown, soak_run
 
-TARGETS = ("direct", "semroute", "litellm")
+TARGETS = ("direct", "semroute", "semroute-w2", "litellm")
+W2_KINDS = ("plain",)
+"""The runs semroute-w2 (`semroute serve --workers 2`) takes part in: 64 at a time, not streamed."""
 QUERIES = ROOT / "tests" / "data" / "bundled_queries.yaml"
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +140,8 @@ class Target:
     name: str
     url: str
     server: Server | None = None
+    kinds: tuple[str, ...] | None = None
+    """The kinds of request it gets (None: every kind)."""
 
     @property
     def auto(self) -> bool:
@@ -143,7 +174,7 @@ def measure(
     target named "semroute" answered with go into ``ids``, by kind of request."""
     queries = bundled_queries()
     for t in targets:
-        warm = request_bodies(queries, args.warmup, auto=t.auto, stream=False)
+        warm = request_bodies(queries, args.warmup, auto=t.auto, stream=False, tag="warm-up")
         load(t.url, warm, args.concurrency, False, expected)
     result: dict[str, Any] = {t.name: {} for t in targets}
     servers = [t.server for t in targets if t.server is not None and t.server.proc is not None]
@@ -154,14 +185,15 @@ def measure(
         for kind, n, stream, concurrency in kinds or main_kinds(args):
             if not n:
                 continue
-            parts: dict[str, list[Load]] = {t.name: [] for t in targets}
+            these = [t for t in targets if t.kinds is None or kind in t.kinds]
+            parts: dict[str, list[Load]] = {t.name: [] for t in these}
             rounds = max(1, min(args.rounds, n))
             for r in range(rounds):
                 lo, hi = n * r // rounds, n * (r + 1) // rounds
-                for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
-                    bodies = request_bodies(queries, hi, auto=t.auto, stream=stream)[lo:]
+                for t in these[r % len(these) :] + these[: r % len(these)]:
+                    bodies = request_bodies(queries, hi, auto=t.auto, stream=stream, tag=kind)[lo:]
                     parts[t.name].append(load(t.url, bodies, concurrency, stream, expected))
-            for t in targets:
+            for t in these:
                 merged = Load(
                     [o for part in parts[t.name] for o in part.outcomes],
                     sum(part.wall_s for part in parts[t.name]),
@@ -199,7 +231,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         results["generator_ceiling"] = ceiling["direct"]
     with upstream(args.delay, routes, work / "upstream.log") as base:
         ids: dict[str, list[str | None]] = {}
-        results["targets"] = run_targets(gateway_targets(args, work, base), args, ids)
+        targets = gateway_targets(args, work, base)
+        index = next((t.server.index for t in targets if t.name == "semroute" and t.server), None)
+        passes = {"before": timed_routes(index, args)} if index else {}
+        results["targets"] = run_targets(targets, args, ids)
+        if index:
+            passes["after"] = timed_routes(index, args)
+            results["route_timing"] = route_summary(passes)
         if "semroute" in results["targets"]:
             log = work / "semroute" / "decisions.jsonl"  # complete: the server has stopped
             results["targets"]["semroute"]["decision_log"] = breakdown(log, ids)
@@ -221,21 +259,41 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     server.stop()
     if args.slow_streams and len(args.targets) > 1:
         results["slow_stream"] = slow_stream_run(args, work, routes)
+    if args.profile:
+        results["profile"] = profile_run(args, work, bundled_queries(), routes)
     results["checks"] = checks(results)
+    results["goals"] = [g.as_dict() for g in goals(results)]
     return results
 
 
-def gateway_targets(args: argparse.Namespace, work: Path, base: str) -> list[Target]:
+def sequential_queries(n: int) -> list[str]:
+    """The texts the one-at-a-time run sends, in its order."""
+    return [text for text, _ in tagged(bundled_queries(), n, "one_at_a_time")]
+
+
+def timed_routes(index: Path, args: argparse.Namespace) -> list[float]:
+    """`route()` over ``index`` in a process of its own, for the one-at-a-time run's queries."""
+    print("timing route() alone ...", file=sys.stderr)
+    return route_times(index, sequential_queries(args.sequential), args.warmup, server_env())
+
+
+def gateway_targets(
+    args: argparse.Namespace, work: Path, base: str, names: list[str] | None = None
+) -> list[Target]:
     """Direct to the upstream at ``base``, and a server (not started) for each gateway of
-    --targets, its files under ``work``."""
+    ``names`` (default: --targets), its files under ``work``."""
     models = sorted({m for _, m in bundled_queries()} | {DEFAULT_MODEL, BACKUP})
     targets = [Target("direct", base.removesuffix("/v1"))]
-    for name in args.targets[1:]:
+    for name in (args.targets if names is None else names)[1:]:
+        kinds = None
         if name == "semroute":
             server = semroute_server(work, base, args.workers, flaky=False, health=True)
+        elif name == "semroute-w2":
+            server = semroute_server(work, base, 2, name=name, flaky=False, health=True)
+            kinds = W2_KINDS
         else:
             server = litellm_server(work, base, models, args.workers)
-        targets.append(Target(name, server.url, server))
+        targets.append(Target(name, server.url, server, kinds))
     return targets
 
 
@@ -260,17 +318,20 @@ def run_targets(
 
 
 def slow_stream_run(args: argparse.Namespace, work: Path, routes: list[str]) -> dict[str, Any]:
-    """Streams whose words come one at a time: an upstream sending an event every
-    --chunk-delay seconds (about 100 of them), through each gateway and direct."""
+    """Long streams whose words come one at a time: an upstream sending an event every
+    --chunk-delay seconds for about --long-stream-s, through each gateway and direct; every
+    chunk's arrival is timed, so what a gateway adds between chunks shows."""
     log = work / "upstream-slow.log"
-    with upstream(args.delay, routes, log, chunk_delay=args.chunk_delay) as base:
+    text = slow_answer(args.long_stream_s, args.chunk_delay)
+    with upstream(args.delay, routes, log, args.chunk_delay, args.long_stream_s) as base:
         folder = work / "slow"
         folder.mkdir()
         print("slow streams ...", file=sys.stderr)
         kinds = [("slow_streamed", args.slow_streams, True, args.concurrency)]
-        targets = gateway_targets(args, folder, base)
-        out = run_targets(targets, args, kinds=kinds, expected=SLOW_ANSWER)
-    return {"chunk_delay_s": args.chunk_delay, "events": len(SLOW_ANSWER.split(" ")) + 1} | out
+        names = [n for n in args.targets if n != "semroute-w2"]
+        targets = gateway_targets(args, folder, base, names)
+        out = run_targets(targets, args, kinds=kinds, expected=text)
+    return {"chunk_delay_s": args.chunk_delay, "events": len(text.split(" ")) + 1} | out
 
 
 def redis_run(args: argparse.Namespace, work: Path, base: str) -> dict[str, Any]:
@@ -296,70 +357,28 @@ def redis_run(args: argparse.Namespace, work: Path, base: str) -> dict[str, Any]
         return out | {"keys_in_redis_after": redis_keys(url)}
 
 
-def parse_args() -> argparse.Namespace:
-    """The command line, with the sizes --smoke or the full run default to."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    # Sizes default to None so that --smoke can tell its own defaults from sizes given.
-    parser.add_argument("--requests", type=int, help="non-streamed, per target (5000)")
-    parser.add_argument("--streamed", type=int, help="streamed, per target (1000)")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--delay", type=float, default=0.05, help="upstream's answer delay, s")
-    parser.add_argument("--workers", type=int, default=1, help="for both servers")
-    parser.add_argument("--flaky-requests", type=int, help="per flaky run (1000)")
-    parser.add_argument(
-        "--sequential", type=int, help="non-streamed, one at a time, per target (300)"
+def soak_main(args: argparse.Namespace) -> None:
+    """--soak-minutes: the soak alone; its own section (gateway_soak) and results file."""
+    work = Path(tempfile.mkdtemp(prefix="semroute-bench-soak-")) if args.work is None else args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    routes = sorted(r for r in yaml.safe_load(QUERIES.read_text()) if r is not None)
+    try:
+        results = {"machine": machine()} | soak_run(args, work, bundled_queries(), routes)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    command = (
+        f".venv/bin/python scripts/bench_gateway.py --soak-minutes {args.soak_minutes:g} "
+        f"--soak-rps {args.soak_rps:g} --delay {args.delay}"
     )
-    parser.add_argument("--warmup", type=int, help="requests per target first (4 x concurrency)")
-    parser.add_argument(
-        "--slow-streams", type=int, help="streams of ~100 paced events, per target (256)"
-    )
-    parser.add_argument(
-        "--chunk-delay", type=float, default=0.02, help="s between a slow stream's events"
-    )
-    parser.add_argument(
-        "--redis-requests",
-        type=int,
-        help="non-streamed, per target, semroute with and without Redis; a quarter as many "
-        "streamed (2000; 0: no Redis run)",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved rounds the requests are split into"
-    )
-    parser.add_argument(
-        "--targets",
-        default=None,
-        help=f"comma-separated, of {','.join(TARGETS)} (default: all; --smoke: direct,semroute)",
-    )
-    parser.add_argument("--work", type=Path, default=None, help="default: a temporary folder")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="a few requests unless sizes are given, to check it runs; writes nowhere",
-    )
-    args = parser.parse_args()
-    sizes = (
-        (120, 40, 20, 60, 16, 8, 40)
-        if args.smoke
-        else (5000, 1000, 300, 1000, 4 * args.concurrency, 256, 2000)
-    )
-    names = (
-        "requests",
-        "streamed",
-        "sequential",
-        "flaky_requests",
-        "warmup",
-        "slow_streams",
-        "redis_requests",
-    )
-    for name, size in zip(names, sizes, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, size)
-    wanted = args.targets or ("direct,semroute" if args.smoke else ",".join(TARGETS))
-    args.targets = [t for t in TARGETS if t in wanted.split(",") or t == "direct"]
-    unknown = set(wanted.split(",")) - set(TARGETS)
-    if unknown:
-        parser.error(f"--targets: unknown {sorted(unknown)}; choose from {', '.join(TARGETS)}")
-    return args
+    md = soak_markdown(results, command)
+    if args.smoke:
+        print(md, file=sys.stderr)
+        print(json.dumps(results, indent=2))
+    else:
+        save("gateway_soak", results, md)
+        print(md)
 
 
 def main() -> None:
@@ -368,11 +387,15 @@ def main() -> None:
         p.add_argument("_upstream")
         p.add_argument("--delay", type=float, required=True)
         p.add_argument("--chunk-delay", type=float, default=0.0)
+        p.add_argument("--long-stream-s", type=float, default=5.0)
         p.add_argument("--routes", required=True)
         a = p.parse_args()
-        upstream_main(a.delay, a.routes.split(","), a.chunk_delay)
+        upstream_main(a.delay, a.routes.split(","), a.chunk_delay, a.long_stream_s)
         return
-    args = parse_args()
+    args = parse_args(TARGETS, __doc__.split("\n")[0])
+    if args.soak_minutes:
+        soak_main(args)
+        return
     work = (
         Path(tempfile.mkdtemp(prefix="semroute-bench-gateway-")) if args.work is None else args.work
     )
@@ -383,21 +406,7 @@ def main() -> None:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    command = ".venv/bin/python scripts/bench_gateway.py" + "".join(
-        f" --{k} {v}"
-        for k, v in (
-            ("requests", args.requests),
-            ("streamed", args.streamed),
-            ("sequential", args.sequential),
-            ("concurrency", args.concurrency),
-            ("delay", args.delay),
-            ("workers", args.workers),
-            ("rounds", args.rounds),
-            ("slow-streams", args.slow_streams),
-            ("chunk-delay", args.chunk_delay),
-            ("redis-requests", args.redis_requests),
-        )
-    )
+    command = command_line(args)
     md = markdown(results, command)
     if args.smoke:  # the results on stdout, for a look or a test; nothing is written
         print(md, file=sys.stderr)
