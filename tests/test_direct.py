@@ -161,14 +161,22 @@ def test_a_stream_that_breaks_midway_is_an_error(tmp_path: Path) -> None:
 def test_the_pooled_session_closes_with_its_loop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from semroute.dispatch import direct
+
     with FakeProvider() as provider:
         provider.answer("weather-model")
         router, dispatcher = build(tmp_path, provider)
-        for _ in range(3):  # a loop each, as asyncio.run makes
-            asyncio.run(dispatcher.acomplete("will it rain today", router=router))
-        from semroute.dispatch import direct
+        loops = []
 
-        assert not direct._sessions
+        async def ask() -> None:
+            loops.append(asyncio.get_running_loop())
+            await dispatcher.acomplete("will it rain today", router=router)
+            assert loops[-1] in direct._sessions
+
+        for _ in range(3):  # a loop each, as asyncio.run makes
+            asyncio.run(ask())
+        # Each closed as its loop ended (another test's background loop may hold one).
+        assert not any(loop in direct._sessions for loop in loops)
         import gc
 
         with caplog.at_level(logging.ERROR, logger="asyncio"):
