@@ -47,7 +47,7 @@ _FIGURES = (
     "--epochs",
     type=click.IntRange(min=1, max=100),
     default=None,
-    help="Passes over the data [default: about 15,000 anchors' worth, 1 to 20].",
+    help="Passes over the data [default: about 3,000 anchors' worth, 1 to 10].",
 )
 @OOS_OPTION
 @click.option(

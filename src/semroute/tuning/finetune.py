@@ -37,20 +37,21 @@ class Recipe:
 
     loss: str = "symmetric-mnrl"
     epochs: int | None = None
-    """None: enough epochs to see about :attr:`target_pairs` anchors (1 to 20)."""
+    """None: enough epochs to see about :attr:`target_pairs` anchors (1 to 10): a few passes
+    over a few-shot set, one over a large one."""
     batch: int = 32
     lr: float = 5e-5
     scale: float = 20.0
     warmup: float = 0.1
     oos_per_batch: int = 8
     patience: int = 2
-    target_pairs: int = 15000
+    target_pairs: int = 3000
     seed: int = 0
 
     def epochs_for(self, rows: int) -> int:
         if self.epochs is not None:
             return self.epochs
-        return max(1, min(20, math.ceil(self.target_pairs / max(rows, 1))))
+        return max(1, min(10, math.ceil(self.target_pairs / max(rows, 1))))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -82,11 +83,17 @@ def require_torch() -> None:
     """Refuse, with the install command, when torch or sentence-transformers is missing."""
     import importlib.util
 
-    missing = [m for m in ("torch", "sentence_transformers") if importlib.util.find_spec(m) is None]
+    missing = []
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        missing.append("torch")
+    if importlib.util.find_spec("sentence_transformers") is None:
+        missing.append("sentence-transformers")
     if missing:
         raise SemrouteError(
-            f"semroute tune needs {' and '.join(missing)}, which are not installed; run: "
-            f"{INSTALL_TUNE}"
+            f"semroute tune needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; run: {INSTALL_TUNE}"
         )
 
 
@@ -127,14 +134,17 @@ def train(
         if val is None:
             continue
         scores.append(_val_score(model, data, val))
-        if scores[-1] > scores[best]:
+        # The best trained epoch is kept (one no better than the stock model is still
+        # published: the figures before and after say so).
+        if best == 0 or scores[-1] > scores[best]:
             best, stale = epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if epoch < epochs:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
             if stale >= recipe.patience:
                 break
-    if val is None:
+    if val is None or best == ran:
         best = ran
     elif best_state is not None:
         model.load_state_dict(best_state)
