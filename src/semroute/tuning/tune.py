@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,57 +60,88 @@ def tune_encoder(request: TuneRequest, *, progress: Progress | None = None) -> d
     require_torch()
     from semroute.encoders.export import ensure_encoder, locate_model
 
-    base = request.base or routes.settings.encoder
-    base_dir = _base_checkpoint(locate_model(base), base)
-    stock = ensure_encoder(base, "onnx-int8")
+    base = request.base or _untuned(routes.settings.encoder)
+    job = _Job(
+        request,
+        routes,
+        data,
+        val,
+        base,
+        _base_checkpoint(locate_model(base), base),
+        ensure_encoder(base, "onnx-int8"),
+        Recipe(epochs=request.epochs, seed=request.seed),
+        progress,
+    )
     out = _writable(request.out)
-    recipe = Recipe(epochs=request.epochs, seed=request.seed)
-    record: dict[str, Any] = {}
-
-    def fill(tmp: Path) -> None:
-        work = tmp / ".work"
-        work.mkdir()
-        val_set = _val_set(val, routes, request.oos_label) if val is not None else None
-        result = train(base_dir, data, work / "checkpoint", recipe, val=val_set, progress=progress)
-        int8 = work / "int8"
-        _export(work / "checkpoint", work / "fp32", int8, name=f"{base} tuned")
-        record.update(
-            base=base,
-            data_fingerprint=_fingerprint(data),
-            rows=data.rows,
-            routes=len(data.routes),
-            out_of_scope=len(data.out_of_scope),
-            recipe={**recipe.to_dict(), "epochs": recipe.epochs_for(data.rows)},
-            epochs_run=result.epochs_run,
-            best_epoch=result.best_epoch,
-            val_scores=result.val_scores,
-            validation=str(request.val) if request.val is not None else None,
-            train_seconds=round(result.seconds, 1),
-        )
-        _write_manifest(int8, record)
-        before = after = None
-        if val is not None:
-            before = measure(routes, stock, val, work, oos_label=request.oos_label)
-            after = measure(routes, int8, val, work, oos_label=request.oos_label)
-        record.update(before=before, after=after, helped=verdict(before, after))
-        for f in (ONNX_FILE, TOKENIZER_FILE, ENCODER_META):
-            shutil.copyfile(int8 / f, tmp / f)
-        shutil.rmtree(work)
-        _write_manifest(tmp, record)
-
     with build_lock(out):
         remove_leftovers(out)
         try:
-            replace_dir(out, fill)
+            replace_dir(out, job.fill)
         except OSError as exc:
             raise SemrouteError(
                 f"cannot write the encoder at {out}: {exc.strerror or exc}"
             ) from exc
     return {
         "encoder": str(request.out),
-        **record,
+        **job.record,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+@dataclass
+class _Job:
+    """One tune: what it reads, and what it writes into the folder being filled."""
+
+    request: TuneRequest
+    routes: RouteSet
+    data: TrainingSet
+    val: Labelled | None
+    base: str
+    base_dir: Path
+    stock: Path
+    recipe: Recipe
+    progress: Progress | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def fill(self, tmp: Path) -> None:
+        """Train, export and measure in ``tmp/.work``, then leave only the encoder in ``tmp``."""
+        work = tmp / ".work"
+        work.mkdir()
+        oos = self.request.oos_label
+        val_set = _val_set(self.val, self.routes, oos) if self.val is not None else None
+        result = train(
+            self.base_dir,
+            self.data,
+            work / "checkpoint",
+            self.recipe,
+            val=val_set,
+            progress=self.progress,
+        )
+        int8 = work / "int8"
+        _export(work / "checkpoint", work / "fp32", int8, name=f"{self.base} tuned")
+        self.record.update(
+            base=self.base,
+            data_fingerprint=_fingerprint(self.data),
+            rows=self.data.rows,
+            routes=len(self.data.routes),
+            out_of_scope=len(self.data.out_of_scope),
+            recipe={**self.recipe.to_dict(), "epochs": self.recipe.epochs_for(self.data.rows)},
+            epochs_run=result.epochs_run,
+            best_epoch=result.best_epoch,
+            val_scores=result.val_scores,
+            validation=str(self.request.val) if self.request.val is not None else None,
+            train_seconds=round(result.seconds, 1),
+        )
+        _write_manifest(int8, self.record)
+        before = after = None
+        if self.val is not None:
+            before = measure(self.routes, self.stock, self.val, work, oos_label=oos)
+            after = measure(self.routes, int8, self.val, work, oos_label=oos)
+        self.record.update(before=before, after=after, helped=verdict(before, after))
+        for f in (ONNX_FILE, TOKENIZER_FILE, ENCODER_META):
+            shutil.copyfile(int8 / f, tmp / f)
+        shutil.rmtree(work)
+        _write_manifest(tmp, self.record)
 
 
 def training_set(routes: RouteSet, extra: list[Labelled], oos_label: str) -> TrainingSet:
@@ -142,6 +173,18 @@ def _val_set(val: Labelled, routes: RouteSet, oos_label: str) -> TrainingSet:
     for t, label in zip(val.texts, val.truth(names, oos_label), strict=True):
         (oos.append(t) if label < 0 else by_route[names[label]].append(t))
     return TrainingSet(by_route, oos)
+
+
+def _untuned(name: str) -> str:
+    """The model to start from when the routes already use a tuned folder: its own base
+    (tuning again starts from the stock weights, not from the last tune's int8 export)."""
+    try:
+        meta = json.loads((Path(name).expanduser() / ENCODER_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return name
+    tuned = meta.get("tuned") if isinstance(meta, dict) else None
+    base = tuned.get("base") if isinstance(tuned, dict) else None
+    return base if isinstance(base, str) and base else name
 
 
 def _base_checkpoint(folder: Path, name: str) -> Path:
