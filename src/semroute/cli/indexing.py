@@ -79,8 +79,14 @@ def validate_cmd(routes: Path) -> None:
     show_default=True,
     help="flat: exact search; hnsw: approximate; auto: exact up to 20,000 utterances.",
 )
+@click.option(
+    "--encoder",
+    default=None,
+    help="Model name or encoder folder (such as `semroute tune` writes) to embed with "
+    "[default: the route files' router.encoder].",
+)
 def build_index_cmd(
-    routes: Path, out: Path, scorer: ScorerName | None, index_type: IndexType
+    routes: Path, out: Path, scorer: ScorerName | None, index_type: IndexType, encoder: str | None
 ) -> None:
     """Embed the utterances of ROUTES (a file or folder, default routes/) into an index.
 
@@ -100,7 +106,12 @@ def build_index_cmd(
         warn(warning)
     with progress_bar("Embedding utterances") as progress:
         report = build_index(
-            route_set, out, scorer=scorer, index_type=index_type, progress=progress
+            route_set,
+            out,
+            scorer=scorer,
+            index_type=index_type,
+            progress=progress,
+            encoder_name=encoder,
         )
     oos = f", {report.out_of_scope} out-of-scope examples" if report.out_of_scope else ""
     click.echo(
@@ -131,11 +142,13 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
     index = RouteIndex.load(index_dir or default_index_path(), check_routes=False)
     stale = index.staleness()
     m = index.manifest
+    tuned = _tuned(index.path)
     summary = {
         "path": str(index.path),
         "built_at": m.built_at,
         "semroute_version": m.semroute_version,
         "encoder": m.encoder.model_dump(),
+        "tuned": tuned,
         # A fake or custom encoder passed to build_index ignores the configured runtime.
         "encoder_runtime": m.settings.encoder_runtime
         if m.encoder.kind in ("onnx", "static")
@@ -163,8 +176,26 @@ def info_cmd(index_dir: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
     from semroute.cli.report import console, print_info
+    from semroute.cli.tune import print_tuned
 
     print_info(console(), summary)
+    print_tuned(console(), tuned)
+
+
+def _tuned(index_path: Path) -> dict[str, object] | None:
+    """What `semroute tune` recorded in the index's encoder (None: a stock encoder)."""
+    from semroute.encoders.base import ENCODER_META
+    from semroute.index.manifest import ENCODER_DIR
+
+    try:
+        meta = json.loads((index_path / ENCODER_DIR / ENCODER_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    tuned = meta.get("tuned") if isinstance(meta, dict) else None
+    if not isinstance(tuned, dict):
+        return None
+    keys = ("base", "data_fingerprint", "recipe", "before", "after", "helped", "validation")
+    return {k: tuned.get(k) for k in keys}
 
 
 @click.command("import")

@@ -15,6 +15,7 @@ from semroute.cli.fake import fake_provider_cmd
 from semroute.cli.options import INDEX_OPTION, JSON_OPTION
 from semroute.cli.options import warn as _warn
 from semroute.cli.serve import serve_cmd
+from semroute.cli.tune import tune_cmd
 from semroute.errors import SemrouteError
 from semroute.text import printable
 
@@ -247,6 +248,7 @@ for _command in (
     fake_provider_cmd,
     tuning.calibrate_cmd,
     tuning.eval_cmd,
+    tune_cmd,
     difficulty.train_difficulty_cmd,
     difficulty.eval_difficulty_cmd,
     learning.replay_cmd,

@@ -19,7 +19,7 @@ from pathlib import Path
 from semroute.errors import EncoderError
 from semroute.files import atomic_write, sha256_file, sibling_dir
 
-__all__ = ["cache_dir", "cached", "publish", "tree_hash"]
+__all__ = ["cache_dir", "cached", "damage", "publish", "tree_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def cached(target: Path, marker: str) -> bool:
     to be made again: trusting it would put its damage into every index built from it."""
     if not (target / marker).is_file():
         return False
-    problem = _damage(target)
+    problem = damage(target)
     if problem is None:
         return True
     log.warning("The cached %s is %s; making it again", target, problem)
@@ -85,7 +85,8 @@ def cached(target: Path, marker: str) -> bool:
     return False
 
 
-def _damage(target: Path) -> str | None:
+def damage(target: Path) -> str | None:
+    """What is wrong with a folder published with checksums (None: every file is as written)."""
     try:
         sums = json.loads((target / CHECKSUMS).read_text())
     except FileNotFoundError:

@@ -25,7 +25,7 @@ from semroute.encoders.bert_onnx import (
     export_bert_onnx,
     read_checkpoint,
 )
-from semroute.encoders.cache import cache_dir, cached, publish, tree_hash
+from semroute.encoders.cache import cache_dir, cached, damage, publish, tree_hash
 from semroute.encoders.convert import export_onnx, quantize_export
 from semroute.encoders.onnx import OnnxEncoder
 from semroute.encoders.static import StaticEncoder, distill_static
@@ -34,6 +34,7 @@ from semroute.errors import EncoderError
 __all__ = [
     "RUNTIMES",
     "cache_dir",
+    "check_prepared",
     "ensure_encoder",
     "ensure_onnx",
     "load_encoder",
@@ -79,7 +80,11 @@ def load_encoder_dir(directory: Path, *, threads: int | None = None) -> Encoder:
 
 
 def ensure_encoder(name: str, runtime: RuntimeName = "onnx") -> Path:
-    """The folder holding ``name`` prepared for ``runtime``, created on first use."""
+    """The folder holding ``name`` prepared for ``runtime``, created on first use. ``name``
+    may be such a folder itself (``semroute tune`` writes one): it is checked and used as is."""
+    prepared = Path(name).expanduser()
+    if (prepared / ENCODER_META).is_file() and not (prepared / "config.json").is_file():
+        return check_prepared(prepared, runtime)
     if runtime == "onnx":
         return ensure_onnx(name)
     if runtime == "onnx-int8":
@@ -89,6 +94,29 @@ def ensure_encoder(name: str, runtime: RuntimeName = "onnx") -> Path:
     raise EncoderError(
         f"unknown encoder runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}", model=name
     )
+
+
+def check_prepared(folder: Path, runtime: RuntimeName) -> Path:
+    """A prepared encoder folder, refused when any of its files differs from what was written
+    (the damaged-file check every cached export gets) or its runtime is not ``runtime``."""
+    problem = damage(folder)
+    if problem is not None:
+        raise EncoderError(
+            f"the encoder folder is {problem}; write it again (`semroute tune`) or restore it",
+            model=str(folder),
+        )
+    meta = read_export_meta(folder, onnx=False)
+    kind = meta.get("kind", "onnx")
+    made = (
+        "static" if kind == "static" else "onnx-int8" if meta.get("precision") == "int8" else "onnx"
+    )
+    if made != runtime:
+        raise EncoderError(
+            f"the encoder folder holds the {made} runtime, not {runtime}; set "
+            f"`encoder_runtime: {made}` in the router block",
+            model=str(folder),
+        )
+    return folder
 
 
 def ensure_onnx(name: str) -> Path:

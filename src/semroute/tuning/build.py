@@ -81,10 +81,12 @@ def build_index(
     scorer: ScorerName | None = None,
     index_type: IndexType = "auto",
     progress: Progress | None = None,
+    encoder_name: str | None = None,
 ) -> BuildReport:
     """Embed every utterance and write the index to ``out``, replacing what was there atomically.
 
-    ``scorer`` overrides the route files' ``router.scorer``. ``index_type`` is ``flat`` (exact),
+    ``scorer`` overrides the route files' ``router.scorer``, ``encoder_name`` their
+    ``router.encoder`` (a model name or encoder folder, such as ``semroute tune`` writes). ``index_type`` is ``flat`` (exact),
     ``hnsw`` (approximate) or ``auto``: exact up to :data:`semroute.index.vectors.FLAT_LIMIT` utterances.
     """
     started = time.perf_counter()
@@ -93,7 +95,11 @@ def build_index(
     chosen = _check_choices(scorer or routes.settings.scorer, index_type)
     shown = Path(out)
     out = _prepare_out(shown, routes)
-    encoder, export_dir = _encoder(routes, encoder)
+    if encoder_name is not None:  # the route files' digest stays theirs: the index is not stale
+        settings = replace(routes.settings, encoder=encoder_name)
+        encoder, export_dir = _encoder(replace(routes, settings=settings), encoder)
+    else:
+        encoder, export_dir = _encoder(routes, encoder)
     difficulty = _difficulty_model(routes, encoder.info)
 
     with build_lock(out):

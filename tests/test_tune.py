@@ -1,0 +1,212 @@
+"""`semroute tune` end to end through the CLI, with the real default model on the CPU.
+
+The route file (tests/data/tune) holds two CLINC150 routes the stock encoder confuses
+(change_ai_name and change_user_name: 80% of their held-out rows go to the right one) and a
+third, clear one; one epoch of tuning must separate them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from semroute.cli.main import main
+from semroute.encoders.base import ONNX_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data" / "tune"
+ROUTES = DATA / "routes.yaml"
+
+
+def _cli(*args: str | Path) -> Any:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _ok(*args: str | Path) -> str:
+    result = _cli(*args)
+    assert result.exit_code == 0, result.output
+    return str(result.output)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("tune") / "encoder"
+    output = _ok("tune", ROUTES, "--out", out, "--val", DATA / "val.jsonl", "--epochs", 1, "--json")
+    return out, json.loads(output[output.index("{") :])
+
+
+def _closed_set(index: Path) -> float:
+    report = json.loads(_ok("eval", "--data", DATA / "heldout.jsonl", "--index", index, "--json"))
+    return float(report["closed_set_accuracy"])
+
+
+@pytest.mark.model
+def test_tuned_encoder_separates_routes_the_stock_one_confuses(
+    tuned: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    encoder, result = tuned
+    _ok("build-index", ROUTES, "--out", tmp_path / "stock")
+    _ok("build-index", ROUTES, "--encoder", encoder, "--out", tmp_path / "tuned")
+    assert _closed_set(tmp_path / "stock") <= 0.8
+    assert _closed_set(tmp_path / "tuned") >= 0.9
+    # The figures tune reports, on --val, before and after.
+    assert result["epochs_run"] == 1
+    for side in ("before", "after"):
+        assert set(result[side]) >= {"accuracy", "in_scope_accuracy", "oos_recall", "auroc"}
+    assert result["after"]["in_scope_accuracy"] > result["before"]["in_scope_accuracy"]
+    assert result["helped"] is True
+
+
+@pytest.mark.model
+def test_route_file_encoder_folder_and_info(
+    tuned: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """`router.encoder: ./DIR` in a route file uses the folder; info shows where it came from."""
+    encoder, result = tuned
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    shutil.copytree(encoder, routes / "tuned")
+    text = ROUTES.read_text().replace(
+        "  default_model: gpt-4o-mini", "  default_model: gpt-4o-mini\n  encoder: ./tuned"
+    )
+    (routes / "routes.yaml").write_text(text)
+    _ok("build-index", routes, "--out", tmp_path / "index")
+    info = json.loads(_ok("info", "--index", tmp_path / "index", "--json"))
+    assert info["encoder"]["name"].endswith(result["data_fingerprint"][:12])
+    assert info["tuned"]["base"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert info["tuned"]["after"] == result["after"]
+    shown = _ok("info", "--index", tmp_path / "index")
+    assert "tuned from sentence-transformers/all-MiniLM-L6-v2" in shown
+
+
+@pytest.mark.model
+def test_a_damaged_tuned_folder_is_refused(
+    tuned: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tuned[0], encoder)
+    with (encoder / ONNX_FILE).open("r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    result = _cli("build-index", ROUTES, "--encoder", encoder, "--out", tmp_path / "index")
+    assert result.exit_code == 1
+    assert "damaged (model.onnx differs from what was exported)" in result.output
+    assert not (tmp_path / "index").exists()
+
+
+@pytest.mark.model
+def test_routing_with_a_tuned_index_imports_no_torch(
+    tuned: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    _ok("build-index", ROUTES, "--encoder", tuned[0], "--out", tmp_path / "index")
+    script = (
+        "import json, sys\n"
+        "from semroute import Router\n"
+        f"d = Router.load({str(tmp_path / 'index')!r}).route('what is the weather like today')\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "print(json.dumps({'route': d.route, 'heavy': heavy}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"route": "weather", "heavy": []}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_interrupted_tune_leaves_no_half_folder(tmp_path: Path, existing: bool) -> None:
+    """Ctrl-C during training: nothing at --out (or the previous encoder, untouched), and no
+    leftover folder beside it."""
+    from semroute.tuning.tune import TuneRequest, tune_encoder
+
+    out = tmp_path / "encoder"
+    if existing:
+        out.mkdir()
+        (out / "encoder.json").write_text('{"previous": true}')
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune_encoder(TuneRequest(ROUTES, out, epochs=1), progress=interrupt)
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["encoder.json"]
+        assert json.loads((out / "encoder.json").read_text()) == {"previous": True}
+    else:
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".encoder.")) == [
+        ".encoder.lock"
+    ]
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_unknown_labels_are_refused_before_training(tmp_path: Path) -> None:
+    data = _write(tmp_path / "extra.jsonl", [{"text": "rename the bot", "label": "rename_bot"}])
+    result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--data", data)
+    assert result.exit_code == 1
+    assert "labels name no route" in result.output and "'rename_bot' (1 rows)" in result.output
+    val = _write(tmp_path / "val.jsonl", [{"text": "hi", "label": "greeting"}])
+    result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--val", val)
+    assert result.exit_code == 1 and "'greeting' (1 rows)" in result.output
+    assert not (tmp_path / "enc").exists()
+
+
+def test_too_little_data_is_refused(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "router: {default_model: m}\n"
+        "routes:\n"
+        "  - {name: a, model: m, utterances: [one, two]}\n"
+        "  - {name: b, model: m, utterances: [three]}\n"
+    )
+    result = _cli("tune", routes, "--out", tmp_path / "enc")
+    assert result.exit_code == 1
+    assert "only 1 route with two or more utterances" in result.output
+    empty = _write(tmp_path / "empty.jsonl", [])
+    result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--data", empty)
+    assert result.exit_code == 1 and "holds no rows" in result.output
+
+
+def test_missing_files_and_non_encoder_out_are_refused(tmp_path: Path) -> None:
+    result = _cli("tune", tmp_path / "nope.yaml", "--out", tmp_path / "enc")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--val", tmp_path / "nope.jsonl")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    result = _cli("tune", ROUTES, "--out", mine)
+    assert result.exit_code == 1 and "not an encoder, which tune would delete" in result.output
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_without_torch_it_says_what_to_install(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from semroute.cli.main import main\n"
+        f"main(['tune', {str(ROUTES)!r}, '--out', {str(tmp_path / 'enc')!r}])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: semroute tune needs torch, which is not installed; run: "
+        "pip install 'semroute[tune]'"
+    ]
+    assert not (tmp_path / "enc").exists()
