@@ -50,6 +50,12 @@ def parse_args(targets: tuple[str, ...], description: str) -> argparse.Namespace
         "--soak-cap", type=int, default=512, help="the soak's most requests in flight"
     )
     parser.add_argument(
+        "--soak-max-sessions",
+        type=int,
+        default=5000,
+        help="the server's conversation.max_sessions in the soak (every soak query starts one)",
+    )
+    parser.add_argument(
         "--redis-requests",
         type=int,
         help="non-streamed, per target, semroute with and without Redis; a quarter as many "
@@ -102,8 +108,10 @@ def parse_args(targets: tuple[str, ...], description: str) -> argparse.Namespace
     for name in ("long_stream_s", "chunk_delay", "soak_rps"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')}: must be more than 0")
-    if args.soak_minutes < 0 or args.soak_cap < 1:
-        parser.error("--soak-minutes must be 0 or more and --soak-cap 1 or more")
+    if args.soak_minutes < 0 or args.soak_cap < 1 or args.soak_max_sessions < 1:
+        parser.error(
+            "--soak-minutes must be 0 or more, --soak-cap and --soak-max-sessions 1 or more"
+        )
     return args
 
 

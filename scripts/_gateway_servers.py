@@ -266,7 +266,14 @@ def deployment(name: str, api_base: str) -> dict[str, Any]:
 
 
 def semroute_routes(
-    out: Path, api_base: str, *, flaky: bool, health: bool, log: Path, redis: bool = False
+    out: Path,
+    api_base: str,
+    *,
+    flaky: bool,
+    health: bool,
+    log: Path,
+    redis: bool = False,
+    max_sessions: int | None = None,
 ) -> Path:
     """The bundled example routes, their models replaced by the upstream's; with ``redis``,
     `server: {redis_url: ...}` (from the environment) so health and spend are shared there."""
@@ -287,6 +294,8 @@ def semroute_routes(
             router["default_fallbacks"] = [BACKUP]
             router["dispatch"] = {"timeout": 30, "log": str(log)}
             router["health"] = {"enabled": health}
+            if max_sessions is not None:  # the agent sessions one process keeps
+                router.setdefault("conversation", {})["max_sessions"] = max_sessions
             if redis:
                 spec.setdefault("server", {})["redis_url"] = f"os.environ/{REDIS_ENV}"
         (out / source.name).write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -158,7 +158,9 @@ def soak_run(
     """One `semroute serve` (1 worker) against the upstream for --soak-minutes at --soak-rps;
     stops by itself."""
     with upstream(args.delay, routes, work / "upstream.log") as base:
-        server = semroute_server(work, base, 1, flaky=False, health=True)
+        server = semroute_server(
+            work, base, 1, flaky=False, health=True, max_sessions=args.soak_max_sessions
+        )
         print("starting semroute for the soak ...", file=sys.stderr)
         server.start()
         try:
@@ -185,6 +187,7 @@ def soak_run(
             "window_s": WINDOW_S,
             "growth_limit_mib_per_10min": GROWTH_LIMIT_MIB_PER_10MIN,
             "workers": 1,
+            "max_sessions": args.soak_max_sessions,
         },
         "memory": memory,
     } | soak_summary(log)
@@ -202,7 +205,13 @@ def soak_markdown(results: dict[str, Any], command: str) -> str:
         f"{s['warmup']} warm-up requests, for {s['minutes']:g} minutes at {s['rps']:g} "
         f"requests a second, sent open-loop (request i leaves at i ÷ rate s), every "
         f"{round(1 / s['streamed_share'])}th streamed, every query unique. The server's RSS "
-        f"(VmRSS) is read every {s['sample_s']:.0f} s.",
+        f"(VmRSS) is read every {s['sample_s']:.0f} s. The bundled routes keep agent sessions "
+        "(`conversation: {sticky: true}`), one per conversation, up to `max_sessions` "
+        "(100,000 by default, about half a kilobyte each) for an hour: every query of the soak "
+        "starts a conversation, so at the default the store would still be filling when the "
+        "soak ends (a bounded rise, not a leak); the soak sets `max_sessions: "
+        f"{s.get('max_sessions')}`, full within minutes, so that its second half shows whether "
+        "anything else grows.",
         "",
         f"Requests: {results['sent']:,} sent ({results['achieved_rps']} a second), "
         f"{results['answered']:,} answered, {results['errors']} errors, "

@@ -182,3 +182,41 @@ def test_the_pooled_session_closes_with_its_loop(
         with caplog.at_level(logging.ERROR, logger="asyncio"):
             gc.collect()
         assert "Unclosed" not in caplog.text
+
+
+def test_a_relay_reads_chunks_as_they_came_and_callers_get_litellms(tmp_path: Path) -> None:
+    """The gateway relays a directly called model's chunks without building LiteLLM's object
+    for each (RawChunk); a Python caller iterating the stream still gets LiteLLM's chunks."""
+    import litellm
+
+    from semroute.dispatch.chunks import RawChunk, chunk_fields
+
+    with FakeProvider() as provider:
+        provider.answer("weather-model", text="Light rain later.")
+        router, dispatcher = build(tmp_path, provider)
+
+        async def read(raw: bool) -> list[Any]:
+            stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+            return [c async for c in (stream.raw() if raw else stream)]
+
+        relayed = run(read(raw=True))
+        assert relayed and all(isinstance(c, RawChunk) for c in relayed)
+        assert all(c._chunk is None for c in relayed)  # none was built
+        fields = [chunk_fields(c) for c in relayed]
+        assert all(None not in _leaves(f) for f in fields)
+        text = "".join(f["choices"][0].get("delta", {}).get("content", "") for f in fields)
+        assert text == "Light rain later."
+        assert relayed[0].data["choices"][0]["finish_reason"] is None  # not changed
+        public = run(read(raw=False))
+        assert all(isinstance(c, litellm.ModelResponseStream) for c in public)
+        assert "".join(c.choices[0].delta.content or "" for c in public) == "Light rain later."
+        lines = log_lines(tmp_path)
+        assert [line["completion_tokens"] > 0 for line in lines] == [True, True]
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from semroute.config.pricing import UnknownPriceWarning, price_of
 from semroute.decision import Skip
+from semroute.dispatch.chunks import RawChunk
 from semroute.dispatch.health import Outcome, counts_as_failure
 from semroute.dispatch.log import entry
 from semroute.dispatch.log_metadata import logged_signals
@@ -370,7 +371,9 @@ class Call:
         it was closed, for the log line)."""
         response = None
         if chunks:
-            response = import_litellm().stream_chunk_builder(chunks, messages=self.messages)
+            # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do.
+            parts = [c.data if isinstance(c, RawChunk) else c for c in chunks]
+            response = import_litellm().stream_chunk_builder(parts, messages=self.messages)
         self._outcome(True)
         usage = Usage.of(response)
         model = self.attempts[-1].model

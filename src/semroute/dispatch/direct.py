@@ -34,6 +34,7 @@ from typing import Any
 
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import ENV_PREFIX
+from semroute.dispatch.chunks import RawChunk
 
 __all__ = ["DEPLOYMENT_KEYS", "Direct", "Endpoint", "close_direct_clients"]
 
@@ -313,10 +314,9 @@ def _error(status: int, text: str, endpoint: Endpoint) -> BaseException:
     )
 
 
-async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[Any]:
-    """A streamed answer's chunks, as LiteLLM's ``ModelResponseStream`` objects."""
+async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[RawChunk]:
+    """A streamed answer's chunks, as they came (LiteLLM's objects are built on demand)."""
     import aiohttp
-    import litellm
     from litellm import exceptions as errors
 
     try:
@@ -330,7 +330,7 @@ async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[Any]:
                 chunk = json.loads(data)
                 if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
                     chunk["choices"] = [{"index": 0, "delta": {}}]
-                yield litellm.ModelResponseStream(**chunk)
+                yield RawChunk(chunk)
             except (ValueError, TypeError) as exc:
                 error = _error(502, f"a streamed chunk is not JSON: {exc}", endpoint)
                 raise _caused(error, exc) from None

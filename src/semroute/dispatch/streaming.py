@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from semroute.dispatch.chunks import RawChunk
 from semroute.dispatch.result import text_of
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ END = object()
 
 
 class AsyncDispatchStream:
-    """A streamed answer: ``async for chunk in stream`` gives LiteLLM's chunks.
+    """A streamed answer: ``async for chunk in stream`` gives LiteLLM's chunks
+    (``ModelResponseStream``), whichever way the model was called.
 
     ``decision``, ``model`` and ``attempts`` are known before the first chunk (a model whose
     stream fails before it has been failed over already); ``response``, ``usage`` and
@@ -65,7 +67,16 @@ class AsyncDispatchStream:
         return status
 
     def __aiter__(self) -> AsyncIterator[Any]:
+        return self._public()
+
+    def raw(self) -> AsyncIterator[Any]:
+        """The chunks as they come: a :class:`RawChunk` from a model called directly, else
+        LiteLLM's object (for a relay that needs only :func:`chunk_fields`)."""
         return self._chunks
+
+    async def _public(self) -> AsyncGenerator[Any, None]:
+        async for chunk in self._chunks:
+            yield chunk.chunk if isinstance(chunk, RawChunk) else chunk
 
     def stopping(self, error: str) -> None:
         """Say why the stream is about to be stopped (cancelled or closed) before its end: the

@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Send
 
+from semroute.dispatch.chunks import chunk_fields
 from semroute.routing.signals import estimate_tokens, extract
 from semroute.server.anthropic_schemas import MessagesRequest, to_chat
 from semroute.server.dialect import Done
@@ -212,7 +213,7 @@ class MessageEvents(EventStream):
 
     async def _send_chunk(self, send: Send, chunk: Any) -> None:
         await self._start(send)
-        data: dict[str, Any] = chunk.model_dump(exclude_none=True)
+        data = chunk_fields(chunk)
         if data.get("usage"):
             self._tokens = _usage(data["usage"])
         for choice in data.get("choices") or ():

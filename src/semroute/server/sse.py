@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 from starlette.types import Message, Receive, Scope, Send
 
+from semroute.dispatch.chunks import chunk_fields
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import DispatchError
 from semroute.server.errors import ApiError, from_semroute
@@ -135,7 +136,7 @@ class EventStream:
 
     async def _pump(self, send: Send) -> None:
         try:
-            async for chunk in self._stream:
+            async for chunk in self._stream.raw():  # relayed as they came (chunk_fields)
                 await self._send_chunk(send, chunk)
         except DispatchError as exc:
             self.outcome = "broken"
@@ -173,7 +174,7 @@ def _chunk_data(chunk: Any, usage: bool) -> bytes | None:
     for it too (a chunk without choices would break clients that read ``chunk.choices[0]``).
     A chunk with nothing in it (LiteLLM's empty delta after the finish reason) is dropped.
     """
-    data: dict[str, Any] = chunk.model_dump(exclude_none=True)
+    data = chunk_fields(chunk)
     if not usage:
         data.pop("usage", None)
     data["choices"] = [c for c in data.get("choices") or () if not _empty(c)]
