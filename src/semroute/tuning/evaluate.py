@@ -156,7 +156,7 @@ def metrics(
         oos_precision=oos_precision,
         oos_recall=oos_recall,
         oos_f1=_f1(oos_precision, oos_recall),
-        auroc=_auroc(confidence.max(axis=1), ins),
+        auroc=auroc(confidence.max(axis=1), ins),
         coverage=float((~to_default).mean()),
         per_route=per_route,
         confused_pairs=[(a, b, k) for (a, b), k in pairs.most_common(10)],
@@ -213,7 +213,7 @@ def _f1(p: float | None, r: float | None) -> float | None:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def _auroc(score: npt.NDArray[np.float32], positive: npt.NDArray[np.bool_]) -> float | None:
+def auroc(score: npt.NDArray[np.float32], positive: npt.NDArray[np.bool_]) -> float | None:
     """Area under the ROC curve (Mann-Whitney U with ties averaged); None without both classes."""
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if not n_pos or not n_neg:

@@ -260,6 +260,8 @@ def _val_score(model: Any, data: TrainingSet, val: TrainingSet) -> float:
     import numpy as np
     import torch
 
+    from semroute.tuning.evaluate import auroc
+
     rng = random.Random(1)
     names = list(data.routes)
     rows = [(t, names.index(n)) for n, texts in val.routes.items() for t in texts]
@@ -277,9 +279,8 @@ def _val_score(model: Any, data: TrainingSet, val: TrainingSet) -> float:
     accuracy = float((sims.argmax(1) == truth)[ins].mean()) if ins.any() else 0.0
     if ins.all() or not ins.any():
         return accuracy
-    from sklearn.metrics import roc_auc_score
-
-    return (accuracy + float(roc_auc_score(ins, sims.max(1)))) / 2
+    area = auroc(sims.max(1).astype(np.float32), ins)
+    return (accuracy + (0.5 if area is None else area)) / 2
 
 
 def _encode(model: Any, texts: Sequence[str]) -> Any:

@@ -34,6 +34,11 @@ NEAR_MISS = 0.1
 MAX_POINTS = 20_000
 """At most this many distinct queries are clustered (a fixed, hash-ordered sample beyond)."""
 MAX_CLUSTERS = 30
+KMEANS_ITERATIONS = 50
+KMEANS_RESTARTS = 10
+"""faiss starts k-means from random points (no k-means++), so the best of several starts is
+kept: with 4, the 8 planted queries of tests/test_learning_e2e.py were split; 8 or more keep
+them whole, and each start costs milliseconds."""
 UTTERANCES = 8
 EXAMPLES = 5
 MAX_QUERY_CHARS = 500
@@ -118,11 +123,23 @@ def _clusters(router: Router, queries: list[str], min_size: int) -> list[dict[st
     if len(queries) > MAX_POINTS:  # a fixed sample: the same log gives the same one
         queries = sorted(queries, key=lambda q: hashlib.sha256(q.encode()).digest())[:MAX_POINTS]
         queries.sort()
-    from sklearn.cluster import KMeans
+    import faiss
 
-    vectors = router.encoder.encode(queries).vectors.astype(np.float64)
+    vectors = np.ascontiguousarray(router.encoder.encode(queries).vectors, dtype=np.float32)
     k = max(1, min(MAX_CLUSTERS, len(queries) // max(min_size, 1), round(math.sqrt(len(queries)))))
-    labels = KMeans(n_clusters=k, random_state=0, n_init=4).fit_predict(vectors)
+    # k-means restarted from a fixed seed (the same log gives the same clusters); every
+    # point is used (no sampling) and small clusters are allowed without faiss's warning.
+    kmeans = faiss.Kmeans(
+        vectors.shape[1],
+        k,
+        niter=KMEANS_ITERATIONS,
+        nredo=KMEANS_RESTARTS,
+        seed=0,
+        min_points_per_centroid=1,
+        max_points_per_centroid=len(queries),
+    )
+    kmeans.train(vectors)
+    labels = kmeans.index.search(vectors, 1)[1][:, 0]
     out: list[dict[str, Any]] = []
     for label in range(k):
         members = np.flatnonzero(labels == label)
