@@ -7,7 +7,11 @@ cross_entropy_i + ||coef||^2 / 2`` (intercepts not penalised), with one weight r
 for two classes one row, class 1's logit minus class 0's. The objective is strictly convex in the
 coefficients, so any solver that converges lands on the same model; ``tests/test_logistic.py``
 compares the probabilities with scikit-learn's where it is installed (the development
-environment), so this fit cannot drift from the reference.
+environment), so this fit cannot drift from the reference. Built from the same train splits and
+measured the same way (calibrated on val, eval on test), CLINC150 gave 94.67% in scope and 77.3%
+out-of-scope recall with this fit against 94.64% and 76.6% with scikit-learn's (its default
+tolerance stops further from the optimum), BANKING77 93.05% against 92.92%; the head's fit on
+CLINC150's 15,100 rows took 5.9 s against 4.9 s.
 """
 
 from __future__ import annotations
