@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from semroute.cli.main import main
+from semroute.server.app import SWITCH_INTERVAL_S
 from semroute.testing import FakeProvider
 from tests.gateway_kit import Served, build, log_lines
 
@@ -38,6 +40,17 @@ def _close_clients() -> Iterator[None]:
     yield
     while _OPEN:
         _OPEN.pop().close()
+
+
+def test_worker_threads_hand_the_event_loop_the_lock_every_millisecond_while_it_serves(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    before = sys.getswitchinterval()
+    assert before != SWITCH_INTERVAL_S  # Python's default, 5 ms
+    with Served(build(tmp_path, provider)) as served:
+        assert httpx.get(served.url + "/healthz", timeout=10).status_code == 200
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S
+    assert sys.getswitchinterval() == before  # the process's own setting, back
 
 
 def client(served: Served) -> openai.OpenAI:
