@@ -1,10 +1,13 @@
 """`route()` alone, timed in a process of its own over the index `semroute serve` serves, for the
 same queries the gateway benchmark sends one at a time.
 
-    python scripts/_gateway_route.py INDEX QUERIES.json WARMUP
+    python scripts/_gateway_route.py INDEX QUERIES.json WARMUP [PACE_S]
 
 prints {"ms": [...]} (one time per query, in order). Its own process, so that it never competes
-with the load generator for an interpreter lock. Used by scripts/bench_gateway.py.
+with the load generator for an interpreter lock. With PACE_S, it sleeps that long before each
+query: the pace at which a server routes one request at a time, each after waiting on the
+upstream (back to back, the model's weights stay in the CPU's caches; after 50 ms of idle, on
+this machine, the same call takes over half as long again). Used by scripts/bench_gateway.py.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from _gateway_load import pct
 HERE = Path(__file__).resolve()
 
 
-def route_times(index: Path, queries: list[str], warmup: int, env: dict[str, str]) -> list[float]:
+def route_times(
+    index: Path, queries: list[str], warmup: int, env: dict[str, str], pace_s: float = 0.0
+) -> list[float]:
     """Load ``index`` in a fresh process, route ``warmup`` queries of its own, then time
-    ``router.route(q)`` for each of ``queries`` in turn; the times in ms."""
+    ``router.route(q)`` for each of ``queries`` in turn (after ``pace_s`` idle each); the times
+    in ms."""
     file = index.parent / "route-queries.json"
     file.write_text(json.dumps(queries))
     proc = subprocess.run(
-        [sys.executable, str(HERE), str(index), str(file), str(warmup)],
+        [sys.executable, str(HERE), str(index), str(file), str(warmup), str(pace_s)],
         env=env,
         capture_output=True,
         text=True,
@@ -60,12 +66,15 @@ def main() -> None:
     from semroute import Router
 
     index, file, warmup = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    pace = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     queries: list[str] = json.loads(file.read_text())
     router = Router.load(index)
     for i in range(warmup):  # queries of its own: none of the timed ones is in the cache
         router.route(f"{queries[i % len(queries)]} (warm-up {i})")
     times = []
     for q in queries:
+        if pace:
+            time.sleep(pace)
         started = time.perf_counter()
         router.route(q)
         times.append((time.perf_counter() - started) * 1000)

@@ -34,7 +34,10 @@ upstream can go, far beyond any gateway's figures. semroute's decision log gives
 x-semroute-request-id), its routing and model-call times.
 
 `route()` alone is timed in a process of its own (scripts/_gateway_route.py) over the index
-semroute serves, for the one-at-a-time run's queries, before the rounds and after them.
+semroute serves, for the one-at-a-time run's queries, before the rounds and after them: back to
+back, and at the pace the server routes them one at a time (each after --delay idle). Goal (a)
+holds the gateway to the paced figure, the conditions its own routing runs in; the back-to-back
+one is reported beside it.
 
 Then a flaky run through `semroute serve`: every routed model fails 30% of its requests (500),
 each chain ends in a healthy backup. Every request must be answered, or fail with a 502 whose
@@ -233,11 +236,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ids: dict[str, list[str | None]] = {}
         targets = gateway_targets(args, work, base)
         index = next((t.server.index for t in targets if t.name == "semroute" and t.server), None)
-        passes = {"before": timed_routes(index, args)} if index else {}
+        hot: dict[str, list[float]] = {}
+        paced: dict[str, list[float]] = {}
+        if index:
+            hot["before"], paced["before"] = timed_routes(index, args)
         results["targets"] = run_targets(targets, args, ids)
         if index:
-            passes["after"] = timed_routes(index, args)
-            results["route_timing"] = route_summary(passes)
+            hot["after"], paced["after"] = timed_routes(index, args)
+            results["route_timing"] = route_summary(hot) | {
+                "paced": route_summary(paced) | {"pace_s": args.delay}
+            }
         if "semroute" in results["targets"]:
             log = work / "semroute" / "decisions.jsonl"  # complete: the server has stopped
             results["targets"]["semroute"]["decision_log"] = breakdown(log, ids)
@@ -271,10 +279,14 @@ def sequential_queries(n: int) -> list[str]:
     return [text for text, _ in tagged(bundled_queries(), n, "one_at_a_time")]
 
 
-def timed_routes(index: Path, args: argparse.Namespace) -> list[float]:
-    """`route()` over ``index`` in a process of its own, for the one-at-a-time run's queries."""
+def timed_routes(index: Path, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """`route()` over ``index`` in a process of its own, for the one-at-a-time run's queries:
+    back to back, then each after the upstream's delay idle (as the server routes them)."""
     print("timing route() alone ...", file=sys.stderr)
-    return route_times(index, sequential_queries(args.sequential), args.warmup, server_env())
+    queries = sequential_queries(args.sequential)
+    # Each in a fresh process: no decision comes from the router's query cache.
+    hot = route_times(index, queries, args.warmup, server_env())
+    return hot, route_times(index, queries, args.warmup, server_env(), pace_s=args.delay)
 
 
 def gateway_targets(

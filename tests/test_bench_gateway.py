@@ -199,6 +199,10 @@ def test_a_smoke_run_through_semroute_serve(tmp_path: Path, model_cache: Path) -
     timing = results["route_timing"]
     assert timing["before"]["queries"] == timing["after"]["queries"] == 5
     assert 0 < timing["p50_ms"] < 1000
+    # ... and at the pace the server routes them one at a time (the upstream's delay apart).
+    paced = timing["paced"]
+    assert paced["before"]["queries"] == paced["after"]["queries"] == 5
+    assert 0 < paced["p50_ms"] < 1000 and paced["pace_s"] == 0.05
     verdicts = {g["id"]: g["passed"] for g in results["goals"]}
     assert verdicts["a"] is not None and verdicts["e"] is not None and verdicts["h"] is True
     # semroute's decision log holds one line per request, each with its routing time.
@@ -298,6 +302,20 @@ def test_each_goal_passes_or_fails_at_its_limit() -> None:
     results = _results()
     results["targets"]["semroute"]["streamed"]["first_chunk_p50_ms"] = 155.1
     assert {goal.id: goal.passed for goal in g.goals(results)}["f"] is False
+
+
+@pytest.mark.usefixtures("scripts")
+def test_goal_a_holds_the_gateway_to_route_at_the_servers_pace_when_measured() -> None:
+    import _gateway_goals as g
+
+    def verdict(paced: float) -> bool | None:
+        results = _results(route_p50=1.0)  # back to back: 5 ms added would be 5 x
+        results["route_timing"]["paced"] = {"p50_ms": paced, "pace_s": 0.05}
+        [a] = [goal for goal in g.goals(results) if goal.id == "a"]
+        assert "back to back 1.00 ms" in a.measured and "every 50 ms" in a.measured
+        return a.passed
+
+    assert verdict(2.5) is True and verdict(2.49) is False
 
 
 @pytest.mark.usefixtures("scripts")
