@@ -48,6 +48,24 @@ def _closed_set(index: Path) -> float:
 
 
 @pytest.mark.model
+def test_texts_embedded_in_length_groups_are_those_of_one_padded_batch() -> None:
+    import torch
+
+    from semroute.encoders.export import locate_model
+    from semroute.tuning import finetune
+
+    model = finetune._load(locate_model("sentence-transformers/all-MiniLM-L6-v2"))
+    model.eval()  # no dropout: the two ways must give the same vectors
+    # Lengths out of order, more texts than one group, so sorting and putting back both count.
+    texts = [("word " * n).strip() + f" {i}" for i, n in enumerate([30, 2, 15, 1, 60, 8] * 6)]
+    assert len(texts) > 2 * finetune.EMBED_CHUNK
+    with torch.no_grad():
+        grouped = finetune._embed(model, texts)
+        whole = model(model.tokenize(texts))["sentence_embedding"]
+    assert torch.allclose(grouped, whole, atol=1e-5)
+
+
+@pytest.mark.model
 def test_tuned_encoder_separates_routes_the_stock_one_confuses(
     tuned: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
