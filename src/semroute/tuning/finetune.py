@@ -291,10 +291,8 @@ def _val_score(model: Any, data: TrainingSet, val: TrainingSet) -> float:
     truth = np.array([r for _, r in rows])
     ins = truth >= 0
     accuracy = float((sims.argmax(1) == truth)[ins].mean()) if ins.any() else 0.0
-    if ins.all() or not ins.any():
-        return accuracy
-    area = auroc(sims.max(1).astype(np.float32), ins)
-    return (accuracy + (0.5 if area is None else area)) / 2
+    area = auroc(sims.max(1).astype(np.float32), ins)  # None unless both kinds of row
+    return accuracy if area is None else (accuracy + area) / 2
 
 
 def _encode(model: Any, texts: Sequence[str]) -> Any:
