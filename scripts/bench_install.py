@@ -49,7 +49,7 @@ def main() -> None:
     info = machine()
     with tempfile.TemporaryDirectory(prefix="semroute-install-") as tmp:
         work = Path(tmp)
-        venv, cold, empty_mb = fresh_install(work / "cold", no_cache=True)
+        venv, cold, empty_mib = fresh_install(work / "cold", no_cache=True)
         warm = fresh_install(work / "warm", no_cache=False)[1]
         python = str(venv / "bin" / "python")
         env = {
@@ -66,13 +66,13 @@ def main() -> None:
             work,
         )
         build_s = time.perf_counter() - started
-        env_mb = size_mb(venv)
+        env_mib = size_mib(venv)
         library = {
             "install_cold_s": round(cold, 1),
             "install_warm_s": round(warm, 1),
-            "env_mib": round(env_mb),
-            "empty_venv_mib": round(empty_mb),
-            "added_mib": round(env_mb - empty_mb),
+            "env_mib": round(env_mib),
+            "empty_venv_mib": round(empty_mib),
+            "added_mib": round(env_mib - empty_mib),
             "largest_packages_mib": largest(venv),
             "torch_installed": importable(python, "torch", env),
             "scipy_installed": importable(python, "scipy", env),
@@ -84,7 +84,7 @@ def main() -> None:
         dev_env["PYTHONPATH"] = str(ROOT / "src")
         dev_env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
         development = {
-            "env_mib": round(size_mb(Path(sys.prefix))),
+            "env_mib": round(size_mib(Path(sys.prefix))),
             "torch_installed": importable(sys.executable, "torch", dev_env),
             **starts(sys.executable, dev_env, work / "index"),
         }
@@ -107,7 +107,7 @@ def fresh_install(work: Path, *, no_cache: bool) -> tuple[Path, float, float]:
     shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    empty = size_mb(venv)
+    empty = size_mib(venv)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install"]
     pip += ["--quiet"] + (["--no-cache-dir"] if no_cache else [])
     started = time.perf_counter()
@@ -147,7 +147,7 @@ def importable(python: str, module: str, env: dict[str, str]) -> bool:
     )
 
 
-def size_mb(folder: Path) -> float:
+def size_mib(folder: Path) -> float:
     total = sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     return total / 2**20
 
@@ -155,7 +155,7 @@ def size_mb(folder: Path) -> float:
 def largest(venv: Path, top: int = 12) -> dict[str, int]:
     site = next((venv / "lib").glob("python3*/site-packages"))
     sizes = {
-        p.name: size_mb(p)
+        p.name: size_mib(p)
         for p in site.iterdir()
         if p.is_dir() and not p.name.endswith((".dist-info", "__pycache__"))
     }

@@ -1,8 +1,9 @@
 """The learned head: multinomial logistic regression over utterance embeddings.
 
 Fitted when an index is built (``semroute.index.logistic``: numpy alone), one class per route
-plus, when the route files give out-of-scope examples, one class for them. It is stored in the index as plain arrays
-(``head.npz``, loaded with ``allow_pickle=False``), so routing needs numpy only.
+plus, when the route files give out-of-scope examples, one class for them. It is stored in the
+index as plain arrays (``head.npz``, loaded with ``allow_pickle=False``), so routing needs numpy
+only.
 
 Hyperparameters: C=10, and out-of-scope examples weighted 3x, since one class has to stand for
 everything no route covers. On CLINC150's validation split C=1 is clearly worse, while C=100 and

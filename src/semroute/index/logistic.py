@@ -1,7 +1,7 @@
 """L2-regularised multinomial logistic regression, fitted with L-BFGS on numpy alone.
 
 The learned head and the difficulty router are fitted at ``build-index`` time, on every install;
-scikit-learn (with scipy, 190 MB of the library install) is no longer needed for it. The problem
+scikit-learn (with scipy, 190 MiB of the library install) is no longer needed for it. The problem
 is the one scikit-learn's ``LogisticRegression(C=c)`` solves: minimise ``C * sum_i w_i *
 cross_entropy_i + ||coef||^2 / 2`` (intercepts not penalised), with one weight row per class, or
 for two classes one row, class 1's logit minus class 0's. The objective is strictly convex in the
@@ -72,8 +72,11 @@ def fit_logistic(
     binary = n_classes == 2
     rows = 1 if binary else n_classes
 
+    def unpack(theta: Floats) -> tuple[Floats, Floats]:
+        return theta[: rows * dim].reshape(rows, dim), theta[rows * dim :]
+
     def objective(theta: Floats) -> tuple[float, Floats]:
-        coef, intercept = theta[: rows * dim].reshape(rows, dim), theta[rows * dim :]
+        coef, intercept = unpack(theta)
         logits = xs @ coef.T + intercept
         if binary:
             logits = np.hstack([np.zeros((n, 1)), logits])
@@ -95,7 +98,7 @@ def fit_logistic(
             coef0, intercept0 = coef0[1:] - coef0[:1], intercept0[1:] - intercept0[:1]
         theta = np.concatenate([coef0.ravel(), intercept0])
     theta, iterations, converged = _lbfgs(objective, theta, max_iter)
-    coef, intercept = theta[: rows * dim].reshape(rows, dim), theta[rows * dim :]
+    coef, intercept = unpack(theta)
     if binary:
         coef = np.vstack([np.zeros_like(coef), coef])
         intercept = np.concatenate([np.zeros(1), intercept])
