@@ -47,22 +47,50 @@ def _closed_set(index: Path) -> float:
     return float(report["closed_set_accuracy"])
 
 
-@pytest.mark.model
-def test_texts_embedded_in_length_groups_are_those_of_one_padded_batch() -> None:
-    import torch
-
+@pytest.fixture(scope="module")
+def st_model() -> Any:
     from semroute.encoders.export import locate_model
     from semroute.tuning import finetune
 
     model = finetune._load(locate_model("sentence-transformers/all-MiniLM-L6-v2"))
-    model.eval()  # no dropout: the two ways must give the same vectors
+    model.eval()  # no dropout: two ways of embedding must give the same vectors
+    return model
+
+
+@pytest.mark.model
+def test_texts_embedded_in_length_groups_are_those_of_one_padded_batch(
+    st_model: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from semroute.tuning import finetune
+
     # Lengths out of order, more texts than one group, so sorting and putting back both count.
     texts = [("word " * n).strip() + f" {i}" for i, n in enumerate([30, 2, 15, 1, 60, 8] * 6)]
     assert len(texts) > 2 * finetune.EMBED_CHUNK
     with torch.no_grad():
-        grouped = finetune._embed(model, texts)
-        whole = model(model.tokenize(texts))["sentence_embedding"]
+        grouped = finetune._embed(st_model, texts)
+        whole = st_model(finetune._features(st_model, texts))["sentence_embedding"]
     assert torch.allclose(grouped, whole, atol=1e-5)
+    # No deprecation notice from sentence-transformers in the user's terminal.
+    assert "deprecated" not in caplog.text
+
+
+@pytest.mark.model
+def test_route_centroids_from_one_encode_call_are_each_routes_own(st_model: Any) -> None:
+    import numpy as np
+
+    from semroute.tuning import finetune
+
+    routes = {
+        "short": ["hi", "hello there"],
+        "many": [f"what is the weather on day {i}" for i in range(finetune.CENTROID_ROWS + 5)],
+        "one": ["book me a table for two tonight"],
+    }
+    got = finetune._centroids(st_model, finetune.TrainingSet(routes))
+    for row, texts in zip(got, routes.values(), strict=True):
+        mean = finetune._encode(st_model, texts[: finetune.CENTROID_ROWS]).mean(0)
+        assert np.allclose(row, mean / np.linalg.norm(mean), atol=1e-5)
 
 
 @pytest.mark.model

@@ -224,11 +224,17 @@ def _embed(model: Any, texts: Sequence[str]) -> Any:
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     parts = []
     for start in range(0, len(order), EMBED_CHUNK):
-        features = model.tokenize([texts[i] for i in order[start : start + EMBED_CHUNK]])
+        features = _features(model, [texts[i] for i in order[start : start + EMBED_CHUNK]])
         parts.append(model(features)["sentence_embedding"])
     back = torch.empty(len(order), dtype=torch.long)
     back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
     return torch.cat(parts)[back]
+
+
+def _features(model: Any, texts: list[str]) -> Any:
+    # sentence-transformers 6 renamed tokenize to preprocess (the old name warns).
+    preprocess = getattr(model, "preprocess", None)
+    return preprocess(texts) if preprocess is not None else model.tokenize(texts)
 
 
 def _step(model: Any, batch: _Batch, scale: float, optimiser: Any, schedule: Any) -> None:
@@ -283,16 +289,25 @@ def _val_score(model: Any, data: TrainingSet, val: TrainingSet) -> float:
     rows = rng.sample(rows, min(len(rows), VAL_ROWS))
     model.eval()
     with torch.no_grad():
-        centroids = np.stack(
-            [_encode(model, texts[:CENTROID_ROWS]).mean(0) for texts in data.routes.values()]
-        )
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        centroids = _centroids(model, data)
         sims = _encode(model, [t for t, _ in rows]) @ centroids.T
     truth = np.array([r for _, r in rows])
     ins = truth >= 0
     accuracy = float((sims.argmax(1) == truth)[ins].mean()) if ins.any() else 0.0
     area = auroc(sims.max(1).astype(np.float32), ins)  # None unless both kinds of row
     return accuracy if area is None else (accuracy + area) / 2
+
+
+def _centroids(model: Any, data: TrainingSet) -> Any:
+    """Each route's unit-length mean embedding, from at most :data:`CENTROID_ROWS` of its
+    utterances (one encode call for all of them)."""
+    import numpy as np
+
+    parts = [texts[:CENTROID_ROWS] for texts in data.routes.values()]
+    vectors = _encode(model, [t for part in parts for t in part])
+    ends = np.cumsum([len(part) for part in parts])
+    centroids = np.stack([v.mean(0) for v in np.split(vectors, ends[:-1])])
+    return centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
 
 
 def _encode(model: Any, texts: Sequence[str]) -> Any:
