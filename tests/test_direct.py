@@ -220,3 +220,34 @@ def _leaves(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [leaf for v in value for leaf in _leaves(v)]
     return [value]
+
+
+def test_a_stream_costs_what_the_same_answer_costs_unstreamed(tmp_path: Path) -> None:
+    # The upstream serves a model whose name LiteLLM knows (its list price for gpt-4o-mini is
+    # not the $1/$2 per million this deployment is priced at): the deployment's price counts,
+    # streamed or not.
+    with FakeProvider() as provider:
+        provider.answer("gpt-4o-mini", text="Sunny and warm all day.")
+        models = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
+        models.append(deployment(provider, "weather-model", model="openai/gpt-4o-mini"))
+        router, dispatcher = build(tmp_path, provider, models=models)
+        plain = run(dispatcher.acomplete("will it rain today", router=router))
+
+        async def read() -> Any:
+            stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+            async for _ in stream:
+                pass
+            return stream
+
+        streamed = run(read())
+        assert not _through_litellm(dispatcher)
+        for result in (plain, streamed):
+            usage = result.usage
+            assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+            price = usage.prompt_tokens * PRICED["input_cost_per_token"]
+            price += usage.completion_tokens * PRICED["output_cost_per_token"]
+            assert result.cost_usd == pytest.approx(price)
+        assert streamed.text == plain.text == "Sunny and warm all day."
+        assert [line["cost_usd"] for line in log_lines(tmp_path)] == pytest.approx(
+            [plain.cost_usd, streamed.cost_usd]
+        )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from semroute.config.pricing import UnknownPriceWarning, price_of
 from semroute.decision import Skip
-from semroute.dispatch.chunks import RawChunk
+from semroute.dispatch.chunks import RawChunk, assemble
 from semroute.dispatch.health import Outcome, counts_as_failure
 from semroute.dispatch.log import entry
 from semroute.dispatch.log_metadata import logged_signals
@@ -371,9 +371,7 @@ class Call:
         it was closed, for the log line)."""
         response = None
         if chunks:
-            # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do.
-            parts = [c.data if isinstance(c, RawChunk) else c for c in chunks]
-            response = import_litellm().stream_chunk_builder(parts, messages=self.messages)
+            response = self._assemble(chunks)
         self._outcome(True)
         usage = Usage.of(response)
         model = self.attempts[-1].model
@@ -385,6 +383,25 @@ class Call:
         if self.after is not None and ended and response is not None:  # a whole answer
             self.after(self, text_of(response), model)
         return response, usage, cost
+
+    def _assemble(self, chunks: list[Any]) -> Any:
+        """The stream's chunks as one ``ModelResponse``: a direct stream's in OpenAI's plain
+        shape by :func:`assemble`, anything else by LiteLLM's assembler."""
+        litellm = import_litellm()
+        if all(isinstance(c, RawChunk) for c in chunks):
+            whole = assemble(chunks)
+            if whole is not None:
+                return litellm.ModelResponse(**whole)
+            # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do; the
+            # price it puts on the answer is its list price for the name the upstream
+            # reported, not the deployment's (see assemble), so it is dropped.
+            response = litellm.stream_chunk_builder(
+                [c.data for c in chunks], messages=self.messages
+            )
+            if response is not None:
+                response._hidden_params.pop("response_cost", None)
+            return response
+        return litellm.stream_chunk_builder(chunks, messages=self.messages)
 
 
 Origin = Literal["response", "network", "unsent", "unknown"]
