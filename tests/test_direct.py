@@ -251,3 +251,64 @@ def test_a_stream_costs_what_the_same_answer_costs_unstreamed(tmp_path: Path) ->
         assert [line["cost_usd"] for line in log_lines(tmp_path)] == pytest.approx(
             [plain.cost_usd, streamed.cost_usd]
         )
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "many", "completion_tokens": 2, "total_tokens": 3},
+        {"prompt_tokens": 1, "completion_tokens": 1e308, "total_tokens": None},
+    ],
+    ids=["tokens-not-a-number", "tokens-out-of-range"],
+)
+def test_a_stream_whose_usage_cannot_be_read_is_relayed_and_logged(
+    tmp_path: Path, usage: dict[str, Any]
+) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    events = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Sunny"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": usage},
+    ]
+
+    class Upstream(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            for event in events:
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, **event}
+                self.wfile.write(b"data: " + json.dumps({"model": "m", **chunk}).encode() + b"\n\n")
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with FakeProvider() as provider:
+            models = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
+            url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+            models.append(deployment(provider, "weather-model", api_base=url))
+            router, dispatcher = build(tmp_path, provider, models=models)
+
+            async def read() -> tuple[list[Any], Any]:
+                stream = await dispatcher.acomplete(
+                    "will it rain today", router=router, stream=True
+                )
+                return [chunk async for chunk in stream], stream
+
+            chunks, stream = run(read())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not _through_litellm(dispatcher)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Sunny"
+    assert stream.usage is None and stream.cost_usd is None
+    (line,) = log_lines(tmp_path)
+    assert line["model"] == "weather-model" and line["cost_usd"] is None

@@ -386,22 +386,27 @@ class Call:
 
     def _assemble(self, chunks: list[Any]) -> Any:
         """The stream's chunks as one ``ModelResponse``: a direct stream's in OpenAI's plain
-        shape by :func:`assemble`, anything else by LiteLLM's assembler."""
+        shape by :func:`assemble`, anything else by LiteLLM's assembler; None when the answer
+        cannot be read (usage that is not token counts): the stream was relayed all the same,
+        and is logged without usage or cost."""
         litellm = import_litellm()
-        if all(isinstance(c, RawChunk) for c in chunks):
+        try:
+            if not all(isinstance(c, RawChunk) for c in chunks):
+                return litellm.stream_chunk_builder(chunks, messages=self.messages)
             whole = assemble(chunks)
             if whole is not None:
                 return litellm.ModelResponse(**whole)
-            # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do; the
-            # price it puts on the answer is its list price for the name the upstream
-            # reported, not the deployment's (see assemble), so it is dropped.
+            # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do.
             response = litellm.stream_chunk_builder(
                 [c.data for c in chunks], messages=self.messages
             )
-            if response is not None:
-                response._hidden_params.pop("response_cost", None)
-            return response
-        return litellm.stream_chunk_builder(chunks, messages=self.messages)
+        except (ValueError, TypeError, litellm.APIError):  # pydantic's errors are ValueErrors
+            return None
+        if response is not None:
+            # Its price is LiteLLM's list price for the name the upstream reported, not the
+            # deployment's (see assemble).
+            response._hidden_params.pop("response_cost", None)
+        return response
 
 
 Origin = Literal["response", "network", "unsent", "unknown"]

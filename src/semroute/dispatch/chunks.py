@@ -27,7 +27,12 @@ class RawChunk:
         if self._chunk is None:
             import litellm
 
-            self._chunk = litellm.ModelResponseStream(**json.loads(json.dumps(self.data)))
+            fields = json.loads(json.dumps(self.data))
+            try:
+                self._chunk = litellm.ModelResponseStream(**fields)
+            except ValueError:  # usage that is not token counts (pydantic's errors are these)
+                fields.pop("usage", None)
+                self._chunk = litellm.ModelResponseStream(**fields)
         return self._chunk
 
 
