@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from semroute.config.pricing import UnknownPriceWarning, price_of
 from semroute.decision import Skip
-from semroute.dispatch.chunks import RawChunk, assemble
+from semroute.dispatch.chunks import response_of
 from semroute.dispatch.health import Outcome, counts_as_failure
 from semroute.dispatch.log import entry
 from semroute.dispatch.log_metadata import logged_signals
@@ -371,7 +371,7 @@ class Call:
         it was closed, for the log line)."""
         response = None
         if chunks:
-            response = self._assemble(chunks)
+            response = response_of(chunks, self.messages, import_litellm())
         self._outcome(True)
         usage = Usage.of(response)
         model = self.attempts[-1].model
@@ -383,30 +383,6 @@ class Call:
         if self.after is not None and ended and response is not None:  # a whole answer
             self.after(self, text_of(response), model)
         return response, usage, cost
-
-    def _assemble(self, chunks: list[Any]) -> Any:
-        """The stream's chunks as one ``ModelResponse``: a direct stream's in OpenAI's plain
-        shape by :func:`assemble`, anything else by LiteLLM's assembler; None when the answer
-        cannot be read (usage that is not token counts): the stream was relayed all the same,
-        and is logged without usage or cost."""
-        litellm = import_litellm()
-        try:
-            if not all(isinstance(c, RawChunk) for c in chunks):
-                return litellm.stream_chunk_builder(chunks, messages=self.messages)
-            whole = assemble(chunks)
-            if whole is not None:
-                return litellm.ModelResponse(**whole)
-            # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do.
-            response = litellm.stream_chunk_builder(
-                [c.data for c in chunks], messages=self.messages
-            )
-        except (ValueError, TypeError, litellm.APIError):  # pydantic's errors are ValueErrors
-            return None
-        if response is not None:
-            # Its price is LiteLLM's list price for the name the upstream reported, not the
-            # deployment's (see assemble).
-            response._hidden_params.pop("response_cost", None)
-        return response
 
 
 Origin = Literal["response", "network", "unsent", "unknown"]

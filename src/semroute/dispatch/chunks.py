@@ -151,3 +151,26 @@ def _choice(index: int, slot: dict[str, Any]) -> dict[str, Any]:
             for _, tool in sorted(slot["tools"].items())
         ]
     return {"index": index, "message": message, "finish_reason": slot.get("finish")}
+
+
+def response_of(chunks: list[Any], messages: list[dict[str, Any]], litellm: Any) -> Any:
+    """A finished stream's chunks as one ``ModelResponse`` (``litellm``: the module, as
+    :func:`~semroute.dispatch.providers.import_litellm` gives it): a direct stream's in OpenAI's
+    plain shape by :func:`assemble`, anything else by LiteLLM's assembler; None when the answer
+    cannot be read (usage that is not token counts): the stream was relayed all the same, and
+    is logged without usage or cost."""
+    try:
+        if not all(isinstance(c, RawChunk) for c in chunks):
+            return litellm.stream_chunk_builder(chunks, messages=messages)
+        whole = assemble(chunks)
+        if whole is not None:
+            return litellm.ModelResponse(**whole)
+        # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do.
+        response = litellm.stream_chunk_builder([c.data for c in chunks], messages=messages)
+    except (ValueError, TypeError, litellm.APIError):  # pydantic's errors are ValueErrors
+        return None
+    if response is not None:
+        # Its price is LiteLLM's list price for the name the upstream reported, not the
+        # deployment's (see assemble).
+        response._hidden_params.pop("response_cost", None)
+    return response
