@@ -76,7 +76,8 @@ def assemble(chunks: list[RawChunk]) -> dict[str, Any] | None:
             if not _plain(choice):
                 return None
             slot = choices.setdefault(
-                choice.get("index", 0), {"role": None, "text": [], "refusal": [], "tools": {}}
+                choice.get("index", 0),
+                {"role": None, "text": [], "refusal": [], "tools": {}, "finish": None},
             )
             delta = choice.get("delta") or {}
             slot["role"] = slot["role"] or delta.get("role")
@@ -150,7 +151,7 @@ def _choice(index: int, slot: dict[str, Any]) -> dict[str, Any]:
             }
             for _, tool in sorted(slot["tools"].items())
         ]
-    return {"index": index, "message": message, "finish_reason": slot.get("finish")}
+    return {"index": index, "message": message, "finish_reason": slot["finish"]}
 
 
 def response_of(chunks: list[Any], messages: list[dict[str, Any]], litellm: Any) -> Any:
@@ -159,17 +160,17 @@ def response_of(chunks: list[Any], messages: list[dict[str, Any]], litellm: Any)
     plain shape by :func:`assemble`, anything else by LiteLLM's assembler; None when the answer
     cannot be read (usage that is not token counts): the stream was relayed all the same, and
     is logged without usage or cost."""
+    direct = all(isinstance(c, RawChunk) for c in chunks)
     try:
-        if not all(isinstance(c, RawChunk) for c in chunks):
-            return litellm.stream_chunk_builder(chunks, messages=messages)
-        whole = assemble(chunks)
+        whole = assemble(chunks) if direct else None
         if whole is not None:
             return litellm.ModelResponse(**whole)
         # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do.
-        response = litellm.stream_chunk_builder([c.data for c in chunks], messages=messages)
+        parts = [c.data if isinstance(c, RawChunk) else c for c in chunks]
+        response = litellm.stream_chunk_builder(parts, messages=messages)
     except (ValueError, TypeError, litellm.APIError):  # pydantic's errors are ValueErrors
         return None
-    if response is not None:
+    if direct and response is not None:
         # Its price is LiteLLM's list price for the name the upstream reported, not the
         # deployment's (see assemble).
         response._hidden_params.pop("response_cost", None)
