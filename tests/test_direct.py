@@ -6,7 +6,12 @@ Each test runs against the FakeProvider over real HTTP, and checks which way the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,12 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _through_litellm(dispatcher: Dispatcher) -> bool:
     return dispatcher._provider._router is not None
+
+
+def _weather_model(provider: FakeProvider, **params: Any) -> list[dict[str, Any]]:
+    """The kit's models, with ``params`` in weather-model's ``litellm_params``."""
+    models = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
+    return [*models, deployment(provider, "weather-model", **params)]
 
 
 def test_an_openai_compatible_deployment_is_called_directly(tmp_path: Path) -> None:
@@ -115,8 +126,7 @@ def test_retries_and_unreachable_upstreams(tmp_path: Path) -> None:
         router, dispatcher = build(tmp_path / "a", provider, dispatch={"retries": 2})
         assert run(dispatcher.acomplete("will it rain today", router=router)).model == "backup"
         assert provider.hits("weather-model") == 3  # one try and two retries
-        gone = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
-        gone.append(deployment(provider, "weather-model", api_base="http://127.0.0.1:9/v1"))
+        gone = _weather_model(provider, api_base="http://127.0.0.1:9/v1")
         router, dispatcher = build(tmp_path / "b", provider, models=gone)
         result = run(dispatcher.acomplete("will it rain today", router=router))
         assert result.model == "backup"
@@ -228,8 +238,7 @@ def test_a_stream_costs_what_the_same_answer_costs_unstreamed(tmp_path: Path) ->
     # streamed or not.
     with FakeProvider() as provider:
         provider.answer("gpt-4o-mini", text="Sunny and warm all day.")
-        models = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
-        models.append(deployment(provider, "weather-model", model="openai/gpt-4o-mini"))
+        models = _weather_model(provider, model="openai/gpt-4o-mini")
         router, dispatcher = build(tmp_path, provider, models=models)
         plain = run(dispatcher.acomplete("will it rain today", router=router))
 
@@ -253,6 +262,51 @@ def test_a_stream_costs_what_the_same_answer_costs_unstreamed(tmp_path: Path) ->
         )
 
 
+@contextmanager
+def _sse_upstream(events: list[dict[str, Any]], model: str = "m") -> Iterator[str]:
+    """An OpenAI-compatible upstream on 127.0.0.1 streaming ``events`` as chunks of ``model``
+    to every request; yields its ``api_base``."""
+
+    class Upstream(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            for event in events:
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, **event}
+                self.wfile.write(
+                    b"data: " + json.dumps({"model": model, **chunk}).encode() + b"\n\n"
+                )
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _stream_through(tmp_path: Path, api_base: str) -> tuple[Dispatcher, list[Any], Any]:
+    """Stream one request routed to weather-model, served from ``api_base``."""
+    with FakeProvider() as provider:
+        router, dispatcher = build(
+            tmp_path, provider, models=_weather_model(provider, api_base=api_base)
+        )
+
+        async def read() -> tuple[list[Any], Any]:
+            stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+            return [chunk async for chunk in stream], stream
+
+        chunks, stream = run(read())
+    return dispatcher, chunks, stream
+
+
 @pytest.mark.parametrize(
     "usage",
     [
@@ -264,51 +318,33 @@ def test_a_stream_costs_what_the_same_answer_costs_unstreamed(tmp_path: Path) ->
 def test_a_stream_whose_usage_cannot_be_read_is_relayed_and_logged(
     tmp_path: Path, usage: dict[str, Any]
 ) -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    events = [
+    events: list[dict[str, Any]] = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Sunny"}}]},
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         {"choices": [], "usage": usage},
     ]
-
-    class Upstream(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.end_headers()
-            for event in events:
-                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, **event}
-                self.wfile.write(b"data: " + json.dumps({"model": "m", **chunk}).encode() + b"\n\n")
-            self.wfile.write(b"data: [DONE]\n\n")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with FakeProvider() as provider:
-            models = [deployment(provider, n) for n in ("frontier", "backup", "last-resort")]
-            url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-            models.append(deployment(provider, "weather-model", api_base=url))
-            router, dispatcher = build(tmp_path, provider, models=models)
-
-            async def read() -> tuple[list[Any], Any]:
-                stream = await dispatcher.acomplete(
-                    "will it rain today", router=router, stream=True
-                )
-                return [chunk async for chunk in stream], stream
-
-            chunks, stream = run(read())
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _sse_upstream(events) as api_base:
+        dispatcher, chunks, stream = _stream_through(tmp_path, api_base)
     assert not _through_litellm(dispatcher)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Sunny"
     assert stream.usage is None and stream.cost_usd is None
     (line,) = log_lines(tmp_path)
     assert line["model"] == "weather-model" and line["cost_usd"] is None
+
+
+def test_a_stream_left_to_litellms_assembler_costs_the_deployments_price(tmp_path: Path) -> None:
+    # A reasoning delta is not read by semroute's assembler; LiteLLM's prices the answer at its
+    # list price for gpt-4o-mini, which is not this deployment's $1/$2 per million.
+    usage = {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
+    events: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Hm."}}]},
+        {"choices": [{"index": 0, "delta": {"content": "Sunny"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": usage},
+    ]
+    with _sse_upstream(events, model="gpt-4o-mini") as api_base:
+        dispatcher, _, stream = _stream_through(tmp_path, api_base)
+    assert not _through_litellm(dispatcher)
+    assert stream.text == "Sunny"
+    price = 1000 * PRICED["input_cost_per_token"] + 500 * PRICED["output_cost_per_token"]
+    assert stream.cost_usd == pytest.approx(price)
