@@ -189,8 +189,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
         lines += [
             "",
             "Where semroute's time goes, from its decision log (`routing_ms`: the encoder and "
-            "the policy, in a worker thread; `model_ms`: the call to the upstream, its "
-            "50 ms included), matched to the requests by `x-semroute-request-id`: "
+            "the policy, in a worker thread, or on the event loop for a request alone in "
+            "flight; `model_ms`: the call to the upstream, its 50 ms included), matched to the requests by `x-semroute-request-id`: "
             + "; ".join(parts)
             + ".",
         ]

@@ -242,3 +242,42 @@ def test_a_gateway_stopping_leaves_other_dispatchers_in_the_process_working(
     result = dispatcher.complete("will it rain today", router=router)
     assert result.model == "weather-model" and not result.attempts[0].error
     dispatcher.close()
+
+
+def test_a_request_alone_is_routed_on_the_event_loop_and_one_beside_a_stream_in_a_thread(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_loop: list[bool] = []
+    real_route = Router.route
+
+    def route(self: Router, *args: object, **kwargs: object) -> object:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread runs no loop
+            on_loop.append(False)
+        return real_route(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Router, "route", route)
+    provider.answer("frontier", text=" ".join(f"w{i}" for i in range(10)), chunk_delay=0.2)
+    with Served(build(tmp_path, provider)) as served, ThreadPoolExecutor(1) as pool:
+        url = served.url + "/v1/chat/completions"
+        assert httpx.post(url, json=SAY_HELLO, timeout=30).status_code == 200
+        first = threading.Event()
+
+        def read_stream() -> int:
+            body = {**SAY_HELLO, "stream": True}
+            with httpx.stream("POST", url, json=body, timeout=60) as raw:
+                for _ in raw.iter_lines():
+                    first.set()
+                return raw.status_code
+
+        streamed = pool.submit(read_stream)
+        assert first.wait(30)
+        beside = httpx.post(url, json=SAY_HELLO, timeout=30)
+        assert not streamed.done()  # the second request was served while the stream was open
+        assert streamed.result() == 200 and beside.status_code == 200
+        after = httpx.post(url, json=SAY_HELLO, timeout=30)  # the stream has ended: alone again
+        assert after.status_code == 200
+    # Alone: on the loop. The stream: alone when it was routed. Beside the stream: in a thread.
+    assert on_loop == [True, True, False, True]

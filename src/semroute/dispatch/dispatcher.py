@@ -250,9 +250,11 @@ class Dispatcher:
         fallbacks: Sequence[str] | None = None,
         stream: bool = False,
         request_id: str | None = None,
+        route_inline: bool = False,
         **kwargs: Any,
     ) -> DispatchResult | AsyncDispatchStream:
-        """The asynchronous :meth:`complete`. Routing runs in a worker thread, off the event loop.
+        """The asynchronous :meth:`complete`. Routing runs in a worker thread, off the event loop,
+        unless ``route_inline`` (for a caller whose loop has nothing else to do meanwhile).
 
         ``request_id`` names the request in the log and the result (default: a new one).
         ``session`` (both methods) names the agent run the request belongs to (see
@@ -263,6 +265,9 @@ class Dispatcher:
         session = self._session(kwargs, pin, hints)
         if pin is not None and router is None:
             decision, fallbacks = pinned(pin.chain[0]), pin.chain[1:] or fallbacks
+        elif route_inline:
+            fallbacks = None
+            decision, redacted = self._route(router_of(router), messages, pin, hints)
         else:
             fallbacks = None  # a routed pin's checked chain is the decision's
             routing = asyncio.ensure_future(

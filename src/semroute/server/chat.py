@@ -75,6 +75,8 @@ class Gateway:
     spend: SpendStore
     metrics: Metrics
     streams: Streams = field(default_factory=Streams)
+    busy: int = 0
+    """Chat requests in flight, streams until they end (what the ``in_flight`` gauge shows)."""
 
     @property
     def keys(self) -> Keys:
@@ -89,6 +91,7 @@ class Gateway:
         """A chat request in ``dialect``'s API (default: OpenAI's chat completions)."""
         request_id = uuid.uuid4().hex
         self.metrics.in_flight.inc()
+        self.busy += 1
         out: Response | ASGIApp | None = None
         try:
             out = await self._chat(request, request_id, dialect)
@@ -96,6 +99,7 @@ class Gateway:
         finally:
             if not isinstance(out, EventStream):  # a stream is in flight until it ends
                 self.metrics.in_flight.dec()
+                self.busy -= 1
 
     async def route(self, request: Request) -> Response:
         """The decision alone (what `semroute route --json` prints); no model is called."""
@@ -147,6 +151,9 @@ class Gateway:
         if loaded.router.conversation.sticky:  # an agent run stays on its model
             given = request.headers.get(SESSION_HEADER)
             common["session"] = session_key(client.spend_id, messages, given)
+        # Alone, the request is routed on the event loop: it has nothing else to do, and a
+        # worker thread's hand-off and return would add about 0.25 ms.
+        common["route_inline"] = self.busy == 1
         call = loaded.dispatcher.acomplete(messages, router=loaded.router, model=pin, **common)
         try:
             out = await _unless_disconnected(request, call)
@@ -216,6 +223,7 @@ class Gateway:
 
         async def done(outcome: str) -> None:
             self.metrics.in_flight.dec()
+            self.busy -= 1
             count_cache(self.metrics, stream)
             charge(self.spend, client, stream.cost_usd)
             self.metrics.observe(
