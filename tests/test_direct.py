@@ -263,9 +263,10 @@ def test_a_stream_costs_what_the_same_answer_costs_unstreamed(tmp_path: Path) ->
 
 
 @contextmanager
-def _sse_upstream(events: list[dict[str, Any]], model: str = "m") -> Iterator[str]:
+def _sse_upstream(events: list[dict[str, Any] | bytes], model: str = "m") -> Iterator[str]:
     """An OpenAI-compatible upstream on 127.0.0.1 streaming ``events`` as chunks of ``model``
-    to every request; yields its ``api_base``."""
+    (an event given as bytes: that data line, as it is) to every request; yields its
+    ``api_base``."""
 
     class Upstream(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -274,10 +275,10 @@ def _sse_upstream(events: list[dict[str, Any]], model: str = "m") -> Iterator[st
             self.send_header("content-type", "text/event-stream")
             self.end_headers()
             for event in events:
-                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, **event}
-                self.wfile.write(
-                    b"data: " + json.dumps({"model": model, **chunk}).encode() + b"\n\n"
-                )
+                if not isinstance(event, bytes):
+                    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1}
+                    event = json.dumps({**chunk, "model": model, **event}).encode()
+                self.wfile.write(b"data: " + event + b"\n\n")
             self.wfile.write(b"data: [DONE]\n\n")
 
         def log_message(self, *args: Any) -> None:
@@ -348,3 +349,36 @@ def test_a_stream_left_to_litellms_assembler_costs_the_deployments_price(tmp_pat
     assert stream.text == "Sunny"
     price = 1000 * PRICED["input_cost_per_token"] + 500 * PRICED["output_cost_per_token"]
     assert stream.cost_usd == pytest.approx(price)
+
+
+@pytest.mark.parametrize(
+    ("event", "problem"),
+    [
+        (b"[1, 2]", "a JSON list, not an object"),
+        (b'{"id": "c1", "choices": 5}', "its choices are not a list"),
+        (b'{"id": "c1", "choices": ["x"]}', "a choice is not an object with a delta object"),
+        (b'{"choices": [{"index": 0, "delta": [1]}]}', "a choice is not an object with a delta"),
+    ],
+    ids=["not-an-object", "choices-not-a-list", "choice-not-an-object", "delta-not-an-object"],
+)
+def test_a_streamed_chunk_not_shaped_like_one_breaks_the_stream_with_a_reason(
+    tmp_path: Path, event: bytes, problem: str
+) -> None:
+    first: dict[str, Any] = {"choices": [{"index": 0, "delta": {"content": "Sunny"}}]}
+    with _sse_upstream([first, event]) as api_base, FakeProvider() as provider:
+        models = _weather_model(provider, api_base=api_base)
+        router, dispatcher = build(tmp_path, provider, models=models)
+        texts: list[str] = []
+
+        async def read() -> None:
+            stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+            async for chunk in stream:
+                texts.append(chunk.choices[0].delta.content or "")
+
+        with pytest.raises(DispatchError, match="broke after it started") as raised:
+            run(read())
+    assert texts == ["Sunny"]
+    assert f"not a chat completion chunk: {problem}" in str(raised.value)
+    (line,) = log_lines(tmp_path)
+    assert line["error"] == "the stream from 'weather-model' broke"
+    assert problem in line["attempts"][0]["error"]

@@ -328,12 +328,17 @@ async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[RawChunk]:
                 return
             try:
                 chunk = json.loads(data)
-                if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
-                    chunk["choices"] = [{"index": 0, "delta": {}}]
-                yield RawChunk(chunk)
             except (ValueError, TypeError) as exc:
                 error = _error(502, f"a streamed chunk is not JSON: {exc}", endpoint)
                 raise _caused(error, exc) from None
+            problem = _unlike_a_chunk(chunk)
+            if problem:
+                raise _error(
+                    502, f"a streamed chunk is not a chat completion chunk: {problem}", endpoint
+                )
+            if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
+                chunk["choices"] = [{"index": 0, "delta": {}}]
+            yield RawChunk(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
         error = errors.APIConnectionError(
             message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=endpoint.model
@@ -341,6 +346,21 @@ async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[RawChunk]:
         raise _caused(error, exc) from None
     finally:
         response.release()
+
+
+def _unlike_a_chunk(chunk: Any) -> str | None:
+    """What keeps ``chunk`` (parsed JSON) from being read as a chat completion chunk, or None."""
+    if not isinstance(chunk, dict):
+        return f"a JSON {type(chunk).__name__}, not an object"
+    choices = chunk.get("choices")
+    if not choices:
+        return None
+    if not isinstance(choices, list):
+        return "its choices are not a list"
+    for choice in choices:
+        if not isinstance(choice, dict) or not isinstance(choice.get("delta") or {}, dict):
+            return "a choice is not an object with a delta object"
+    return None
 
 
 _sessions: dict[asyncio.AbstractEventLoop, Any] = {}
