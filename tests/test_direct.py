@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -263,7 +263,7 @@ def test_a_stream_costs_what_the_same_answer_costs_unstreamed(tmp_path: Path) ->
 
 
 @contextmanager
-def _sse_upstream(events: list[dict[str, Any] | bytes], model: str = "m") -> Iterator[str]:
+def _sse_upstream(events: Sequence[dict[str, Any] | bytes], model: str = "m") -> Iterator[str]:
     """An OpenAI-compatible upstream on 127.0.0.1 streaming ``events`` as chunks of ``model``
     (an event given as bytes: that data line, as it is) to every request; yields its
     ``api_base``."""
@@ -382,3 +382,40 @@ def test_a_streamed_chunk_not_shaped_like_one_breaks_the_stream_with_a_reason(
     (line,) = log_lines(tmp_path)
     assert line["error"] == "the stream from 'weather-model' broke"
     assert problem in line["attempts"][0]["error"]
+
+
+def test_a_relay_sends_a_models_chunks_as_it_wrote_them(tmp_path: Path) -> None:
+    from semroute.server.sse import _chunk_data
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    content = b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Sun"},"finish_reason":null}]}'
+    extra = b'{"id":"c1","x_extra":1,"choices":[{"index":0,"delta":{"content":"ny"}}],"usage":null}'
+    spaced = b'{"id": "c1",\r"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}'
+    finish = b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":'
+    finish += json.dumps(usage).encode() + b"}"  # as some models report it
+    last = json.dumps({"id": "c1", "choices": [], "usage": usage}).encode()
+    with (
+        _sse_upstream([content, extra, spaced, finish, last]) as api_base,
+        FakeProvider() as provider,
+    ):
+        models = _weather_model(provider, api_base=api_base)
+        router, dispatcher = build(tmp_path, provider, models=models)
+
+        async def read() -> list[Any]:
+            stream = await dispatcher.acomplete("will it rain", router=router, stream=True)
+            return [chunk async for chunk in stream.raw()]
+
+        relayed = run(read())
+    sent = [_chunk_data(chunk, usage=False) for chunk in relayed]
+    # As written, nulls and unknown fields too; the carriage return is not sent on, nor the
+    # usage the client did not ask for.
+    assert sent[:2] == [content, extra] and sent[4] is None
+    assert sent[2] == json.dumps(json.loads(spaced.replace(b"\r", b" "))).encode()
+    assert json.loads(sent[3] or b"") == {
+        k: v for k, v in json.loads(finish).items() if k != "usage"
+    }
+    asked = [_chunk_data(chunk, usage=True) for chunk in relayed]
+    assert asked[:4] == [*sent[:3], finish]
+    assert json.loads(asked[4] or b"") == {"id": "c1", "choices": [], "usage": usage}
+    (line,) = log_lines(tmp_path)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (5, 2)

@@ -15,10 +15,12 @@ class RawChunk:
     it is, and building LiteLLM's object for every chunk cost more than the rest of the relay.
     """
 
-    __slots__ = ("_chunk", "data")
+    __slots__ = ("_chunk", "data", "raw")
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], raw: bytes | None = None) -> None:
         self.data = data
+        self.raw = raw
+        """The JSON as the model sent it, where a relay may send it on as it is; else None."""
         self._chunk: Any = None
 
     @property

@@ -338,7 +338,9 @@ async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[RawChunk]:
                 )
             if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
                 chunk["choices"] = [{"index": 0, "delta": {}}]
-            yield RawChunk(chunk)
+                yield RawChunk(chunk)
+            else:  # a carriage return would end the event's line for the client
+                yield RawChunk(chunk, None if b"\r" in data else data)
     except (aiohttp.ClientError, TimeoutError) as exc:
         error = errors.APIConnectionError(
             message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=endpoint.model

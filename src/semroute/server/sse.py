@@ -10,7 +10,9 @@ says it was cut, and the response ends cleanly, so no traceback is written.
 
 The chunks are OpenAI's: the usage chunk (sent when the client asks for it with
 ``stream_options.include_usage``) has ``"choices": []``, and a chunk that carries nothing (no
-delta, no finish reason, no usage) is not sent.
+delta, no finish reason, no usage) is not sent. A chunk of a model called directly is sent as
+the model wrote it (its null fields too, as OpenAI's own API sends them), unless something of
+it must go; LiteLLM's chunks, and those, are written without the fields that are null.
 """
 
 from __future__ import annotations
@@ -173,7 +175,15 @@ def _chunk_data(chunk: Any, usage: bool) -> bytes | None:
     chunk semroute asks the model for (to log the tokens) reaches the client only if it asked
     for it too (a chunk without choices would break clients that read ``chunk.choices[0]``).
     A chunk with nothing in it (LiteLLM's empty delta after the finish reason) is dropped.
+    A directly called model's chunk that needs none of this is sent as the model wrote it.
     """
+    raw: bytes | None = getattr(chunk, "raw", None)  # a directly called model's JSON, as it came
+    if (
+        raw is not None
+        and (usage or chunk.data.get("usage") is None)
+        and not any(_empty(c) for c in chunk.data["choices"])
+    ):
+        return raw  # sent on as it is: reading and writing it again would cost every chunk
     data = chunk_fields(chunk)
     if not usage:
         data.pop("usage", None)
