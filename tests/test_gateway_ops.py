@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from semroute.dispatch.dispatcher import Dispatcher
+from semroute.dispatch.routing_threads import NICE
 from semroute.index.store import RouteIndex
 from semroute.routing.router import Router
 from semroute.testing import FakeProvider
@@ -23,6 +25,7 @@ from tests.gateway_kit import Served, build, log_lines, serve_process
 
 pytestmark = pytest.mark.usefixtures("provider_key")
 
+PRIO = os.PRIO_PROCESS
 ASK_WEATHER = {"model": "auto", "messages": [{"role": "user", "content": "will it rain today"}]}
 SAY_HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
 TO_BACKUP = [{"name": "weather-to-backup", "when": {"route": "weather"}, "model": "backup"}]
@@ -248,6 +251,7 @@ def test_a_request_alone_is_routed_on_the_event_loop_and_one_beside_a_stream_in_
     tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     on_loop: list[bool] = []
+    threads: list[tuple[str, int]] = []
     real_route = Router.route
 
     def route(self: Router, *args: object, **kwargs: object) -> object:
@@ -256,6 +260,8 @@ def test_a_request_alone_is_routed_on_the_event_loop_and_one_beside_a_stream_in_
             on_loop.append(True)
         except RuntimeError:  # a worker thread runs no loop
             on_loop.append(False)
+            me = threading.get_native_id()
+            threads.append((threading.current_thread().name, os.getpriority(PRIO, me)))
         return real_route(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Router, "route", route)
@@ -281,3 +287,6 @@ def test_a_request_alone_is_routed_on_the_event_loop_and_one_beside_a_stream_in_
         assert after.status_code == 200
     # Alone: on the loop. The stream: alone when it was routed. Beside the stream: in a thread.
     assert on_loop == [True, True, False, True]
+    # One of semroute's routing threads, at a lower priority than the process's.
+    [(name, nice)] = threads
+    assert name.startswith("semroute-route") and nice == os.getpriority(PRIO, 0) + NICE > 0

@@ -46,6 +46,7 @@ from semroute.dispatch.log import DecisionLogs
 from semroute.dispatch.loop import BackgroundLoop
 from semroute.dispatch.providers import Provider
 from semroute.dispatch.result import DispatchResult
+from semroute.dispatch.routing_threads import in_routing_thread
 from semroute.dispatch.sessions import LocalSessions, SessionRun, SessionStore
 from semroute.dispatch.shadow import DailySpend, ShadowRunner
 from semroute.dispatch.streaming import END, AsyncDispatchStream, DispatchStream
@@ -271,7 +272,7 @@ class Dispatcher:
         else:
             fallbacks = None  # a routed pin's checked chain is the decision's
             routing = asyncio.ensure_future(
-                asyncio.to_thread(self._route, router_of(router), messages, pin, hints)
+                in_routing_thread(self._route, router_of(router), messages, pin, hints)
             )
             try:
                 decision, redacted = await asyncio.shield(routing)

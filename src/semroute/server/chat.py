@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from semroute.decision import Reason
+from semroute.dispatch.routing_threads import in_routing_thread
 from semroute.dispatch.sessions import SESSION_HEADER, session_key
 from semroute.dispatch.streaming import AsyncDispatchStream
 from semroute.errors import SemrouteError
@@ -112,7 +113,7 @@ class Gateway:
             hints = _hints(request.headers, client)
             messages = body.message_list()
             request_fields = {"messages": messages, **body.params()}
-            decision = await asyncio.to_thread(
+            decision = await in_routing_thread(
                 loaded.router.route, messages, request=request_fields, **hints
             )
         except ApiError as exc:
