@@ -91,16 +91,19 @@ class Gateway:
     async def chat(self, request: Request, dialect: Dialect = OPENAI) -> Response | ASGIApp:
         """A chat request in ``dialect``'s API (default: OpenAI's chat completions)."""
         request_id = uuid.uuid4().hex
-        self.metrics.in_flight.inc()
-        self.busy += 1
+        self._in_flight(1)
         out: Response | ASGIApp | None = None
         try:
             out = await self._chat(request, request_id, dialect)
             return out
         finally:
             if not isinstance(out, EventStream):  # a stream is in flight until it ends
-                self.metrics.in_flight.dec()
-                self.busy -= 1
+                self._in_flight(-1)
+
+    def _in_flight(self, change: int) -> None:
+        """Count a chat request in (+1) or out (-1): the gauge, and :attr:`busy`."""
+        self.metrics.in_flight.inc(change)
+        self.busy += change
 
     async def route(self, request: Request) -> Response:
         """The decision alone (what `semroute route --json` prints); no model is called."""
@@ -223,8 +226,7 @@ class Gateway:
         ) | cache_headers(stream)
 
         async def done(outcome: str) -> None:
-            self.metrics.in_flight.dec()
-            self.busy -= 1
+            self._in_flight(-1)
             count_cache(self.metrics, stream)
             charge(self.spend, client, stream.cost_usd)
             self.metrics.observe(
