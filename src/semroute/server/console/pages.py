@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semroute.dispatch.log import LOG_ENV
+from semroute.dispatch.routing_threads import in_routing_thread
 from semroute.errors import SemrouteError
 from semroute.server.console.logview import FILTERS, LogFilter, entry_at, page
 from semroute.server.console.routes_info import routes_summary
@@ -92,7 +93,7 @@ class Pages:
         if tools:
             request["tools"] = TOOLS
         try:
-            decision = await asyncio.to_thread(
+            decision = await in_routing_thread(
                 loaded.router.route, messages, request=request, **hints
             )
         except SemrouteError as exc:
