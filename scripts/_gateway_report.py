@@ -190,9 +190,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
             "",
             "Where semroute's time goes, from its decision log (`routing_ms`: the encoder and "
             "the policy, in a worker thread, or on the event loop for a request alone in "
-            "flight; `model_ms`: the call to the upstream, its 50 ms included), matched to the requests by `x-semroute-request-id`: "
-            + "; ".join(parts)
-            + ".",
+            "flight; `model_ms`: the call to the upstream, its 50 ms included), matched to the "
+            "requests by `x-semroute-request-id`: " + "; ".join(parts) + ".",
         ]
     flaky = results.get("flaky")
     if flaky:
