@@ -19,6 +19,7 @@ import uvicorn
 import yaml
 
 from semroute.server.app import create_app
+from semroute.server.protocol import HeadWithBodyProtocol
 from semroute.server.state import load
 from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
@@ -69,7 +70,12 @@ class Served:
         self.app = create_app(load(index))
         self.port = free_port()
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, access_log=False, log_level="warning"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            access_log=False,
+            log_level="warning",
+            http=HeadWithBodyProtocol,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
