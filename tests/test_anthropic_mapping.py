@@ -166,7 +166,8 @@ def test_a_streamed_tool_call_accumulates_into_anthropics_message() -> None:
         await events._end(send, None)
 
     asyncio.run(run())
-    payloads = [json.loads(b.split(b"data: ", 1)[1]) for b in sent if b]
+    events_sent = b"".join(sent).split(b"\n\n")
+    payloads = [json.loads(e.split(b"data: ", 1)[1]) for e in events_sent if e]
     snapshot: Any = None
     buffers: dict[int, bytes] = {}
     for payload in payloads:

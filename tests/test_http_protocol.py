@@ -138,6 +138,32 @@ def test_the_gateway_answers_in_one_send(tmp_path: Path, provider: FakeProvider)
     assert json.loads(body)["choices"][0]["message"]["content"]
 
 
+def test_a_streams_last_events_and_its_end_go_in_one_send(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    openai_stream, anthropic_stream = _sends(
+        tmp_path,
+        provider,
+        [
+            ("/v1/chat/completions", {"model": "auto", "stream": True}),
+            ("/v1/messages", {"model": "auto", "stream": True, "max_tokens": 50}),
+        ],
+    )
+    assert len(openai_stream) > 2
+    # [DONE] and the end of the chunked body together (they were two sends).
+    assert openai_stream[-1].endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert openai_stream[-1].count(b"data: ") == 1
+    last = anthropic_stream[-1]
+    assert last.endswith(b"\r\n0\r\n\r\n")
+    assert b"event: message_delta" in last and b"event: message_stop" in last
+    # What one chunk makes goes in one send: message_start and ping for the first, the
+    # text block's start and its first delta for the first with text.
+    (first,) = [s for s in anthropic_stream if b"event: message_start" in s]
+    assert b"event: ping" in first
+    (text,) = [s for s in anthropic_stream if b"event: content_block_start" in s]
+    assert b"event: content_block_delta" in text
+
+
 def _sends(
     tmp_path: Path, provider: FakeProvider, requests: list[tuple[str, dict[str, Any]]]
 ) -> list[list[bytes]]:

@@ -260,10 +260,7 @@ class MessageEvents(EventStream):
             await _event(send, "content_block_stop", {"index": self._block[1]})
             self._block = None
 
-    async def _end(self, send: Send, error: dict[str, Any] | None) -> None:
-        if self._sent:
-            return
-        self._sent = True
+    async def _last_events(self, send: Send, error: dict[str, Any] | None) -> None:
         if error is None:
             await self._start(send)
             await self._close(send)
@@ -275,7 +272,6 @@ class MessageEvents(EventStream):
             status = 503 if inner.get("code") == "server_shutting_down" else 500
             body = anthropic_error(status, str(inner.get("message") or "the stream failed"))
             await _event(send, "error", {"error": body["error"]})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _event(send: Send, kind: str, payload: dict[str, Any]) -> None:

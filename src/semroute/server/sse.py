@@ -139,7 +139,10 @@ class EventStream:
     async def _pump(self, send: Send) -> None:
         try:
             async for chunk in self._stream.raw():  # relayed as they came (chunk_fields)
-                await self._send_chunk(send, chunk)
+                events = Batch()
+                await self._send_chunk(events, chunk)
+                if events.parts:
+                    await send(events.message(more=True))
         except DispatchError as exc:
             self.outcome = "broken"
             error = from_semroute(exc)
@@ -154,14 +157,33 @@ class EventStream:
             await send(_body(b"data: " + data + b"\n\n"))
 
     async def _end(self, send: Send, error: dict[str, Any] | None) -> None:
-        """Send ``error`` (an event in OpenAI's error shape), ``[DONE]``, and end the body."""
+        """Send the last events (:meth:`_last_events`) and end the body, in one message."""
         if self._sent:
             return
         self._sent = True
+        events = Batch()
+        await self._last_events(events, error)
+        await send(events.message(more=False))
+
+    async def _last_events(self, send: Send, error: dict[str, Any] | None) -> None:
+        """``error`` (an event in OpenAI's error shape), then ``[DONE]``."""
         if error is not None:
             await send(_body(b"data: " + json.dumps(error).encode() + b"\n\n"))
         await send(_body(DONE))
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class Batch:
+    """A ``send`` that gathers the events written to it, to go to the client as one message:
+    one socket send for what one chunk (or the stream's end) makes, not one per event."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.parts.append(message["body"])
+
+    def message(self, *, more: bool) -> Message:
+        return {"type": "http.response.body", "body": b"".join(self.parts), "more_body": more}
 
 
 def _body(data: bytes) -> Message:
