@@ -36,8 +36,9 @@ def table(results: dict[str, Any], targets: dict[str, Any] | None = None) -> str
     targets = targets or results["targets"]
     direct = targets["direct"]
     rows = [
-        "| requests | target | throughput | p50 | p99 | added p50 | added p99 | errors | peak RSS |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| requests | target | throughput | p50 | p99 | added p50 | added p99 | errors | peak RSS "
+        "| server CPU | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, label in KINDS.items():
         if kind not in direct:
@@ -56,9 +57,20 @@ def table(results: dict[str, Any], targets: dict[str, Any] | None = None) -> str
             rows.append(
                 f"| {s['requests']:,} {label} | {name} | {s['throughput_rps']:.1f} req/s "
                 f"| {s.get('p50_ms', 0):.1f} ms | {s.get('p99_ms', 0):.1f} ms | {added[0]} "
-                f"| {added[1]} | {s['errors']} | {mem} |"
+                f"| {added[1]} | {s['errors']} | {mem} | {cpu_cells(s.get('cpu') or {})} |"
             )
     return "\n".join(rows)
+
+
+def cpu_cells(cpu: dict[str, Any]) -> str:
+    """The server's CPU (cores kept busy, CPU time per request) and the machine's busy share."""
+    server = (
+        f"{cpu['server_cores']:.2f} cores, {cpu['server_cpu_ms_per_request']:.2f} ms/request"
+        if "server_cores" in cpu
+        else ""
+    )
+    busy = cpu.get("machine_busy_pct")
+    return f"{server} | {busy:.0f}%" if busy is not None else f"{server} |"
 
 
 def checks(results: dict[str, Any]) -> dict[str, Any]:

@@ -132,6 +132,54 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def cpu_s(pids: list[int]) -> float:
+    """The CPU time (user and system) the processes ``pids`` have used, in seconds."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """The whole machine's busy and total CPU time since it started, every core summed."""
+    first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in first[1:9])
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle - iowait) / tick, total / tick
+
+
+class CpuUse:
+    """What a server's processes and the whole machine spent on the CPU over some runs."""
+
+    def __init__(self, server: Server | None) -> None:
+        self.server = server
+        self.server_s = self.busy_s = self.total_s = self.wall_s = 0.0
+
+    @contextlib.contextmanager
+    def over(self) -> Iterator[None]:
+        """Count what is spent inside the ``with`` block."""
+        pids = tree(self.server.proc.pid) if self.server and self.server.proc else []
+        own, (busy, total), started = cpu_s(pids), machine_cpu_s(), time.perf_counter()
+        yield
+        self.wall_s += time.perf_counter() - started
+        self.server_s += cpu_s(pids) - own
+        now_busy, now_total = machine_cpu_s()
+        self.busy_s += now_busy - busy
+        self.total_s += now_total - total
+
+    def summary(self, requests: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "machine_busy_pct": round(100 * self.busy_s / self.total_s, 1) if self.total_s else None
+        }
+        if self.server is not None and self.wall_s:
+            out["server_cores"] = round(self.server_s / self.wall_s, 2)
+            out["server_cpu_ms_per_request"] = round(1000 * self.server_s / requests, 2)
+        return out
+
+
 def memory_kib(pids: list[int], key: str) -> int:
     total = 0
     for pid in pids:

@@ -100,6 +100,7 @@ from _gateway_route import route_summary, route_times
 from _gateway_servers import (
     BACKUP,
     DEFAULT_MODEL,
+    CpuUse,
     RssWatch,
     Server,
     litellm_server,
@@ -190,18 +191,21 @@ def measure(
                 continue
             these = [t for t in targets if t.kinds is None or kind in t.kinds]
             parts: dict[str, list[Load]] = {t.name: [] for t in these}
+            cpu = {t.name: CpuUse(t.server) for t in these}
             rounds = max(1, min(args.rounds, n))
             for r in range(rounds):
                 lo, hi = n * r // rounds, n * (r + 1) // rounds
                 for t in these[r % len(these) :] + these[: r % len(these)]:
                     bodies = request_bodies(queries, hi, auto=t.auto, stream=stream, tag=kind)[lo:]
-                    parts[t.name].append(load(t.url, bodies, concurrency, stream, expected))
+                    with cpu[t.name].over():
+                        parts[t.name].append(load(t.url, bodies, concurrency, stream, expected))
             for t in these:
                 merged = Load(
                     [o for part in parts[t.name] for o in part.outcomes],
                     sum(part.wall_s for part in parts[t.name]),
                 )
                 result[t.name][kind] = merged.summary() | {"rounds": rounds}
+                result[t.name][kind]["cpu"] = cpu[t.name].summary(n)
                 if t.name == "semroute":
                     ids[kind] = [o.request_id for o in merged.outcomes]
                 print(f"  {t.name} {kind}: {brief(result[t.name][kind])}", file=sys.stderr)

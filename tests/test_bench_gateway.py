@@ -195,6 +195,11 @@ def test_a_smoke_run_through_semroute_serve(tmp_path: Path, model_cache: Path) -
     assert set(w2) >= {"plain", "memory"} and "streamed" not in w2
     assert w2["plain"]["answered"] == 40
     assert [p["role"] for p in w2["memory"]["per_process"]].count("worker") == 2
+    # The CPU each server and the machine spent in each run: routing 40 queries takes time.
+    for cpu in (served["plain"]["cpu"], w2["plain"]["cpu"]):
+        assert 0 < cpu["server_cores"] <= 2 * (os.cpu_count() or 1)
+        assert cpu["server_cpu_ms_per_request"] > 0.5 and 0 < cpu["machine_busy_pct"] <= 100
+    assert set(results["targets"]["direct"]["plain"]["cpu"]) == {"machine_busy_pct"}
     # route() alone, before and after the rounds, for the one-at-a-time run's 5 queries.
     timing = results["route_timing"]
     assert timing["before"]["queries"] == timing["after"]["queries"] == 5
