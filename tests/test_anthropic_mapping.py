@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import types
 from typing import Any
 
@@ -180,3 +181,24 @@ def test_a_streamed_tool_call_accumulates_into_anthropics_message() -> None:
     assert snapshot.content[1].input == {"city": "Oslo"}
     assert snapshot.stop_reason == "tool_use"
     assert snapshot.usage.output_tokens == 4
+
+
+def test_what_one_chunk_makes_and_the_streams_end_are_one_message_each() -> None:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def raw() -> Any:
+        yield _chunk({"role": "assistant", "content": "Hi"})
+        yield _chunk({}, "stop")  # makes no event of its own
+
+    stream: Any = types.SimpleNamespace(model="frontier", request_id="r1", raw=raw)
+    events = MessageEvents(stream, {}, usage=True, done=None)  # type: ignore[arg-type]
+    asyncio.run(events._pump(send))
+    kinds = [re.findall(rb"^event: (\w+)", m["body"], re.M) for m in sent]
+    assert kinds == [
+        [b"message_start", b"ping", b"content_block_start", b"content_block_delta"],
+        [b"content_block_stop", b"message_delta", b"message_stop"],
+    ]
+    assert [m["more_body"] for m in sent] == [True, False]  # the last one ends the body

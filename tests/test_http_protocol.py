@@ -1,5 +1,6 @@
-"""The gateway's HTTP protocol: a response's head goes out with its body in one send, and is
-never held past the event loop's turn."""
+"""The gateway's HTTP protocol: what one turn of the event loop writes on a connection goes out
+in one send (a response's head with its body, a burst of a stream's events), and nothing is
+held past the turn."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from semroute.cli.main import main
 from semroute.server import protocol
-from semroute.server.protocol import HeadWithBody, HeadWithBodyProtocol
+from semroute.server.protocol import OneSendPerTurn, OneSendPerTurnProtocol
 from semroute.testing import FakeProvider
 from tests.gateway_kit import Served, build, free_port
 
@@ -55,79 +56,64 @@ class Recorder:
         return getattr(self.inner, name)
 
 
-def wrapped() -> tuple[HeadWithBody, Recorder]:
+def recorder_of(transport: OneSendPerTurn) -> Recorder:
+    return transport._transport  # type: ignore[return-value]
+
+
+def turns(*steps: Any) -> Recorder:
+    """Run each of ``steps`` (a function of the wrapped transport) in a turn of its own, one
+    after the other on one event loop; what the transport underneath was sent."""
     recorder = Recorder()
-    return HeadWithBody(recorder, asyncio.get_running_loop()), recorder  # type: ignore[arg-type]
+
+    async def run() -> None:
+        transport = OneSendPerTurn(recorder, asyncio.get_running_loop())  # type: ignore[arg-type]
+        for step in steps:
+            step(transport)
+            await asyncio.sleep(0)  # the turn ends
+
+    asyncio.run(run())
+    return recorder
 
 
-def test_a_head_and_a_body_written_in_one_turn_go_out_in_one_send() -> None:
-    asyncio.run(_test_a_head_and_a_body_written_in_one_turn_go_out_in_one_send())
+def test_what_one_turn_writes_goes_out_in_one_send_when_the_turn_ends() -> None:
+    def head_and_body(transport: OneSendPerTurn) -> None:
+        transport.write(HEAD)
+        transport.writelines([memoryview(b"o"), b"k"])
+        assert recorder_of(transport).sent == []  # held until the turn ends
+        assert transport.get_write_buffer_size() == len(HEAD) + 2
+
+    assert turns(head_and_body).sent == [HEAD + b"ok"]
 
 
-async def _test_a_head_and_a_body_written_in_one_turn_go_out_in_one_send() -> None:
-    transport, sent = wrapped()
-    transport.write(HEAD)
-    assert sent.sent == []
-    transport.write(b"ok")
-    assert sent.sent == [HEAD + b"ok"]
-    await asyncio.sleep(0)
-    assert sent.sent == [HEAD + b"ok"]  # nothing held, nothing sent twice
+def test_each_turn_sends_its_own_writes_and_nothing_waits_for_a_later_turn() -> None:
+    sent = turns(
+        lambda t: t.write(HEAD),
+        lambda t: t.write(b"5\r\nhello\r\n"),  # a stream's event that came alone
+        lambda t: t.write(b""),  # nothing to send: no send
+        lambda t: (t.write(b"1\r\na\r\n"), t.write(b"1\r\nb\r\n")),  # a burst
+    )
+    assert sent.sent == [HEAD, b"5\r\nhello\r\n", b"1\r\na\r\n1\r\nb\r\n"]
 
 
-def test_a_head_alone_goes_out_when_the_loops_turn_ends() -> None:
-    asyncio.run(_test_a_head_alone_goes_out_when_the_loops_turn_ends())
+def test_closing_sends_what_is_held_first_and_aborting_drops_it() -> None:
+    def close(transport: OneSendPerTurn) -> None:
+        transport.write(HEAD)
+        transport.close()
+        assert recorder_of(transport).sent == [HEAD]
+
+    closed = turns(close)
+    assert closed.sent == [HEAD] and closed.closed  # and not again when the turn ends
+
+    aborted = turns(lambda t: (t.write(HEAD), t.abort()))
+    assert aborted.sent == [] and aborted.aborted
 
 
-async def _test_a_head_alone_goes_out_when_the_loops_turn_ends() -> None:
-    transport, sent = wrapped()
-    transport.write(HEAD)
-    assert transport.get_write_buffer_size() == len(HEAD)
-    await asyncio.sleep(0)
-    assert sent.sent == [HEAD]
-    transport.write(b"data: 1\n\n")  # a stream's chunk, later: sent at once
-    assert sent.sent == [HEAD, b"data: 1\n\n"]
+def test_what_is_held_for_a_client_that_has_gone_is_dropped() -> None:
+    def lost(transport: OneSendPerTurn) -> None:
+        transport.write(HEAD)
+        recorder_of(transport).closed = True  # the connection was lost before the turn ended
 
-
-def test_writes_that_are_not_a_head_are_sent_at_once() -> None:
-    asyncio.run(_test_writes_that_are_not_a_head_are_sent_at_once())
-
-
-async def _test_writes_that_are_not_a_head_are_sent_at_once() -> None:
-    transport, sent = wrapped()
-    transport.write(b"5\r\nhello\r\n")
-    transport.writelines([memoryview(b"0\r\n"), b"\r\n"])
-    assert sent.sent == [b"5\r\nhello\r\n", b"0\r\n\r\n"]
-
-
-def test_closing_sends_a_held_head_first_and_aborting_drops_it() -> None:
-    asyncio.run(_test_closing_sends_a_held_head_first_and_aborting_drops_it())
-
-
-async def _test_closing_sends_a_held_head_first_and_aborting_drops_it() -> None:
-    transport, sent = wrapped()
-    transport.write(HEAD)
-    transport.close()
-    assert sent.sent == [HEAD] and sent.closed
-    await asyncio.sleep(0)
-    assert sent.sent == [HEAD]
-
-    transport, sent = wrapped()
-    transport.write(HEAD)
-    transport.abort()
-    await asyncio.sleep(0)
-    assert sent.sent == [] and sent.aborted
-
-
-def test_a_head_held_for_a_client_that_has_gone_is_dropped() -> None:
-    asyncio.run(_test_a_head_held_for_a_client_that_has_gone_is_dropped())
-
-
-async def _test_a_head_held_for_a_client_that_has_gone_is_dropped() -> None:
-    transport, sent = wrapped()
-    transport.write(HEAD)
-    sent.closed = True  # the connection was lost before the turn ended
-    await asyncio.sleep(0)
-    assert sent.sent == []
+    assert turns(lost).sent == []
 
 
 def test_the_gateway_answers_in_one_send(tmp_path: Path, provider: FakeProvider) -> None:
@@ -138,30 +124,21 @@ def test_the_gateway_answers_in_one_send(tmp_path: Path, provider: FakeProvider)
     assert json.loads(body)["choices"][0]["message"]["content"]
 
 
-def test_a_streams_last_events_and_its_end_go_in_one_send(
+def test_a_burst_of_a_streams_events_goes_in_one_send_and_a_paced_stream_is_not_held(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
-    openai_stream, anthropic_stream = _sends(
-        tmp_path,
-        provider,
-        [
-            ("/v1/chat/completions", {"model": "auto", "stream": True}),
-            ("/v1/messages", {"model": "auto", "stream": True, "max_tokens": 50}),
-        ],
-    )
-    assert len(openai_stream) > 2
-    # [DONE] and the end of the chunked body together (they were two sends).
-    assert openai_stream[-1].endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
-    assert openai_stream[-1].count(b"data: ") == 1
-    last = anthropic_stream[-1]
-    assert last.endswith(b"\r\n0\r\n\r\n")
-    assert b"event: message_delta" in last and b"event: message_stop" in last
-    # What one chunk makes goes in one send: message_start and ping for the first, the
-    # text block's start and its first delta for the first with text.
-    (first,) = [s for s in anthropic_stream if b"event: message_start" in s]
-    assert b"event: ping" in first
-    (text,) = [s for s in anthropic_stream if b"event: content_block_start" in s]
-    assert b"event: content_block_delta" in text
+    stream = ("/v1/chat/completions", {"model": "auto", "stream": True})
+    # The model's whole answer at once: the head, then everything else in one send (it was
+    # one send per event).
+    (burst,) = _sends(tmp_path / "burst", provider, [stream])
+    assert len(burst) <= 2, [len(s) for s in burst]
+    assert b"".join(burst).endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    # A word every 50 ms: each word leaves as it comes, in a send of its own.
+    words = ["amber", "birch", "cedar", "dunes"]
+    provider.answer("weather-model", " ".join(words), chunk_delay=0.05)
+    (paced,) = _sends(tmp_path / "paced", provider, [stream])
+    carrying = [[w for w in words if w.encode() in s] for s in paced]
+    assert sorted(c for c in carrying if c) == [[w] for w in words]
 
 
 def _sends(
@@ -170,15 +147,15 @@ def _sends(
     """Each request on a connection of its own to a gateway on a real server; what the
     gateway sent on each connection, send by send."""
     recorders: list[Recorder] = []
-    made = HeadWithBody.__init__
+    made = OneSendPerTurn.__init__
 
-    def recording(self: HeadWithBody, transport: Any, loop: Any) -> None:
+    def recording(self: OneSendPerTurn, transport: Any, loop: Any) -> None:
         recorders.append(Recorder(transport))
         made(self, recorders[-1], loop)  # type: ignore[arg-type]
 
     messages = [{"role": "user", "content": "will it rain today"}]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(protocol.HeadWithBody, "__init__", recording)
+        patch.setattr(protocol.OneSendPerTurn, "__init__", recording)
         with Served(build(tmp_path, provider)) as served:
             for path, body in requests:
                 with httpx.Client() as client:
@@ -199,4 +176,4 @@ def test_semroute_serve_runs_uvicorn_with_the_protocol(
     index = build(tmp_path, provider)
     result = CliRunner().invoke(main, ["serve", "--index", str(index), "--port", str(free_port())])
     assert result.exit_code == 0, result.output
-    assert options["http"] is HeadWithBodyProtocol
+    assert options["http"] is OneSendPerTurnProtocol

@@ -1,12 +1,13 @@
-"""uvicorn's HTTP protocol, with a response's status line and headers sent with its first body.
+"""uvicorn's HTTP protocol, sending what one turn of the event loop writes on a connection in one
+socket send.
 
-uvicorn writes a response's head (status line and headers) and then its body in two socket
-sends. On loopback and in virtual machines a send is what costs: each wakes the peer, which
-reads the head, finds no body yet and sleeps again until the second. Here the head is held
-until the end of the event loop's turn: a body written in the same turn (every non-streamed
-response, and a stream whose first chunk is ready) goes out with it in one send; otherwise the
-head goes alone when the turn ends, so a stream's head is never held back waiting for its model.
-Every other write is sent at once, as before.
+uvicorn writes a response's head (status line and headers), then its body, then each piece of a
+stream, each in a send of its own. On loopback and in virtual machines a send is what costs:
+each wakes the peer, which reads a piece, finds no more and sleeps again until the next. Here
+the writes a connection gets during one turn of the event loop are held until the turn ends and
+go out together: a non-streamed response's head and body, and the events a model sent together
+(a burst that arrived in one read), leave in one send. Nothing waits longer than the turn: an
+event that came alone still leaves at once, so a stream is never slowed.
 """
 
 from __future__ import annotations
@@ -16,41 +17,35 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-__all__ = ["HeadWithBody", "HeadWithBodyProtocol"]
-
-_HEAD = b"HTTP/1."
+__all__ = ["OneSendPerTurn", "OneSendPerTurnProtocol"]
 
 
-class HeadWithBody:
-    """An asyncio transport that holds a response's head until the next write or the end of
-    the loop's turn, whichever comes first (see the module's docstring); everything else is
-    the transport it wraps."""
+class OneSendPerTurn:
+    """An asyncio transport that gathers the writes of one turn of the event loop and sends
+    them together when the turn ends (see the module's docstring); everything else is the
+    transport it wraps."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: bytes | None = None
+        self._held: list[bytes] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held + bytes(data))
-        elif bytes(data[: len(_HEAD)]) == _HEAD:
-            self._held = bytes(data)
+        if not data:
+            return
+        if not self._held:
             self._loop.call_soon(self._release)
-        else:
-            self._transport.write(data)
+        self._held.append(bytes(data))
 
     def writelines(self, chunks: Any) -> None:
         self.write(b"".join(chunks))
 
     def _release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def close(self) -> None:
         self._release()
@@ -61,20 +56,20 @@ class HeadWithBody:
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._held = None
+        self._held = []
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + len(self._held or b"")
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
 
-class HeadWithBodyProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+class OneSendPerTurnProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     """uvicorn's own HTTP protocol (httptools where installed, else h11) on a
-    :class:`HeadWithBody` transport: uvicorn's ``http`` option for the gateway."""
+    :class:`OneSendPerTurn` transport: uvicorn's ``http`` option for the gateway."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        wrapped = HeadWithBody(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+        wrapped = OneSendPerTurn(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
         super().connection_made(wrapped)
