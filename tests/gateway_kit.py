@@ -19,7 +19,7 @@ import uvicorn
 import yaml
 
 from semroute.server.app import create_app
-from semroute.server.protocol import OneSendPerTurnProtocol
+from semroute.server.protocol import CoalescingProtocol
 from semroute.server.state import load
 from semroute.testing import FakeEncoder, FakeProvider
 from semroute.tuning.build import build_index
@@ -75,7 +75,7 @@ class Served:
             port=self.port,
             access_log=False,
             log_level="warning",
-            http=OneSendPerTurnProtocol,
+            http=CoalescingProtocol,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

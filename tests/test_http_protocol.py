@@ -1,6 +1,5 @@
-"""The gateway's HTTP protocol: what one turn of the event loop writes on a connection goes out
-in one send (a response's head with its body, a burst of a stream's events), and nothing is
-held past the turn."""
+"""The gateway's HTTP protocol: a response's head leaves with its body in one send, a burst of a
+stream's events in one send, and nothing is held past the event loop's turn."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 
 from semroute.cli.main import main
 from semroute.server import protocol
-from semroute.server.protocol import OneSendPerTurn, OneSendPerTurnProtocol
+from semroute.server.protocol import Coalescing, CoalescingProtocol
 from semroute.testing import FakeProvider
 from tests.gateway_kit import Served, build, free_port
 
@@ -56,7 +55,7 @@ class Recorder:
         return getattr(self.inner, name)
 
 
-def recorder_of(transport: OneSendPerTurn) -> Recorder:
+def recorder_of(transport: Coalescing) -> Recorder:
     return transport._transport  # type: ignore[return-value]
 
 
@@ -66,7 +65,7 @@ def turns(*steps: Any) -> Recorder:
     recorder = Recorder()
 
     async def run() -> None:
-        transport = OneSendPerTurn(recorder, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport = Coalescing(recorder, asyncio.get_running_loop())  # type: ignore[arg-type]
         for step in steps:
             step(transport)
             await asyncio.sleep(0)  # the turn ends
@@ -75,28 +74,34 @@ def turns(*steps: Any) -> Recorder:
     return recorder
 
 
-def test_what_one_turn_writes_goes_out_in_one_send_when_the_turn_ends() -> None:
-    def head_and_body(transport: OneSendPerTurn) -> None:
+def test_a_head_leaves_with_its_body_in_one_send_as_soon_as_the_body_is_written() -> None:
+    def head_and_body(transport: Coalescing) -> None:
         transport.write(HEAD)
+        assert recorder_of(transport).sent == []  # the head waits for its body
+        assert transport.get_write_buffer_size() == len(HEAD)
         transport.writelines([memoryview(b"o"), b"k"])
-        assert recorder_of(transport).sent == []  # held until the turn ends
-        assert transport.get_write_buffer_size() == len(HEAD) + 2
+        assert recorder_of(transport).sent == [HEAD + b"ok"]  # at once, not at the turn's end
 
     assert turns(head_and_body).sent == [HEAD + b"ok"]
 
 
-def test_each_turn_sends_its_own_writes_and_nothing_waits_for_a_later_turn() -> None:
+def test_a_turns_first_write_leaves_at_once_and_the_rest_of_a_burst_at_the_turns_end() -> None:
+    def burst(transport: Coalescing) -> None:
+        for event in (b"1\r\na\r\n", b"1\r\nb\r\n", b"1\r\nc\r\n"):
+            transport.write(event)
+        assert recorder_of(transport).sent[-1] == b"1\r\na\r\n"
+
     sent = turns(
-        lambda t: t.write(HEAD),
-        lambda t: t.write(b"5\r\nhello\r\n"),  # a stream's event that came alone
+        lambda t: t.write(HEAD),  # a stream's head, its model silent so far: at the turn's end
+        lambda t: t.write(b"5\r\nhello\r\n"),  # an event that came alone: at once
         lambda t: t.write(b""),  # nothing to send: no send
-        lambda t: (t.write(b"1\r\na\r\n"), t.write(b"1\r\nb\r\n")),  # a burst
+        burst,
     )
-    assert sent.sent == [HEAD, b"5\r\nhello\r\n", b"1\r\na\r\n1\r\nb\r\n"]
+    assert sent.sent == [HEAD, b"5\r\nhello\r\n", b"1\r\na\r\n", b"1\r\nb\r\n1\r\nc\r\n"]
 
 
 def test_closing_sends_what_is_held_first_and_aborting_drops_it() -> None:
-    def close(transport: OneSendPerTurn) -> None:
+    def close(transport: Coalescing) -> None:
         transport.write(HEAD)
         transport.close()
         assert recorder_of(transport).sent == [HEAD]
@@ -109,7 +114,7 @@ def test_closing_sends_what_is_held_first_and_aborting_drops_it() -> None:
 
 
 def test_what_is_held_for_a_client_that_has_gone_is_dropped() -> None:
-    def lost(transport: OneSendPerTurn) -> None:
+    def lost(transport: Coalescing) -> None:
         transport.write(HEAD)
         recorder_of(transport).closed = True  # the connection was lost before the turn ended
 
@@ -128,10 +133,10 @@ def test_a_burst_of_a_streams_events_goes_in_one_send_and_a_paced_stream_is_not_
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     stream = ("/v1/chat/completions", {"model": "auto", "stream": True})
-    # The model's whole answer at once: the head, then everything else in one send (it was
-    # one send per event).
+    # The model's whole answer at once: the head, its first event, then everything else in
+    # one send (it was one send per event).
     (burst,) = _sends(tmp_path / "burst", provider, [stream])
-    assert len(burst) <= 2, [len(s) for s in burst]
+    assert len(burst) <= 3, [len(s) for s in burst]
     assert b"".join(burst).endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
     # A word every 50 ms: each word leaves as it comes, in a send of its own.
     words = ["amber", "birch", "cedar", "dunes"]
@@ -147,15 +152,15 @@ def _sends(
     """Each request on a connection of its own to a gateway on a real server; what the
     gateway sent on each connection, send by send."""
     recorders: list[Recorder] = []
-    made = OneSendPerTurn.__init__
+    made = Coalescing.__init__
 
-    def recording(self: OneSendPerTurn, transport: Any, loop: Any) -> None:
+    def recording(self: Coalescing, transport: Any, loop: Any) -> None:
         recorders.append(Recorder(transport))
         made(self, recorders[-1], loop)  # type: ignore[arg-type]
 
     messages = [{"role": "user", "content": "will it rain today"}]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(protocol.OneSendPerTurn, "__init__", recording)
+        patch.setattr(protocol.Coalescing, "__init__", recording)
         with Served(build(tmp_path, provider)) as served:
             for path, body in requests:
                 with httpx.Client() as client:
@@ -176,4 +181,4 @@ def test_semroute_serve_runs_uvicorn_with_the_protocol(
     index = build(tmp_path, provider)
     result = CliRunner().invoke(main, ["serve", "--index", str(index), "--port", str(free_port())])
     assert result.exit_code == 0, result.output
-    assert options["http"] is OneSendPerTurnProtocol
+    assert options["http"] is CoalescingProtocol

@@ -119,7 +119,7 @@ def serve(loaded: Loaded, settings: ServerSettings) -> None:
     import uvicorn
 
     from semroute.server.app import create_app, quick_exit
-    from semroute.server.protocol import OneSendPerTurnProtocol
+    from semroute.server.protocol import CoalescingProtocol
 
     if not settings.keys:
         log.warning(
@@ -134,7 +134,7 @@ def serve(loaded: Loaded, settings: ServerSettings) -> None:
         "timeout_graceful_shutdown": settings.drain_timeout_s,
         "access_log": False,  # the decision log has one line per request
         "lifespan": "on",
-        "http": OneSendPerTurnProtocol,
+        "http": CoalescingProtocol,
     }
     quick_exit()
     with _exit_quietly():
