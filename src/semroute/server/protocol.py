@@ -51,11 +51,8 @@ class Coalescing:
             self._held.append(data)  # until the body, or the end of the turn
             return
         self._sent = True
-        if self._held:
-            self._held.append(data)
-            data = b"".join(self._held)
-            self._held = []
-        self._transport.write(data)
+        self._held.append(data)  # after a held head, if there is one
+        self._release()
 
     def writelines(self, chunks: Any) -> None:
         self.write(b"".join(chunks))
