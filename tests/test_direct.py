@@ -6,6 +6,7 @@ Each test runs against the FakeProvider over real HTTP, and checks which way the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import threading
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from semroute import Dispatcher
 from semroute.config.deployments import DispatchConfig, DispatchSettings, ModelDeployment
@@ -382,6 +385,51 @@ def test_a_streamed_chunk_not_shaped_like_one_breaks_the_stream_with_a_reason(
     (line,) = log_lines(tmp_path)
     assert line["error"] == "the stream from 'weather-model' broke"
     assert problem in line["attempts"][0]["error"]
+
+
+@pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-byte-over"])
+def test_a_streamed_line_longer_than_the_limit_breaks_the_stream(tmp_path: Path, over: int) -> None:
+    from semroute.dispatch.direct import MAX_LINE_BYTES
+
+    first: dict[str, Any] = {"choices": [{"index": 0, "delta": {"content": "Sunny"}}]}
+    head, tail = b'{"choices": [{"index": 0, "delta": {"content": "', b'"}}]}'
+    long = MAX_LINE_BYTES - len(b"data: ") - len(head) - len(tail) + over
+    with _sse_upstream([first, head + b"x" * long + tail]) as api_base, FakeProvider() as provider:
+        router, dispatcher = build(
+            tmp_path, provider, models=_weather_model(provider, api_base=api_base)
+        )
+        texts: list[str] = []
+
+        async def read() -> None:
+            stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+            async for chunk in stream:
+                texts.append(chunk.choices[0].delta.content or "")
+
+        if over:
+            with pytest.raises(DispatchError, match="broke after it started") as raised:
+                run(read())
+            assert f"a streamed line is longer than {MAX_LINE_BYTES} bytes" in str(raised.value)
+        else:
+            run(read())
+    assert texts == (["Sunny"] if over else ["Sunny", "x" * long])
+
+
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=500), max_size=20),
+    ends_with_newline=st.booleans(),
+)
+def test_a_stream_cut_anywhere_gives_the_same_lines(
+    lines: list[bytes], cuts: list[int], ends_with_newline: bool
+) -> None:
+    from semroute.dispatch.direct import Endpoint, _Lines
+
+    body = b"\n".join(lines) + (b"\n" if ends_with_newline else b"")
+    at = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+    parts = [body[a:b] for a, b in itertools.pairwise(at)]
+    reader = _Lines(Endpoint("http://127.0.0.1:1/v1/chat/completions", "m", None, {}, 1, 1))
+    # The relay feeds a newline at the body's end: the last line may lack its own.
+    assert [line for part in [*parts, b"\n"] for line in reader.feed(part)] == body.split(b"\n")
 
 
 def test_a_relay_sends_a_models_chunks_as_it_wrote_them(tmp_path: Path) -> None:

@@ -315,32 +315,27 @@ def _error(status: int, text: str, endpoint: Endpoint) -> BaseException:
 
 
 async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[RawChunk]:
-    """A streamed answer's chunks, as they came (LiteLLM's objects are built on demand)."""
+    """A streamed answer's chunks, as they came (LiteLLM's objects are built on demand).
+
+    The body is read as it arrives and cut into lines here: one read often holds a whole event
+    (its ``data:`` line and the blank line after it), and aiohttp's line reader costs a round of
+    Python calls per line.
+    """
     import aiohttp
     from litellm import exceptions as errors
 
+    lines = _Lines(endpoint)
     try:
-        async for raw in response.content:
-            if not raw.startswith(b"data:"):
-                continue
-            data = raw[5:].strip()
-            if data == b"[DONE]":
+        while True:
+            part = await response.content.readany()
+            for line in lines.feed(part or b"\n"):  # at the end: a last line without its newline
+                chunk = _chunk(line, endpoint)
+                if chunk is _DONE:
+                    return
+                if chunk is not None:
+                    yield chunk
+            if not part:
                 return
-            try:
-                chunk = json.loads(data)
-            except (ValueError, TypeError) as exc:
-                error = _error(502, f"a streamed chunk is not JSON: {exc}", endpoint)
-                raise _caused(error, exc) from None
-            problem = _unlike_a_chunk(chunk)
-            if problem:
-                raise _error(
-                    502, f"a streamed chunk is not a chat completion chunk: {problem}", endpoint
-                )
-            if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
-                chunk["choices"] = [{"index": 0, "delta": {}}]
-                yield RawChunk(chunk)
-            else:  # a carriage return would end the event's line for the client
-                yield RawChunk(chunk, None if b"\r" in data else data)
     except (aiohttp.ClientError, TimeoutError) as exc:
         error = errors.APIConnectionError(
             message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=endpoint.model
@@ -348,6 +343,68 @@ async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[RawChunk]:
         raise _caused(error, exc) from None
     finally:
         response.release()
+
+
+MAX_LINE_BYTES = 4 * 1024 * 1024
+"""The longest line a streamed answer may send (one chunk's JSON). A longer one breaks the
+stream (a 502 in the attempt) instead of growing the buffer without end."""
+
+_DONE = RawChunk({})
+"""What :func:`_chunk` gives for ``data: [DONE]``."""
+
+
+class _Lines:
+    """A streamed body cut into lines (at ``\\n``, as an event's data line ends), part by part."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._held: list[bytes] = []  # the start of a line whose end has not come yet
+        self._size = 0
+
+    def feed(self, part: bytes) -> list[bytes]:
+        """The lines ``part`` ends (without their ``\\n``)."""
+        if b"\n" not in part:
+            self._size += len(part)
+            self._check()
+            self._held.append(part)
+            return []
+        if self._held:
+            part = b"".join((*self._held, part))
+        lines = part.split(b"\n")
+        rest = lines.pop()
+        self._held, self._size = ([rest], len(rest)) if rest else ([], 0)
+        if len(part) > MAX_LINE_BYTES:  # else no line in it can be too long
+            self._check(*lines)
+        return lines
+
+    def _check(self, *lines: bytes) -> None:
+        if self._size > MAX_LINE_BYTES or any(len(line) > MAX_LINE_BYTES for line in lines):
+            raise _error(
+                502, f"a streamed line is longer than {MAX_LINE_BYTES} bytes", self._endpoint
+            )
+
+
+def _chunk(line: bytes, endpoint: Endpoint) -> RawChunk | None:
+    """The chunk a line of the stream carries: :data:`_DONE` for ``[DONE]``, None for a line
+    that is not a ``data:`` line."""
+    if not line.startswith(b"data:"):
+        return None
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return _DONE
+    try:
+        chunk = json.loads(data)
+    except (ValueError, TypeError) as exc:
+        error = _error(502, f"a streamed chunk is not JSON: {exc}", endpoint)
+        raise _caused(error, exc) from None
+    problem = _unlike_a_chunk(chunk)
+    if problem:
+        raise _error(502, f"a streamed chunk is not a chat completion chunk: {problem}", endpoint)
+    if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
+        chunk["choices"] = [{"index": 0, "delta": {}}]
+        return RawChunk(chunk)
+    # a carriage return would end the event's line for the client
+    return RawChunk(chunk, None if b"\r" in data else data)
 
 
 def _unlike_a_chunk(chunk: Any) -> str | None:
