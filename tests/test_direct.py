@@ -122,6 +122,68 @@ def test_a_request_the_model_rejects_ends_the_walk(tmp_path: Path) -> None:
         assert dispatcher.health.health("weather-model").failures_in_a_row == 0
 
 
+@contextmanager
+def _json_upstream(answer: bytes, *, length: bool) -> Iterator[str]:
+    """An upstream on 127.0.0.1 answering every request with ``answer``, with its
+    content-length or (``length`` false) without one, the body ending when the connection
+    closes; yields its ``api_base``."""
+
+    class Upstream(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            if length:
+                self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            for at in range(0, len(answer), 1000):  # in pieces, as a network delivers it
+                self.wfile.write(answer[at : at + 1000])
+                self.wfile.flush()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "until-close"])
+@pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-byte-over"])
+def test_an_answer_longer_than_the_limit_fails_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: bool, over: int
+) -> None:
+    from semroute.dispatch import direct
+
+    text = "Sunny " * 2000
+    message = {"role": "assistant", "content": text}
+    answer = json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+    ).encode()
+    monkeypatch.setattr(direct, "MAX_ANSWER_BYTES", len(answer) - over)
+    with _json_upstream(answer, length=length) as api_base, FakeProvider() as provider:
+        provider.answer("backup", text="From backup.")
+        models = _weather_model(provider, api_base=api_base)
+        router, dispatcher = build(tmp_path, provider, models=models)
+        result = run(dispatcher.acomplete("will it rain today", router=router))
+    if not over:
+        assert (result.model, result.text) == ("weather-model", text)
+        return
+    assert (result.model, result.text) == ("backup", "From backup.")
+    error = result.attempts[0].error
+    assert error is not None and f"the answer is longer than {len(answer) - 1} bytes" in error
+
+
 def test_retries_and_unreachable_upstreams(tmp_path: Path) -> None:
     with FakeProvider() as provider:
         provider.error("weather-model", 429)

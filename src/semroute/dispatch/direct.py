@@ -244,7 +244,7 @@ class Direct:
             if stream:
                 return _chunks(response, endpoint)
             try:
-                return litellm.ModelResponse(**json.loads(await response.read()))
+                return litellm.ModelResponse(**json.loads(await _answer(response, endpoint)))
             except (ValueError, TypeError) as exc:
                 error = _error(502, f"the answer is not a chat completion: {exc}", endpoint)
                 raise _Retryable(_caused(error, exc)) from None
@@ -258,6 +258,27 @@ class Direct:
                 message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=endpoint.model
             )
             raise _Retryable(_caused(error, exc)) from None
+
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The largest answer (not streamed) read from a model; a larger one is a 502, not a buffer
+that grows without end."""
+
+
+async def _answer(response: Any, endpoint: Endpoint) -> bytes:
+    """The answer's body, read up to :data:`MAX_ANSWER_BYTES`."""
+    length = response.content_length
+    if length is not None and length <= MAX_ANSWER_BYTES:
+        return bytes(await response.read())  # the parser stops at the length
+    parts: list[bytes] = []
+    size = 0
+    while part := await response.content.readany():
+        size += len(part)
+        if size > MAX_ANSWER_BYTES:
+            response.close()
+            raise _error(502, f"the answer is longer than {MAX_ANSWER_BYTES} bytes", endpoint)
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _status_error(response: Any, text: str, endpoint: Endpoint) -> BaseException:
