@@ -18,7 +18,9 @@ def parse_args(targets: tuple[str, ...], description: str) -> argparse.Namespace
     parser.add_argument("--workers", type=int, default=1, help="for both servers")
     parser.add_argument("--flaky-requests", type=int, help="per flaky run (1000)")
     parser.add_argument(
-        "--sequential", type=int, help="non-streamed, one at a time, per target (300)"
+        "--sequential",
+        type=int,
+        help="one at a time, per target: as many non-streamed as streamed (300)",
     )
     parser.add_argument("--warmup", type=int, help="requests per target first (4 x concurrency)")
     parser.add_argument(

@@ -26,6 +26,7 @@ KINDS = {
     "plain": "non-streamed, {c} at a time",
     "streamed": "streamed, {c} at a time",
     "one_at_a_time": "non-streamed, one at a time",
+    "streamed_one_at_a_time": "streamed, one at a time",
     "slow_streamed": "slow streams, {c} at a time",
 }
 
@@ -167,8 +168,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
         )
         + f". Per target: {s['requests']:,} non-streamed requests, then "
         f"{s['streamed']:,} streamed (every chunk counted, the answer and `data: [DONE]` "
-        f"checked), {s['concurrency']} at a time, then {s['sequential']:,} non-streamed one at a "
-        "time (no queue: what a gateway adds to one request), after a warm-up, in "
+        f"checked), {s['concurrency']} at a time, then {s['sequential']:,} non-streamed and "
+        f"{s['sequential']:,} streamed one at a time (no queue: what a gateway adds to one "
+        "request), after a warm-up, in "
         f"{s['rounds']} interleaved "
         "rounds (each round sends the next slice of the requests to every target in turn, the "
         "order rotating, so that the shared machine's drifting load weighs on all alike). "
@@ -306,7 +308,7 @@ def goal_notes(results: dict[str, Any]) -> list[str]:
         "with `--workers 2`, takes part in the non-streamed 64-at-a-time run only, interleaved "
         "with the others in the same rounds. (f) compares the streamed run's first content "
         "chunk with the non-streamed run's whole answer, both 64 at a time, each minus "
-        f"direct's. (g): the slow-stream run below (events every {s['chunk_delay_s'] * 1000:.0f} "
+        "direct's; (f1) the same one at a time, where no request waits for another. (g): the slow-stream run below (events every {s['chunk_delay_s'] * 1000:.0f} "
         f"ms for about {s.get('long_stream_s', 5):g} s), the p99 of the time between "
         "consecutive content chunks through the gateway minus direct's. (h): VmHWM of each "
         "process (not summed), read just before the server stops; for `--workers 2` the "

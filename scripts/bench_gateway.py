@@ -23,7 +23,8 @@ The targets get the same requests:
 
 Each target gets --requests non-streamed requests and --streamed streamed ones (every chunk
 counted, the answer and `data: [DONE]` checked), --concurrency at a time, then --sequential
-non-streamed ones one at a time (no queue: what a gateway adds to a request), after a warm-up.
+non-streamed ones and --sequential streamed ones one at a time (no queue: what a gateway adds
+to a request), after a warm-up.
 The requests are split into --rounds interleaved rounds: each round sends its slice to every
 target in turn, the order rotating, so that a shared machine's drifting load weighs on all alike.
 The queries are the bundled routes' held-out queries (tests/data/bundled_queries.yaml), each made
@@ -162,6 +163,7 @@ def main_kinds(args: argparse.Namespace) -> list[Kind]:
         ("streamed", args.streamed, True, args.concurrency),
         # One at a time: no queue, so the time a gateway adds is its own work alone.
         ("one_at_a_time", args.sequential, False, 1),
+        ("streamed_one_at_a_time", args.sequential, True, 1),
     ]
 
 
