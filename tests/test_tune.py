@@ -94,6 +94,45 @@ def test_route_centroids_from_one_encode_call_are_each_routes_own(st_model: Any)
 
 
 @pytest.mark.model
+def test_the_proxy_loss_pushes_away_routes_outside_the_batch(st_model: Any) -> None:
+    import copy
+
+    import torch
+
+    from semroute.tuning import finetune
+
+    data = finetune.TrainingSet(
+        {
+            "weather": ["will it rain today", "what is the forecast for tomorrow"],
+            "music": ["play some jazz", "put on my running playlist"],
+            "forecast_alerts": ["tell me when rain is coming", "warn me before a storm"],
+        }
+    )
+    model = copy.deepcopy(st_model)  # the step leaves gradients on the model
+    proxies = finetune._proxies(model, data)
+    start = proxies.weight.detach().clone()
+    # The proxies start at the stock model's route centroids, one row per route.
+    assert torch.allclose(start, torch.tensor(finetune._centroids(model, data)), atol=1e-6)
+    batch = finetune._Batch(
+        anchors=["will it rain today", "play some jazz"],
+        positives=["what is the forecast for tomorrow", "put on my running playlist"],
+        negatives=[],
+        routes=["weather", "music"],
+    )
+    optimiser = torch.optim.SGD([proxies.weight], lr=0.5)  # the proxies alone move
+    schedule = finetune._schedule(optimiser, 10, 0.0)
+    model.eval()  # no dropout: the same vectors before and after
+    finetune._step(model, batch, finetune.Recipe(), optimiser, schedule, proxies)
+    alerts = proxies.rows["forecast_alerts"]
+    with torch.no_grad():
+        weather = torch.nn.functional.normalize(finetune._embed(model, batch.anchors[:1]), dim=-1)
+    before = (weather @ torch.nn.functional.normalize(start[alerts], dim=-1)).item()
+    after = (weather @ torch.nn.functional.normalize(proxies.weight[alerts], dim=-1)).item()
+    # A route not in the batch took part: its proxy moved away from the weather anchor.
+    assert after < before - 0.01
+
+
+@pytest.mark.model
 def test_tuned_encoder_separates_routes_the_stock_one_confuses(
     tuned: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -4,7 +4,10 @@ The recipe (SetFit's and CPFT's known-good one, chosen by measurement; docs/tuni
 why): each step takes one anchor and one positive (another utterance of the same route) from
 ``batch`` different routes, so every other route's pair in the batch is a true negative; the
 loss is a symmetric InfoNCE (sentence-transformers' MultipleNegativesRankingLoss, both ways) at
-scale 20. Out-of-scope rows join every batch as extra negatives only: they are pushed away from
+scale 20. To it is added, at equal weight, a cross-entropy of each anchor and positive over one
+learned vector (proxy) per route, started at the stock model's route centroids: a batch holds
+32 routes, the proxies hold every route, so each step also pushes away from the routes not in
+it. Out-of-scope rows join every batch as extra negatives only: they are pushed away from
 every route and never pulled together. Early stopping keeps the epoch whose validation score
 (nearest-centroid accuracy, plus AUROC of in-scope against out-of-scope rows when there are
 some) was best.
@@ -47,6 +50,10 @@ class Recipe:
     patience: int = 2
     target_pairs: int = 3000
     seed: int = 0
+    proxy_weight: float = 1.0
+    """The weight of the route-proxy loss beside the pairs' (0: pairs alone); see :func:`_step`."""
+    proxy_lr: float = 1e-3
+    """The route proxies' learning rate (they start at the stock model's route centroids)."""
 
     def epochs_for(self, rows: int) -> int:
         if self.epochs is not None:
@@ -118,7 +125,11 @@ def train(
     epochs = recipe.epochs_for(data.rows)
     steps_per_epoch = len(_batches(data, recipe, random.Random(0)))
     total = epochs * steps_per_epoch
-    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
+    proxies = _proxies(model, data) if recipe.proxy_weight > 0 else None
+    groups = [{"params": list(model.parameters()), "lr": recipe.lr}]
+    if proxies is not None:
+        groups.append({"params": [proxies.weight], "lr": recipe.proxy_lr})
+    optimiser = torch.optim.AdamW(groups, lr=recipe.lr)
     schedule = _schedule(optimiser, total, recipe.warmup)
     rng = random.Random(recipe.seed)
     scores = [_val_score(model, data, val)] if val is not None else []
@@ -126,7 +137,7 @@ def train(
     for epoch in range(1, epochs + 1):
         model.train()
         for batch in _batches(data, recipe, rng):
-            _step(model, batch, recipe.scale, optimiser, schedule)
+            _step(model, batch, recipe, optimiser, schedule, proxies)
             done += 1
             if progress:
                 progress(done, total)
@@ -185,6 +196,8 @@ class _Batch:
     anchors: list[str]
     positives: list[str]
     negatives: list[str]
+    routes: list[str]
+    """The route of each anchor (and of its positive)."""
 
 
 def _batches(data: TrainingSet, recipe: Recipe, rng: random.Random) -> list[_Batch]:
@@ -208,7 +221,7 @@ def _batches(data: TrainingSet, recipe: Recipe, rng: random.Random) -> list[_Bat
         k = min(recipe.oos_per_batch, len(data.out_of_scope))
         negatives = rng.sample(data.out_of_scope, k) if k else []
         if len(anchors) >= 2 or negatives:
-            batches.append(_Batch(anchors, positives, negatives))
+            batches.append(_Batch(anchors, positives, negatives, names))
     return batches
 
 
@@ -237,10 +250,40 @@ def _features(model: Any, texts: list[str]) -> Any:
     return preprocess(texts) if preprocess is not None else model.tokenize(texts)
 
 
-def _step(model: Any, batch: _Batch, scale: float, optimiser: Any, schedule: Any) -> None:
+@dataclass
+class _Proxies:
+    """One learned unit vector per route, started at the stock model's route centroid."""
+
+    weight: Any
+    rows: dict[str, int]
+
+
+def _proxies(model: Any, data: TrainingSet) -> _Proxies:
+    import torch
+
+    texts = {name: t for name, t in data.routes.items() if t}
+    model.eval()
+    with torch.no_grad():
+        centroids = _centroids(model, TrainingSet(texts))
+    weight = torch.nn.Parameter(torch.tensor(centroids, dtype=torch.float32))
+    return _Proxies(weight, {name: i for i, name in enumerate(texts)})
+
+
+def _step(
+    model: Any,
+    batch: _Batch,
+    recipe: Recipe,
+    optimiser: Any,
+    schedule: Any,
+    proxies: _Proxies | None = None,
+) -> None:
+    """One step: the pairs' symmetric InfoNCE, plus (with ``proxies``) each anchor's and
+    positive's cross-entropy over every route's proxy, weighted by ``recipe.proxy_weight``: a
+    batch holds ``batch`` routes, the proxies hold them all."""
     import torch
     import torch.nn.functional as F
 
+    scale = recipe.scale
     emb = F.normalize(_embed(model, batch.anchors + batch.positives + batch.negatives), dim=-1)
     n = len(batch.anchors)
     a, p, o = emb[:n], emb[n : 2 * n], emb[2 * n :]
@@ -248,6 +291,10 @@ def _step(model: Any, batch: _Batch, scale: float, optimiser: Any, schedule: Any
     forward = scale * a @ torch.cat([p, o]).T
     backward = scale * p @ torch.cat([a, o]).T
     loss = (F.cross_entropy(forward, target) + F.cross_entropy(backward, target)) / 2
+    if proxies is not None:
+        routes = torch.tensor([proxies.rows[r] for r in batch.routes], dtype=torch.long)
+        logits = scale * torch.cat([a, p]) @ F.normalize(proxies.weight, dim=-1).T
+        loss = loss + recipe.proxy_weight * F.cross_entropy(logits, torch.cat([routes, routes]))
     optimiser.zero_grad()
     loss.backward()  # type: ignore[no-untyped-call]
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
