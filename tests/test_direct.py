@@ -25,6 +25,7 @@ from semroute.config.deployments import DispatchConfig, DispatchSettings, ModelD
 from semroute.dispatch.direct import endpoints
 from semroute.errors import DispatchError, RequestRejectedError
 from semroute.testing import FakeProvider
+from tests.fuzz_support import fuzz
 from tests.provider_kit import KEY, KEY_ENV, PRICED, build, deployment, log_lines, run
 
 
@@ -123,6 +124,18 @@ def test_a_request_the_model_rejects_ends_the_walk(tmp_path: Path) -> None:
 
 
 @contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on 127.0.0.1 in a thread; yields the server's ``api_base``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def _json_upstream(answer: bytes, *, length: bool) -> Iterator[str]:
     """An upstream on 127.0.0.1 answering every request with ``answer``, with its
     content-length or (``length`` false) without one, the body ending when the connection
@@ -143,13 +156,8 @@ def _json_upstream(answer: bytes, *, length: bool) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Upstream) as api_base:
+        yield api_base
 
 
 @pytest.mark.parametrize("length", [True, False], ids=["content-length", "until-close"])
@@ -349,13 +357,8 @@ def _sse_upstream(events: Sequence[dict[str, Any] | bytes], model: str = "m") ->
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Upstream) as api_base:
+        yield api_base
 
 
 def _stream_through(tmp_path: Path, api_base: str) -> tuple[Dispatcher, list[Any], Any]:
@@ -476,6 +479,7 @@ def test_a_streamed_line_longer_than_the_limit_breaks_the_stream(tmp_path: Path,
     assert texts == (["Sunny"] if over else ["Sunny", "x" * long])
 
 
+@fuzz(200)
 @given(
     lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
     cuts=st.lists(st.integers(min_value=0, max_value=500), max_size=20),
