@@ -165,7 +165,7 @@ def _json_upstream(answer: bytes, *, length: bool) -> Iterator[str]:
 def test_an_answer_longer_than_the_limit_fails_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: bool, over: int
 ) -> None:
-    from semroute.dispatch import direct
+    from semroute.dispatch import upstream_read
 
     text = "Sunny " * 2000
     message = {"role": "assistant", "content": text}
@@ -178,7 +178,7 @@ def test_an_answer_longer_than_the_limit_fails_over(
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         }
     ).encode()
-    monkeypatch.setattr(direct, "MAX_ANSWER_BYTES", len(answer) - over)
+    monkeypatch.setattr(upstream_read, "MAX_ANSWER_BYTES", len(answer) - over)
     with _json_upstream(answer, length=length) as api_base, FakeProvider() as provider:
         provider.answer("backup", text="From backup.")
         models = _weather_model(provider, api_base=api_base)
@@ -454,7 +454,7 @@ def test_a_streamed_chunk_not_shaped_like_one_breaks_the_stream_with_a_reason(
 
 @pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-byte-over"])
 def test_a_streamed_line_longer_than_the_limit_breaks_the_stream(tmp_path: Path, over: int) -> None:
-    from semroute.dispatch.direct import MAX_LINE_BYTES
+    from semroute.dispatch.upstream_read import MAX_LINE_BYTES
 
     first: dict[str, Any] = {"choices": [{"index": 0, "delta": {"content": "Sunny"}}]}
     head, tail = b'{"choices": [{"index": 0, "delta": {"content": "', b'"}}]}'
@@ -488,12 +488,12 @@ def test_a_streamed_line_longer_than_the_limit_breaks_the_stream(tmp_path: Path,
 def test_a_stream_cut_anywhere_gives_the_same_lines(
     lines: list[bytes], cuts: list[int], ends_with_newline: bool
 ) -> None:
-    from semroute.dispatch.direct import Endpoint, _Lines
+    from semroute.dispatch.upstream_read import Lines
 
     body = b"\n".join(lines) + (b"\n" if ends_with_newline else b"")
     at = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
     parts = [body[a:b] for a, b in itertools.pairwise(at)]
-    reader = _Lines(Endpoint("http://127.0.0.1:1/v1/chat/completions", "m", None, {}, 1, 1))
+    reader = Lines("m")
     # The relay feeds a newline at the body's end: the last line may lack its own.
     assert [line for part in [*parts, b"\n"] for line in reader.feed(part)] == body.split(b"\n")
 

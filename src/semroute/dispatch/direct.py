@@ -28,13 +28,13 @@ import asyncio
 import json
 import os
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import ENV_PREFIX
-from semroute.dispatch.chunks import RawChunk
+from semroute.dispatch.upstream_read import caused, read_answer, read_chunks, upstream_error
 
 __all__ = ["DEPLOYMENT_KEYS", "Direct", "Endpoint", "close_direct_clients"]
 
@@ -213,7 +213,9 @@ class Direct:
         try:
             content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:  # checked before; a caller's odd object
-            raise _error(500, f"the request cannot be sent as JSON: {exc}", endpoint) from exc
+            raise upstream_error(
+                500, f"the request cannot be sent as JSON: {exc}", endpoint.model
+            ) from exc
         for attempt in range(self.retries + 1):
             try:
                 return await self._send(endpoint, content, stream)
@@ -242,43 +244,26 @@ class Direct:
                 response.release()
                 raise _status_error(response, text, endpoint)
             if stream:
-                return _chunks(response, endpoint)
+                return read_chunks(response, endpoint.model)
             try:
-                return litellm.ModelResponse(**json.loads(await _answer(response, endpoint)))
+                return litellm.ModelResponse(
+                    **json.loads(await read_answer(response, endpoint.model))
+                )
             except (ValueError, TypeError) as exc:
-                error = _error(502, f"the answer is not a chat completion: {exc}", endpoint)
-                raise _Retryable(_caused(error, exc)) from None
+                error = upstream_error(
+                    502, f"the answer is not a chat completion: {exc}", endpoint.model
+                )
+                raise _Retryable(caused(error, exc)) from None
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors
             error = errors.Timeout(
                 message=f"no answer in {seconds:g} s", model=endpoint.model, llm_provider="openai"
             )
-            raise _Retryable(_caused(error, exc)) from None
+            raise _Retryable(caused(error, exc)) from None
         except aiohttp.ClientError as exc:
             error = errors.APIConnectionError(
                 message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=endpoint.model
             )
-            raise _Retryable(_caused(error, exc)) from None
-
-
-MAX_ANSWER_BYTES = 64 * 1024 * 1024
-"""The largest answer (not streamed) read from a model; a larger one is a 502, not a buffer
-that grows without end."""
-
-
-async def _answer(response: Any, endpoint: Endpoint) -> bytes:
-    """The answer's body, read up to :data:`MAX_ANSWER_BYTES`."""
-    length = response.content_length
-    if length is not None and length <= MAX_ANSWER_BYTES:
-        return bytes(await response.read())  # the parser stops at the length
-    parts: list[bytes] = []
-    size = 0
-    while part := await response.content.readany():
-        size += len(part)
-        if size > MAX_ANSWER_BYTES:
-            response.close()
-            raise _error(502, f"the answer is longer than {MAX_ANSWER_BYTES} bytes", endpoint)
-        parts.append(part)
-    return b"".join(parts)
+            raise _Retryable(caused(error, exc)) from None
 
 
 def _status_error(response: Any, text: str, endpoint: Endpoint) -> BaseException:
@@ -287,8 +272,8 @@ def _status_error(response: Any, text: str, endpoint: Endpoint) -> BaseException
     import aiohttp
 
     status = int(response.status)
-    error = _caused(
-        _error(status, text, endpoint),
+    error = caused(
+        upstream_error(status, text, endpoint.model),
         aiohttp.ClientResponseError(
             response.request_info, (), status=status, message=text[:200], headers=None
         ),
@@ -300,147 +285,6 @@ class _Retryable(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _caused(error: BaseException, cause: BaseException) -> BaseException:
-    error.__cause__ = cause
-    return error
-
-
-def _error(status: int, text: str, endpoint: Endpoint) -> BaseException:
-    """LiteLLM's exception for an upstream's HTTP status (what it raises for the same answer)."""
-    from litellm import exceptions as errors
-
-    message = f"OpenAIException - {text}"
-    kinds: dict[int, Any] = {
-        400: errors.BadRequestError,
-        401: errors.AuthenticationError,
-        403: errors.PermissionDeniedError,
-        404: errors.NotFoundError,
-        408: errors.Timeout,
-        422: errors.UnprocessableEntityError,
-        429: errors.RateLimitError,
-        503: errors.ServiceUnavailableError,
-    }
-    kind = kinds.get(status)
-    if kind is not None:
-        error: BaseException = kind(message=message, model=endpoint.model, llm_provider="openai")
-        return error
-    if status >= 500:
-        return errors.InternalServerError(
-            message=message, model=endpoint.model, llm_provider="openai"
-        )
-    return errors.APIError(
-        status_code=status, message=message, llm_provider="openai", model=endpoint.model
-    )
-
-
-async def _chunks(response: Any, endpoint: Endpoint) -> AsyncIterator[RawChunk]:
-    """A streamed answer's chunks, as they came (LiteLLM's objects are built on demand).
-
-    The body is read as it arrives and cut into lines here: one read often holds a whole event
-    (its ``data:`` line and the blank line after it), and aiohttp's line reader costs a round of
-    Python calls per line.
-    """
-    import aiohttp
-    from litellm import exceptions as errors
-
-    lines = _Lines(endpoint)
-    try:
-        while True:
-            part = await response.content.readany()
-            for line in lines.feed(part or b"\n"):  # at the end: a last line without its newline
-                chunk = _chunk(line, endpoint)
-                if chunk is _DONE:
-                    return
-                if chunk is not None:
-                    yield chunk
-            if not part:
-                return
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        error = errors.APIConnectionError(
-            message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=endpoint.model
-        )
-        raise _caused(error, exc) from None
-    finally:
-        response.release()
-
-
-MAX_LINE_BYTES = 4 * 1024 * 1024
-"""The longest line a streamed answer may send (one chunk's JSON). A longer one breaks the
-stream (a 502 in the attempt) instead of growing the buffer without end."""
-
-_DONE = RawChunk({})
-"""What :func:`_chunk` gives for ``data: [DONE]``."""
-
-
-class _Lines:
-    """A streamed body cut into lines (at ``\\n``, as an event's data line ends), part by part."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self._endpoint = endpoint
-        self._held: list[bytes] = []  # the start of a line whose end has not come yet
-        self._size = 0
-
-    def feed(self, part: bytes) -> list[bytes]:
-        """The lines ``part`` ends (without their ``\\n``)."""
-        if b"\n" not in part:
-            self._size += len(part)
-            self._check()
-            self._held.append(part)
-            return []
-        if self._held:
-            part = b"".join((*self._held, part))
-        lines = part.split(b"\n")
-        rest = lines.pop()
-        self._held, self._size = ([rest], len(rest)) if rest else ([], 0)
-        if len(part) > MAX_LINE_BYTES:  # else no line in it can be too long
-            self._check(*lines)
-        return lines
-
-    def _check(self, *lines: bytes) -> None:
-        if self._size > MAX_LINE_BYTES or any(len(line) > MAX_LINE_BYTES for line in lines):
-            raise _error(
-                502, f"a streamed line is longer than {MAX_LINE_BYTES} bytes", self._endpoint
-            )
-
-
-def _chunk(line: bytes, endpoint: Endpoint) -> RawChunk | None:
-    """The chunk a line of the stream carries: :data:`_DONE` for ``[DONE]``, None for a line
-    that is not a ``data:`` line."""
-    if not line.startswith(b"data:"):
-        return None
-    data = line[5:].strip()
-    if data == b"[DONE]":
-        return _DONE
-    try:
-        chunk = json.loads(data)
-    except (ValueError, TypeError) as exc:
-        error = _error(502, f"a streamed chunk is not JSON: {exc}", endpoint)
-        raise _caused(error, exc) from None
-    problem = _unlike_a_chunk(chunk)
-    if problem:
-        raise _error(502, f"a streamed chunk is not a chat completion chunk: {problem}", endpoint)
-    if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
-        chunk["choices"] = [{"index": 0, "delta": {}}]
-        return RawChunk(chunk)
-    # a carriage return would end the event's line for the client
-    return RawChunk(chunk, None if b"\r" in data else data)
-
-
-def _unlike_a_chunk(chunk: Any) -> str | None:
-    """What keeps ``chunk`` (parsed JSON) from being read as a chat completion chunk, or None."""
-    if not isinstance(chunk, dict):
-        return f"a JSON {type(chunk).__name__}, not an object"
-    choices = chunk.get("choices")
-    if not choices:
-        return None
-    if not isinstance(choices, list):
-        return "its choices are not a list"
-    for choice in choices:
-        if not isinstance(choice, dict) or not isinstance(choice.get("delta") or {}, dict):
-            return "a choice is not an object with a delta object"
-    return None
 
 
 _sessions: dict[asyncio.AbstractEventLoop, Any] = {}
