@@ -321,6 +321,16 @@ def test_each_goal_passes_or_fails_at_its_limit() -> None:
 
 
 @pytest.mark.usefixtures("scripts")
+def test_the_notes_below_the_goals_carry_the_runs_settings() -> None:
+    import _gateway_report as report
+
+    settings = {"sequential": 300, "chunk_delay_s": 0.02, "long_stream_s": 5.0}
+    (notes,) = report.goal_notes({"settings": settings})
+    assert "each of the 300 queries" in notes and "events every 20 ms for about 5 s" in notes
+    assert "{" not in notes  # no placeholder left unformatted
+
+
+@pytest.mark.usefixtures("scripts")
 def test_goal_a_holds_the_gateway_to_route_at_the_servers_pace_when_measured() -> None:
     import _gateway_goals as g
 
