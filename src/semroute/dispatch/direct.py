@@ -34,7 +34,13 @@ from typing import Any
 
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import ENV_PREFIX
-from semroute.dispatch.upstream_read import caused, read_answer, read_chunks, upstream_error
+from semroute.dispatch.upstream_read import (
+    caused,
+    connection_error,
+    read_answer,
+    read_chunks,
+    upstream_error,
+)
 
 __all__ = ["DEPLOYMENT_KEYS", "Direct", "Endpoint", "close_direct_clients"]
 
@@ -260,10 +266,7 @@ class Direct:
             )
             raise _Retryable(caused(error, exc)) from None
         except aiohttp.ClientError as exc:
-            error = errors.APIConnectionError(
-                message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=endpoint.model
-            )
-            raise _Retryable(caused(error, exc)) from None
+            raise _Retryable(connection_error(exc, endpoint.model)) from None
 
 
 def _status_error(response: Any, text: str, endpoint: Endpoint) -> BaseException:

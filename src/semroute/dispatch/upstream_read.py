@@ -17,6 +17,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "Lines",
     "caused",
+    "connection_error",
     "read_answer",
     "read_chunks",
     "upstream_error",
@@ -53,6 +54,16 @@ def upstream_error(status: int, text: str, model: str) -> BaseException:
     return errors.APIError(status_code=status, message=message, llm_provider="openai", model=model)
 
 
+def connection_error(exc: BaseException, model: str) -> BaseException:
+    """LiteLLM's exception for a network failure talking to an upstream (``exc``, its cause)."""
+    from litellm import exceptions as errors
+
+    error = errors.APIConnectionError(
+        message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=model
+    )
+    return caused(error, exc)
+
+
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 """The largest answer (not streamed) read from a model; a larger one is a 502, not a buffer
 that grows without end."""
@@ -82,7 +93,6 @@ async def read_chunks(response: Any, model: str) -> AsyncIterator[RawChunk]:
     Python calls per line.
     """
     import aiohttp
-    from litellm import exceptions as errors
 
     lines = Lines(model)
     try:
@@ -97,10 +107,7 @@ async def read_chunks(response: Any, model: str) -> AsyncIterator[RawChunk]:
             if not part:
                 return
     except (aiohttp.ClientError, TimeoutError) as exc:
-        error = errors.APIConnectionError(
-            message=f"{type(exc).__name__}: {exc}", llm_provider="openai", model=model
-        )
-        raise caused(error, exc) from None
+        raise connection_error(exc, model) from None
     finally:
         response.release()
 
