@@ -146,6 +146,22 @@ def test_a_burst_of_a_streams_events_goes_in_one_send_and_a_paced_stream_is_not_
     assert sorted(c for c in carrying if c) == [[w] for w in words]
 
 
+def test_a_streams_head_leaves_with_its_first_event_and_its_first_words_do_not_wait_for_the_burst(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    # The model sends its whole answer at once. The head and the first event (the role) leave
+    # in one send; the next event, the first words, in a send of its own (the pump's first
+    # write of its turn), before the rest of the burst is relayed and the answer logged.
+    (sends,) = _sends(
+        tmp_path, provider, [("/v1/chat/completions", {"model": "auto", "stream": True})]
+    )
+    events = [s.count(b"data: ") for s in sends]
+    assert sends[0].startswith(b"HTTP/1.1 200 OK\r\n") and events[:2] == [1, 1], events
+    first_words = json.loads(sends[1].split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert first_words["choices"][0]["delta"]["content"]
+    assert b"[DONE]" in sends[-1] and len(sends) == 3, events
+
+
 def _sends(
     tmp_path: Path, provider: FakeProvider, requests: list[tuple[str, dict[str, Any]]]
 ) -> list[list[bytes]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -107,10 +107,16 @@ class EventStream:
             ended.set()
 
     async def _serve(self, receive: Receive, send: Send) -> None:
+        chunks = self._stream.raw()
+        # The model's first chunk is in hand (a stream is returned once it has come): relayed
+        # here, it leaves with the head in one send, and the pump's first write, a turn of the
+        # loop later, is the next chunk, which leaves at once.
+        if not await self._pump(send, chunks, first=True):
+            return
         async with anyio.create_task_group() as group:
 
             async def pump() -> None:
-                await self._pump(send)
+                await self._pump(send, chunks)
                 group.cancel_scope.cancel()
 
             group.start_soon(pump)
@@ -136,20 +142,25 @@ class EventStream:
                     self.outcome = "disconnected"
                 return
 
-    async def _pump(self, send: Send) -> None:
+    async def _pump(self, send: Send, chunks: AsyncIterator[Any], *, first: bool = False) -> bool:
+        """Relay ``chunks`` as they come (:func:`chunk_fields`), then the end; with ``first``,
+        only the first chunk. True while the stream goes on."""
         try:
-            async for chunk in self._stream.raw():  # relayed as they came (chunk_fields)
+            async for chunk in chunks:
                 events = Batch()
                 await self._send_chunk(events, chunk)
                 if events.parts:
                     await send(events.message(more=True))
+                if first:
+                    return True
         except DispatchError as exc:
             self.outcome = "broken"
             error = from_semroute(exc)
             payload = error.body() if error is not None else {"error": {"message": str(exc)}}
             await self._end(send, payload)
-            return
+            return False
         await self._end(send, None)
+        return False
 
     async def _send_chunk(self, send: Send, chunk: Any) -> None:
         data = _chunk_data(chunk, self._usage)
