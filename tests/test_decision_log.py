@@ -148,3 +148,16 @@ def test_a_rotated_log_is_created_anew(tmp_path: Path) -> None:
     log.write({"request_id": "after-delete"})
     assert "before" in (tmp_path / "log.jsonl.1").read_text()
     assert json.loads((tmp_path / "log.jsonl").read_text())["request_id"] == "after-delete"
+
+
+def test_a_log_replaced_by_a_new_file_is_written_to_the_new_one(tmp_path: Path) -> None:
+    # logrotate's `create`: the log is moved and an empty file made in its place before the
+    # next line is written; the next line goes to the new file, not the moved one.
+    log = DecisionLog(tmp_path / "log.jsonl")
+    log.write({"request_id": "before"})
+    (tmp_path / "log.jsonl").rename(tmp_path / "log.jsonl.1")
+    (tmp_path / "log.jsonl").touch()
+    log.write({"request_id": "after"})
+    moved = (tmp_path / "log.jsonl.1").read_text().splitlines()
+    assert [json.loads(x)["request_id"] for x in moved] == ["before"]
+    assert json.loads((tmp_path / "log.jsonl").read_text())["request_id"] == "after"

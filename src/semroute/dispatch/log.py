@@ -116,6 +116,8 @@ class DecisionLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fd: int | None = None
+        self._file = (0, 0)
+        """The device and inode of the file ``_fd`` holds."""
         self._lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._reported: dict[str, tuple[float, int]] = {}
@@ -168,8 +170,7 @@ class DecisionLog:
         if self._fd is not None:
             try:
                 current = os.stat(self.path)
-                held = os.fstat(self._fd)
-                if (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                if (current.st_dev, current.st_ino) == self._file:
                     return self._fd
             except FileNotFoundError:
                 pass
@@ -185,11 +186,13 @@ class DecisionLog:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
         fd = os.open(self.path, flags, 0o644)
         try:
-            _regular(os.fstat(fd).st_mode)
+            opened = os.fstat(fd)
+            _regular(opened.st_mode)
         except OSError:
             os.close(fd)
             raise
         self._fd = fd
+        self._file = (opened.st_dev, opened.st_ino)  # what the descriptor holds, for good
         return fd
 
     def close(self) -> None:
