@@ -325,3 +325,30 @@ def test_giving_up_on_closing_litellms_clients_is_logged(
     assert len(tries) == 3
     assert "LiteLLM's HTTP clients were not all closed (3 tries)" in caplog.text
     assert "dictionary changed size during iteration" in caplog.text
+
+
+def test_semroute_serves_with_what_it_loaded_left_out_of_later_garbage_collections(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    # A full collection walks every object: with LiteLLM loaded, a pause of the event loop of
+    # up to a fifth of a second. `semroute serve` freezes what is loaded once it has started;
+    # an app made for a test, in a process with other work, does not.
+    import gc
+
+    from starlette.testclient import TestClient
+
+    from semroute.server.app import create_app
+    from semroute.server.state import load
+
+    index = build(tmp_path, provider)
+    assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(create_app(load(index))):
+            assert gc.get_freeze_count() == 0
+        with TestClient(create_app(load(index), freeze_loaded=True)) as client:
+            frozen = gc.get_freeze_count()
+            assert frozen > 100_000  # LiteLLM's modules, the index, the encoder
+            assert client.post("/v1/chat/completions", json=SAY_HELLO).status_code == 200
+            assert gc.get_freeze_count() <= frozen  # nothing of a request's is kept frozen
+    finally:
+        gc.unfreeze()

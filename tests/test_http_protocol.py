@@ -193,8 +193,10 @@ def test_semroute_serve_runs_uvicorn_with_the_protocol(
     import uvicorn
 
     options: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: options.update(kw))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: options.update(kw, app=app))
     index = build(tmp_path, provider)
     result = CliRunner().invoke(main, ["serve", "--index", str(index), "--port", str(free_port())])
     assert result.exit_code == 0, result.output
     assert options["http"] is CoalescingProtocol
+    # The server is the process's one job: what it loaded is frozen once it starts.
+    assert options["app"].state.freeze_loaded is True

@@ -143,7 +143,7 @@ def serve(loaded: Loaded, settings: ServerSettings) -> None:
             os.environ[INDEX_ENV] = str(loaded.path.absolute())
             uvicorn.run(FACTORY, factory=True, workers=settings.workers, **options)
         else:
-            uvicorn.run(create_app(loaded, settings), **options)
+            uvicorn.run(create_app(loaded, settings, freeze_loaded=True), **options)
 
 
 @contextmanager
