@@ -195,7 +195,7 @@ def test_what_one_chunk_makes_and_the_streams_end_are_one_message_each() -> None
 
     stream: Any = types.SimpleNamespace(model="frontier", request_id="r1", raw=raw)
     events = MessageEvents(stream, {}, usage=True, done=None)  # type: ignore[arg-type]
-    asyncio.run(events._pump(send))
+    asyncio.run(events._pump(send, raw()))
     kinds = [re.findall(rb"^event: (\w+)", m["body"], re.M) for m in sent]
     assert kinds == [
         [b"message_start", b"ping", b"content_block_start", b"content_block_delta"],
