@@ -123,7 +123,6 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan, middleware=tracing)
     app.state.holder = holder
     app.state.gateway = gateway
-    app.state.freeze_loaded = freeze_loaded
     _add_error_handlers(app)
     return app
 
@@ -237,8 +236,8 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _freeze() -> None:
-    """Leave what the server has loaded (the index, the encoder, LiteLLM's modules: millions of
-    objects) out of every later garbage collection. Python's full collection walks every
+    """Leave what the server has loaded (the index, the encoder, LiteLLM's modules: some
+    340,000 objects) out of every later garbage collection. Python's full collection walks every
     object there is: with LiteLLM loaded, one took up to 219 ms, a pause of the event loop and
     of every stream it relays, several times a minute under load. Garbage already made is
     collected first, so none of it is kept for good. Not undone: the process ends with the
