@@ -533,3 +533,39 @@ def test_a_relay_sends_a_models_chunks_as_it_wrote_them(tmp_path: Path) -> None:
     assert json.loads(asked[4] or b"") == {"id": "c1", "choices": [], "usage": usage}
     (line,) = log_lines(tmp_path)
     assert (line["prompt_tokens"], line["completion_tokens"]) == (5, 2)
+
+
+def _event(text: str) -> bytes:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunk["choices"] = [{"index": 0, "delta": {"content": text}}]
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+class _Read:
+    """An aiohttp response whose body comes in ``parts``, one per read."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.content = self
+        self._parts = parts
+
+    async def readany(self) -> bytes:
+        return self._parts.pop(0) if self._parts else b""
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_chunk_says_whether_the_next_came_in_the_same_read() -> None:
+    from semroute.dispatch.upstream_read import read_chunks
+
+    parts = [
+        _event("a") + b": a comment\n\n" + _event("b"),
+        _event("c") + b": keep-alive\n\n",
+        _event("d") + b"data: [DONE]\n\n",  # the end is not waited for: d is sent at once
+    ]
+
+    async def read() -> list[tuple[str, bool]]:
+        chunks = read_chunks(_Read(parts), "m")
+        return [(c.data["choices"][0]["delta"]["content"], c.more) async for c in chunks]
+
+    assert run(read()) == [("a", True), ("b", False), ("c", False), ("d", False)]

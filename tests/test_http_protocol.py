@@ -146,20 +146,23 @@ def test_a_burst_of_a_streams_events_goes_in_one_send_and_a_paced_stream_is_not_
     assert sorted(c for c in carrying if c) == [[w] for w in words]
 
 
-def test_a_streams_head_leaves_with_its_first_event_and_its_first_words_do_not_wait_for_the_burst(
+def test_a_burst_leaves_with_the_head_in_one_send_before_the_answer_is_logged(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
-    # The model sends its whole answer at once. The head and the first event (the role) leave
-    # in one send; the next event, the first words, in a send of its own (the pump's first
-    # write of its turn), before the rest of the burst is relayed and the answer logged.
+    # The model sends its whole answer at once. Its events came in one read, so they leave in
+    # one send with the head: the first words wait neither for a later turn of the loop nor
+    # for the answer to be assembled and logged; `[DONE]` follows once it is.
     (sends,) = _sends(
         tmp_path, provider, [("/v1/chat/completions", {"model": "auto", "stream": True})]
     )
-    events = [s.count(b"data: ") for s in sends]
-    assert sends[0].startswith(b"HTTP/1.1 200 OK\r\n") and events[:2] == [1, 1], events
-    first_words = json.loads(sends[1].split(b"data: ", 1)[1].split(b"\n", 1)[0])
-    assert first_words["choices"][0]["delta"]["content"]
-    assert b"[DONE]" in sends[-1] and len(sends) == 3, events
+    assert sends[0].startswith(b"HTTP/1.1 200 OK\r\n") and len(sends) == 2, sends
+    events = [json.loads(line[6:]) for line in sends[0].split(b"\n") if line.startswith(b"data: ")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    # the role, a word each, the finish: every event of the answer
+    assert text and len(events) == text.count(" ") + 3, events
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    assert sends[1].count(b"data: ") == 1 and b"data: [DONE]" in sends[1]
 
 
 def _sends(

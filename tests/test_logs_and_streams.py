@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import types
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +285,27 @@ def test_aclose_and_async_with_write_the_log_line(tmp_path: Path, provider: Fake
         return seen
 
     assert run(main()) == [0, 1, 1, 2]
+
+
+def test_chunks_held_to_go_with_the_next_are_sent_when_the_next_breaks_the_stream() -> None:
+    from semroute.dispatch.chunks import RawChunk
+    from semroute.server.sse import EventStream
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def raw() -> Any:
+        first = RawChunk({"choices": [{"index": 0, "delta": {"content": "Sunny"}}]})
+        first.more = True  # the next line came in the same read: it is not JSON
+        yield first
+        raise DispatchError("the stream from 'm' broke")
+
+    stream: Any = types.SimpleNamespace(raw=raw)
+    events = EventStream(stream, {}, usage=False, done=None)  # type: ignore[arg-type]
+    assert run(events._pump(send, raw(), first=True)) is False
+    (message,) = sent
+    body = message["body"].split(b"\n\n")
+    assert b'"Sunny"' in body[0] and b"broke" in body[1] and body[2] == b"data: [DONE]"
+    assert message["more_body"] is False and events.outcome == "broken"

@@ -15,12 +15,15 @@ class RawChunk:
     it is, and building LiteLLM's object for every chunk cost more than the rest of the relay.
     """
 
-    __slots__ = ("_chunk", "data", "raw")
+    __slots__ = ("_chunk", "data", "more", "raw")
 
     def __init__(self, data: dict[str, Any], raw: bytes | None = None) -> None:
         self.data = data
         self.raw = raw
         """The JSON as the model sent it, where a relay may send it on as it is; else None."""
+        self.more = False
+        """Whether the next chunk came in the same read (it follows without a wait): a relay
+        sends the two together."""
         self._chunk: Any = None
 
     @property

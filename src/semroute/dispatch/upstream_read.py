@@ -90,7 +90,8 @@ async def read_chunks(response: Any, model: str) -> AsyncIterator[RawChunk]:
 
     The body is read as it arrives and cut into lines here: one read often holds a whole event
     (its ``data:`` line and the blank line after it), and aiohttp's line reader costs a round of
-    Python calls per line.
+    Python calls per line. A chunk whose next one came in the same read says so
+    (:attr:`RawChunk.more`).
     """
     import aiohttp
 
@@ -98,11 +99,14 @@ async def read_chunks(response: Any, model: str) -> AsyncIterator[RawChunk]:
     try:
         while True:
             part = await response.content.readany()
-            for line in lines.feed(part or b"\n"):  # at the end: a last line without its newline
+            read = lines.feed(part or b"\n")  # at the end: a last line without its newline
+            last = _last_chunk_line(read)
+            for i, line in enumerate(read):
                 chunk = _chunk(line, model)
                 if chunk is _DONE:
                     return
                 if chunk is not None:
+                    chunk.more = i < last
                     yield chunk
             if not part:
                 return
@@ -149,6 +153,17 @@ class Lines:
             raise upstream_error(
                 502, f"a streamed line is longer than {MAX_LINE_BYTES} bytes", self._model
             )
+
+
+def _last_chunk_line(lines: list[bytes]) -> int:
+    """The index of the last of ``lines`` that carries a chunk (a ``data:`` line other than
+    ``[DONE]``), -1 for none. The end is not counted: what came before it is sent on before the
+    finished answer is assembled and logged."""
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+            return i
+    return -1
 
 
 def _chunk(line: bytes, model: str) -> RawChunk | None:

@@ -1,6 +1,7 @@
 """A streamed answer as server-sent events, in OpenAI's chunk format, ending ``data: [DONE]``.
 
-Each chunk is sent as it arrives (nothing is buffered). While it streams, the response also
+Each chunk is sent as it arrives (nothing is buffered); chunks that arrive together, in one read
+of the model's answer, leave together, in one send. While it streams, the response also
 listens for the client: a client that disconnects cancels the read from the model, which closes
 the upstream connection, and the request's log line is written all the same. A stream that
 breaks after it started ends with an ``error`` event in OpenAI's error shape (the official
@@ -144,22 +145,28 @@ class EventStream:
 
     async def _pump(self, send: Send, chunks: AsyncIterator[Any], *, first: bool = False) -> bool:
         """Relay ``chunks`` as they come (:func:`chunk_fields`), then the end; with ``first``,
-        only the first chunk. True while the stream goes on."""
+        only the first chunk and those that came with it. Chunks that came in one read of the
+        model's answer (:attr:`~semroute.dispatch.chunks.RawChunk.more`) leave in one send: the
+        next one follows without a wait, so nothing is held back. True while the stream goes on.
+        """
+        events = Batch()
         try:
             async for chunk in chunks:
-                events = Batch()
                 await self._send_chunk(events, chunk)
+                if getattr(chunk, "more", False):
+                    continue
                 if events.parts:
                     await send(events.message(more=True))
+                    events = Batch()
                 if first:
                     return True
         except DispatchError as exc:
             self.outcome = "broken"
             error = from_semroute(exc)
             payload = error.body() if error is not None else {"error": {"message": str(exc)}}
-            await self._end(send, payload)
+            await self._end(send, payload, events)
             return False
-        await self._end(send, None)
+        await self._end(send, None, events)
         return False
 
     async def _send_chunk(self, send: Send, chunk: Any) -> None:
@@ -167,12 +174,15 @@ class EventStream:
         if data is not None:
             await send(_body(b"data: " + data + b"\n\n"))
 
-    async def _end(self, send: Send, error: dict[str, Any] | None) -> None:
-        """Send the last events (:meth:`_last_events`) and end the body, in one message."""
+    async def _end(
+        self, send: Send, error: dict[str, Any] | None, events: Batch | None = None
+    ) -> None:
+        """Send the last events (:meth:`_last_events`) and end the body, in one message, after
+        ``events`` (those not sent yet)."""
         if self._sent:
             return
         self._sent = True
-        events = Batch()
+        events = events if events is not None else Batch()
         await self._last_events(events, error)
         await send(events.message(more=False))
 
