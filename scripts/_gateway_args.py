@@ -22,6 +22,11 @@ def parse_args(targets: tuple[str, ...], description: str) -> argparse.Namespace
         type=int,
         help="one at a time, per target: as many non-streamed as streamed (300)",
     )
+    parser.add_argument(
+        "--mixed",
+        type=int,
+        help="alternately non-streamed and streamed, --concurrency at a time, per target (1000)",
+    )
     parser.add_argument("--warmup", type=int, help="requests per target first (4 x concurrency)")
     parser.add_argument(
         "--slow-streams", type=int, help="streams of ~100 paced events, per target (256)"
@@ -79,14 +84,15 @@ def parse_args(targets: tuple[str, ...], description: str) -> argparse.Namespace
     )
     args = parser.parse_args()
     sizes = (
-        (120, 40, 20, 60, 16, 8, 40, 20, 60)
+        (120, 40, 20, 40, 60, 16, 8, 40, 20, 60)
         if args.smoke
-        else (5000, 1000, 300, 1000, 4 * args.concurrency, 256, 2000, 300, 3000)
+        else (5000, 1000, 300, 1000, 1000, 4 * args.concurrency, 256, 2000, 300, 3000)
     )
     names = (
         "requests",
         "streamed",
         "sequential",
+        "mixed",
         "flaky_requests",
         "warmup",
         "slow_streams",
@@ -123,6 +129,7 @@ def command_line(args: argparse.Namespace) -> str:
         ("requests", args.requests),
         ("streamed", args.streamed),
         ("sequential", args.sequential),
+        ("mixed", args.mixed),
         ("concurrency", args.concurrency),
         ("delay", args.delay),
         ("workers", args.workers),

@@ -184,10 +184,11 @@ async def one(session: Any, url: str, body: bytes, stream: bool, expected: str) 
 
 
 async def run_load(
-    url: str, bodies: list[bytes], concurrency: int, stream: bool, expected: str
+    url: str, bodies: list[bytes], concurrency: int, stream: bool | list[bool], expected: str
 ) -> Load:
     import aiohttp
 
+    streamed = [stream] * len(bodies) if isinstance(stream, bool) else stream
     outcomes: list[Outcome | None] = [None] * len(bodies)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
@@ -196,7 +197,7 @@ async def run_load(
 
         async def worker() -> None:
             for i in counter:
-                outcomes[i] = await one(session, url, bodies[i], stream, expected)
+                outcomes[i] = await one(session, url, bodies[i], streamed[i], expected)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -205,10 +206,14 @@ async def run_load(
 
 
 def load(
-    url: str, bodies: list[bytes], concurrency: int, stream: bool, expected: str = ANSWER
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    stream: bool | list[bool],
+    expected: str = ANSWER,
 ) -> Load:
-    """``bodies`` POSTed to ``url``, ``concurrency`` at a time; an answer other than
-    ``expected`` is an error."""
+    """``bodies`` POSTed to ``url``, ``concurrency`` at a time, all streamed or not, or each as
+    ``stream`` says; an answer other than ``expected`` is an error."""
     chat = url + "/v1/chat/completions"
     return asyncio.run(run_load(chat, bodies, concurrency, stream, expected))
 

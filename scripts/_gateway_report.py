@@ -27,6 +27,10 @@ KINDS = {
     "streamed": "streamed, {c} at a time",
     "one_at_a_time": "non-streamed, one at a time",
     "streamed_one_at_a_time": "streamed, one at a time",
+    "mixed_plain": "non-streamed, {c} at a time, mixed with as many streamed",
+    "mixed_streamed": "streamed, {c} at a time, mixed with as many non-streamed",
+    "mixed_one_at_a_time_plain": "non-streamed, one at a time, alternating with streamed",
+    "mixed_one_at_a_time_streamed": "streamed, one at a time, alternating with non-streamed",
     "slow_streamed": "slow streams, {c} at a time",
 }
 
@@ -170,7 +174,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"{s['streamed']:,} streamed (every chunk counted, the answer and `data: [DONE]` "
         f"checked), {s['concurrency']} at a time, then {s['sequential']:,} non-streamed and "
         f"{s['sequential']:,} streamed one at a time (no queue: what a gateway adds to one "
-        "request), after a warm-up, in "
+        f"request), then {s['mixed']:,} alternately non-streamed and streamed, "
+        f"{s['concurrency']} at a time, and {s['sequential']:,} alternately one at a time (both "
+        "kinds under the same load; each half is a row of its own, its throughput its share "
+        "of the run's, its server CPU the whole run's per request), after a warm-up, in "
         f"{s['rounds']} interleaved "
         "rounds (each round sends the next slice of the requests to every target in turn, the "
         "order rotating, so that the shared machine's drifting load weighs on all alike). "
@@ -306,9 +313,14 @@ def goal_notes(results: dict[str, Any]) -> list[str]:
         "the whole run (each run its own tag and number: no decision of a measured request "
         "comes from semroute's query cache). (e): *semroute-w2*, a second `semroute serve` "
         "with `--workers 2`, takes part in the non-streamed 64-at-a-time run only, interleaved "
-        "with the others in the same rounds. (f) compares the streamed run's first content "
-        "chunk with the non-streamed run's whole answer, both 64 at a time, each minus "
-        "direct's; (f1) the same one at a time, where no request waits for another. (g): the "
+        "with the others in the same rounds. (f) compares, in one run of requests alternately "
+        "non-streamed and streamed, 64 at a time, the streamed ones' first content chunk with "
+        "the non-streamed ones' whole answer, each minus direct's in the same run: the two "
+        "kinds under the same load; (f1) the same one at a time, where no request waits for "
+        "another. (f-sep) and (f1-sep) compare the separate streamed and non-streamed runs "
+        "instead, where the streamed run also loads the shared machine more: its load "
+        "generator reads every event of every answer (against direct alone, the generator and "
+        "the upstream serve fewer streams a second than answers; see the table). (g): the "
         f"slow-stream run below (events every {s['chunk_delay_s'] * 1000:.0f} "
         f"ms for about {s.get('long_stream_s', 5):g} s), the p99 of the time between "
         "consecutive content chunks through the gateway minus direct's. (h): VmHWM of each "
@@ -360,6 +372,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "requests": args.requests,
         "streamed": args.streamed,
         "sequential": args.sequential,
+        "mixed": args.mixed,
         "concurrency": args.concurrency,
         "upstream_delay_s": args.delay,
         "workers": args.workers,

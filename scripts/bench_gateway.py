@@ -1,7 +1,8 @@
 """Gateway: `semroute serve` beside LiteLLM's proxy and a direct call, under the same load.
 
     .venv/bin/python scripts/bench_gateway.py [--requests 5000] [--streamed 1000]
-        [--sequential 300] [--concurrency 64] [--delay 0.05] [--workers 1] [--rounds 5]
+        [--sequential 300] [--mixed 1000] [--concurrency 64] [--delay 0.05] [--workers 1]
+        [--rounds 5]
         [--flaky-requests 1000] [--slow-streams 256] [--chunk-delay 0.02] [--long-stream-s 5]
         [--redis-requests 2000] [--targets direct,semroute,semroute-w2,litellm]
         [--profile [--profile-sequential 300] [--profile-requests 3000]] [--smoke]
@@ -24,7 +25,10 @@ The targets get the same requests:
 Each target gets --requests non-streamed requests and --streamed streamed ones (every chunk
 counted, the answer and `data: [DONE]` checked), --concurrency at a time, then --sequential
 non-streamed ones and --sequential streamed ones one at a time (no queue: what a gateway adds
-to a request), after a warm-up.
+to a request), after a warm-up. Then --mixed requests --concurrency at a time and --sequential
+one at a time, alternately non-streamed and streamed: the two kinds under the same load, each
+half reported as a kind of its own (in a run of one kind, streams also load the shared machine
+more than answers do, the load generator reading each answer's events).
 The requests are split into --rounds interleaved rounds: each round sends its slice to every
 target in turn, the order rotating, so that a shared machine's drifting load weighs on all alike.
 The queries are the bundled routes' held-out queries (tests/data/bundled_queries.yaml), each made
@@ -94,7 +98,16 @@ import yaml
 from _bench import ROOT, machine, save
 from _gateway_args import command_line, parse_args
 from _gateway_goals import goals
-from _gateway_load import ANSWER, Load, classify, load, request_bodies, slow_answer, tagged
+from _gateway_load import (
+    ANSWER,
+    Load,
+    Outcome,
+    classify,
+    load,
+    request_bodies,
+    slow_answer,
+    tagged,
+)
 from _gateway_profile import profile_run
 from _gateway_report import breakdown, brief, checks, markdown, settings
 from _gateway_route import route_summary, route_times
@@ -153,8 +166,9 @@ class Target:
         return self.name.startswith("semroute")
 
 
-Kind = tuple[str, int, bool, int]
-"""A kind of request in a run: its name, how many, streamed or not, how many at a time."""
+Kind = tuple[str, int, bool | None, int]
+"""A kind of request in a run: its name, how many, streamed or not (None: mixed, alternately
+non-streamed and streamed), how many at a time."""
 
 
 def main_kinds(args: argparse.Namespace) -> list[Kind]:
@@ -164,7 +178,34 @@ def main_kinds(args: argparse.Namespace) -> list[Kind]:
         # One at a time: no queue, so the time a gateway adds is its own work alone.
         ("one_at_a_time", args.sequential, False, 1),
         ("streamed_one_at_a_time", args.sequential, True, 1),
+        # Both kinds in one run: streamed and non-streamed requests under the same load.
+        ("mixed", args.mixed, None, args.concurrency),
+        ("mixed_one_at_a_time", args.sequential, None, 1),
     ]
+
+
+def bodies_of(
+    queries: list[tuple[str, str]], lo: int, hi: int, auto: bool, stream: bool | None, kind: str
+) -> tuple[list[bytes], bool | list[bool]]:
+    """Requests ``lo`` to ``hi`` of a run, and whether each is streamed (mixed: the odd ones)."""
+    if stream is not None:
+        return request_bodies(queries, hi, auto=auto, stream=stream, tag=kind)[lo:], stream
+    flags = [i % 2 == 1 for i in range(lo, hi)]
+    plain = request_bodies(queries, hi, auto=auto, stream=False, tag=kind)[lo:]
+    streamed = request_bodies(queries, hi, auto=auto, stream=True, tag=kind)[lo:]
+    return [s if f else p for p, s, f in zip(plain, streamed, flags, strict=True)], flags
+
+
+def results_of(kind: str, stream: bool | None, merged: Load) -> dict[str, Load]:
+    """A run's outcomes by the kind they are reported as: a mixed run's as its non-streamed
+    half (``KIND_plain``) and its streamed half (``KIND_streamed``), each with the whole run's
+    wall time (its throughput is its share of the run's)."""
+    if stream is not None:
+        return {kind: merged}
+    halves: dict[str, list[Outcome]] = {f"{kind}_plain": [], f"{kind}_streamed": []}
+    for i, o in enumerate(merged.outcomes):
+        halves[f"{kind}_streamed" if i % 2 else f"{kind}_plain"].append(o)
+    return {k: Load(v, merged.wall_s) for k, v in halves.items()}
 
 
 def measure(
@@ -198,19 +239,21 @@ def measure(
             for r in range(rounds):
                 lo, hi = n * r // rounds, n * (r + 1) // rounds
                 for t in these[r % len(these) :] + these[: r % len(these)]:
-                    bodies = request_bodies(queries, hi, auto=t.auto, stream=stream, tag=kind)[lo:]
+                    bodies, streamed = bodies_of(queries, lo, hi, t.auto, stream, kind)
                     with cpu[t.name].over():
-                        parts[t.name].append(load(t.url, bodies, concurrency, stream, expected))
+                        parts[t.name].append(load(t.url, bodies, concurrency, streamed, expected))
             for t in these:
                 merged = Load(
                     [o for part in parts[t.name] for o in part.outcomes],
                     sum(part.wall_s for part in parts[t.name]),
                 )
-                result[t.name][kind] = merged.summary() | {"rounds": rounds}
-                result[t.name][kind]["cpu"] = cpu[t.name].summary(n)
-                if t.name == "semroute":
-                    ids[kind] = [o.request_id for o in merged.outcomes]
-                print(f"  {t.name} {kind}: {brief(result[t.name][kind])}", file=sys.stderr)
+                for key, got in results_of(kind, stream, merged).items():
+                    result[t.name][key] = got.summary() | {"rounds": rounds}
+                    # A mixed run's CPU is the whole run's, per request of either kind.
+                    result[t.name][key]["cpu"] = cpu[t.name].summary(n)
+                    if t.name == "semroute":
+                        ids[key] = [o.request_id for o in got.outcomes]
+                    print(f"  {t.name} {key}: {brief(result[t.name][key])}", file=sys.stderr)
     for t in targets:
         if t.server is not None:
             memory = t.server.memory()

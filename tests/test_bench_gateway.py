@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_gateway.py"
 WRITTEN = [ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "results" / "gateway.json"]
 SOAK_WRITTEN = [ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "results" / "gateway_soak.json"]
-GOALS = ["a", "b", "c", "d", "e", "f", "f1", "g", "h"]
+GOALS = ["a", "b", "c", "d", "e", "f", "f1", "f-sep", "f1-sep", "g", "h"]
 """Every goal of issue 24 the gateway benchmark reports, in its order."""
 
 
@@ -183,6 +183,8 @@ def test_a_smoke_run_through_semroute_serve(tmp_path: Path, model_cache: Path) -
         "10",
         "--sequential",
         "5",
+        "--mixed",
+        "40",
         "--flaky-requests",
         "30",
         "--rounds",
@@ -214,7 +216,13 @@ def test_a_smoke_run_through_semroute_serve(tmp_path: Path, model_cache: Path) -
     verdicts = {g["id"]: g["passed"] for g in results["goals"]}
     assert verdicts["a"] is not None and verdicts["e"] is not None and verdicts["h"] is True
     # semroute's decision log holds one line per request, each with its routing time.
-    for kind in ("plain", "streamed", "one_at_a_time", "streamed_one_at_a_time"):
+    # The mixed runs' halves: every other request streamed, each half its own kind.
+    for one, sizes in (("", (20, 20)), ("_one_at_a_time", (3, 2))):  # 40; 5 (--sequential)
+        half, other = served[f"mixed{one}_plain"], served[f"mixed{one}_streamed"]
+        assert (half["answered"], other["answered"]) == sizes
+        assert "first_chunk_p50_ms" in other and "first_chunk_p50_ms" not in half
+    kinds = ("plain", "streamed", "one_at_a_time", "streamed_one_at_a_time")
+    for kind in (*kinds, "mixed_plain", "mixed_streamed"):
         logged = served["decision_log"][kind]
         assert logged["logged_once"] == logged["requests"] and logged["routing_p50_ms"] > 0
     for run in results["flaky"].values():
@@ -238,6 +246,18 @@ def _run(p50: float, p99: float, rps: float, **extra: float) -> dict[str, Any]:
     return {"p50_ms": p50, "p99_ms": p99, "throughput_rps": rps, **extra}
 
 
+def _mixed(plain: float, first: float, plain_one: float, first_one: float) -> dict[str, Any]:
+    """The halves of both mixed runs: the non-streamed p50s, the streamed first chunks' p50s."""
+    return {
+        "mixed_plain": _run(plain, plain + 50, 400.0),
+        "mixed_streamed": _run(first + 5, first + 60, 400.0, first_chunk_p50_ms=first),
+        "mixed_one_at_a_time_plain": _run(plain_one, plain_one + 2, 9.0),
+        "mixed_one_at_a_time_streamed": _run(
+            first_one + 1, first_one + 3, 9.0, first_chunk_p50_ms=first_one
+        ),
+    }
+
+
 def _results(
     *,
     semroute_seq: float = 55.0,
@@ -257,12 +277,14 @@ def _results(
                 "plain": _run(60.0, 100.0, 1000.0),
                 "streamed": _run(70.0, 120.0, 500.0, first_chunk_p50_ms=55.0),
                 "streamed_one_at_a_time": _run(52.0, 53.0, 19.0, first_chunk_p50_ms=51.0),
+                **_mixed(65.0, 58.0, 51.0, 50.5),
             },
             "semroute": {
                 "one_at_a_time": _run(semroute_seq, 60.0, 18.0),
                 "plain": _run(160.0, 300.0, semroute_rps),
                 "streamed": _run(200.0, 400.0, 150.0, first_chunk_p50_ms=150.0),
                 "streamed_one_at_a_time": _run(60.0, 62.0, 17.0, first_chunk_p50_ms=56.0),
+                **_mixed(130.0, 123.0, 55.0, 54.5),
                 "memory": {
                     "worker_peak_rss_mib": 300.0,
                     "per_process": [{"role": "worker", "peak_rss_mib": 300.0}],
@@ -274,6 +296,7 @@ def _results(
                 "plain": _run(400.0, 500.0, litellm_rps),
                 "streamed": _run(500.0, 900.0, 90.0, first_chunk_p50_ms=400.0),
                 "streamed_one_at_a_time": _run(70.0, 75.0, 14.0, first_chunk_p50_ms=62.0),
+                **_mixed(300.0, 500.0, 60.0, 62.0),
             },
         },
         "slow_stream": {
@@ -310,14 +333,21 @@ def test_each_goal_passes_or_fails_at_its_limit() -> None:
     results = _results()
     results["targets"]["semroute"]["plain"]["p99_ms"] = 300.1
     assert {goal.id: goal.passed for goal in g.goals(results)}["d"] is False
-    # (f): the first chunk added more than a whole non-streamed answer.
-    results = _results()
-    results["targets"]["semroute"]["streamed"]["first_chunk_p50_ms"] = 155.1
-    assert {goal.id: goal.passed for goal in g.goals(results)}["f"] is False
-    # (f1): one at a time, the first chunk added 5.1 ms against a whole answer's 5.
-    results = _results()
-    results["targets"]["semroute"]["streamed_one_at_a_time"]["first_chunk_p50_ms"] = 56.1
-    assert {goal.id: goal.passed for goal in g.goals(results)}["f1"] is False
+    # (f), mixed: the first chunk added 65.1 ms (123.1 - 58) against a whole answer's 65.
+    # Each streaming figure past its limit fails its own goal alone.
+    for kind, key, value, goal in (
+        ("mixed_streamed", "first_chunk_p50_ms", 123.1, "f"),
+        ("mixed_plain", "p50_ms", 129.9, "f"),
+        ("mixed_one_at_a_time_streamed", "first_chunk_p50_ms", 54.6, "f1"),
+        ("mixed_one_at_a_time_plain", "p50_ms", 54.9, "f1"),
+        # separate runs: the first chunk 95.1 against 100 added; one at a time 5.1 against 5
+        ("streamed", "first_chunk_p50_ms", 155.1, "f-sep"),
+        ("streamed_one_at_a_time", "first_chunk_p50_ms", 56.1, "f1-sep"),
+    ):
+        results = _results()
+        results["targets"]["semroute"][kind][key] = value
+        failed = {goal.id for goal in g.goals(results) if not goal.passed}
+        assert failed == {goal}, (kind, failed)
 
 
 @pytest.mark.usefixtures("scripts")
@@ -359,6 +389,8 @@ def test_a_goal_without_its_figures_is_not_applicable() -> None:
         "e": None,
         "f": True,
         "f1": True,
+        "f-sep": True,
+        "f1-sep": True,
         "g": True,
         "h": True,
     }
