@@ -105,6 +105,7 @@ from _gateway_load import (
     classify,
     load,
     request_bodies,
+    request_body,
     slow_answer,
     tagged,
 )
@@ -187,13 +188,15 @@ def main_kinds(args: argparse.Namespace) -> list[Kind]:
 def bodies_of(
     queries: list[tuple[str, str]], lo: int, hi: int, auto: bool, stream: bool | None, kind: str
 ) -> tuple[list[bytes], bool | list[bool]]:
-    """Requests ``lo`` to ``hi`` of a run, and whether each is streamed (mixed: the odd ones)."""
-    if stream is not None:
-        return request_bodies(queries, hi, auto=auto, stream=stream, tag=kind)[lo:], stream
-    flags = [i % 2 == 1 for i in range(lo, hi)]
-    plain = request_bodies(queries, hi, auto=auto, stream=False, tag=kind)[lo:]
-    streamed = request_bodies(queries, hi, auto=auto, stream=True, tag=kind)[lo:]
-    return [s if f else p for p, s, f in zip(plain, streamed, flags, strict=True)], flags
+    """Requests ``lo`` to ``hi`` of a run (:func:`request_bodies`'), and whether each is
+    streamed (mixed: the odd ones)."""
+    flags = [i % 2 == 1 if stream is None else stream for i in range(lo, hi)]
+    picked = tagged(queries, hi, kind)[lo:]
+    bodies = [
+        request_body(text, model, auto=auto, stream=f)
+        for (text, model), f in zip(picked, flags, strict=True)
+    ]
+    return bodies, flags if stream is None else stream
 
 
 def results_of(kind: str, stream: bool | None, merged: Load) -> dict[str, Load]:
