@@ -160,19 +160,28 @@ def _last_chunk_line(lines: list[bytes]) -> int:
     ``[DONE]``), -1 for none. The end is not counted: what came before it is sent on before the
     finished answer is assembled and logged."""
     for i in range(len(lines) - 1, -1, -1):
-        line = lines[i]
-        if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+        data = _data(lines[i])
+        if data is not None and data != _DONE_DATA:
             return i
     return -1
+
+
+_DONE_DATA = b"[DONE]"
+"""The data of a stream's last event."""
+
+
+def _data(line: bytes) -> bytes | None:
+    """What a ``data:`` line carries, None for another line."""
+    return line[5:].strip() if line.startswith(b"data:") else None
 
 
 def _chunk(line: bytes, model: str) -> RawChunk | None:
     """The chunk a line of the stream carries: :data:`_DONE` for ``[DONE]``, None for a line
     that is not a ``data:`` line."""
-    if not line.startswith(b"data:"):
+    data = _data(line)
+    if data is None:
         return None
-    data = line[5:].strip()
-    if data == b"[DONE]":
+    if data == _DONE_DATA:
         return _DONE
     try:
         chunk = json.loads(data)
