@@ -569,3 +569,26 @@ def test_a_chunk_says_whether_the_next_came_in_the_same_read() -> None:
         return [(c.data["choices"][0]["delta"]["content"], c.more) async for c in chunks]
 
     assert run(read()) == [("a", True), ("b", False), ("c", False), ("d", False)]
+
+
+@pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-byte-over"])
+def test_a_streamed_answer_longer_than_the_limit_breaks_the_stream(
+    monkeypatch: pytest.MonkeyPatch, over: int
+) -> None:
+    from semroute.dispatch import upstream_read
+
+    parts = [_event("a"), _event("b") + b": keep-alive\n\n" + _event("c"), b"data: [DONE]\n\n"]
+    limit = len(b"".join(parts)) - over  # every byte of the body counts, the end's too
+    monkeypatch.setattr(upstream_read, "MAX_ANSWER_BYTES", limit)
+    texts: list[str] = []
+
+    async def read() -> None:
+        async for chunk in upstream_read.read_chunks(_Read(list(parts)), "m"):
+            texts.append(chunk.data["choices"][0]["delta"]["content"])
+
+    if over:
+        with pytest.raises(Exception, match=f"the streamed answer is longer than {limit} bytes"):
+            run(read())
+    else:
+        run(read())
+    assert texts == ["a", "b", "c"]  # what came before the read that went over was relayed

@@ -216,6 +216,45 @@ def test_an_async_stream_that_breaks_midway_raises_dispatch_error_and_logs_it(
     assert line["error"] and line["request_id"] == error.request_id
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
+@pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-chunk-over"])
+def test_a_stream_with_more_chunks_than_the_limit_breaks_and_is_logged(
+    tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, direct: bool, over: int
+) -> None:
+    from semroute.dispatch import streaming
+
+    text = "rain is likely tomorrow and the day after"
+    provider.answer("weather-model", text=text)
+    router, dispatcher = build(tmp_path, provider, dispatch={**PATIENT, "direct": direct})
+
+    async def read() -> tuple[list[Any], DispatchError | None]:
+        stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+        received: list[Any] = []
+        try:
+            async for chunk in stream:
+                received.append(chunk)
+        except DispatchError as exc:
+            return received, exc
+        return received, None
+
+    whole, error = run(read())  # the stream's length, unbounded
+    assert error is None and text_of(whole) == text
+    limit = len(whole) - over
+    monkeypatch.setattr(streaming, "MAX_STREAM_CHUNKS", limit)
+    received, error = run(read())
+    lines = log_lines(tmp_path)
+    assert len(lines) == 2
+    if not over:
+        assert error is None and text_of(received) == text and not lines[1]["error"]
+        return
+    assert error is not None, "a stream past the limit ended as if it had finished"
+    assert len(received) == limit  # every chunk up to the limit was relayed
+    (attempt,) = error.attempts
+    assert f"the stream sent more than {limit} chunks" in (attempt.error or "")
+    assert lines[1]["error"] == "the stream from 'weather-model' broke"
+    assert lines[1]["request_id"] == error.request_id
+
+
 def test_a_stream_broken_before_its_first_chunk_fails_over(
     tmp_path: Path, provider: FakeProvider
 ) -> None:

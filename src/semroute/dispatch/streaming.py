@@ -2,7 +2,8 @@
 
 A stream is returned once a model has sent its first chunk, so a model whose stream fails before
 that has already been failed over (see :mod:`semroute.dispatch.dispatcher`). When the stream ends, or is
-closed, its chunks are assembled into one response and the request is logged.
+closed, its chunks are assembled into one response and the request is logged; until then they
+are kept, at most :data:`MAX_STREAM_CHUNKS` of them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from semroute.dispatch.chunks import RawChunk
 from semroute.dispatch.result import text_of
+from semroute.dispatch.upstream_read import upstream_error
 
 if TYPE_CHECKING:
     from semroute.decision import Skip
@@ -19,10 +21,16 @@ if TYPE_CHECKING:
     from semroute.dispatch.loop import BackgroundLoop
     from semroute.records import Attempt, Usage
 
-__all__ = ["END", "AsyncDispatchStream", "DispatchStream"]
+__all__ = ["END", "MAX_STREAM_CHUNKS", "AsyncDispatchStream", "DispatchStream"]
 
 END = object()
 """The first chunk of a stream that ended before sending any."""
+
+MAX_STREAM_CHUNKS = 1 << 18
+"""The most chunks one stream may send: one more breaks the stream, and that is its attempt's
+error. A stream's chunks are kept until it ends, to assemble and log its answer (2 to 4 kB of
+memory each), so a model that never stops would otherwise take memory without end. The longest
+answers models write (about 128k tokens, a token or more a chunk) fit in half of it."""
 
 
 class AsyncDispatchStream:
@@ -110,6 +118,9 @@ class AsyncDispatchStream:
                 chunks.append(first)
                 yield first
                 async for chunk in rest:
+                    if len(chunks) >= MAX_STREAM_CHUNKS:
+                        text = f"the stream sent more than {MAX_STREAM_CHUNKS} chunks"
+                        raise upstream_error(502, text, self.model)
                     chunks.append(chunk)
                     yield chunk
             ended = True

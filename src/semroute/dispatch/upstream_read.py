@@ -1,8 +1,8 @@
 """Reading what a directly called model answers (see :mod:`semroute.dispatch.direct`): the
 answer, read up to :data:`MAX_ANSWER_BYTES`; a stream, cut into its chunks as the network
-delivers it, each line bounded by :data:`MAX_LINE_BYTES`; and the LiteLLM exception each
-failure is raised as, so that failover, health and the attempt's text treat both ways of
-calling a model alike."""
+delivers it, each line bounded by :data:`MAX_LINE_BYTES` and the whole by
+:data:`MAX_ANSWER_BYTES`; and the LiteLLM exception each failure is raised as, so that
+failover, health and the attempt's text treat both ways of calling a model alike."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def connection_error(exc: BaseException, model: str) -> BaseException:
 
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
-"""The largest answer (not streamed) read from a model; a larger one is a 502, not a buffer
-that grows without end."""
+"""The largest answer read from a model, whole or streamed (a stream's body as it is sent,
+every event counted): a larger one is an error (a whole answer fails over, a stream breaks),
+not memory that grows without end."""
 
 
 async def read_answer(response: Any, model: str) -> bytes:
@@ -96,9 +97,15 @@ async def read_chunks(response: Any, model: str) -> AsyncIterator[RawChunk]:
     import aiohttp
 
     lines = Lines(model)
+    size = 0
     try:
         while True:
             part = await response.content.readany()
+            size += len(part)
+            if size > MAX_ANSWER_BYTES:
+                raise upstream_error(
+                    502, f"the streamed answer is longer than {MAX_ANSWER_BYTES} bytes", model
+                )
             read = lines.feed(part or b"\n")  # at the end: a last line without its newline
             last = _last_chunk_line(read)
             for i, line in enumerate(read):
