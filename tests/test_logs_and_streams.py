@@ -193,23 +193,25 @@ def test_a_stream_that_breaks_midway_raises_dispatch_error_and_logs_it(
     assert line["request_id"] == info.value.request_id == stream.request_id
 
 
+async def _read_async(dispatcher: Any, router: Any) -> tuple[list[Any], DispatchError | None]:
+    """Stream one weather question to its end: the chunks read, and the error that ended it."""
+    stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
+    received: list[Any] = []
+    try:
+        async for chunk in stream:
+            received.append(chunk)
+    except DispatchError as exc:
+        return received, exc
+    return received, None
+
+
 def test_an_async_stream_that_breaks_midway_raises_dispatch_error_and_logs_it(
     tmp_path: Path, provider: FakeProvider
 ) -> None:
     provider.break_stream("weather-model", after=3, text="rain is likely tomorrow")
     router, dispatcher = build(tmp_path, provider, dispatch=PATIENT)
 
-    async def main() -> tuple[list[Any], DispatchError | None]:
-        stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
-        received: list[Any] = []
-        try:
-            async for chunk in stream:
-                received.append(chunk)
-        except DispatchError as exc:
-            return received, exc
-        return received, None
-
-    received, error = run(main())
+    received, error = run(_read_async(dispatcher, router))
     assert error is not None, "the broken stream ended as if it had finished"
     assert received and "rain is".startswith(text_of(received))
     (line,) = log_lines(tmp_path)
@@ -227,21 +229,11 @@ def test_a_stream_with_more_chunks_than_the_limit_breaks_and_is_logged(
     provider.answer("weather-model", text=text)
     router, dispatcher = build(tmp_path, provider, dispatch={**PATIENT, "direct": direct})
 
-    async def read() -> tuple[list[Any], DispatchError | None]:
-        stream = await dispatcher.acomplete("will it rain today", router=router, stream=True)
-        received: list[Any] = []
-        try:
-            async for chunk in stream:
-                received.append(chunk)
-        except DispatchError as exc:
-            return received, exc
-        return received, None
-
-    whole, error = run(read())  # the stream's length, unbounded
+    whole, error = run(_read_async(dispatcher, router))  # the stream's length, unbounded
     assert error is None and text_of(whole) == text
     limit = len(whole) - over
     monkeypatch.setattr(streaming, "MAX_STREAM_CHUNKS", limit)
-    received, error = run(read())
+    received, error = run(_read_async(dispatcher, router))
     lines = log_lines(tmp_path)
     assert len(lines) == 2
     if not over:
