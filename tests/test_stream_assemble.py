@@ -3,11 +3,14 @@ checked against LiteLLM's own assembler on the shapes OpenAI streams."""
 
 from __future__ import annotations
 
+import json
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from semroute.dispatch.chunks import RawChunk, assemble
+from semroute.dispatch.chunks import Assembly, RawChunk, assemble, response_of
 from semroute.dispatch.providers import import_litellm
 
 BASE = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1700, "model": "m-1"}
@@ -164,3 +167,59 @@ def test_texts_tool_calls_and_refusals_in_their_places() -> None:
 )
 def test_what_it_does_not_read_is_left_to_litellm(chunks: list[dict[str, Any]]) -> None:
     assert assemble([RawChunk(c) for c in chunks]) is None
+
+
+REASONING = [
+    _chunk(_delta(role="assistant", content="Sunny")),  # folded in; the next is not plain
+    _chunk(_delta(content=" today", reasoning_content="the forecast says so")),
+    _chunk(_delta(finish="stop"), usage=USAGE),
+]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "text"),
+    [(TEXT[:-1], "Sunny all day."), (REASONING, "Sunny today"), (TOOLS[:-1], None)],
+    ids=["no-usage", "not-plain-after-a-plain-one", "tools-no-usage"],
+)
+def test_a_stream_left_to_litellm_gives_it_every_chunk_as_it_came(
+    chunks: list[dict[str, Any]], text: str | None
+) -> None:
+    assembly = Assembly()
+    for c in chunks:
+        assembly.add(RawChunk(c, json.dumps(c).encode()))  # as a direct stream's: with its bytes
+    assert assembly.whole() is None and assembly.direct
+    assert assembly.chunks() == chunks
+    response = response_of(assembly, [], import_litellm())
+    assert response is not None and response.choices[0].message.content == text
+
+
+def _retained(make: Callable[[], Any]) -> int:
+    """The bytes ``make`` allocates that are still held once it returns what it made."""
+    tracemalloc.start()
+    try:
+        made = make()
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del made
+    return size
+
+
+def test_a_folded_chunk_keeps_its_text_and_bytes_not_its_parsed_json() -> None:
+    raws = [json.dumps(_chunk(_delta(content=f" word{i}"))).encode() for i in range(5000)]
+
+    def folded() -> Assembly:
+        assembly = Assembly()
+        for raw in raws:
+            assembly.add(RawChunk(json.loads(raw), raw))
+        return assembly
+
+    def kept_whole() -> list[RawChunk]:  # every chunk as it was parsed
+        return [RawChunk(json.loads(raw), raw) for raw in raws]
+
+    assert _retained(folded) * 4 < _retained(kept_whole)
+    assembly = folded()
+    assembly.add(RawChunk(_chunk(usage=USAGE)))
+    answer = assembly.whole()
+    assert answer is not None
+    assert answer["choices"][0]["message"]["content"] == "".join(f" word{i}" for i in range(5000))

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from semroute.dispatch.cache import CachedAnswer, Hit, SemanticCache, Ticket
+from semroute.dispatch.chunks import Assembly
 from semroute.dispatch.providers import import_litellm
 from semroute.dispatch.result import DispatchResult, text_of
 from semroute.dispatch.streaming import AsyncDispatchStream
@@ -167,9 +168,9 @@ class CachedStream(AsyncDispatchStream):
             yield stream(**common, choices=[], usage=_usage(answer))
             ended = True
         finally:
-            self._finish([], ended)
+            self._finish(Assembly(), ended)
 
-    def _finish(self, chunks: list[Any], ended: bool = False) -> None:
+    def _finish(self, assembly: Assembly, ended: bool = False) -> None:
         if not self._done:
             self._done = True
             error = None if ended else self._error

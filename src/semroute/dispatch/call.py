@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from semroute.config.pricing import UnknownPriceWarning, price_of
 from semroute.decision import Skip
-from semroute.dispatch.chunks import response_of
+from semroute.dispatch.chunks import Assembly, response_of
 from semroute.dispatch.health import Outcome, counts_as_failure
 from semroute.dispatch.log import entry
 from semroute.dispatch.log_metadata import logged_signals
@@ -364,14 +364,14 @@ class Call:
         } | ({"challenger": challenger_entry(rival)} if rival is not None else {})
 
     def streamed(
-        self, chunks: list[Any], *, ended: bool = True, error: str | None = None
+        self, assembly: Assembly, *, ended: bool = True, error: str | None = None
     ) -> tuple[Any, Usage | None, float | None]:
         """Assemble a finished stream's chunks into one response, log it, return its numbers
         (``ended``: the stream ran to its end rather than being closed midway; ``error``: why
         it was closed, for the log line)."""
         response = None
-        if chunks:
-            response = response_of(chunks, self.messages, import_litellm())
+        if assembly.count:
+            response = response_of(assembly, self.messages, import_litellm())
         self._outcome(True)
         usage = Usage.of(response)
         model = self.attempts[-1].model

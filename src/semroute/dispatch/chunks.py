@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["RawChunk", "chunk_fields"]
+__all__ = ["Assembly", "RawChunk", "assemble", "chunk_fields", "response_of"]
 
 
 class RawChunk:
@@ -62,49 +62,97 @@ def _without_none(value: Any) -> Any:
 _PLAIN_DELTA = frozenset({"role", "content", "tool_calls", "refusal"})
 
 
-def assemble(chunks: list[RawChunk]) -> dict[str, Any] | None:
-    """A finished stream's chunks as the one answer they make up, in OpenAI's chat completion
-    shape (what ``litellm.ModelResponse`` is built from), or None when they hold what only
-    LiteLLM's assembler reads: a delta with more than a role, text, a refusal and tool calls;
-    logprobs; no usage chunk (LiteLLM then counts the tokens).
+class Assembly:
+    """A stream's chunks, taken in as they pass, for the one answer they make up.
 
-    Built here because LiteLLM's assembler costs a fraction of a millisecond of the event
-    loop per stream, and prices the answer by the model name the upstream reports, at
-    LiteLLM's list price, where the deployment's own price is what counts.
+    A directly called model's chunks in OpenAI's plain shape are folded in as they come
+    (:meth:`whole`): what is kept of each is its text and its JSON's bytes, not its parsed
+    JSON, about a sixth of the memory. The bytes are for LiteLLM's assembler, which reads every
+    chunk (:meth:`chunks`): for a stream that turns out to hold what only it reads, or that
+    ends without a usage chunk. LiteLLM's own chunks are kept as they are.
     """
-    choices: dict[int, dict[str, Any]] = {}
-    usage = None
-    for raw in chunks:
-        if raw.data.get("usage"):
-            usage = raw.data["usage"]
-        for choice in raw.data.get("choices") or ():
+
+    __slots__ = ("_choices", "_first", "_kept", "_plain", "_usage", "count", "direct")
+
+    def __init__(self) -> None:
+        self.count = 0
+        """The chunks taken in."""
+        self.direct = True
+        """Whether every chunk came from a model called directly (a :class:`RawChunk`)."""
+        self._kept: list[Any] = []  # a RawChunk's JSON bytes (its parsed JSON if it has none)
+        self._plain = True  # every chunk so far folded in
+        self._first: dict[str, Any] = {}
+        self._choices: dict[int, dict[str, Any]] = {}
+        self._usage: Any = None
+
+    def add(self, chunk: Any) -> None:
+        self.count += 1
+        if not isinstance(chunk, RawChunk):
+            self.direct = self._plain = False
+            self._kept.append(chunk)
+            return
+        self._kept.append(chunk.data if chunk.raw is None else chunk.raw)
+        if self._plain:
+            self._plain = self._fold(chunk.data)
+
+    def _fold(self, data: dict[str, Any]) -> bool:
+        """Take in one chunk's JSON; False when it holds what only LiteLLM's assembler reads."""
+        if self.count == 1:
+            self._first = {k: data.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+        if data.get("usage"):
+            self._usage = data["usage"]
+        for choice in data.get("choices") or ():
             if not _plain(choice):
-                return None
-            slot = choices.setdefault(
+                return False
+            slot = self._choices.setdefault(
                 choice.get("index", 0),
                 {"role": None, "text": [], "refusal": [], "tools": {}, "finish": None},
             )
             delta = choice.get("delta") or {}
             slot["role"] = slot["role"] or delta.get("role")
-            slot["text"].append(delta.get("content") or "")
-            slot["refusal"].append(delta.get("refusal") or "")
+            if text := delta.get("content"):
+                slot["text"].append(text)
+            if refusal := delta.get("refusal"):
+                slot["refusal"].append(refusal)
             for call in delta.get("tool_calls") or ():
                 if not _add_tool_call(slot["tools"], call):
-                    return None
+                    return False
             if choice.get("finish_reason"):
                 slot["finish"] = choice["finish_reason"]
-    if not isinstance(usage, dict) or not chunks:
-        return None
-    first = chunks[0].data
-    return {
-        "id": first.get("id"),
-        "object": "chat.completion",
-        "created": first.get("created"),
-        "model": first.get("model"),
-        "system_fingerprint": first.get("system_fingerprint"),
-        "choices": [_choice(index, slot) for index, slot in sorted(choices.items())],
-        "usage": usage,
-    }
+        return True
+
+    def whole(self) -> dict[str, Any] | None:
+        """The answer in OpenAI's chat completion shape (what ``litellm.ModelResponse`` is
+        built from), or None when it holds what only LiteLLM's assembler reads: a chunk not
+        from a model called directly; a delta with more than a role, text, a refusal and tool
+        calls; logprobs; no usage chunk (LiteLLM then counts the tokens).
+
+        Built here because LiteLLM's assembler costs a fraction of a millisecond of the event
+        loop per stream, and prices the answer by the model name the upstream reports, at
+        LiteLLM's list price, where the deployment's own price is what counts.
+        """
+        if not (self._plain and self.count and isinstance(self._usage, dict)):
+            return None
+        choices = self._choices
+        return {
+            **self._first,
+            "object": "chat.completion",
+            "choices": [_choice(index, slot) for index, slot in sorted(choices.items())],
+            "usage": self._usage,
+        }
+
+    def chunks(self) -> list[Any]:
+        """Every chunk, for LiteLLM's assembler: a :class:`RawChunk`'s JSON parsed again (it
+        reads a chunk as a mapping), LiteLLM's own as it came."""
+        return [json.loads(c) if isinstance(c, bytes) else c for c in self._kept]
+
+
+def assemble(chunks: list[RawChunk]) -> dict[str, Any] | None:
+    """``chunks`` as one answer (:meth:`Assembly.whole`)."""
+    assembly = Assembly()
+    for chunk in chunks:
+        assembly.add(chunk)
+    return assembly.whole()
 
 
 def _plain(choice: Any) -> bool:
@@ -145,7 +193,7 @@ def _choice(index: int, slot: dict[str, Any]) -> dict[str, Any]:
         "role": slot["role"] or "assistant",
         "content": "".join(slot["text"]) or None,
     }
-    if any(slot["refusal"]):
+    if slot["refusal"]:
         message["refusal"] = "".join(slot["refusal"])
     if slot["tools"]:
         message["tool_calls"] = [
@@ -159,24 +207,21 @@ def _choice(index: int, slot: dict[str, Any]) -> dict[str, Any]:
     return {"index": index, "message": message, "finish_reason": slot["finish"]}
 
 
-def response_of(chunks: list[Any], messages: list[dict[str, Any]], litellm: Any) -> Any:
-    """A finished stream's chunks as one ``ModelResponse`` (``litellm``: the module, as
+def response_of(assembly: Assembly, messages: list[dict[str, Any]], litellm: Any) -> Any:
+    """A finished stream as one ``ModelResponse`` (``litellm``: the module, as
     :func:`~semroute.dispatch.providers.import_litellm` gives it): a direct stream's in OpenAI's
-    plain shape by :func:`assemble`, anything else by LiteLLM's assembler; None when the answer
-    cannot be read (usage that is not token counts): the stream was relayed all the same, and
-    is logged without usage or cost."""
-    direct = all(isinstance(c, RawChunk) for c in chunks)
+    plain shape by :meth:`Assembly.whole`, anything else by LiteLLM's assembler; None when the
+    answer cannot be read (usage that is not token counts): the stream was relayed all the
+    same, and is logged without usage or cost."""
     try:
-        whole = assemble(chunks) if direct else None
+        whole = assembly.whole()
         if whole is not None:
             return litellm.ModelResponse(**whole)
-        # LiteLLM's assembler reads a chunk as a mapping: a RawChunk's JSON will do.
-        parts = [c.data if isinstance(c, RawChunk) else c for c in chunks]
-        response = litellm.stream_chunk_builder(parts, messages=messages)
+        response = litellm.stream_chunk_builder(assembly.chunks(), messages=messages)
     except (ValueError, TypeError, litellm.APIError):  # pydantic's errors are ValueErrors
         return None
-    if direct and response is not None:
+    if assembly.direct and response is not None:
         # Its price is LiteLLM's list price for the name the upstream reported, not the
-        # deployment's (see assemble).
+        # deployment's (see Assembly.whole).
         response._hidden_params.pop("response_cost", None)
     return response
