@@ -1,4 +1,4 @@
-"""A direct stream's chunks assembled into one answer (semroute.dispatch.chunks.assemble),
+"""A direct stream's chunks assembled into one answer (semroute.dispatch.chunks.Assembly),
 checked against LiteLLM's own assembler on the shapes OpenAI streams."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from semroute.dispatch.chunks import Assembly, RawChunk, assemble, response_of
+from semroute.dispatch.chunks import Assembly, RawChunk, response_of
 from semroute.dispatch.providers import import_litellm
 
 BASE = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1700, "model": "m-1"}
@@ -69,6 +69,14 @@ REFUSAL = [
     _chunk(_delta(refusal="help with that.")),
     _chunk(_delta(finish="stop"), usage=USAGE),
 ]
+
+
+def assemble(chunks: list[RawChunk]) -> dict[str, Any] | None:
+    """``chunks`` taken in one by one, as a stream takes them, then the answer they make up."""
+    assembly = Assembly()
+    for chunk in chunks:
+        assembly.add(chunk)
+    return assembly.whole()
 
 
 def _essentials(response: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["Assembly", "RawChunk", "assemble", "chunk_fields", "response_of"]
+__all__ = ["Assembly", "RawChunk", "chunk_fields", "response_of"]
 
 
 class RawChunk:
@@ -145,14 +145,6 @@ class Assembly:
         """Every chunk, for LiteLLM's assembler: a :class:`RawChunk`'s JSON parsed again (it
         reads a chunk as a mapping), LiteLLM's own as it came."""
         return [json.loads(c) if isinstance(c, bytes) else c for c in self._kept]
-
-
-def assemble(chunks: list[RawChunk]) -> dict[str, Any] | None:
-    """``chunks`` as one answer (:meth:`Assembly.whole`)."""
-    assembly = Assembly()
-    for chunk in chunks:
-        assembly.add(chunk)
-    return assembly.whole()
 
 
 def _plain(choice: Any) -> bool:
