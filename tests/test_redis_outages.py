@@ -76,12 +76,12 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway
 def ask(url: str, key: str = SMALL_KEY, text: str = HELLO, timeout: float = 30) -> Any:
     """A chat completion through the official client: its raw response, or the status of the
     error it got."""
-    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=timeout)
     messages: Any = [{"role": "user", "content": text}]
-    try:
-        return client.chat.completions.with_raw_response.create(model="auto", messages=messages)
-    except openai.APIStatusError as exc:
-        return exc.status_code
+    with openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=timeout) as client:
+        try:
+            return client.chat.completions.with_raw_response.create(model="auto", messages=messages)
+        except openai.APIStatusError as exc:
+            return exc.status_code
 
 
 def answered_until_refused(url: str, most: int = 8) -> int:
