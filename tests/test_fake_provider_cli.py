@@ -57,11 +57,11 @@ def test_it_answers_every_model_on_loopback_and_says_how_to_point_litellm_at_it(
         assert f"        api_base: {url}" in banner
         answer = _ask(url, "anything").json()
         assert answer["choices"][0]["message"]["content"] == "Hello from anything."
-        client = OpenAI(base_url=url, api_key="any")
-        streamed = client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-        assert "".join(c.choices[0].delta.content or "" for c in streamed) == "Hello from m."
+        with OpenAI(base_url=url, api_key="any") as client:
+            streamed = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            assert "".join(c.choices[0].delta.content or "" for c in streamed) == "Hello from m."
 
 
 def test_fail_delay_and_flaky() -> None:

@@ -45,9 +45,9 @@ SERVER = {
 
 def ask(url: str, key: str = APP_KEY, text: str = "will it rain today") -> Any:
     """A chat completion with ``model: auto`` through the official client; its raw response."""
-    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=30)
     messages: Any = [{"role": "user", "content": text}]
-    return client.chat.completions.with_raw_response.create(model="auto", messages=messages)
+    with openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=30) as client:
+        return client.chat.completions.with_raw_response.create(model="auto", messages=messages)
 
 
 @dataclass
