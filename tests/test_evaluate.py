@@ -104,7 +104,8 @@ def test_truth_refuses_labels_that_name_no_route_and_counts_them() -> None:
     message = str(info.value)
     assert message.startswith("val.jsonl: ")
     assert "'weathr' (2 rows)" in message
-    assert "'nope' (1 row" in message
+    assert "'nope' (1 row)" in message and "2 labels name no route of the index" in message
+    assert "rebuild the index with those routes" in message
     assert "billing" not in message.split("name no route")[1].split(";")[0]
     assert "--oos-label" in message
 

@@ -243,10 +243,15 @@ def test_unknown_labels_are_refused_before_training(tmp_path: Path) -> None:
     data = _write(tmp_path / "extra.jsonl", [{"text": "rename the bot", "label": "rename_bot"}])
     result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--data", data)
     assert result.exit_code == 1
-    assert "labels name no route" in result.output and "'rename_bot' (1 rows)" in result.output
+    assert "1 label names no route of the route files" in result.output
+    assert "'rename_bot' (1 row)" in result.output and "add those routes to the route files" in (
+        result.output
+    )
+    assert "index" not in result.output
     val = _write(tmp_path / "val.jsonl", [{"text": "hi", "label": "greeting"}])
     result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--val", val)
-    assert result.exit_code == 1 and "'greeting' (1 rows)" in result.output
+    assert result.exit_code == 1 and "'greeting' (1 row)" in result.output
+    assert "no route of the route files" in result.output
     assert not (tmp_path / "enc").exists()
 
 

@@ -41,17 +41,26 @@ class Labelled:
     source: str
 
     def truth(
-        self, routes: Sequence[str], oos_label: str = DEFAULT_OOS_LABEL
+        self,
+        routes: Sequence[str],
+        oos_label: str = DEFAULT_OOS_LABEL,
+        *,
+        of: str = "the index",
+        add: str = "rebuild the index with those routes",
     ) -> npt.NDArray[np.int64]:
-        """Route index per row; refuses labels that name no route (listing them)."""
+        """Route index per row; refuses labels that name no route (listing them): no route
+        of ``of``, and ``add`` says how to give them one."""
         index = {name: i for i, name in enumerate(routes)}
         unknown = Counter(lab for lab in self.labels if lab != oos_label and lab not in index)
         if unknown:
-            listed = ", ".join(f"{lab!r} ({n} rows)" for lab, n in unknown.most_common(10))
+            listed = ", ".join(
+                f"{lab!r} ({n} row{'s' if n != 1 else ''})" for lab, n in unknown.most_common(10)
+            )
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            labels = "1 label names" if len(unknown) == 1 else f"{len(unknown)} labels name"
             raise DataError(
-                f"{len(unknown)} labels name no route of the index: {listed}{more}; fix the labels, "
-                f"rebuild the index with those routes, or mark out-of-scope rows with "
+                f"{labels} no route of {of}: {listed}{more}; fix the labels, "
+                f"{add}, or mark out-of-scope rows with "
                 f"{oos_label!r} (see --oos-label)",
                 file=self.source,
             )

@@ -56,7 +56,7 @@ def tune_encoder(request: TuneRequest, *, progress: Progress | None = None) -> d
     data = training_set(routes, [load_labelled(f) for f in request.data], request.oos_label)
     val = load_labelled(request.val) if request.val is not None else None
     if val is not None:
-        val.truth([r.name for r in routes.routes], request.oos_label)  # unknown labels, now
+        val.truth([r.name for r in routes.routes], request.oos_label, **_OF_ROUTE_FILES)
     require_torch()
     from semroute.encoders.export import ensure_encoder, locate_model
 
@@ -144,6 +144,10 @@ class _Job:
         _write_manifest(tmp, self.record)
 
 
+_OF_ROUTE_FILES = {"of": "the route files", "add": "add those routes to the route files"}
+"""How a label naming no route is refused here (tuning reads route files, not an index)."""
+
+
 def training_set(routes: RouteSet, extra: list[Labelled], oos_label: str) -> TrainingSet:
     """The route files' utterances and out-of-scope examples plus the labelled rows; refuses
     labels that name no route, and data too thin to learn from."""
@@ -151,7 +155,9 @@ def training_set(routes: RouteSet, extra: list[Labelled], oos_label: str) -> Tra
     oos = list(routes.out_of_scope)
     names = list(texts)
     for rows in extra:
-        for t, label in zip(rows.texts, rows.truth(names, oos_label), strict=True):
+        for t, label in zip(
+            rows.texts, rows.truth(names, oos_label, **_OF_ROUTE_FILES), strict=True
+        ):
             (oos.append(t) if label < 0 else texts[names[label]].append(t))
     texts = {k: list(dict.fromkeys(v)) for k, v in texts.items()}
     learnable = [k for k, v in texts.items() if len(v) >= 2]
