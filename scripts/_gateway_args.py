@@ -103,6 +103,16 @@ def parse_args(targets: tuple[str, ...], description: str) -> argparse.Namespace
     for name, size in zip(names, sizes, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, size)
+    negative = [n for n in names if getattr(args, n) < 0]
+    if negative:
+        parser.error(f"--{negative[0].replace('_', '-')}: must be 0 or more")
+    core = [n for n in ("requests", "streamed", "sequential", "mixed") if getattr(args, n) < 1]
+    if core:
+        # Every goal is worked out from these runs (goal (a) times route() over --sequential's
+        # queries); the others (slow streams, Redis, the flaky upstream) may be left out with 0.
+        parser.error(f"--{core[0]}: must be 1 or more (the goals are worked out from it)")
+    if args.concurrency < 1 or args.rounds < 1 or args.workers < 1:
+        parser.error("--concurrency, --rounds and --workers: must be 1 or more")
     if args.long_stream_s is None:
         args.long_stream_s = 2.0 if args.smoke else 5.0
     wanted = args.targets or ("direct,semroute" if args.smoke else ",".join(targets))
