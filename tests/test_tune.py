@@ -239,6 +239,19 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_numpy_cannot_take_is_refused_up_front(tmp_path: Path, seed: int) -> None:
+    from semroute.errors import SemrouteError
+    from semroute.tuning.tune import TuneRequest
+
+    result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--seed", str(seed))
+    assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "enc").exists()
+    with pytest.raises(SemrouteError, match=f"seed {seed} is out of range"):
+        TuneRequest(ROUTES, tmp_path / "enc", seed=seed)
+    TuneRequest(ROUTES, tmp_path / "enc", seed=2**32 - 1)  # the largest is taken
+
+
 def test_unknown_labels_are_refused_before_training(tmp_path: Path) -> None:
     data = _write(tmp_path / "extra.jsonl", [{"text": "rename the bot", "label": "rename_bot"}])
     result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--data", data)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from semroute.cli.options import JSON_OPTION, OOS_OPTION
+from semroute.tuning.finetune import MAX_SEED
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,7 +56,9 @@ _FIGURES = (
     default=None,
     help="Model name or checkpoint folder to start from [default: the routes' router.encoder].",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Random seed."
+)
 @JSON_OPTION
 def tune_cmd(
     routes: Path,

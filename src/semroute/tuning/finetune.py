@@ -27,9 +27,11 @@ from typing import Any
 
 from semroute.errors import SemrouteError
 
-__all__ = ["Recipe", "TrainResult", "TrainingSet", "require_torch", "train"]
+__all__ = ["MAX_SEED", "Recipe", "TrainResult", "TrainingSet", "require_torch", "train"]
 
 INSTALL_TUNE = "pip install 'semroute[tune]'"
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy's generator, which :func:`train` seeds with it, takes no larger."""
 
 Progress = Callable[[int, int], None]
 

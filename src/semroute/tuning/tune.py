@@ -26,7 +26,14 @@ from semroute.encoders.cache import CHECKSUMS
 from semroute.errors import DataError, SemrouteError
 from semroute.files import sha256_file
 from semroute.tuning.evaluate import Labelled, load_labelled
-from semroute.tuning.finetune import Progress, Recipe, TrainingSet, require_torch, train
+from semroute.tuning.finetune import (
+    MAX_SEED,
+    Progress,
+    Recipe,
+    TrainingSet,
+    require_torch,
+    train,
+)
 from semroute.tuning.publish import build_lock, remove_leftovers, replace_dir
 from semroute.tuning.tune_measure import measure, verdict
 
@@ -47,6 +54,10 @@ class TuneRequest:
     oos_label: str = "oos"
     base: str | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SemrouteError(f"seed {self.seed} is out of range; give one from 0 to {MAX_SEED}")
 
 
 def tune_encoder(request: TuneRequest, *, progress: Progress | None = None) -> dict[str, Any]:
