@@ -294,7 +294,11 @@ def test_missing_files_and_non_encoder_out_are_refused(tmp_path: Path) -> None:
     (mine / "notes.txt").write_text("keep me")
     result = _cli("tune", ROUTES, "--out", mine)
     assert result.exit_code == 1 and "not an encoder, which tune would delete" in result.output
+    assert "holds 1 file that is not" in result.output
     assert (mine / "notes.txt").read_text() == "keep me"
+    (mine / "more.txt").write_text("and me")
+    result = _cli("tune", ROUTES, "--out", mine)
+    assert result.exit_code == 1 and "holds 2 files that are not" in result.output
 
 
 def test_without_torch_it_says_what_to_install(tmp_path: Path) -> None:

@@ -253,6 +253,10 @@ def _write_manifest(folder: Path, record: dict[str, Any]) -> None:
     (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
 
 
+def _files(n: int) -> str:
+    return "1 file" if n == 1 else f"{n} files"
+
+
 def _writable(out: Path) -> Path:
     """The folder tune may replace: missing, empty, or an encoder folder (never a user's
     other files); symlinks followed."""
@@ -264,8 +268,9 @@ def _writable(out: Path) -> Path:
         entries = [p.name for p in real.iterdir()]
         if entries and ENCODER_META not in entries:
             raise SemrouteError(
-                f"refusing to write the encoder at {out}: it holds {len(entries)} files that are "
-                f"not an encoder, which tune would delete; {advice}"
+                f"refusing to write the encoder at {out}: it holds {_files(len(entries))} that "
+                f"{'is' if len(entries) == 1 else 'are'} not an encoder, which tune would delete; "
+                f"{advice}"
             )
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
