@@ -239,6 +239,17 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+@pytest.mark.parametrize(("ran", "said"), [(1, "1 epoch (kept epoch 1)"), (3, "3 epochs (kept")])
+def test_the_summary_counts_epochs_in_words(
+    capsys: pytest.CaptureFixture[str], ran: int, said: str
+) -> None:
+    from semroute.cli.tune import _print
+
+    result = {"base": "m", "rows": 4, "routes": 2, "out_of_scope": 0, "epochs_run": ran}
+    _print(result | {"best_epoch": 1, "train_seconds": 1.0, "encoder": "enc"})
+    assert said in " ".join(capsys.readouterr().out.split())
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32])
 def test_a_seed_numpy_cannot_take_is_refused_up_front(tmp_path: Path, seed: int) -> None:
     from semroute.errors import SemrouteError
@@ -250,6 +261,17 @@ def test_a_seed_numpy_cannot_take_is_refused_up_front(tmp_path: Path, seed: int)
     with pytest.raises(SemrouteError, match=f"seed {seed} is out of range"):
         TuneRequest(ROUTES, tmp_path / "enc", seed=seed)
     TuneRequest(ROUTES, tmp_path / "enc", seed=2**32 - 1)  # the largest is taken
+
+
+def test_validation_rows_all_out_of_scope_are_refused_before_training(tmp_path: Path) -> None:
+    val = _write(
+        tmp_path / "val.jsonl",
+        [{"text": "what is the weather on mars", "label": "oos"}, {"text": "hi", "label": "oos"}],
+    )
+    result = _cli("tune", ROUTES, "--out", tmp_path / "enc", "--val", val)
+    assert result.exit_code == 1 and "all 2 rows are labelled 'oos'" in result.output
+    assert "add rows labelled with route names" in result.output
+    assert not (tmp_path / "enc").exists()
 
 
 def test_unknown_labels_are_refused_before_training(tmp_path: Path) -> None:

@@ -104,7 +104,8 @@ def _print(result: dict[str, Any]) -> None:
     out = console()
     out.print(
         f"Tuned {result['base']} on {result['rows']} utterances of {result['routes']} routes "
-        f"and {result['out_of_scope']} out-of-scope examples: {result['epochs_run']} epochs "
+        f"and {result['out_of_scope']} out-of-scope examples: {result['epochs_run']} "
+        f"epoch{'s' if result['epochs_run'] != 1 else ''} "
         f"(kept epoch {result['best_epoch']}) in {result['train_seconds']:.0f} s; wrote "
         f"{result['encoder']}",
         highlight=False,

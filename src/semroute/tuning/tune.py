@@ -67,7 +67,7 @@ def tune_encoder(request: TuneRequest, *, progress: Progress | None = None) -> d
     data = training_set(routes, [load_labelled(f) for f in request.data], request.oos_label)
     val = load_labelled(request.val) if request.val is not None else None
     if val is not None:
-        val.truth([r.name for r in routes.routes], request.oos_label, **_OF_ROUTE_FILES)
+        _check_val(val, routes, request.oos_label)
     require_torch()
     from semroute.encoders.export import ensure_encoder, locate_model
 
@@ -153,6 +153,18 @@ class _Job:
             shutil.copyfile(int8 / f, tmp / f)
         shutil.rmtree(work)
         _write_manifest(tmp, self.record)
+
+
+def _check_val(val: Labelled, routes: RouteSet, oos_label: str) -> None:
+    """Refuse validation rows that name no route, or that hold no in-scope row (nothing would
+    say whether a route got better, or when to stop), before any training."""
+    truth = val.truth([r.name for r in routes.routes], oos_label, **_OF_ROUTE_FILES)
+    if not (truth >= 0).any():
+        raise DataError(
+            f"all {len(truth)} rows are labelled {oos_label!r} (out of scope), so they cannot "
+            "show whether tuning routes queries better; add rows labelled with route names",
+            file=val.source,
+        )
 
 
 _OF_ROUTE_FILES = {"of": "the route files", "add": "add those routes to the route files"}
