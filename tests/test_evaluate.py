@@ -95,6 +95,13 @@ def test_truth_maps_labels_to_route_indices_and_oos_to_minus_one() -> None:
     assert other.truth(["billing"], oos_label="none").tolist() == [0, -1]
 
 
+def test_truth_refuses_an_out_of_scope_label_that_names_a_route() -> None:
+    data = Labelled(["a", "b"], ["billing", "weather"], "val.jsonl")
+    with pytest.raises(DataError, match="label 'billing' is also the name of a route"):
+        data.truth(["weather", "billing"], oos_label="billing")
+    assert data.truth(["weather", "billing"], oos_label="none").tolist() == [1, 0]
+
+
 def test_truth_refuses_labels_that_name_no_route_and_counts_them() -> None:
     data = Labelled(
         ["a", "b", "c", "d", "e"], ["weathr", "billing", "weathr", "nope", "oos"], "val.jsonl"

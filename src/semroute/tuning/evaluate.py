@@ -51,6 +51,13 @@ class Labelled:
         """Route index per row; refuses labels that name no route (listing them): no route
         of ``of``, and ``add`` says how to give them one."""
         index = {name: i for i, name in enumerate(routes)}
+        if oos_label in index:
+            raise DataError(
+                f"the out-of-scope label {oos_label!r} is also the name of a route of {of}, so "
+                "that route's rows would count as out of scope; pass --oos-label a label no "
+                "route has",
+                file=self.source,
+            )
         unknown = Counter(lab for lab in self.labels if lab != oos_label and lab not in index)
         if unknown:
             listed = ", ".join(
