@@ -189,6 +189,17 @@ def test_a_damaged_tuned_folder_is_refused(
 
 
 @pytest.mark.model
+def test_a_tuned_folder_as_base_is_refused_naming_its_model(
+    tuned: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    encoder, record = tuned
+    result = _cli("tune", ROUTES, "--out", tmp_path / "again", "--base", encoder)
+    assert result.exit_code == 1 and "is a prepared encoder folder" in result.output
+    assert f"--base {encoder}" in " ".join(result.output.split())
+    assert f"({record['base']} for this one)" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (tmp_path / "again").exists()
+
+
 def test_routing_with_a_tuned_index_imports_no_torch(
     tuned: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:

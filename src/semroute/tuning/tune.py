@@ -69,7 +69,7 @@ def tune_encoder(request: TuneRequest, *, progress: Progress | None = None) -> d
     if val is not None:
         _check_val(val, routes, request.oos_label)
     require_torch()
-    from semroute.encoders.export import ensure_encoder, locate_model
+    from semroute.encoders.export import ensure_encoder
 
     base = request.base or _untuned(routes.settings.encoder)
     job = _Job(
@@ -78,7 +78,7 @@ def tune_encoder(request: TuneRequest, *, progress: Progress | None = None) -> d
         data,
         val,
         base,
-        _base_checkpoint(locate_model(base), base),
+        _base_checkpoint(base, "--base" if request.base else "the routes' router.encoder"),
         ensure_encoder(base, "onnx-int8"),
         Recipe(epochs=request.epochs, seed=request.seed),
         progress,
@@ -216,14 +216,20 @@ def _untuned(name: str) -> str:
     return base if isinstance(base, str) and base else name
 
 
-def _base_checkpoint(folder: Path, name: str) -> Path:
-    """A checkpoint to train from; a prepared (exported) encoder folder holds none."""
+def _base_checkpoint(name: str, where: str) -> Path:
+    """A checkpoint to train from; a prepared (exported) encoder folder, such as a tuned one,
+    holds none (refused, naming the model it came from when it records one)."""
+    from semroute.encoders.export import locate_model
+
+    folder = Path(name).expanduser()
     if (folder / ENCODER_META).is_file() and not (folder / "config.json").is_file():
+        came_from = _untuned(name)
+        hint = f" ({came_from} for this one)" if came_from != name else ""
         raise SemrouteError(
-            f"{name} is a prepared encoder folder (ONNX, no weights to train); pass --base "
-            "the sentence-transformers model it came from"
+            f"{where} {name} is a prepared encoder folder (ONNX, no weights to train); pass "
+            f"--base the sentence-transformers model it came from{hint}"
         )
-    return folder
+    return locate_model(name)
 
 
 def _export(checkpoint: Path, fp32: Path, out: Path, *, name: str) -> None:
