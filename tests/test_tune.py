@@ -147,6 +147,7 @@ def test_tuned_encoder_separates_routes_the_stock_one_confuses(
         assert set(result[side]) >= {"accuracy", "in_scope_accuracy", "oos_recall", "auroc"}
     assert result["after"]["in_scope_accuracy"] > result["before"]["in_scope_accuracy"]
     assert result["helped"] is True
+    assert result["validation_rows"] == 40 and result["validation_in_training"] == 0
 
 
 @pytest.mark.model
@@ -189,6 +190,26 @@ def test_a_damaged_tuned_folder_is_refused(
 
 
 @pytest.mark.model
+@pytest.mark.model
+def test_validation_rows_that_are_training_texts_are_counted_and_warned_of(
+    tmp_path: Path,
+) -> None:
+    rows = [json.loads(line) for line in (DATA / "val.jsonl").read_text().splitlines()]
+    leaked = [
+        {"text": "rename yourself to betty", "label": "change_ai_name"},  # a route utterance
+        {"text": "call me tim from now on", "label": "change_user_name"},  # a --data row
+    ]
+    data = _write(tmp_path / "data.jsonl", leaked[1:])
+    val = _write(tmp_path / "val.jsonl", rows + leaked)
+    out = _ok(
+        "tune", ROUTES, "--out", tmp_path / "enc", "--val", val, "--data", data, "--epochs", 1
+    )
+    said = " ".join(out.split())
+    assert "2 of the 42 validation rows are also training texts" in said
+    record = json.loads((tmp_path / "enc" / "encoder.json").read_text())
+    assert record["tuned"]["validation_in_training"] == 2
+
+
 def test_a_tuned_folder_as_base_is_refused_naming_its_model(
     tuned: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -120,6 +120,15 @@ def _print(result: dict[str, Any]) -> None:
         for key, label in _FIGURES:
             table.add_row(label, _pct(before[key]), _pct(after[key]))
         out.print(table)
+        shared = result.get("validation_in_training") or 0
+        if shared:
+            out.print(
+                f"{shared} of the {result['validation_rows']} validation rows are also training "
+                "texts (route utterances or --data rows): the figures on them are optimistic, and "
+                "early stopping watches them; keep validation rows out of the training data.",
+                style="yellow",
+                highlight=False,
+            )
         if result["helped"]:
             out.print("Tuning helped.", style="green")
         else:

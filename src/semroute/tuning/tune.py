@@ -141,6 +141,7 @@ class _Job:
             best_epoch=result.best_epoch,
             val_scores=result.val_scores,
             validation=str(self.request.val) if self.request.val is not None else None,
+            **_leak(self.val, self.data),
             train_seconds=round(result.seconds, 1),
         )
         _write_manifest(int8, self.record)
@@ -153,6 +154,18 @@ class _Job:
             shutil.copyfile(int8 / f, tmp / f)
         shutil.rmtree(work)
         _write_manifest(tmp, self.record)
+
+
+def _leak(val: Labelled | None, data: TrainingSet) -> dict[str, int]:
+    """How many validation rows there are, and how many of them are also training texts (the
+    figures on those are optimistic, and early stopping watches them)."""
+    if val is None:
+        return {}
+    seen = {t for texts in data.routes.values() for t in texts} | set(data.out_of_scope)
+    return {
+        "validation_rows": len(val.texts),
+        "validation_in_training": sum(t in seen for t in val.texts),
+    }
 
 
 def _check_val(val: Labelled, routes: RouteSet, oos_label: str) -> None:
