@@ -271,6 +271,40 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+def _epoch(routes: dict[str, list[str]], oos: list[str], seed: int = 0) -> list[Any]:
+    import random
+
+    from semroute.tuning.finetune import Recipe, TrainingSet, _batches
+
+    return _batches(TrainingSet(routes, oos), Recipe(batch=4), random.Random(seed))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_epoch_pairs_each_utterance_once_at_most_and_never_one_route_with_itself(
+    seed: int,
+) -> None:
+    routes = {r: [f"{r}{i}" for i in range(6)] for r in "abcdefghij"}
+    batches = _epoch(routes, [f"o{i}" for i in range(20)], seed)
+    anchors = [t for b in batches for t in b.anchors]
+    route_of = {t: r for r, texts in routes.items() for t in texts}
+    assert len(set(anchors)) == len(anchors)  # each at most once
+    left = set(route_of) - set(anchors)  # only a route left alone at the end keeps some
+    assert len({route_of[t] for t in left}) <= 1 and len(left) <= 5
+    for b in batches:
+        assert len(set(b.routes)) == len(b.routes) >= 2 and len(b.negatives) == 8
+        for anchor, positive, route in zip(b.anchors, b.positives, b.routes, strict=True):
+            assert anchor != positive and {anchor, positive} <= set(routes[route])
+
+
+def test_a_route_left_alone_takes_no_steps_even_with_out_of_scope_negatives() -> None:
+    routes = {"big": [f"big{i}" for i in range(200)]} | {
+        r: [f"{r}{i}" for i in range(5)] for r in "abc"
+    }
+    batches = _epoch(routes, [f"o{i}" for i in range(20)])
+    assert len(batches) == 5  # the small routes' five rounds; not 195 more of "big" alone
+    assert all(len(b.routes) == 4 for b in batches)
+
+
 @pytest.mark.parametrize(("ran", "said"), [(1, "1 epoch (kept epoch 1)"), (3, "3 epochs (kept")])
 def test_the_summary_counts_epochs_in_words(
     capsys: pytest.CaptureFixture[str], ran: int, said: str

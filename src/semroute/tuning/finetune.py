@@ -204,7 +204,14 @@ class _Batch:
 
 def _batches(data: TrainingSet, recipe: Recipe, rng: random.Random) -> list[_Batch]:
     """One epoch: every utterance is an anchor once, with another of its route as positive;
-    a batch never holds two pairs of one route (they would be false negatives)."""
+    a batch never holds two pairs of one route (they would be false negatives), nor one
+    route's pair alone. A lone pair has no other route to be told from: with out-of-scope
+    negatives it used to be a step all the same, and where one route holds most of the
+    utterances those steps were most of the training (on 21 CLINC150 routes, one with 100
+    utterances and the rest 5, 95 of 100 steps an epoch; tuned without them, closed-set
+    accuracy on validation rose by 1 to 2 points, in a quarter to a third of the time). So
+    once the other routes' utterances are spent, the rest of that route's wait for the next
+    epoch's shuffle."""
     queues: dict[str, list[str]] = {}
     for name, texts in data.routes.items():
         if len(texts) >= 2:
@@ -222,7 +229,7 @@ def _batches(data: TrainingSet, recipe: Recipe, rng: random.Random) -> list[_Bat
             positives.append(rng.choice(others))
         k = min(recipe.oos_per_batch, len(data.out_of_scope))
         negatives = rng.sample(data.out_of_scope, k) if k else []
-        if len(anchors) >= 2 or negatives:
+        if len(anchors) >= 2:
             batches.append(_Batch(anchors, positives, negatives, names))
     return batches
 
