@@ -565,3 +565,12 @@ def test_calibrate_cli_oos_recall_with_a_target(fake_index: Path, data_file: Pat
     result = json.loads(out)
     assert result["objective"] == "oos-recall" and result["target"] == 1.0
     assert result["after"]["oos_recall"] == 1.0
+
+
+def test_calibrating_on_the_index_own_utterances_warns_that_it_is_optimistic(
+    fake_index: Path, tmp_path: Path
+) -> None:
+    rows = [("hello there", "greeting"), ("download my invoice", "billing")]
+    rows += [("will it rain on saturday", "weather")]
+    result = calibrate_index(fake_index, write_jsonl(tmp_path / "d.jsonl", rows), write=False)
+    assert "2 of the 3 rows are the index's own utterances" in " ".join(result["warnings"])

@@ -250,6 +250,7 @@ def test_evaluate_end_to_end(fake_index: Path, data_file: Path) -> None:
     assert ("billing", "greeting", 1) in report.confused_pairs
     assert report.latency_ms["p50"] <= report.latency_ms["p95"]
     assert report.latency_ms["queries"] == 9
+    assert report.rows_in_index == 1  # "hello there" is one of greeting's utterances
 
 
 def test_evaluate_honours_another_oos_label(fake_index: Path, tmp_path: Path) -> None:
@@ -282,6 +283,7 @@ def test_eval_json_prints_one_object(fake_index: Path, data_file: Path) -> None:
     assert {"route": "billing", "chosen": "greeting", "rows": 1} in report["confused_pairs"]
     direct, _, _ = evaluate(Router.load(fake_index), load_labelled(data_file))
     assert report["accuracy"] == pytest.approx(direct.accuracy)
+    assert report["rows_in_index"] == 1
 
 
 def test_eval_human_output(fake_index: Path, data_file: Path) -> None:
@@ -291,6 +293,12 @@ def test_eval_human_output(fake_index: Path, data_file: Path) -> None:
     assert "in-scope accuracy" in text
     assert "9 rows, 2 out of scope" in text
     assert "hello there my friend" in text  # the misrouted sample
+    assert "1 of the 9 rows are the index's own utterances: the figures on them are" in text
+    held_out = write_jsonl(
+        data_file.parent / "held_out.jsonl", [r for r in ROWS if r[0] != "hello there"]
+    )
+    code, out, _ = run("eval", "--data", str(held_out), "--index", str(fake_index))
+    assert code == 0 and "own utterances" not in out
 
 
 def test_eval_plot_writes_a_png(fake_index: Path, data_file: Path, tmp_path: Path) -> None:
