@@ -73,10 +73,6 @@ def print_evaluation(console: Console, report: EvalReport, data: Path) -> None:
     ]:
         summary.add_row(label, value)
     console.print(summary)
-    if report.rows_in_index:
-        from semroute.tuning.evaluate import in_index_warning
-
-        console.print(in_index_warning(report.rows_in_index, report.n), style="yellow")
     worst = sorted(
         ((n, m) for n, m in report.per_route.items() if m.support),
         key=lambda item: item[1].f1 if item[1].f1 is not None else -1,

@@ -40,7 +40,7 @@ def eval_cmd(
 
     from semroute.cli.report import console, plot_evaluation, print_evaluation
     from semroute.routing.router import Router
-    from semroute.tuning.evaluate import evaluate, load_labelled
+    from semroute.tuning.evaluate import evaluate, in_index_warning, load_labelled
 
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise click.ClickException("--plot needs matplotlib: pip install 'semroute[plot]'")
@@ -51,7 +51,10 @@ def eval_cmd(
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    print_evaluation(console(), report, data)
+    out = console()
+    print_evaluation(out, report, data)
+    if report.rows_in_index:
+        out.print(in_index_warning(report.rows_in_index, report.n), style="yellow")
     if plot is not None:
         click.echo(f"Plot written to {plot}")
 

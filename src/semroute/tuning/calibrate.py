@@ -234,16 +234,13 @@ def calibrate_index(
     is fitted, with the reasons to doubt it listed in the result's ``warnings``.
     """
     from semroute.routing.router import Router
-    from semroute.tuning.evaluate import in_index, in_index_warning, load_labelled, metrics
+    from semroute.tuning.evaluate import in_index_doubts, load_labelled, metrics
 
     router = Router.load(index_dir)
     data = load_labelled(data_file)
     names = [r.name for r in router.routes]
     truth = data.truth(names, oos_label)
-    doubts = support(truth, names, oos_label, str(data_file))
-    shared = in_index(router, data)
-    if shared:
-        doubts.append(in_index_warning(shared, len(truth)))
+    doubts = support(truth, names, oos_label, str(data_file)) + in_index_doubts(router, data)
     started = time.perf_counter()
     scores = router.score(data.texts)
     encoded = time.perf_counter()

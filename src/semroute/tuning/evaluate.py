@@ -229,6 +229,12 @@ def in_index(router: Router, data: Labelled) -> int:
     return sum(t in own for t in data.texts)
 
 
+def in_index_doubts(router: Router, data: Labelled) -> list[str]:
+    """The warning that some rows are the index's own utterances, if any are."""
+    shared = in_index(router, data)
+    return [in_index_warning(shared, len(data.texts))] if shared else []
+
+
 def in_index_warning(shared: int, rows: int) -> str:
     return (
         f"{shared} of the {rows} rows are the index's own utterances: the figures on them are "
