@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,12 @@ class Labelled:
     texts: list[str]
     labels: list[str]
     source: str
+
+    def among(self, texts: Iterable[str]) -> int:
+        """How many rows' texts are among ``texts`` (rows that training or an index already
+        holds, whose figures are optimistic)."""
+        known = set(texts)
+        return sum(t in known for t in self.texts)
 
     def truth(
         self,
@@ -225,8 +231,7 @@ def evaluate(
 
 def in_index(router: Router, data: Labelled) -> int:
     """How many of the rows are the index's own utterances (its routes' or out-of-scope)."""
-    own = set(router.index.utterances)
-    return sum(t in own for t in data.texts)
+    return data.among(router.index.utterances)
 
 
 def in_index_doubts(router: Router, data: Labelled) -> list[str]:

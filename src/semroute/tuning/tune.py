@@ -161,11 +161,8 @@ def _leak(val: Labelled | None, data: TrainingSet) -> dict[str, int]:
     figures on those are optimistic, and early stopping watches them)."""
     if val is None:
         return {}
-    seen = {t for texts in data.routes.values() for t in texts} | set(data.out_of_scope)
-    return {
-        "validation_rows": len(val.texts),
-        "validation_in_training": sum(t in seen for t in val.texts),
-    }
+    trained = (*(t for texts in data.routes.values() for t in texts), *data.out_of_scope)
+    return {"validation_rows": len(val.texts), "validation_in_training": val.among(trained)}
 
 
 def _check_val(val: Labelled, routes: RouteSet, oos_label: str) -> None:
