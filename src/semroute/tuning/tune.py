@@ -281,10 +281,6 @@ def _write_manifest(folder: Path, record: dict[str, Any]) -> None:
     (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
 
 
-def _files(n: int) -> str:
-    return "1 file" if n == 1 else f"{n} files"
-
-
 def _writable(out: Path) -> Path:
     """The folder tune may replace: missing, empty, or an encoder folder (never a user's
     other files); symlinks followed."""
@@ -295,10 +291,10 @@ def _writable(out: Path) -> Path:
             raise SemrouteError(f"refusing to write the encoder at {out}: it is a file; {advice}")
         entries = [p.name for p in real.iterdir()]
         if entries and ENCODER_META not in entries:
+            n = len(entries)
             raise SemrouteError(
-                f"refusing to write the encoder at {out}: it holds {_files(len(entries))} that "
-                f"{'is' if len(entries) == 1 else 'are'} not an encoder, which tune would delete; "
-                f"{advice}"
+                f"refusing to write the encoder at {out}: it holds {n} file{'s' if n != 1 else ''} "
+                f"that {'is' if n == 1 else 'are'} not an encoder, which tune would delete; {advice}"
             )
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
