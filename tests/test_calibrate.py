@@ -548,6 +548,51 @@ def test_calibrate_cli_target_out_of_range_is_a_usage_error(
     assert "--target" in err
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--misroute-cost", "nan"), ("--misroute-cost", "inf"), ("--target", "nan")],
+)
+def test_calibrate_cli_refuses_a_number_that_is_not_finite_and_the_index_still_loads(
+    fake_index: Path, data_file: Path, option: str, value: str
+) -> None:
+    # A calibration first, so the index has a drift.json the manifest holds a checksum of.
+    assert run("calibrate", "--data", str(data_file), "--index", str(fake_index))[0] == 0
+    files = {f.name: f.read_bytes() for f in fake_index.iterdir() if f.is_file()}
+    objective = ["--objective", "oos-recall"] if option == "--target" else []
+    args = ["--data", str(data_file), "--index", str(fake_index), *objective, option, value]
+    code, _, err = run("calibrate", *args)
+    assert code == 2 and f"{value!r} is not a finite number" in err
+    assert {f.name: f.read_bytes() for f in fake_index.iterdir() if f.is_file()} == files
+    Router.load(fake_index)
+
+
+@pytest.mark.parametrize("cost", [math.nan, math.inf, 0.0, -1.0])
+def test_a_misroute_cost_that_is_not_a_number_above_0_is_refused(
+    fake_index: Path, data_file: Path, cost: float
+) -> None:
+    with pytest.raises(DataError, match="misroute cost must be a number above 0"):
+        calibrate_index(fake_index, data_file, misroute_cost=cost)
+
+
+def test_a_manifest_that_cannot_be_written_leaves_the_old_drift_reference_and_a_loadable_index(
+    fake_index: Path, data_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semroute.index.manifest import Manifest
+
+    calibrate_index(fake_index, data_file)
+    before = {f.name: f.read_bytes() for f in fake_index.iterdir() if f.is_file()}
+
+    def full(self: Manifest, path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Manifest, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        calibrate_index(fake_index, data_file, per_route=False, bootstrap=0)
+    monkeypatch.undo()
+    assert {f.name: f.read_bytes() for f in fake_index.iterdir() if f.is_file()} == before
+    Router.load(fake_index).route("will it rain tomorrow")
+
+
 def test_calibrate_cli_oos_recall_with_a_target(fake_index: Path, data_file: Path) -> None:
     code, out, _ = run(
         "calibrate",

@@ -109,7 +109,16 @@ def test_another_address_than_loopback_is_a_warning() -> None:
     assert "warning: listening on 0.0.0.0" in err
 
 
-@pytest.mark.parametrize("args", [["--flaky", "1.5"], ["--delay", "-1"], ["--port", "70000"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--flaky", "1.5"],
+        ["--delay", "-1"],
+        ["--delay", "nan"],
+        ["--flaky", "nan"],
+        ["--port", "70000"],
+    ],
+)
 def test_bad_options_are_usage_errors(args: list[str]) -> None:
     done = subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -321,6 +321,9 @@ def test_cli_route_takes_the_hints(tmp_path: Path) -> None:
     assert json.loads(out)["rule"] == "code-review"
     code, out, _ = run("route", "hello", "--index", index, "--max-cost", "0.5", "--json")
     assert json.loads(out)["signals"]["max_cost_usd"] == 0.5
+    for bad in ("nan", "inf", "-1"):
+        code, _, err = run("route", "hello", "--index", index, "--max-cost", bad)
+        assert code == 2 and "--max-cost" in err, bad
     code, out, _ = run("route", "hello", "--index", index, "--max-tokens", "64", "--json")
     assert json.loads(out)["signals"]["max_tokens"] == 64
     code, out, _ = run("route", "my password is x", "--index", index)

@@ -8,7 +8,7 @@ from types import FrameType
 
 import click
 
-from semroute.cli.options import warn
+from semroute.cli.options import FiniteRange, warn
 from semroute.config.server import is_loopback
 from semroute.errors import SemrouteError
 
@@ -27,7 +27,7 @@ __all__ = ["fake_provider_cmd"]
 )
 @click.option(
     "--delay",
-    type=click.FloatRange(0, 3600),
+    type=FiniteRange(0, 3600),
     default=0.0,
     show_default=True,
     help="Seconds before each answer starts, like a model's time to first token.",
@@ -41,7 +41,7 @@ __all__ = ["fake_provider_cmd"]
 )
 @click.option(
     "--flaky",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     default=0.0,
     show_default=True,
     help="Share of the other models' requests that fail with a 500, at random (seeded).",

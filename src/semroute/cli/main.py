@@ -12,7 +12,7 @@ import click
 
 from semroute.cli import difficulty, indexing, learning, tuning
 from semroute.cli.fake import fake_provider_cmd
-from semroute.cli.options import INDEX_OPTION, JSON_OPTION
+from semroute.cli.options import INDEX_OPTION, JSON_OPTION, FiniteRange
 from semroute.cli.options import warn as _warn
 from semroute.cli.serve import serve_cmd
 from semroute.cli.tune import tune_cmd
@@ -60,7 +60,10 @@ def main() -> None:
 @click.option("--task", default=None, help="The task hint rules test as `task`.")
 @click.option("--tier", "user_tier", default=None, help="The user tier rules test as `user_tier`.")
 @click.option(
-    "--max-cost", type=float, default=None, help="The cost ceiling in USD (`max_cost_usd`)."
+    "--max-cost",
+    type=FiniteRange(min=0),
+    default=None,
+    help="The cost ceiling in USD (`max_cost_usd`).",
 )
 @click.option(
     "--max-tokens", type=click.IntRange(min=0), default=None, help="The answer's token cap."

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import click
 
 from semroute.text import printable
 
-__all__ = ["DATA_OPTION", "INDEX_OPTION", "JSON_OPTION", "OOS_OPTION", "warn"]
+__all__ = ["DATA_OPTION", "INDEX_OPTION", "JSON_OPTION", "OOS_OPTION", "FiniteRange", "warn"]
 
 INDEX_OPTION = click.option(
     "--index",
@@ -27,6 +29,17 @@ DATA_OPTION = click.option(
 OOS_OPTION = click.option(
     "--oos-label", default="oos", show_default=True, help="Label of out-of-scope rows."
 )
+
+
+class FiniteRange(click.FloatRange):
+    """click's ``FloatRange`` that also refuses ``nan`` and ``inf``: ``nan`` compares false with
+    every bound, so the range alone lets it through, and ``inf`` passes an open upper bound."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def warn(message: object) -> None:

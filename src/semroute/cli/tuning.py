@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from semroute.cli.options import DATA_OPTION, INDEX_OPTION, JSON_OPTION, OOS_OPTION, warn
+from semroute.cli.options import (
+    DATA_OPTION,
+    INDEX_OPTION,
+    JSON_OPTION,
+    OOS_OPTION,
+    FiniteRange,
+    warn,
+)
 from semroute.tuning.calibrate import OBJECTIVES, Objective
 
 __all__ = ["calibrate_cmd", "eval_cmd"]
@@ -73,14 +80,14 @@ def eval_cmd(
 )
 @click.option(
     "--misroute-cost",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     default=2.0,
     show_default=True,
     help="For --objective cost: how much worse a misroute is than a fallback.",
 )
 @click.option(
     "--target",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     default=None,
     help="For oos-recall / fallback-rate: the share to reach / not exceed.",
 )

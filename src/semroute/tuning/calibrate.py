@@ -117,7 +117,7 @@ def fit_thresholds(
     top, best = contenders(confidence, min_margin)
     ok = top == truth
     ins = truth >= 0
-    _check(objective, target, ins, source)
+    _check(objective, target, misroute_cost, ins, source)
     if bootstrap < 0:
         raise DataError(f"bootstrap must be 0 or more, not {bootstrap}", file=source)
 
@@ -150,7 +150,9 @@ def fit_thresholds(
     )
 
 
-def _check(objective: str, target: float | None, ins: BoolArray, source: str) -> None:
+def _check(
+    objective: str, target: float | None, misroute_cost: float, ins: BoolArray, source: str
+) -> None:
     if objective not in OBJECTIVES:
         raise DataError(
             f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}", file=source
@@ -163,6 +165,10 @@ def _check(objective: str, target: float | None, ins: BoolArray, source: str) ->
         )
     if objective in ("oos-recall", "fallback-rate") and (target is None or not 0 <= target <= 1):
         raise DataError(f"objective {objective!r} needs --target between 0 and 1", file=source)
+    if not (isinstance(misroute_cost, int | float) and 0 < misroute_cost < math.inf):
+        raise DataError(
+            f"the misroute cost must be a number above 0, not {misroute_cost!r}", file=source
+        )
 
 
 def headline(report: Any) -> dict[str, Any]:
@@ -305,10 +311,22 @@ def _write_fit(
             "after": result["after"],
         }
         data, digest = encode_reference(reference)
-        atomic_write(path / DRIFT_FILE, data)
         entry = {"file": DRIFT_FILE, "rows": reference.rows, "calibrated_at": _now()}
         fitted = manifest.with_thresholds(fit.thresholds.tolist(), record, path)
-        fitted.with_drift(entry, digest, path).write(path)
+        fitted = fitted.with_drift(entry, digest, path)
+        # Only once the new manifest is known to be valid: drift.json is checksummed by the
+        # manifest, so a new one beside the old manifest would leave the index unloadable.
+        drift = path / DRIFT_FILE
+        kept = drift.read_bytes() if drift.is_file() else None
+        atomic_write(drift, data)
+        try:
+            fitted.write(path)
+        except BaseException:
+            if kept is None:
+                drift.unlink(missing_ok=True)
+            else:
+                atomic_write(drift, kept)
+            raise
 
 
 def _now() -> str:
