@@ -293,7 +293,7 @@ def test_eval_human_output(fake_index: Path, data_file: Path) -> None:
     assert "in-scope accuracy" in text
     assert "9 rows, 2 out of scope" in text
     assert "hello there my friend" in text  # the misrouted sample
-    assert "1 of the 9 rows are the index's own utterances: the figures on them are" in text
+    assert "1 of the 9 rows is one of the index's own utterances: the figures on them are" in text
     held_out = write_jsonl(
         data_file.parent / "held_out.jsonl", [r for r in ROWS if r[0] != "hello there"]
     )
@@ -312,6 +312,59 @@ def test_eval_plot_writes_a_png(fake_index: Path, data_file: Path, tmp_path: Pat
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 10_000
     assert f"Plot written to {png}" in out
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("missing/eval.png", "missing is not a folder; create it"),
+        ("val.jsonl/eval.png", "val.jsonl is not a folder; create it"),
+        ("eval.txt", "a plot cannot be written as '.txt'; name a .png file"),
+    ],
+)
+def test_eval_plot_to_a_path_it_cannot_be_written_to_is_one_line_before_routing(
+    fake_index: Path, data_file: Path, where: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semroute.routing.router import Router
+
+    def not_expected(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was routed before the --plot path was checked")
+
+    monkeypatch.setattr(Router, "load", not_expected)
+    plot = data_file.parent / where
+    code, out, err = run(
+        "eval", "--data", str(data_file), "--index", str(fake_index), "--plot", str(plot)
+    )
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert err.startswith(f"error: --plot {plot}: ") and says in err and err.count("\n") == 1
+
+
+def test_eval_plot_that_fails_to_write_is_one_line(
+    fake_index: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semroute.cli import report
+
+    def denied(*args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(report, "plot_evaluation", denied)
+    png = tmp_path / "eval.png"
+    code, _, err = run(
+        "eval", "--data", str(data_file), "--index", str(fake_index), "--plot", str(png)
+    )
+    assert code == 1 and err == f"error: cannot write the plot to {png}: Permission denied\n"
+
+
+def test_a_huge_misrouted_query_is_cut_in_the_table_and_whole_in_json(
+    fake_index: Path, tmp_path: Path
+) -> None:
+    text = "hello there my friend" + " x" * 50_000  # mislabelled: goes to greeting
+    data = write_jsonl(tmp_path / "val.jsonl", [*ROWS, (text, "billing")])
+    code, out, _ = run("eval", "--data", str(data), "--index", str(fake_index))
+    assert code == 0 and "Some misrouted queries" in out
+    assert len(out) < 20_000 and out.count("x") < 300 and "…" in out
+    code, out, _ = run("eval", "--data", str(data), "--index", str(fake_index), "--json")
+    assert text in [row["text"] for row in json.loads(out)["misrouted"]]
 
 
 def test_eval_with_an_unknown_label_is_one_error_line(fake_index: Path, tmp_path: Path) -> None:

@@ -109,7 +109,10 @@ def print_evaluation(console: Console, report: EvalReport, data: Path) -> None:
         for row in report.misrouted:
             top = ", ".join(f"{shown(k)} {v:.2f}" for k, v in row["top_scores"].items())
             table.add_row(
-                shown(row["text"]), shown(row["label"]), shown(row["chosen"] or "(default)"), top
+                shown(shorten(row["text"], CELL_WIDTH)),
+                shown(row["label"]),
+                shown(row["chosen"] or "(default)"),
+                top,
             )
         console.print(table)
 
@@ -408,6 +411,8 @@ def _ms(value: float | None) -> str:
 
 TITLE_WIDTH = 300
 """Characters of a query shown above its table (a huge query would bury the table)."""
+CELL_WIDTH = 200
+"""Characters of a query shown in a table's cell (the rest is cut, ending "…")."""
 
 
 def shorten(text: str, width: int) -> str:

@@ -123,8 +123,9 @@ def _print(result: dict[str, Any]) -> None:
         shared = result.get("validation_in_training") or 0
         if shared:
             out.print(
-                f"{shared} of the {result['validation_rows']} validation rows are also training "
-                "texts (route utterances or --data rows): the figures on them are optimistic, and "
+                f"{shared} of the {result['validation_rows']} validation rows "
+                f"{'is also a training text' if shared == 1 else 'are also training texts'} "
+                "(route utterances or --data rows): the figures on them are optimistic, and "
                 "early stopping watches them; keep validation rows out of the training data.",
                 style="yellow",
                 highlight=False,

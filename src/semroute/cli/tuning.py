@@ -15,6 +15,7 @@ from semroute.cli.options import (
     FiniteRange,
     warn,
 )
+from semroute.errors import SemrouteError
 from semroute.tuning.calibrate import OBJECTIVES, Objective
 
 __all__ = ["calibrate_cmd", "eval_cmd"]
@@ -49,12 +50,17 @@ def eval_cmd(
     from semroute.routing.router import Router
     from semroute.tuning.evaluate import evaluate, in_index_warning, load_labelled
 
-    if plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise click.ClickException("--plot needs matplotlib: pip install 'semroute[plot]'")
+    if plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise SemrouteError("--plot needs matplotlib: pip install 'semroute[plot]'")
+        _check_plot(plot)
     router = Router.load(index_dir)
     report, scores, truth = evaluate(router, load_labelled(data), oos_label=oos_label)
     if plot is not None:
-        plot_evaluation(report, scores.confidence, truth, router.thresholds, plot)
+        try:
+            plot_evaluation(report, scores.confidence, truth, router.thresholds, plot)
+        except OSError as exc:
+            raise SemrouteError(f"cannot write the plot to {plot}: {exc.strerror or exc}") from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -64,6 +70,24 @@ def eval_cmd(
         out.print(in_index_warning(report.rows_in_index, report.n), style="yellow")
     if plot is not None:
         click.echo(f"Plot written to {plot}")
+
+
+def _check_plot(plot: Path) -> None:
+    """Refuse a ``--plot`` path the plot cannot be written to, before the data is routed."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    folder = plot.expanduser().parent
+    if not folder.is_dir():
+        raise SemrouteError(
+            f"--plot {plot}: {folder} is not a folder; create it or name a file in one"
+        )
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    kind = plot.suffix.lower().removeprefix(".")
+    if kind and kind not in kinds:
+        raise SemrouteError(
+            f"--plot {plot}: a plot cannot be written as '.{kind}'; "
+            f"name a .png file (or one of {', '.join('.' + k for k in sorted(kinds))})"
+        )
 
 
 @click.command("calibrate")

@@ -242,7 +242,8 @@ def in_index_doubts(router: Router, data: Labelled) -> list[str]:
 
 def in_index_warning(shared: int, rows: int) -> str:
     return (
-        f"{shared} of the {rows} rows are the index's own utterances: the figures on them are "
+        f"{shared} of the {rows} rows {'is one of' if shared == 1 else 'are'} the index's own "
+        "utterances: the figures on them are "
         "optimistic (a route finds its own utterance); measure on rows the routes do not hold"
     )
 
