@@ -93,7 +93,7 @@ def test_another_oos_label_is_honoured(tmp_path: Path) -> None:
     code, stdout, _ = run(
         "import", str(source), "--out", str(tmp_path / "c.yaml"), "--oos-label", "none"
     )
-    assert code == 0 and "2 routes, 4 utterances, 1 out-of-scope examples" in stdout
+    assert code == 0 and "2 routes, 4 utterances, 1 out-of-scope example" in stdout
 
 
 def test_without_default_model_the_file_joins_a_routes_folder(tmp_path: Path) -> None:
@@ -131,9 +131,57 @@ def test_import_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 
 def test_every_row_out_of_scope_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="every row is labelled 'oos'") as info:
+    with pytest.raises(
+        DataError, match="no route to import: of its rows, 2 labelled 'oos'"
+    ) as info:
         import_file(IMPORT / "all_oos.jsonl", tmp_path / "x.yaml", default_model="m")
     assert str(info.value).startswith(f"{IMPORT / 'all_oos.jsonl'}: ")
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_rows_with_no_text_are_skipped_and_counted_apart_from_duplicates(tmp_path: Path) -> None:
+    source = tmp_path / "d.jsonl"
+    rows = [("", "a"), ("   ", "a"), ("hello", "b"), ("HELLO ", "c")]
+    source.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    code, out, _ = run(
+        "import", str(source), "--out", str(tmp_path / "x.yaml"), "--default-model", "m"
+    )
+    assert code == 0
+    assert out.strip() == (
+        f"Wrote {tmp_path / 'x.yaml'}: 1 route, 1 utterance; 1 duplicate row dropped; "
+        "2 rows with no text skipped"
+    )
+    only = tmp_path / "only.jsonl"
+    only.write_text(json.dumps({"text": "", "label": "a"}) + "\n")
+    code, _, err = run(
+        "import", str(only), "--out", str(tmp_path / "y.yaml"), "--default-model", "m"
+    )
+    assert code == 1 and err == (
+        f"error: {only}: there is no route to import: of its rows, 1 with no text; "
+        "add rows with text labelled with route names\n"
+    )
+
+
+@pytest.mark.parametrize("where", ["file/x.yaml", "/proc/semroute-test/x.yaml"])
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    out = tmp_path / where
+    args = ["import", str(IMPORT / "labelled.jsonl"), "--out", str(out), "--default-model", "m"]
+    code, stdout, err = run(*args)
+    assert code == 1 and stdout == "" and "Traceback" not in err
+    assert err.startswith(f"error: cannot write {out}: ") and err.endswith(
+        "; choose another --out\n"
+    )
+
+
+def test_an_empty_default_model_is_named(tmp_path: Path) -> None:
+    args = ["import", str(IMPORT / "labelled.jsonl"), "--out", str(tmp_path / "x.yaml")]
+    code, _, err = run(*args, "--default-model", " ")
+    assert code == 1
+    assert (
+        err
+        == "error: --default-model is empty; name the model that answers what no route matches\n"
+    )
     assert not (tmp_path / "x.yaml").exists()
 
 

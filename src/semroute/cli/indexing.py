@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from semroute.cli.options import INDEX_OPTION, JSON_OPTION, warn
+from semroute.cli.options import INDEX_OPTION, JSON_OPTION, counted, warn
 from semroute.config.routes import SCORERS
 
 if TYPE_CHECKING:
@@ -42,8 +42,7 @@ def validate_cmd(routes: Path) -> None:
         if len(problems) == 1:  # its one line says it all
             raise SystemExit(1)
         click.secho(
-            f"{routes}: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
-            f"in {files} file{'s' if files != 1 else ''}",
+            f"{routes}: {counted(len(problems), 'problem')} in {counted(files, 'file')}",
             fg="red",
             err=True,
         )
@@ -52,7 +51,7 @@ def validate_cmd(routes: Path) -> None:
         warn(warning)
     n_utt = sum(len(r.utterances) for r in route_set.routes)
     click.echo(
-        f"{routes}: {len(route_set.routes)} routes, {n_utt} utterances, "
+        f"{routes}: {counted(len(route_set.routes), 'route')}, {counted(n_utt, 'utterance')}, "
         f"default model {route_set.settings.default_model}, encoder {route_set.settings.encoder}: ok"
     )
 
@@ -113,9 +112,10 @@ def build_index_cmd(
             progress=progress,
             encoder_name=encoder,
         )
-    oos = f", {report.out_of_scope} out-of-scope examples" if report.out_of_scope else ""
+    oos = f", {counted(report.out_of_scope, 'out-of-scope example')}" if report.out_of_scope else ""
     click.echo(
-        f"Built {report.path}: {report.routes} routes, {report.utterances} utterances{oos} "
+        f"Built {report.path}: {counted(report.routes, 'route')}, "
+        f"{counted(report.utterances, 'utterance')}{oos} "
         f"({report.embedded} embedded, {report.reused} reused) in {report.seconds:.1f} s"
     )
     if report.kept_thresholds:
@@ -235,11 +235,14 @@ def import_cmd(
     from semroute.tuning.importers import import_file
 
     report = import_file(source, out, default_model=default_model, oos_label=oos_label, force=force)
-    extra = f", {report.out_of_scope} out-of-scope examples" if report.out_of_scope else ""
-    dropped = f"; {report.dropped} duplicate rows dropped" if report.dropped else ""
+    extra = (
+        f", {counted(report.out_of_scope, 'out-of-scope example')}" if report.out_of_scope else ""
+    )
+    dropped = f"; {counted(report.dropped, 'duplicate row')} dropped" if report.dropped else ""
+    blank = f"; {counted(report.blank, 'row')} with no text skipped" if report.blank else ""
     click.echo(
-        f"Wrote {report.path}: {report.routes} routes, {report.utterances} utterances"
-        f"{extra}{dropped}"
+        f"Wrote {report.path}: {counted(report.routes, 'route')}, "
+        f"{counted(report.utterances, 'utterance')}{extra}{dropped}{blank}"
     )
     for note in report.notes:
         warn(note)

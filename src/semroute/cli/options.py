@@ -10,7 +10,15 @@ import click
 
 from semroute.text import printable
 
-__all__ = ["DATA_OPTION", "INDEX_OPTION", "JSON_OPTION", "OOS_OPTION", "FiniteRange", "warn"]
+__all__ = [
+    "DATA_OPTION",
+    "INDEX_OPTION",
+    "JSON_OPTION",
+    "OOS_OPTION",
+    "FiniteRange",
+    "counted",
+    "warn",
+]
 
 INDEX_OPTION = click.option(
     "--index",
@@ -40,6 +48,11 @@ class FiniteRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 route", "3 routes"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def warn(message: object) -> None:

@@ -18,7 +18,7 @@ calibrate`` fits one.
 
 Duplicates (same text, ignoring case and spacing) are dropped: within a label silently, across
 labels by keeping the first label and counting the rest, since an example must belong to one
-route.
+route. Rows (or utterances) with no text are skipped and counted apart.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import yaml
 from semroute.config.routefile import DEFAULT_ENCODER
 from semroute.config.routes import normalise_utterance, parse_routes
 from semroute.config.yamlsafe import MAX_DEPTH, read_text, read_yaml
-from semroute.errors import DataError, RouteConfigError
+from semroute.errors import DataError, RouteConfigError, SemrouteError
 from semroute.files import atomic_write
 from semroute.tuning.evaluate import DEFAULT_OOS_LABEL, load_labelled
 
@@ -49,6 +49,8 @@ class ImportReport:
     out_of_scope: int
     dropped: int
     """Rows left out as duplicates."""
+    blank: int = 0
+    """Rows (or utterances) left out because they hold no text."""
     notes: tuple[str, ...] = ()
     """What the import changed on the way and why (thresholds, scorer)."""
 
@@ -63,13 +65,19 @@ def import_file(
 ) -> ImportReport:
     """Write ``out`` as a route file built from ``source`` (JSON lines, or a router.json)."""
     src, dst = Path(source), Path(out)
+    if default_model is not None and not default_model.strip():
+        raise SemrouteError(
+            "--default-model is empty; name the model that answers what no route matches"
+        )
     if dst.exists() and not force:
         raise DataError(f"{dst} already exists; choose another --out or pass --force", file=src)
     notes: list[str] = []
     if src.suffix == ".jsonl":
-        data, dropped = _from_labelled(src, oos_label)
+        data, dropped, blank = _from_labelled(src, oos_label)
     else:
-        data, dropped, notes = _from_router_config(src, with_router=default_model is not None)
+        data, dropped, blank, notes = _from_router_config(
+            src, with_router=default_model is not None
+        )
     if default_model:
         router: dict[str, Any] = {"default_model": default_model}
         data = {"router": {**router, **data.pop("router", {})}, **data}
@@ -81,36 +89,47 @@ def import_file(
         utterances=sum(len(r["utterances"]) for r in data["routes"]),
         out_of_scope=len(data.get("out_of_scope", [])),
         dropped=dropped,
+        blank=blank,
         notes=tuple(notes),
     )
 
 
-def _from_labelled(path: Path, oos_label: str) -> tuple[dict[str, Any], int]:
+def _from_labelled(path: Path, oos_label: str) -> tuple[dict[str, Any], int, int]:
+    """The route file's data, the duplicate rows dropped and the rows with no text skipped."""
     rows = load_labelled(path)
     by_label: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
-    dropped = 0
+    dropped = blank = 0
     for text, label in zip(rows.texts, rows.labels, strict=True):
         key = normalise_utterance(text)
-        if not key or key in owner:
+        if not key:
+            blank += 1
+            continue
+        if key in owner:
             dropped += 1
             continue
         owner[key] = label
         by_label.setdefault(label, []).append(text.strip())
     out_of_scope = by_label.pop(oos_label, [])
     if not by_label:
+        why = [f"{len(out_of_scope)} labelled {oos_label!r} (out of scope)"] if out_of_scope else []
+        why += [f"{blank} with no text"] if blank else []
         raise DataError(
-            f"every row is labelled {oos_label!r}: there is no route to import", file=path
+            f"there is no route to import: of its rows, {' and '.join(why)}; "
+            "add rows with text labelled with route names",
+            file=path,
         )
     data: dict[str, Any] = {
         "routes": [{"name": label, "utterances": texts} for label, texts in by_label.items()]
     }
     if out_of_scope:
         data["out_of_scope"] = out_of_scope
-    return data, dropped
+    return data, dropped, blank
 
 
-def _from_router_config(path: Path, *, with_router: bool) -> tuple[dict[str, Any], int, list[str]]:
+def _from_router_config(
+    path: Path, *, with_router: bool
+) -> tuple[dict[str, Any], int, int, list[str]]:
     raw = _read_router_config(path)
     if isinstance(raw, list):  # semantic-router's bare list of routes
         raw = {"routes": raw}
@@ -120,7 +139,7 @@ def _from_router_config(path: Path, *, with_router: bool) -> tuple[dict[str, Any
             file=path,
         )
     seen: set[str] = set()
-    routes, dropped = [], 0
+    routes, dropped, blank = [], 0, 0
     thresholds: dict[str, float] = {}
     for i, entry in enumerate(raw["routes"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -128,7 +147,10 @@ def _from_router_config(path: Path, *, with_router: bool) -> tuple[dict[str, Any
         utterances = []
         for u in _strings(entry.get("utterances"), path, f"routes[{i}].utterances"):
             key = normalise_utterance(u)
-            if not key or key in seen:
+            if not key:
+                blank += 1
+                continue
+            if key in seen:
                 dropped += 1
                 continue
             seen.add(key)
@@ -147,7 +169,7 @@ def _from_router_config(path: Path, *, with_router: bool) -> tuple[dict[str, Any
         routes.append(route)
     data: dict[str, Any] = {"routes": routes}
     notes = _carry_thresholds(data, thresholds, raw.get("encoder_name"), with_router=with_router)
-    return data, dropped, notes
+    return data, dropped, blank, notes
 
 
 def _threshold(value: Any, path: Path, i: int) -> float | None:
@@ -272,6 +294,11 @@ def _validate(data: dict[str, Any], src: Path, *, has_router: bool) -> None:
 
 
 def _write_yaml(dst: Path, data: dict[str, Any], *, header: str) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
-    atomic_write(dst, f"# {header}\n{body}")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(dst, f"# {header}\n{body}")
+    except OSError as exc:
+        raise SemrouteError(
+            f"cannot write {dst}: {exc.strerror or exc}; choose another --out"
+        ) from None
