@@ -112,6 +112,12 @@ def test_the_loop_from_traffic_to_a_better_router(
     assert stats["feedback"]["routes"]["(no route)"]["mean_score"] == -1.0
     assert stats["drift"]["alarm"] is True
     assert stats["drift"]["default_share"]["alarm"] is True
+    share = stats["drift"]["default_share"]
+    said = " ".join(_cli("stats", str(log), "--index", str(index)).split())
+    assert (
+        f"to the default model: {share['logged']:.1%} of the logged requests, "
+        f"{share['calibration']:.1%} of the calibration rows (ALARM)"
+    ) in said
 
     # replay: a candidate with the missing route takes those requests
     candidate = _index(tmp_path / "candidate", provider, extra=[NEW_ROUTE])

@@ -59,9 +59,11 @@ def print_learning(out: Console, stats: Mapping[str, Any]) -> None:
             table.add_row(shown(name), value, str(d["requests"]), "ALARM" if d["alarm"] else "")
         out.print(table)
         share = drift["default_share"]
+        logged = "-" if share["logged"] is None else f"{share['logged']:.1%}"
         out.print(
-            f"to the default model: {share['logged']} logged, {share['calibration']} in "
-            f"calibration{' (ALARM)' if share['alarm'] else ''}"
+            f"to the default model: {logged} of the logged requests, "
+            f"{share['calibration']:.1%} of the calibration rows"
+            f"{' (ALARM)' if share['alarm'] else ''}"
         )
     elif drift:
         out.print(f"drift: {drift['problem']}")
