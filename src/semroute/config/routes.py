@@ -11,7 +11,9 @@ they make are in :mod:`semroute.config.routeset`. Every problem is a one-line
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +67,36 @@ def route_files(path: str | Path) -> list[Path]:
     if p.is_file():
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in ROUTE_FILE_SUFFIXES and f.is_file())
+        files = _once(f for f in p.iterdir() if f.suffix in ROUTE_FILE_SUFFIXES and f.is_file())
         if not files:
             raise RouteConfigError(
-                "no route files (*.yaml) here; add one or pass the folder that holds them",
+                "no route files (*.yaml or *.yml) here; add one or pass the folder that holds them",
                 file=p,
             )
         return files
+    if p.exists():  # a device, a pipe, a socket: there, but nothing to read routes from
+        raise RouteConfigError(
+            "is not a route file or a folder of them; pass a *.yaml file or the folder that "
+            "holds your route files (default: routes/)",
+            file=p,
+        )
     raise RouteConfigError(
         "no such file or folder; pass the folder that holds your route files (default: routes/)",
         file=p,
     )
+
+
+def _once(files: Iterable[Path]) -> list[Path]:
+    """Each file once, however many names in the folder reach it (a symlink beside its target),
+    under the name that is not a link when there is one. A link to a file elsewhere is read as
+    a file of this folder: its name is the one problems give, and its relative paths are read
+    against this folder."""
+    chosen: dict[Path, Path] = {}
+    for f in sorted(files):
+        target = f.resolve()
+        if target not in chosen or (chosen[target].is_symlink() and not f.is_symlink()):
+            chosen[target] = f
+    return sorted(chosen.values())
 
 
 def load_routes(path: str | Path = "routes") -> RouteSet:
@@ -151,7 +172,7 @@ def _combine(parsed: list[ParsedFile], root: Path | None = None) -> RouteSet:
         )
     route_set = RouteSet(
         routes=tuple(routes),
-        settings=_settings(router, _base_dir(router_file)),
+        settings=_settings(router, router_file),
         out_of_scope=out_of_scope,
         sources=tuple(Path(src) for src in sources if not src.startswith("<")),
         warnings=tuple(warnings),
@@ -333,22 +354,16 @@ def _base_dir(p: ParsedFile | None) -> Path | None:
     return Path(p.source).parent
 
 
-def _settings(s: RouterSpec, base: Path | None) -> RouterSettings:
-    """The router settings, with the paths they name read against ``base``, the folder of the
-    file that holds them, like `models:` and `difficulty:` (not against the current folder)."""
+def _settings(s: RouterSpec, router_file: ParsedFile | None) -> RouterSettings:
+    """The router settings, with the paths they name read against the folder of the file that
+    holds them, like `models:` and `difficulty:` (not against the current folder)."""
+    base = _base_dir(router_file)
     dispatch = s.dispatch.model_dump()
     if dispatch["log"] is not None and base is not None:
         dispatch["log"] = str(_against(base, dispatch["log"]))
-    encoder = s.encoder
-    # A local checkpoint folder: read against the file's folder when it is there. A hub name
-    # (`org/model`) is left as written, and so is a path found only from the current folder.
-    if base is not None and not Path(encoder).expanduser().is_absolute():
-        local = base / encoder
-        if local.is_dir():
-            encoder = str(local.resolve())
     return RouterSettings(
         default_model=s.default_model,
-        encoder=encoder,
+        encoder=_encoder(s.encoder, router_file),
         encoder_runtime=s.encoder_runtime,
         threshold=s.threshold,
         min_margin=s.min_margin,
@@ -357,6 +372,53 @@ def _settings(s: RouterSpec, base: Path | None) -> RouterSettings:
         dispatch=DispatchSettings(**dispatch),
         conversation=ConversationSettings(**s.conversation.model_dump()),
     )
+
+
+# A Hugging Face hub repository id (`org/name`, or a bare `name`), as the hub client checks it.
+_HUB_NAME = re.compile(r"(?:\w(?:[\w.-]*\w)?/)?\w(?:[\w.-]*\w)?")
+
+
+def _encoder(written: str, router_file: ParsedFile | None) -> str:
+    """``router.encoder`` as the encoder loader is to read it. A local checkpoint folder is read
+    against the file's folder when it is there; a hub name (`org/model`) is left as written, and
+    so is a path found only from the current folder. A value that can only be a path and is
+    found in neither place is refused here, naming both, rather than sent to the hub."""
+    base = _base_dir(router_file)
+    try:
+        path = Path(written).expanduser()
+    except RuntimeError:  # `~user` for no such user: a path that is not there
+        path = Path(written)
+    if base is not None and not path.is_absolute():
+        local = base / written
+        if local.is_dir():
+            return str(local.resolve())
+    if not _is_local_path(written) or path.exists():
+        return written
+    if path.is_absolute():
+        looked = f"{written!r} does not exist" + (f" ({path})" if str(path) != written else "")
+    else:
+        places = [f"{os.path.normpath(path.absolute())} (from the current folder)"]
+        if base is not None:
+            beside = os.path.normpath((base / path).absolute())
+            places.insert(0, f"{beside} (beside the route file)")
+        looked = f"{written!r} is not at {' nor at '.join(places)}"
+    raise RouteConfigError(
+        f"encoder folder {looked}; write the path relative to the route file",
+        file=None if router_file is None else router_file.source,
+        field="router.encoder",
+        line=None if router_file is None else line_of(router_file.node, ("router", "encoder")),
+    )
+
+
+def _is_local_path(name: str) -> bool:
+    """Whether ``name`` can only be a folder on disk: it starts like one (``./``, ``../``, ``~``,
+    a root or a drive) or holds a path separator where a hub id (`org/name`) could not."""
+    seps = {"/", os.sep, os.altsep or "/"}
+    starts = tuple(f"{lead}{sep}" for sep in seps for lead in ("", ".", ".."))
+    if name.startswith(("~", *starts)) or name in (".", "..") or Path(name).is_absolute():
+        return True
+    hub = _HUB_NAME.fullmatch(name) is not None and ".." not in name and "--" not in name
+    return not hub and any(sep in name for sep in seps)
 
 
 def _out_of_scope(

@@ -4,6 +4,7 @@ every one in its ``problems`` (what `semroute validate` prints)."""
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import typing
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from semroute.config.yamlsafe import line_of
+from semroute.config.yamlsafe import key_written_at, line_of, written_at
 from semroute.errors import RouteConfigError
 
 __all__ = ["config_error", "with_problems"]
@@ -60,13 +61,19 @@ def _one_error(
     err: Any, data: dict[str, Any], source: str, node: yaml.Node | None, root: type[BaseModel]
 ) -> RouteConfigError:
     loc = tuple(err["loc"])
+    written = written_at(node, loc)
+    is_key = loc[-1:] == ("[key]",)
+    if is_key:  # pydantic names the key by its repr (a date, a number): name it as written
+        written = key_written_at(node, loc[:-2], err.get("input"))
+        loc = (*loc[:-2], written if written is not None else _shown(err.get("input"), None))
     names: dict[str, str | None] = {"routes": None, "rules": None}
     field_path: str | None = _field_path(loc)
     if len(loc) >= 2 and loc[0] in names and isinstance(loc[1], int):
         names[loc[0]] = _entry_name(data.get(loc[0]), loc[1])
         field_path = _field_path(loc[2:]) or None
+    message = _describe(err, loc, root, written)
     return RouteConfigError(
-        _describe(err, loc, root),
+        f"the key {message}" if is_key else message,
         file=source,
         route=names["routes"],
         rule=names["rules"],
@@ -75,7 +82,8 @@ def _one_error(
     )
 
 
-def _describe(err: Any, loc: tuple[Any, ...], root: type[BaseModel]) -> str:
+def _describe(err: Any, loc: tuple[Any, ...], root: type[BaseModel], written: str | None) -> str:
+    """One error's message; ``written``: the unquoted YAML scalar at ``loc`` as the file has it."""
     kind = err["type"]
     if kind == "extra_forbidden":
         allowed = [f.alias or k for k, f in _spec_at(root, loc[:-1]).model_fields.items()]
@@ -88,17 +96,50 @@ def _describe(err: Any, loc: tuple[Any, ...], root: type[BaseModel]) -> str:
         return "needs at least one utterance"
     given = err.get("input")
     if kind in ("model_type", "dict_type"):
-        return f"should be a mapping of keys to values (got {given!r})"
-    if kind == "string_type" and given is None:
-        return "is empty; write a value or delete the entry"
-    if kind == "string_type" and isinstance(given, bool | int | float):
-        return f"should be text, not {given!r}; put it in quotes"
+        return f"should be a mapping of keys to values (got {_shown(given, written)})"
+    if kind == "string_type" and not isinstance(given, dict | list):
+        return _not_text(given, written)
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind not in ("value_error",) and not isinstance(given, dict | list):
-        msg += f" (got {given!r})"
+        msg += f" (got {_shown(given, written)})"
     return msg[0].lower() + msg[1:]
+
+
+def _not_text(given: Any, written: str | None) -> str:
+    """Why a YAML scalar where text belongs is not text: the value as the file spells it, what
+    YAML made of it, and to quote it."""
+    as_written = written if written is not None else _shown(given, None)
+    if given is None and not written:
+        return "is empty; write a value or delete the entry"
+    if given is None:
+        return (
+            f"should be text, not {written} (YAML's word for no value); write a value, or put "
+            f"{written} in quotes"
+        )
+    if isinstance(given, bool):  # True/False: as YAML also spells them
+        return (
+            f"should be text, not {given} (YAML reads an unquoted {as_written} as true "
+            "or false); put it in quotes"
+        )
+    if isinstance(given, int | float):
+        return f"should be text, not {as_written}; put it in quotes"
+    if isinstance(given, datetime.datetime):
+        return f"should be text, not the date and time {as_written}; put it in quotes"
+    if isinstance(given, datetime.date):
+        return f"should be text, not the date {as_written}; put it in quotes"
+    return f"should be text (got {as_written}); put it in quotes"
+
+
+def _shown(given: Any, written: str | None) -> str:
+    """``given`` as a message shows it: a date as the file spells it (not as Python's repr),
+    anything else as before."""
+    if isinstance(given, datetime.date):
+        return written if written is not None else given.isoformat()
+    if isinstance(given, bytes):
+        return "binary data (a !!binary value)"
+    return repr(given)
 
 
 def _untagged(err: Any) -> Any:

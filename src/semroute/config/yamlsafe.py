@@ -16,7 +16,16 @@ import yaml
 
 from semroute.errors import RouteConfigError
 
-__all__ = ["MAX_DEPTH", "MAX_EXPANDED_NODES", "MAX_FILE_BYTES", "line_of", "read_text", "read_yaml"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_EXPANDED_NODES",
+    "MAX_FILE_BYTES",
+    "key_written_at",
+    "line_of",
+    "read_text",
+    "read_yaml",
+    "written_at",
+]
 
 # What any YAML file semroute reads may amount to. A route file of CLINC150's 15,000 examples is
 # about 1 MB and 16,000 entries; these leave room for far larger ones and still bound the memory
@@ -182,17 +191,53 @@ def line_of(node: yaml.Node | None, loc: Iterable[Any]) -> int | None:
     """The line a pydantic error location points at: the key for a mapping entry."""
     if node is None:
         return None
+    marker, _ = _walk(node, loc)
+    return int(marker.start_mark.line) + 1
+
+
+def written_at(node: yaml.Node | None, loc: Iterable[Any]) -> str | None:
+    """The text of the unquoted scalar at a pydantic error location as the file spells it
+    (``yes``, ``2024-01-01``, ``~``), or None where there is none (quoted, a collection, data
+    not read from a file)."""
+    if node is None:
+        return None
+    _, found = _walk(node, loc)
+    if not isinstance(found, yaml.ScalarNode) or found.style:  # plain: None, or "" (libyaml)
+        return None
+    return str(found.value)
+
+
+def key_written_at(node: yaml.Node | None, loc: Iterable[Any], key: Any) -> str | None:
+    """How the file spells the unquoted key ``key`` (the value YAML made of it, such as a date)
+    of the mapping at ``loc``, or None if there is no such key."""
+    _, mapping = _walk(node, loc) if node is not None else (None, None)
+    if not isinstance(mapping, yaml.MappingNode):
+        return None
+    for k, _ in mapping.value:
+        if isinstance(k, yaml.ScalarNode) and not k.style:
+            try:
+                value = yaml.safe_load(k.value)
+            except yaml.YAMLError:
+                continue
+            if type(value) is type(key) and value == key:
+                return str(k.value)
+    return None
+
+
+def _walk(node: yaml.Node, loc: Iterable[Any]) -> tuple[yaml.Node, yaml.Node | None]:
+    """The node to point at for ``loc`` (the key for a mapping entry, as far as ``loc`` could
+    be followed) and the value node ``loc`` reaches (None if it could not be followed)."""
     current, marker = node, node
     for part in loc:
         if isinstance(current, yaml.MappingNode):
             match = next(((k, v) for k, v in current.value if k.value == part), None)
             if match is None:
-                break
+                return marker, None
             marker, current = match
         elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(current.value):
-                break
+                return marker, None
             marker = current = current.value[part]
         else:
-            break
-    return int(marker.start_mark.line) + 1
+            return marker, None
+    return marker, current
