@@ -152,6 +152,25 @@ def test_a_client_that_leaves_mid_stream_gets_one_log_line(
     assert len(log_lines(tmp_path)) == 4
 
 
+def test_a_stream_the_client_leaves_says_so_in_its_log_line(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    # A word every 0.2 s: the client reads the first words, then leaves long before the end.
+    provider.answer("frontier", " ".join(["word"] * 40), chunk_delay=0.2)
+    with Served(build(tmp_path, provider)) as served:
+        body = {**SAY_HELLO, "model": "frontier", "stream": True}
+        with httpx.stream("POST", served.url + "/v1/chat/completions", json=body) as raw:
+            lines = raw.iter_lines()
+            assert next(lines).startswith("data: {")
+            assert next(x for x in lines if x).startswith("data: {")
+        eventually(lambda: len(log_lines(tmp_path)) == 1)
+        metrics = httpx.get(served.url + "/metrics").text
+    (line,) = log_lines(tmp_path)
+    assert line["error"] == "the client disconnected before the stream ended"
+    assert 0 < line["completion_tokens"] < 40
+    assert 'model="frontier",reason="pinned",route="",rule="",status="499"} 1.0' in metrics
+
+
 def test_sigterm_lets_requests_and_streams_finish_then_exits_0(
     tmp_path: Path, provider: FakeProvider
 ) -> None:

@@ -40,6 +40,8 @@ CUT_SECONDS = 1.0
 """How long telling the client that its stream is cut (and closing upstream) may take."""
 CUT = "the stream was cut: the server shut down before it ended (server.drain_timeout_s)"
 """The error of a stream the server cut when it shut down (the log line's and the client's)."""
+LEFT = "the client disconnected before the stream ended"
+"""The error in the log line of a stream whose client went away before its end."""
 
 
 class Streams:
@@ -141,6 +143,9 @@ class EventStream:
                 # Also what the server says once the whole answer is sent.
                 if not self._sent:
                     self.outcome = "disconnected"
+                    # Said before the read from the model is cancelled, so that its log line
+                    # tells a stream the client left from one that ended.
+                    self._stream.stopping(LEFT)
                 return
 
     async def _pump(self, send: Send, chunks: AsyncIterator[Any], *, first: bool = False) -> bool:
