@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["Embeddings", "Encoder", "EncoderInfo", "normalise", "read_export_meta"]
+__all__ = [
+    "Embeddings",
+    "Encoder",
+    "EncoderInfo",
+    "normalise",
+    "read_export_meta",
+    "read_tokenizer",
+    "require_tokenizer",
+]
 
 EXPORT_FORMAT = 1
 """Version of the layout of an export folder (part of its cache key)."""
@@ -102,6 +110,45 @@ def read_export_meta(directory: Path, *, onnx: bool) -> dict[str, Any]:
     ):
         raise EncoderError(f"{file} has no {'inputs'!r} list naming some of {ONNX_INPUTS}")
     return meta
+
+
+def require_tokenizer(folder: Path, name: str) -> None:
+    """Refuse a model folder without ``tokenizer.json``: the encoders run that fast tokenizer,
+    and one rebuilt from whatever else the folder holds need not split text as the model did."""
+    if not (folder / TOKENIZER_FILE).is_file():
+        raise EncoderError(
+            f"{folder} has no {TOKENIZER_FILE} (the model's fast tokenizer, which semroute "
+            f"needs); copy the model's {TOKENIZER_FILE} into it from where the model came from "
+            "(its hub repository, or the folder it was saved from)",
+            model=name,
+        )
+
+
+def read_tokenizer(folder: Path, name: str) -> dict[str, Any]:
+    """A model folder's ``tokenizer.json``, checked to be one the tokenizers library loads."""
+    from tokenizers import Tokenizer
+
+    require_tokenizer(folder, name)
+    file = folder / TOKENIZER_FILE
+    advice = f"copy {TOKENIZER_FILE} again from where the model came from"
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise EncoderError(
+            f"{file} is unreadable ({type(exc).__name__}); {advice}", model=name
+        ) from exc
+    if not isinstance(data, dict):
+        raise EncoderError(f"{file} is not a JSON object; {advice}", model=name)
+    try:
+        Tokenizer.from_str(text)
+    except Exception as exc:  # the tokenizers library raises bare Exceptions; map them here
+        reason = " ".join(str(exc).split())[:120]
+        raise EncoderError(
+            f"{file} is not a tokenizer the tokenizers library reads ({reason}); {advice}",
+            model=name,
+        ) from exc
+    return data
 
 
 def normalise(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -20,11 +20,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semroute.encoders.base import ENCODER_META, EXPORT_FORMAT, ONNX_FILE, TOKENIZER_FILE
+from semroute.encoders.base import (
+    ENCODER_META,
+    EXPORT_FORMAT,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    read_tokenizer,
+)
+from semroute.encoders.checkpoint import (
+    WEIGHTS_FILE,
+    Checkpoint,
+    UnsupportedCheckpoint,
+    read_checkpoint,
+)
 from semroute.errors import EncoderError
 from semroute.files import sha256_file
 
@@ -36,135 +47,17 @@ __all__ = ["UnsupportedCheckpoint", "export_bert_onnx", "read_checkpoint"]
 OPSET = 17
 IR_VERSION = 8
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
-WEIGHTS_FILE = "model.safetensors"
-_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
-_MODULE = "sentence_transformers.models."
-
-
-class UnsupportedCheckpoint(EncoderError):
-    """The checkpoint is not one the direct export covers (the torch exporter may)."""
-
-    def __init__(self, reason: str, *, model: str | None = None) -> None:
-        self.reason = reason
-        super().__init__(reason, model=model)
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """What the graph needs to know about a checkpoint folder, read and checked."""
-
-    folder: Path
-    layers: int
-    hidden: int
-    heads: int
-    eps: float
-    activation: str
-    pooling: str  # "mean" or "cls"
-    normalize: bool
-    max_tokens: int
-
-
-def read_checkpoint(folder: Path, name: str) -> Checkpoint:
-    """Read ``folder``'s configuration; :class:`UnsupportedCheckpoint` if the graph can't hold it."""
-    config = _json(folder / "config.json", name)
-    kind = config.get("model_type")
-    if kind != "bert":
-        raise UnsupportedCheckpoint(f"model_type {kind!r} is not BERT", model=name)
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        raise UnsupportedCheckpoint("relative position embeddings are not covered", model=name)
-    activation = config.get("hidden_act", "gelu")
-    if activation not in _ACTIVATIONS:
-        raise UnsupportedCheckpoint(f"activation {activation!r} is not covered", model=name)
-    for needed in (WEIGHTS_FILE, TOKENIZER_FILE):
-        if not (folder / needed).is_file():
-            raise UnsupportedCheckpoint(f"the folder has no {needed}", model=name)
-    pooling, normalize = _modules(folder, name)
-    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-    if hidden % heads:
-        raise EncoderError("hidden_size is not a multiple of num_attention_heads", model=name)
-    return Checkpoint(
-        folder=folder,
-        layers=int(config["num_hidden_layers"]),
-        hidden=hidden,
-        heads=heads,
-        eps=float(config.get("layer_norm_eps", 1e-12)),
-        activation=activation,
-        pooling=pooling,
-        normalize=normalize,
-        max_tokens=_max_tokens(folder, config),
-    )
-
-
-def _json(file: Path, name: str) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UnsupportedCheckpoint(f"the folder has no {file.name}", model=name) from exc
-    except (OSError, ValueError) as exc:
-        raise EncoderError(f"{file} is unreadable ({type(exc).__name__})", model=name) from exc
-    if not isinstance(data, dict):
-        raise EncoderError(f"{file} is not a JSON object", model=name)
-    return data
-
-
-def _modules(folder: Path, name: str) -> tuple[str, bool]:
-    """Pooling and normalisation as ``modules.json`` lists them (mean pooling when it is absent,
-    as sentence-transformers does for a plain transformer checkpoint)."""
-    if not (folder / "modules.json").is_file():
-        return "mean", False
-    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-    pooling, normalize = "mean", False
-    for module in modules:
-        kind = str(module.get("type", "")).removeprefix(_MODULE)
-        if kind == "Transformer":
-            continue
-        if kind == "Normalize":
-            normalize = True
-        elif kind == "Pooling":
-            pooling = _pooling(_json(folder / module["path"] / "config.json", name), name)
-        else:
-            raise UnsupportedCheckpoint(f"module {kind!r} is not covered", model=name)
-    return pooling, normalize
-
-
-def _pooling(config: dict[str, Any], name: str) -> str:
-    modes = [
-        k.removeprefix("pooling_mode_")
-        for k, v in config.items()
-        if k.startswith("pooling_mode_") and v
-    ]
-    modes = [m.removesuffix("_token").removesuffix("_tokens") for m in modes]
-    if modes in (["mean"], ["cls"]):
-        return modes[0]
-    raise UnsupportedCheckpoint(f"pooling {'+'.join(modes) or 'none'} is not covered", model=name)
-
-
-def _max_tokens(folder: Path, config: dict[str, Any]) -> int:
-    """The window sentence-transformers uses: its own setting, else the tokenizer's, never past
-    the position table."""
-    positions = int(config.get("max_position_embeddings", 512))
-    for file, key in (
-        ("sentence_bert_config.json", "max_seq_length"),
-        ("tokenizer_config.json", "model_max_length"),
-    ):
-        try:
-            value = json.loads((folder / file).read_text(encoding="utf-8")).get(key)
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, int) and value > 0:
-            return min(value, positions)
-    return positions
 
 
 def export_bert_onnx(ckpt: Checkpoint, out: Path, *, name: str, source_hash: str) -> None:
     """Write ``out/model.onnx``, ``out/tokenizer.json`` and ``out/encoder.json`` for ``ckpt``."""
     import onnx
 
+    tokenizer = read_tokenizer(ckpt.folder, name)
     weights = _weights(ckpt, name)
     model = _Graph(ckpt, weights).model()
     onnx.checker.check_model(model)
     onnx.save(model, str(out / ONNX_FILE))
-    tokenizer = json.loads((ckpt.folder / TOKENIZER_FILE).read_text(encoding="utf-8"))
     # The encoder sets its own window and pads in numpy; a checkpoint's settings would only mislead.
     tokenizer["truncation"] = tokenizer["padding"] = None
     (out / TOKENIZER_FILE).write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")

@@ -20,7 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from semroute.encoders.base import ENCODER_META, EXPORT_FORMAT, ONNX_FILE, TOKENIZER_FILE
+from semroute.encoders.base import (
+    ENCODER_META,
+    EXPORT_FORMAT,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    read_tokenizer,
+)
 from semroute.encoders.onnx import OnnxEncoder
 from semroute.errors import EncoderError
 from semroute.files import sha256_file
@@ -46,6 +52,9 @@ def export_onnx(model_dir: Path, out: Path, *, name: str, source_hash: str) -> N
     normalisation match the original exactly; the result is checked against
     sentence-transformers' own embeddings before it is accepted.
     """
+    # Checked before loading: from a folder without one, transformers would build a tokenizer
+    # out of whatever else is there, which need not split text as the model was trained to.
+    read_tokenizer(model_dir, name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with warnings.catch_warnings():
         # Tracing emits deprecation and tracer warnings from torch/transformers internals.

@@ -11,6 +11,7 @@ other architectures go through torch (:mod:`semroute.encoders.convert`, the ``tu
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import zipfile
@@ -18,14 +19,17 @@ from pathlib import Path
 from typing import get_args
 
 from semroute.config.routefile import DEFAULT_ENCODER, RuntimeName
-from semroute.encoders.base import ENCODER_META, EXPORT_FORMAT, Encoder, read_export_meta
-from semroute.encoders.bert_onnx import (
-    Checkpoint,
-    UnsupportedCheckpoint,
-    export_bert_onnx,
-    read_checkpoint,
+from semroute.encoders.base import (
+    ENCODER_META,
+    EXPORT_FORMAT,
+    Encoder,
+    read_export_meta,
+    read_tokenizer,
+    require_tokenizer,
 )
+from semroute.encoders.bert_onnx import export_bert_onnx
 from semroute.encoders.cache import cache_dir, cached, damage, publish, tree_hash
+from semroute.encoders.checkpoint import Checkpoint, UnsupportedCheckpoint, read_checkpoint
 from semroute.encoders.convert import export_onnx, quantize_export
 from semroute.encoders.onnx import OnnxEncoder
 from semroute.encoders.static import StaticEncoder, distill_static
@@ -166,13 +170,14 @@ def _onnx_target(name: str) -> tuple[Path, str, Path]:
     """The model folder of ``name``, its content hash and where its fp32 export is cached (the
     torch export of an architecture the direct one does not cover keeps its own key)."""
     model_dir = locate_model(name)
-    digest = tree_hash(model_dir)
     try:
+        # Read first: a damaged checkpoint is refused before its weights are hashed.
         read_checkpoint(model_dir, name)
-        key = f"{digest[:20]}-fp32-direct-v{DIRECT_FORMAT}"
+        exporter = f"direct-v{DIRECT_FORMAT}"
     except UnsupportedCheckpoint:
-        key = f"{digest[:20]}-fp32-v{EXPORT_FORMAT}"
-    return model_dir, digest, cache_dir() / "onnx" / key
+        exporter = f"v{EXPORT_FORMAT}"
+    digest = tree_hash(model_dir)
+    return model_dir, digest, cache_dir() / "onnx" / f"{digest[:20]}-fp32-{exporter}"
 
 
 def _ensure_int8(name: str) -> Path:
@@ -191,6 +196,7 @@ def _ensure_static(name: str) -> Path:
     digest = tree_hash(model_dir)
     target = cache_dir() / "static" / f"{digest[:20]}-model2vec-v{EXPORT_FORMAT}"
     if not cached(target, ENCODER_META):
+        _check_source(model_dir, _display_name(name))
         log.info("Distilling %s into a static model2vec model (once; a few minutes)", name)
         publish(
             target,
@@ -202,6 +208,14 @@ def _ensure_static(name: str) -> Path:
     return target
 
 
+def _check_source(model_dir: Path, name: str) -> None:
+    """Refuse a damaged checkpoint in one line before model2vec reads it (it would fail deep
+    inside transformers): the checks the ONNX exporters make, where they apply."""
+    read_tokenizer(model_dir, name)
+    with contextlib.suppress(UnsupportedCheckpoint):  # not BERT: left to model2vec
+        read_checkpoint(model_dir, name)
+
+
 def locate_model(name: str) -> Path:
     """A local folder holding the sentence-transformers model ``name``."""
     path = Path(name).expanduser()
@@ -211,6 +225,7 @@ def locate_model(name: str) -> Path:
                 "folder is not a sentence-transformers model (no modules.json or config.json)",
                 model=name,
             )
+        require_tokenizer(path, name)
         return path
     if name in _DEFAULT_ALIASES:
         bundled = _bundled_default_model()
