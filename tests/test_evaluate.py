@@ -342,12 +342,12 @@ def test_eval_plot_to_a_path_it_cannot_be_written_to_is_one_line_before_routing(
 def test_eval_plot_that_fails_to_write_is_one_line(
     fake_index: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semroute.cli import report
+    from semroute.cli import plot
 
     def denied(*args: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(report, "plot_evaluation", denied)
+    monkeypatch.setattr(plot, "plot_evaluation", denied)
     png = tmp_path / "eval.png"
     code, _, err = run(
         "eval", "--data", str(data_file), "--index", str(fake_index), "--plot", str(png)

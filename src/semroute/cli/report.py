@@ -13,14 +13,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
 from semroute.errors import REBUILD_HINT
 from semroute.text import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from semroute.decision import Decision
     from semroute.dispatch.dispatcher import DispatchResult
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "console",
-    "plot_evaluation",
     "print_calibration",
     "print_decision",
     "print_dispatch",
@@ -98,23 +95,30 @@ def print_evaluation(console: Console, report: EvalReport, data: Path) -> None:
             table.add_row(shown(a), shown(b), str(n))
         console.print(table)
     if report.misrouted:
-        table = Table(
-            "query",
-            "label",
-            "chosen",
-            "top scores",
-            title="Some misrouted queries",
-            title_justify="left",
+        console.print(_misrouted(report.misrouted))
+
+
+def _misrouted(rows: list[dict[str, Any]]) -> Table:
+    """The sample of misrouted rows, each query cut to :data:`CELL_WIDTH` characters."""
+    from rich.table import Table
+
+    table = Table(
+        "query",
+        "label",
+        "chosen",
+        "top scores",
+        title="Some misrouted queries",
+        title_justify="left",
+    )
+    for row in rows:
+        top = ", ".join(f"{shown(k)} {v:.2f}" for k, v in row["top_scores"].items())
+        table.add_row(
+            shown(shorten(row["text"], CELL_WIDTH)),
+            shown(row["label"]),
+            shown(row["chosen"] or "(default)"),
+            top,
         )
-        for row in report.misrouted:
-            top = ", ".join(f"{shown(k)} {v:.2f}" for k, v in row["top_scores"].items())
-            table.add_row(
-                shown(shorten(row["text"], CELL_WIDTH)),
-                shown(row["label"]),
-                shown(row["chosen"] or "(default)"),
-                top,
-            )
-        console.print(table)
+    return table
 
 
 def print_calibration(console: Console, result: dict[str, Any], *, written: bool) -> None:
@@ -148,58 +152,6 @@ def print_calibration(console: Console, result: dict[str, Any], *, written: bool
         console.print(f"[green]Wrote the thresholds into {shown(result['index'])}/manifest.json[/]")
     else:
         console.print("[yellow]Dry run: nothing written[/]")
-
-
-def plot_evaluation(
-    report: EvalReport,
-    confidence: npt.NDArray[np.float32],
-    truth: npt.NDArray[np.int64],
-    thresholds: npt.NDArray[np.float32],
-    path: Path,
-) -> None:
-    """Two panels: in-scope accuracy vs out-of-scope recall as one shared threshold sweeps,
-    with the current thresholds marked; and every route's F1."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    top = confidence.argmax(axis=1)
-    best = confidence.max(axis=1)
-    ins = truth >= 0
-    sweep = np.unique(np.quantile(best, np.linspace(0, 1, 200)))
-    in_acc = [((top == truth) & (best >= t))[ins].mean() if ins.any() else np.nan for t in sweep]
-    oos_rec = [(best < t)[~ins].mean() if (~ins).any() else np.nan for t in sweep]
-
-    routes = sorted(report.per_route.items(), key=lambda kv: kv[1].f1 or 0.0)
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(13, max(4.5, 0.16 * len(routes))), gridspec_kw={"width_ratios": [1, 1]}
-    )
-    left.plot(oos_rec, in_acc, color="tab:blue", label="one shared threshold")
-    if report.oos_recall is not None and report.in_scope_accuracy is not None:
-        left.scatter(
-            [report.oos_recall],
-            [report.in_scope_accuracy],
-            color="tab:red",
-            zorder=3,
-            label="current thresholds",
-        )
-    left.set_xlabel("out-of-scope recall")
-    left.set_ylabel("in-scope accuracy")
-    left.set_title("Threshold trade-off")
-    left.grid(alpha=0.3)
-    left.legend(loc="lower left")
-    right.barh([n for n, _ in routes], [m.f1 or 0.0 for _, m in routes], color="tab:green")
-    right.set_xlim(0, 1)
-    right.set_xlabel("F1")
-    right.set_title("Per-route F1")
-    right.tick_params(axis="y", labelsize=max(4, min(9, 600 // max(len(routes), 1))))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# --- routing, dispatch, logs and indexes --------------------------------------------------------
 
 
 def print_info(console: Console, summary: dict[str, Any]) -> None:

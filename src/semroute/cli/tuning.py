@@ -46,7 +46,8 @@ def eval_cmd(
     """
     import importlib.util
 
-    from semroute.cli.report import console, plot_evaluation, print_evaluation
+    from semroute.cli.plot import plot_evaluation
+    from semroute.cli.report import console, print_evaluation
     from semroute.routing.router import Router
     from semroute.tuning.evaluate import evaluate, in_index_warning, load_labelled
 
