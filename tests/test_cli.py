@@ -145,3 +145,29 @@ def test_chat_when_every_model_fails_is_one_line_and_exit_1(
     assert code == 1 and out == ""
     assert err.startswith("error: no model answered") and err.count("\n") == 1
     assert "frontier: ServiceUnavailableError" in err and KEY not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "says", "help_of"),
+    [
+        (["route", "hi", "--max-cost", "nan"], "Invalid value for '--max-cost'", "semroute route"),
+        (["route"], "give a QUERY, or --request", "semroute route"),
+        (
+            ["eval", "--data", "no-such.jsonl"],
+            "Invalid value for '--data': File 'no-such.jsonl' does not exist",
+            "semroute eval",
+        ),
+        (
+            ["route", "hi", "--no-such-option"],
+            "No such option '--no-such-option'",
+            "semroute route",
+        ),
+        (["no-such-command"], "No such command 'no-such-command'", "semroute"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(args: list[str], says: str, help_of: str) -> None:
+    result = CliRunner().invoke(main, args, prog_name="semroute")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "Usage:" not in result.stderr
+    assert result.stderr.startswith(f"error: {says}")
+    assert result.stderr.endswith(f"; see `{help_of} --help`\n")

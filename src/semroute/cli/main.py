@@ -23,16 +23,25 @@ log = logging.getLogger("semroute")
 
 
 class _Group(click.Group):
-    """Turns a SemrouteError into one red line and exit code 1 (usage errors stay exit 2)."""
+    """Turns a SemrouteError into one red line and exit code 1, and a command's usage error
+    (a bad option value, a missing argument) into one red line and exit code 2, not click's
+    three (the usage, a hint, the error)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SemrouteError as exc:
-            # Messages quote user input (queries, labels, file names): escape it for the terminal.
-            message = printable(" ".join(str(exc).split("\n")))
-            click.secho(f"error: {message}", fg="red", err=True)
+            _one_line(str(exc))
             ctx.exit(1)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            _one_line(f"{exc.format_message().rstrip('.')}; see `{where} --help`")
+            ctx.exit(exc.exit_code)
+
+
+def _one_line(message: str) -> None:
+    # Messages quote user input (queries, labels, file names): escape it for the terminal.
+    click.secho(f"error: {printable(' '.join(message.split()))}", fg="red", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +75,7 @@ def main() -> None:
     help="The cost ceiling in USD (`max_cost_usd`).",
 )
 @click.option(
-    "--max-tokens", type=click.IntRange(min=0), default=None, help="The answer's token cap."
+    "--max-tokens", type=click.IntRange(min=1), default=None, help="The answer's token cap."
 )
 @click.option(
     "--request",
