@@ -218,3 +218,21 @@ def test_the_sample_is_what_its_script_writes(tmp_path: Path) -> None:
     script = REPO / "scripts" / "make_pii_sample.py"
     subprocess.run([sys.executable, str(script), str(again)], check=True, capture_output=True)
     assert again.read_bytes() == sample.read_bytes()
+
+
+@pytest.mark.parametrize("pattern", ["a*", "x|", r"\b", "^", "$", r"\B", r"(?m)^"])
+def test_a_detector_that_can_match_an_empty_stretch_is_refused(pattern: str) -> None:
+    from semroute.config.pii import compile_detectors
+
+    def error(message: str, name: str) -> Exception:
+        return ValueError(f"{name}: {message}")
+
+    with pytest.raises(ValueError, match="emp: the pattern matches the empty string"):
+        compile_detectors({"emp": pattern}, error)
+
+
+@pytest.mark.parametrize("pattern", [r"\bE\d{6}\b", r"(?m)^\d{4}$", r"EMP-\d+"])
+def test_a_detector_anchored_at_word_edges_is_kept(pattern: str) -> None:
+    from semroute.config.pii import compile_detectors
+
+    assert list(compile_detectors({"emp": pattern}, lambda m, n: ValueError(m))) == ["emp"]

@@ -10,7 +10,8 @@ ones.
 Each detector is a name (lower case letters, digits and ``_``, not a built-in kind) and an RE2
 pattern (see :mod:`semroute.config.regex`): linear in the text, whatever the pattern. A match is
 the whole match; a rule's ``redact: [employee_id]`` replaces it with ``[EMPLOYEE_ID]``. A pattern
-that can match the empty string is refused (it would match everywhere and redact nothing).
+that can match the empty string, even only between characters (``\\b``, ``^``), is refused (it
+would match everywhere and redact nothing).
 The detectors themselves are :mod:`semroute.routing.pii`'s.
 """
 
@@ -81,12 +82,21 @@ def compile_detectors(
             pattern = compile_user_pattern(source)
         except ValueError as exc:
             raise error(str(exc), name) from None
-        if pattern.search("") is not None:
+        if pattern.search("") is not None or any(m.end() == m.start() for m in _probed(pattern)):
             raise error(
                 "the pattern matches the empty string; make it match at least one character", name
             )
         out[name] = pattern
     return out
+
+
+_PROBE = "Ab cd 12.\n-_@ x9 ("
+"""Text on which a pattern that can only match between characters (``\\b``, ``^``, ``$``, a
+lookahead) finds such a match, though it finds none in the empty string."""
+
+
+def _probed(pattern: Any) -> Any:
+    return pattern.finditer_utf8(_PROBE.encode())
 
 
 def redact_kinds(
