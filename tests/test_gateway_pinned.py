@@ -320,3 +320,24 @@ def test_no_pinned_name_is_a_500_or_a_bypass(
 
         check()
         assert httpx.get(served.url + "/healthz").status_code == 200
+
+
+def test_v1_route_checks_and_pins_a_named_model_as_an_answer_would(
+    gateway: Served, provider: FakeProvider
+) -> None:
+    def route(model: str, key: str = APP_KEY) -> httpx.Response:
+        body = {"model": model, "messages": SAY_HELLO}
+        headers = {"Authorization": f"Bearer {key}"}
+        return httpx.post(gateway.url + "/v1/route", json=body, headers=headers, timeout=30)
+
+    unknown = route("made-up")
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "model_not_found"
+    forbidden = route("frontier", FREE_KEY)
+    assert forbidden.status_code == 403
+    assert forbidden.json()["error"]["code"] == "model_not_allowed"
+    pinned = route("backup", FREE_KEY)
+    assert pinned.status_code == 200
+    assert (pinned.json()["reason"], pinned.json()["model"]) == ("pinned", "backup")
+    assert pinned.headers["x-semroute-reason"] == "pinned"
+    assert route("auto").json()["reason"] != "pinned"
+    assert provider.requests == []  # /v1/route never calls a model

@@ -114,10 +114,11 @@ class Gateway:
             client = self.keys.check(request.headers)
             body = await self._body(request, route_only=True)
             hints = _hints(request.headers, client)
+            pin = self._pin(body.model, client, loaded)
             messages = body.message_list()
             request_fields = {"messages": messages, **body.params()}
             decision = await in_routing_thread(
-                loaded.router.route, messages, request=request_fields, **hints
+                loaded.router.route, messages, request=request_fields, pin=pin, **hints
             )
         except ApiError as exc:
             return self._refuse("route", exc, request_id, None, loaded.catalog.label)
@@ -139,14 +140,7 @@ class Gateway:
             kwargs = {**body.params(), **_hints(request.headers, client)}
             check_budget(self.spend, client)
             check_rate(loaded.shared.limiter, client, lambda: _tokens(body, loaded))
-            # A named model takes the same way as `auto` (rules, checks, ceilings), restricted
-            # to what the key may use; an undeclared name is refused unless the operator allows.
-            unlisted = loaded.settings.allow_unlisted_models
-            pin = (
-                None
-                if body.model == AUTO
-                else loaded.catalog.pin(body.model, client, allow_unlisted=unlisted)
-            )
+            pin = self._pin(body.model, client, loaded)
         except ApiError as exc:
             return self._refuse(endpoint, exc, request_id, None, label, dialect)
         common: dict[str, Any] = {"stream": body.stream, "request_id": request_id, **kwargs}
@@ -242,6 +236,16 @@ class Gateway:
 
         return dialect.stream(stream, body, headers, done, self.streams)
 
+    @staticmethod
+    def _pin(model: str, client: Client, loaded: Loaded) -> Any:
+        """The chain a named model pins (None for `auto`). A named model takes the same way as
+        `auto` (rules, checks, ceilings), restricted to what the key may use; an undeclared
+        name is refused (400) unless the operator allows, one the key may not use too (403)."""
+        if model == AUTO:
+            return None
+        unlisted = loaded.settings.allow_unlisted_models
+        return loaded.catalog.pin(model, client, allow_unlisted=unlisted)
+
     async def _body(self, request: Request, *, route_only: bool = False) -> ChatRequest:
         raw = await _read(request, self.max_body_bytes)
         try:
@@ -311,7 +315,9 @@ async def _disconnected(request: Request) -> None:
 
 
 class _RouteBody(ChatRequest):
-    """``/v1/route`` takes the same body; its ``model`` may be left out."""
+    """``/v1/route`` takes the same body; its ``model`` may be left out (``auto``). A named
+    model is checked and pinned as for an answer: the decision is the one the request would
+    get."""
 
     model: str = AUTO
 
