@@ -65,13 +65,16 @@ def test_it_answers_every_model_on_loopback_and_says_how_to_point_litellm_at_it(
 
 
 def test_fail_delay_and_flaky() -> None:
-    with fake_provider("--fail", "broken", "--fail", "down", "--delay", "0.3") as (_, url, _b):
+    with fake_provider("--fail", "broken", "--fail", "down", "--delay", "0.3") as (_, url, said):
+        assert "failing with 500: broken, down" in said
+        assert "answering 0.3 s after each request" in said
         assert _ask(url, "broken").status_code == 500
         assert _ask(url, "down").status_code == 500
         started = time.monotonic()
         assert _ask(url, "fine").status_code == 200
         assert time.monotonic() - started >= 0.3
-    with fake_provider("--flaky", "0.5") as (_, url, _b):
+    with fake_provider("--flaky", "0.5") as (_, url, said):
+        assert "failing with 500 at random: 50% of the other models' requests" in said
         statuses = [_ask(url, "m").status_code for _ in range(40)]
     assert set(statuses) == {200, 500}
     assert 8 <= statuses.count(500) <= 32

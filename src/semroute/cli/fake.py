@@ -88,7 +88,7 @@ def fake_provider_cmd(
     # a Ctrl-C that lands between two statements can't escape as click's "Aborted!" (exit 1).
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _print_banner(provider.url, failing)
+        _print_banner(provider.url, failing, delay, flaky)
         while not stop.wait(0.5):
             pass
     finally:
@@ -98,7 +98,7 @@ def fake_provider_cmd(
     click.echo("fake provider stopped", err=True)
 
 
-def _print_banner(url: str, failing: tuple[str, ...]) -> None:
+def _print_banner(url: str, failing: tuple[str, ...], delay: float, flaky: float) -> None:
     lines = [
         f"fake provider listening on {url}",
         "point LiteLLM at it (any model name answers; api_key may be any value):",
@@ -111,6 +111,10 @@ def _print_banner(url: str, failing: tuple[str, ...]) -> None:
     ]
     if failing:
         lines.append(f"failing with 500: {', '.join(failing)}")
+    if flaky > 0:
+        lines.append(f"failing with 500 at random: {flaky:.0%} of the other models' requests")
+    if delay > 0:
+        lines.append(f"answering {delay:g} s after each request")
     lines.append("Ctrl-C to stop")
     # Flushed: a caller that started this in the background may be waiting for the URL.
     click.echo("\n".join(lines))
