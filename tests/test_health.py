@@ -367,12 +367,13 @@ def test_stats_count_each_skip_reason(tmp_path: Path, provider: FakeProvider) ->
 
 def test_stats_ignore_malformed_skips_and_old_lines() -> None:
     lines = [
+        # malformed: a skip without a reason, a skip that is not an object
         json.dumps({"request_id": "a", "model": "m", "skipped": [{"model": "x"}, 3]}),
         json.dumps({"request_id": "b", "model": "m"}),  # written before skips were logged
         json.dumps({"request_id": "c", "model": "m", "skipped": "unhealthy"}),  # malformed
     ]
     stats = summarise(lines)
-    assert stats.requests == 2 and stats.malformed_lines == 1
+    assert stats.requests == 1 and stats.malformed_lines == 2
     assert stats.to_dict()["skip_reasons"] == {}
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from semroute.cli.options import INDEX_OPTION, JSON_OPTION
+from semroute.cli.options import INDEX_OPTION, JSON_OPTION, warn
+from semroute.errors import SemrouteError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["drift_of", "replay_cmd", "suggest_cmd"]
 
@@ -25,7 +29,9 @@ def replay_cmd(log_file: Path, index_dir: Path | None, since: str | None, as_jso
     """Re-decide every logged request with a candidate index and report what would change.
 
     Needs the requests' content in the log (`log_content: true`). Never calls a model; costs
-    are estimated from each request's logged tokens at the candidate index's prices.
+    are estimated from each request's logged tokens at the candidate index's prices. Lines
+    that are not log records are skipped and counted, as `semroute stats` counts them. Warns
+    when under half of the routed requests went to routes the candidate has.
 
     \b
     Examples:
@@ -39,6 +45,8 @@ def replay_cmd(log_file: Path, index_dir: Path | None, since: str | None, as_jso
     data = read_log(log_file, parse_since(since))
     router = Router.load(index_dir)
     report = replay(router, data, source=str(log_file))
+    if report["warning"] is not None:
+        warn(report["warning"])
     if as_json:
         click.echo(json.dumps({"log": str(log_file), **report}, indent=2, allow_nan=False))
         return
@@ -51,9 +59,11 @@ def replay_cmd(log_file: Path, index_dir: Path | None, since: str | None, as_jso
         f"{report['replayed']} of {report['n']} requests replayed; {report['changed']} would "
         f"change ({share:.1%})"
         if share is not None
-        else "nothing to replay"
+        else f"nothing to replay ({report['n']} requests)"
     )
-    out.print(pairs_table("Changes (from -> to)", report["by_pair"]))
+    _print_malformed(out, report["malformed_lines"])
+    if report["by_pair"]:
+        out.print(pairs_table("Changes (from -> to)", report["by_pair"]))
     before, after = report["cost_usd_before"], report["cost_usd_after"]
     if before is not None:
         out.print(f"estimated cost: ${before:.6f} -> ${after:.6f} ({report['priced']} priced)")
@@ -91,29 +101,66 @@ def suggest_cmd(
       semroute suggest logs/decisions.jsonl --index indexes/default --out suggested.yaml
       semroute suggest logs/decisions.jsonl --json
     """
-    from semroute.files import atomic_write
     from semroute.routing.router import Router
     from semroute.tuning.logread import read_log
-    from semroute.tuning.suggest import patch_yaml, suggest
+    from semroute.tuning.suggest import existing_note, patch_yaml, suggest
 
+    if out_file is not None:  # before the work, not after it
+        _check_out(out_file)
     data = read_log(log_file)
     router = Router.load(index_dir)
     report = suggest(router, data, min_size=min_size, source=str(log_file))
     if out_file is not None:
-        atomic_write(out_file, patch_yaml(report))
+        _write_out(out_file, patch_yaml(report))
     if as_json:
         click.echo(json.dumps({"log": str(log_file), **report}, indent=2))
         return
-    from semroute.cli.report import console
+    from semroute.cli.report import console, shown
 
     out = console()
     out.print(f"{report['new_routes']} proposed route(s), from {report['looked_at']} queries")
+    _print_malformed(out, report["malformed_lines"])
     for c in report["clusters"]:
-        out.print(f"  {c['name']} ({c['size']} queries): {c['examples'][0]!r}")
+        out.print(f"  {c['name']} ({c['size']} queries): {shown(repr(c['examples'][0]))}")
+        if c["existing_route"] is not None:
+            out.print(f"    [yellow]{shown(existing_note(c))} with this index[/]")
     for add in report["additions"]:
         out.print(f"  +{len(add['utterances'])} utterance(s) for {add['route']!r}")
     if out_file is not None:
         out.print(f"Wrote {out_file}")
+
+
+def _print_malformed(out: Console, malformed: int) -> None:
+    """The line `semroute stats` prints for the log's malformed lines."""
+    if malformed:
+        out.print(f"[yellow]{malformed} malformed lines skipped[/]")
+
+
+def _check_out(out_file: Path) -> None:
+    """Refuse an --out whose folder is missing, or a file, before any work is done."""
+    folder = out_file.parent
+    if folder.is_dir():
+        return
+    found = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if found is not None and not found.is_dir():
+        raise SemrouteError(
+            f"--out {out_file}: {found} is a file, not a folder; choose another --out"
+        )
+    raise SemrouteError(
+        f"--out {out_file}: the folder {folder} does not exist; create it first or choose "
+        "another --out"
+    )
+
+
+def _write_out(out_file: Path, content: str) -> None:
+    from semroute.files import atomic_write
+
+    try:
+        atomic_write(out_file, content)
+    except OSError as exc:
+        raise SemrouteError(
+            f"--out {out_file}: cannot write it ({exc.strerror or exc}); choose another --out"
+        ) from None
 
 
 def drift_of(log_file: Path, index_dir: Path | None) -> dict[str, Any] | None:

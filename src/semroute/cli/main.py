@@ -211,10 +211,11 @@ def stats_cmd(log_file: Path, index_dir: Path | None, as_json: bool) -> None:
     as refused, not as a model failure. Costs are per request or in total, as labelled.
 
     A line that is not a log record is skipped and counted as malformed: a line that is not one
-    JSON object with a string request_id, or whose route, rule, tier, model, reason or error is
-    not text or null, whose fallbacks is not a list or null, or whose routing_ms, model_ms,
-    cost_usd or default_cost_usd is not a finite number or null. Quality records (shadow evaluation) are
-    counted apart. A log that holds only malformed lines still exits 0.
+    JSON object with a string request_id, or with a field (or a field nested in one) of another
+    shape than the gateway writes: text that is not text, a duration that is negative or not
+    finite, an attempt without a model, a skip without a reason (the README lists them). A record
+    without timings adds nothing to the latency. Quality records (shadow evaluation) are counted
+    apart. A log that holds only malformed lines still exits 0.
 
     \b
     Examples:

@@ -1,16 +1,20 @@
 """`semroute stats`: a decision log summarised. Requests, the share per route, rule and model,
 cost, fallbacks, model failures (a request refused by a rule or a budget is not one), latency,
 skip reasons, and per route, rule and tier the cost and quality figures of
-:mod:`semroute.dispatch.quality_stats`. A line that is not a record is counted, never fatal."""
+:mod:`semroute.dispatch.quality_stats`. A line that is not a record is counted, never fatal.
+
+:func:`read_lines` is the one reader of a log's lines: `semroute replay` and `semroute suggest`
+(:mod:`semroute.tuning.logread`) read it through the same function, so every tool agrees on what
+a request is and on how many lines were malformed."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import semroute.text as text
 from semroute.dispatch.cache_stats import cache_summary
@@ -18,7 +22,18 @@ from semroute.dispatch.feedback import FeedbackGroup, feedback_record, group_fee
 from semroute.dispatch.quality_stats import GroupQuality, group_quality, quality_record
 from semroute.dispatch.rival import challenger_summary
 
-__all__ = ["NO_ANSWER", "NO_ROUTE", "NO_RULE", "REFUSALS", "LogStats", "parse_line", "summarise"]
+__all__ = [
+    "NO_ANSWER",
+    "NO_ROUTE",
+    "NO_RULE",
+    "REFUSALS",
+    "REQUEST",
+    "LogLine",
+    "LogStats",
+    "parse_line",
+    "read_lines",
+    "summarise",
+]
 
 
 @dataclass(frozen=True)
@@ -101,36 +116,30 @@ REFUSALS = {"blocked": "(blocked)", "over_budget": "(over budget)"}
 
 def summarise(lines: Iterable[str]) -> LogStats:
     """Summarise log lines: one per request, and shadow evaluation's quality records (lines
-    with ``"kind": "quality"``). A line that is neither is counted as malformed and skipped,
-    never fatal: see :func:`_record` and
-    :func:`~semroute.dispatch.quality_stats.quality_record` for what a record is."""
-    records, malformed = [], 0
+    with ``"kind": "quality"``) and feedback records. A line that is none of them is counted as
+    malformed and skipped, never fatal: see :func:`read_lines` for what a record is."""
+    records: list[dict[str, Any]] = []
+    malformed = 0
     kinds: dict[str, list[dict[str, Any]]] = {"quality": [], "feedback": []}
-    for line in lines:
-        if not line.strip():
-            continue
-        raw = parse_line(line)
-        kind = raw.get("kind") if raw is not None else None
-        if raw is None:
+    for line in read_lines(lines):
+        if line is None:
             malformed += 1
-        elif kind is None:
-            record = _record(raw)
-            malformed += record is None
-            records += [record] if record is not None else []
-        else:  # a quality or feedback record; a kind stats does not know is malformed
-            found = _KINDS[kind](raw) if isinstance(kind, str) and kind in _KINDS else None
-            if found is None:
-                malformed += 1
-            else:
-                kinds[kind].append(found)
+        elif line.kind == REQUEST:
+            records.append(line.read)
+        else:
+            kinds[line.kind].append(line.read)
     quality = kinds["quality"]
     costs = [r["cost_usd"] for r in records if r["cost_usd"] is not None]
+    # A request without a timing adds nothing to its percentile (the total needs both).
     latency: dict[str, list[float]] = {"routing": [], "model": [], "total": []}
     for r in records:
-        routing, model = r["routing_ms"] or 0.0, r["model_ms"] or 0.0
-        latency["routing"].append(routing)
-        latency["model"].append(model)
-        latency["total"].append(routing + model)
+        routing, model = r["routing_ms"], r["model_ms"]
+        if routing is not None:
+            latency["routing"].append(routing)
+        if model is not None:
+            latency["model"].append(model)
+        if routing is not None and model is not None:
+            latency["total"].append(routing + model)
     return LogStats(
         requests=len(records),
         malformed_lines=malformed,
@@ -159,43 +168,193 @@ def _no_answer(record: Mapping[str, Any]) -> str:
 
 
 def _skip_reasons(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
-    """Per reason, how many models were skipped and in how many requests, most frequent first.
-    An entry of ``skipped`` without a text ``reason`` is not counted."""
+    """Per reason, how many models were skipped and in how many requests, most frequent first
+    (every entry of ``skipped`` has a text ``reason``: see :data:`REQUEST_SHAPE`)."""
     skips: Counter[str] = Counter()
     requests: Counter[str] = Counter()
     for r in records:
-        reasons = [
-            text.clean(s["reason"])
-            for s in r["skipped"] or ()
-            if isinstance(s, dict) and isinstance(s.get("reason"), str)
-        ]
+        reasons = [text.clean(s["reason"]) for s in r["skipped"] or ()]
         skips.update(reasons)
         requests.update(set(reasons))
     return {k: (n, requests[k]) for k, n in skips.most_common()}
 
 
-# What stats reads from a line, and what each field may hold; any other value makes the line
-# malformed. Other fields are not read, so they may hold anything.
-_TEXT, _NUMBER, _LIST = "text", "number", "list"
-_FIELDS = {
-    "route": _TEXT,
-    "rule": _TEXT,
-    "model": _TEXT,
-    "error": _TEXT,
-    "fallbacks": _LIST,
-    "skipped": _LIST,
-    "routing_ms": _NUMBER,
-    "model_ms": _NUMBER,
-    "cost_usd": _NUMBER,
-    "tier": _TEXT,
-    "default_cost_usd": _NUMBER,
-    "reason": _TEXT,
-    "cache": _TEXT,
-    "cache_saved_usd": _NUMBER,
-}
+# What a request's line may hold. Each field listed is null (or absent) or has its shape, nested
+# fields included; any other value makes the line malformed. A field not listed, or a key of an
+# object not listed, may hold anything (what a later version adds is not an error).
+TEXT, NUMBER, DURATION, COUNT, FLAG = "text", "number", "duration", "count", "flag"
+"""Text; a finite number; a finite number of milliseconds, never negative; a whole number, never
+negative; true or false."""
+
+
+@dataclass(frozen=True)
+class Each:
+    """A list whose every item has this shape (an item is never null)."""
+
+    item: Shape
+
+
+@dataclass(frozen=True)
+class Fields:
+    """An object whose listed fields are null or have their shape; ``needs``: never null."""
+
+    shape: Mapping[str, Shape]
+    needs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Values:
+    """An object whose every value has this shape (never null)."""
+
+    value: Shape
+
+
+Shape = str | Each | Fields | Values
+
+REQUEST_SHAPE = Fields(
+    {
+        "time": TEXT,
+        "route": TEXT,
+        "reason": TEXT,
+        "confidence": NUMBER,
+        "margin": NUMBER,
+        "top_scores": Each(Fields({"route": TEXT, "confidence": NUMBER}, ("route", "confidence"))),
+        "recommended_model": TEXT,
+        "model": TEXT,
+        "fallbacks": Each(TEXT),
+        "attempts": Each(
+            Fields(
+                {
+                    "model": TEXT,
+                    "status": COUNT,
+                    "error": TEXT,
+                    "latency_ms": DURATION,
+                    "note": TEXT,
+                },
+                ("model",),
+            )
+        ),
+        "skipped": Each(Fields({"model": TEXT, "reason": TEXT, "detail": TEXT}, ("reason",))),
+        "routing_ms": DURATION,
+        "model_ms": DURATION,
+        "prompt_tokens": COUNT,
+        "completion_tokens": COUNT,
+        "cost_usd": NUMBER,
+        "stream": FLAG,
+        "error": TEXT,
+        "messages": Each(Fields({"role": TEXT}, ("role",))),
+        "answer": TEXT,
+        "rule": TEXT,
+        "tier": TEXT,
+        "signals": Fields(
+            {
+                "input_tokens": COUNT,
+                "max_tokens": COUNT,
+                "system_prompt_tokens": COUNT,
+                "has_tools": FLAG,
+                "has_images": FLAG,
+                "json_mode": FLAG,
+                "task": TEXT,
+                "user_tier": TEXT,
+                "max_cost_usd": NUMBER,
+                "metadata": Fields({}),
+                "metadata_truncated": FLAG,
+                "route": TEXT,
+                "confidence": NUMBER,
+                "reason": TEXT,
+                "difficulty": NUMBER,
+                "n": COUNT,
+                "pii": Each(TEXT),
+            }
+        ),
+        "redacted": Values(COUNT),
+        "estimated_cost_usd": NUMBER,
+        "cost_limit_usd": NUMBER,
+        "within_cost_limit": FLAG,
+        "default_cost_usd": NUMBER,
+        "cascade": Fields(
+            {
+                "scope": TEXT,
+                "name": TEXT,
+                "models": Each(TEXT),
+                "streamed": FLAG,
+                "escalated": FLAG,
+                "steps": Each(
+                    Fields(
+                        {
+                            "model": TEXT,
+                            "verdict": TEXT,
+                            "check": TEXT,
+                            "detail": TEXT,
+                            "cost_usd": NUMBER,
+                            "prompt_tokens": COUNT,
+                            "completion_tokens": COUNT,
+                        }
+                    )
+                ),
+            }
+        ),
+        "challenger": Fields({"route": TEXT, "model": TEXT, "reason": TEXT, "confidence": NUMBER}),
+        "cache": TEXT,
+        "cache_similarity": NUMBER,
+        "cache_saved_usd": NUMBER,
+        "session": Fields({"id": TEXT, "model": TEXT, "switched_from": TEXT, "why": TEXT}),
+    }
+)
+_READ = (
+    "route",
+    "rule",
+    "tier",
+    "model",
+    "reason",
+    "error",
+    "fallbacks",
+    "skipped",
+    "routing_ms",
+    "model_ms",
+    "cost_usd",
+    "default_cost_usd",
+    "cache",
+    "cache_saved_usd",
+    "cascade",
+    "challenger",
+)
+"""The fields of a request stats reads."""
+REQUEST = "request"
 _KINDS = {"quality": quality_record, "feedback": feedback_record}
 _LARGEST = 1e300
 """Larger numbers are refused: sums and percentiles of them would not stay finite."""
+
+
+class LogLine(NamedTuple):
+    """One record of a decision log."""
+
+    kind: str
+    """``request``, ``quality`` or ``feedback``."""
+    raw: dict[str, Any]
+    """The line's object, its shape checked."""
+    read: dict[str, Any]
+    """What stats reads from it."""
+
+
+def read_lines(lines: Iterable[str]) -> Iterator[LogLine | None]:
+    """Each non-blank line's record, or None for a malformed line: not one JSON object with a
+    string ``request_id`` (see :func:`parse_line`), a request whose line does not fit
+    :data:`REQUEST_SHAPE`, a quality or feedback record whose fields have the wrong type, or a
+    ``kind`` no tool knows."""
+    for line in lines:
+        if not line.strip():
+            continue
+        raw = parse_line(line)
+        if raw is None:
+            yield None
+            continue
+        kind = raw.get("kind")
+        if kind is None:
+            yield LogLine(REQUEST, raw, _read(raw)) if _fits(raw, REQUEST_SHAPE) else None
+            continue
+        found = _KINDS[kind](raw) if isinstance(kind, str) and kind in _KINDS else None
+        yield None if found is None else LogLine(kind, raw, found)
 
 
 def parse_line(line: str | bytes) -> dict[str, Any] | None:
@@ -210,27 +369,42 @@ def parse_line(line: str | bytes) -> dict[str, Any] | None:
     return raw
 
 
-def _record(raw: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The fields stats reads from a request's line, or None when one has the wrong type
-    (``route``, ``rule``, ``tier``, ``model``, ``reason`` and ``error`` text or null, ``fallbacks`` and
-    ``skipped`` a list or null, ``routing_ms``, ``model_ms``, ``cost_usd`` and
-    ``default_cost_usd`` a finite number or null). ``cascade`` is read only if a mapping."""
-    cascade, rival = raw.get("cascade"), raw.get("challenger")
-    record: dict[str, Any] = {"cascade": cascade if isinstance(cascade, dict) else None}
-    record["request_id"] = raw["request_id"]
-    record["challenger"] = rival if isinstance(rival, dict) else None
-    for name, kind in _FIELDS.items():
+def _fits(value: Any, shape: Shape) -> bool:
+    """Whether ``value`` (not null) has ``shape``."""
+    if isinstance(shape, Fields):
+        return (
+            isinstance(value, dict)
+            and all(value.get(name) is not None for name in shape.needs)
+            and all(value.get(k) is None or _fits(value[k], s) for k, s in shape.shape.items())
+        )
+    if isinstance(shape, Each):
+        return isinstance(value, list) and all(
+            v is not None and _fits(v, shape.item) for v in value
+        )
+    if isinstance(shape, Values):
+        return isinstance(value, dict) and all(
+            v is not None and _fits(v, shape.value) for v in value.values()
+        )
+    if shape == TEXT:
+        return isinstance(value, str)
+    if shape == FLAG:
+        return isinstance(value, bool)
+    if shape == COUNT:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return _is_number(value) and (shape == NUMBER or value >= 0)
+
+
+def _read(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields stats reads from a request's line (whose shape is checked): text cleaned of
+    lone surrogates, numbers as floats."""
+    record: dict[str, Any] = {"request_id": raw["request_id"]}
+    for name in _READ:
         value = raw.get(name)
-        if value is None:
-            record[name] = None
-        elif kind == _TEXT and isinstance(value, str):
-            record[name] = text.clean(value)
-        elif kind == _LIST and isinstance(value, list):
-            record[name] = value
-        elif kind == _NUMBER and _is_number(value):
-            record[name] = float(value)
-        else:
-            return None
+        if isinstance(value, str):
+            value = text.clean(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value)
+        record[name] = value
     return record
 
 

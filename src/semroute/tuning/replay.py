@@ -8,6 +8,10 @@ keep what they test: tools, headers, the request's other fields), so the compari
 semantic decision: the route, and the model that route sends to. Each request's cost before and
 after is estimated from its logged tokens at the prices the candidate index knows (the cost
 model routing uses, :class:`~semroute.routing.candidates.Candidates`).
+
+A candidate that holds few of the routes the log's requests went to is probably not a candidate
+for the router that wrote the log: every request of a missing route would show as a change. The
+report then carries a ``warning`` (see :data:`MIN_KNOWN_SHARE`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,14 @@ if TYPE_CHECKING:
     from semroute.routing.router import Router
     from semroute.tuning.logread import LogData, Logged
 
-__all__ = ["EXAMPLES_PER_PAIR", "redecide", "replay"]
+__all__ = ["EXAMPLES_PER_PAIR", "MIN_KNOWN_SHARE", "redecide", "replay"]
 
 EXAMPLES_PER_PAIR = 3
 EXAMPLE_CHARS = 200
+MIN_KNOWN_SHARE = 0.5
+"""When, of the replayed requests the log sent to a route, under this share went to a route the
+candidate index has too, the report warns that the index does not match the log."""
+SHOWN_MISSING = 5
 
 
 def redecide(router: Router, requests: list[Logged], batch_size: int = 256) -> list[Decision]:
@@ -101,8 +109,10 @@ def replay(router: Router, data: LogData, *, source: str = "the log") -> dict[st
                 }
             )
     changed = sum(pairs.values())
+    missing = _missing_routes(router, requests)
     return {
         "n": len(data.requests),
+        "malformed_lines": data.malformed_lines,
         "replayed": len(requests),
         "changed": changed,
         "changed_share": round(changed / len(requests), 4) if requests else None,
@@ -122,4 +132,32 @@ def replay(router: Router, data: LogData, *, source: str = "the log") -> dict[st
             for (a, b), _ in sorted(pairs.items(), key=lambda kv: (-kv[1], str(kv[0])))
         ],
         "seconds": round(seconds, 3),
+        "routes_not_in_index": [{"route": k, "n": n} for k, n in missing.items()],
+        "warning": _mismatch(missing, requests),
     }
+
+
+def _missing_routes(router: Router, requests: list[Logged]) -> dict[str, int]:
+    """The routes the log sent replayed requests to that the candidate index lacks, with how
+    many requests each, most first."""
+    names = {r.name for r in router.routes}
+    found = Counter(r.route for r in requests if r.route is not None and r.route not in names)
+    return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _mismatch(missing: dict[str, int], requests: list[Logged]) -> str | None:
+    """The warning when under :data:`MIN_KNOWN_SHARE` of the routed requests went to a route
+    the candidate index has (None: enough did, or the log routed none)."""
+    routed = sum(1 for r in requests if r.route is not None)
+    known = routed - sum(missing.values())
+    if not routed or known >= MIN_KNOWN_SHARE * routed:
+        return None
+    names = ", ".join(list(missing)[:SHOWN_MISSING]) + (
+        ", ..." if len(missing) > SHOWN_MISSING else ""
+    )
+    share = "none" if not known else f"only {known}"
+    return (
+        f"{share} of the {routed} replayed requests the log sent to a route went to a route "
+        f"of this index (not in it: {names}); is --index a candidate for the router that "
+        "wrote this log?"
+    )

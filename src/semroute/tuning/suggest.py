@@ -9,13 +9,18 @@ A cluster of at least ``min_size`` queries that no route matches becomes a propo
 existing route, and near misses (under a route's threshold by less than :data:`NEAR_MISS`),
 are proposed as utterances for that route. The patch is a route file of the new routes (valid
 as it is; rename them), with the utterances for existing routes as comments to copy over.
+
+The requests are picked by how the router that served them decided, so the index given may
+already route a cluster's queries: the log may predate a route, or the index may be a newer
+one. Each proposed cluster is routed with the index, and one whose queries mostly (more than
+:data:`EXISTING_SHARE`) go to one of its routes says so (``existing_route``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +32,7 @@ if TYPE_CHECKING:
     from semroute.routing.router import Router
     from semroute.tuning.logread import LogData, Logged
 
-__all__ = ["LOW_MARGIN", "NEAR_MISS", "patch_yaml", "suggest"]
+__all__ = ["EXISTING_SHARE", "LOW_MARGIN", "NEAR_MISS", "patch_yaml", "suggest"]
 
 LOW_MARGIN = 0.05
 NEAR_MISS = 0.1
@@ -44,6 +49,9 @@ EXAMPLES = 5
 MAX_QUERY_CHARS = 500
 MIN_COHESION = 0.3
 """A cluster whose queries are on average less similar than this to its centre is noise."""
+EXISTING_SHARE = 0.5
+"""A proposed cluster more than this share of whose queries the index routes to one of its
+routes names that route."""
 
 
 def _picked(r: Logged, data: LogData) -> str | None:
@@ -92,6 +100,7 @@ def suggest(
     new_routes = []
     for i, c in enumerate(clusters, 1):
         reasons = sorted({why[q] for q in c["members"]})
+        route, share = _existing_route(router, c["members"])
         new_routes.append(
             {
                 "name": f"new-route-{i}",
@@ -100,6 +109,8 @@ def suggest(
                 "reasons": reasons,
                 "utterances": c["central"][:UTTERANCES],
                 "examples": c["central"][:EXAMPLES],
+                "existing_route": route,
+                "existing_share": share,
             }
         )
     in_clusters = {q for c in clusters for q in c["members"]}
@@ -110,11 +121,23 @@ def suggest(
     ]
     return {
         "requests": len(data.requests),
+        "malformed_lines": data.malformed_lines,
         "looked_at": len(unrouted) + sum(len(v) for v in additions.values()),
         "clusters": new_routes,
         "new_routes": len(new_routes),
         "additions": existing,
     }
+
+
+def _existing_route(router: Router, queries: list[str]) -> tuple[str | None, float | None]:
+    """The route of the index more than :data:`EXISTING_SHARE` of ``queries`` go to, and the
+    share that do ((None, None): no route takes that many)."""
+    counts = Counter(d.route for d in router.route_batch(queries) if d.route is not None)
+    if not counts:
+        return None, None
+    route, n = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    share = n / len(queries)
+    return (route, round(share, 4)) if share > EXISTING_SHARE else (None, None)
 
 
 def _clusters(router: Router, queries: list[str], min_size: int) -> list[dict[str, Any]]:
@@ -171,6 +194,11 @@ def patch_yaml(report: dict[str, Any]) -> str:
         "# Proposed by `semroute suggest`: rename each route, check its utterances, then copy",
         "# it into your route files and run `semroute validate`.",
     ]
+    lines.extend(
+        f"# {c['name']}: {existing_note(c)}; add its utterances there instead?"
+        for c in report["clusters"]
+        if c["existing_route"] is not None
+    )
     routes = [{"name": c["name"], "utterances": c["utterances"]} for c in report["clusters"]]
     body = yaml.safe_dump({"routes": routes}, sort_keys=False, allow_unicode=True)
     lines.append(body.rstrip("\n") if routes else "routes: []")
@@ -178,6 +206,12 @@ def patch_yaml(report: dict[str, Any]) -> str:
         lines.append(f"# utterances to add to route {add['route']!r}:")
         lines.extend(f"#   - {json_line(u)}" for u in add["utterances"])
     return "\n".join(lines) + "\n"
+
+
+def existing_note(cluster: dict[str, Any]) -> str:
+    """What a cluster whose queries an existing route already takes says about it."""
+    share = f"{cluster['existing_share']:.0%}"
+    return f"{share} of its queries already go to route {cluster['existing_route']!r}"
 
 
 def json_line(text: str) -> str:
