@@ -1,18 +1,21 @@
 r"""Conditions: a rule's ``when:`` compiled into a frozen :class:`Condition` of :class:`Test`\ s,
 each checked once here (see :mod:`semroute.config.policy` for the syntax). A problem is a
-one-line :class:`RouteConfigError` naming the file, line, rule and field.
+one-line :class:`RouteConfigError` naming the file, line, rule and field; so is a signal's tests
+that can never hold together: a bound outside the signal's range (:data:`RANGES`, such as
+``confidence: {gt: 1}``) or an empty range (``{gt: 10, lt: 5}``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
 from semroute.config.regex import UserPattern, compile_user_pattern
-from semroute.config.yamlsafe import line_of
+from semroute.config.yamlsafe import line_of, written_at
 from semroute.errors import RouteConfigError
 
 __all__ = [
@@ -45,6 +48,14 @@ SIGNALS: Mapping[str, str] = {
 }
 """Every signal a rule can test, with its type (plus ``text_matches`` and ``metadata.KEY``)."""
 COMPARISONS = ("gt", "gte", "lt", "lte")
+RANGES: Mapping[str, tuple[float, float]] = {
+    "confidence": (0.0, 1.0),
+    "difficulty": (0.0, 1.0),
+    "input_tokens": (0.0, math.inf),
+    "system_prompt_tokens": (0.0, math.inf),
+}
+"""The values a number signal can take (both ends included); a test outside them never holds."""
+_WORDS = {"gt": "above", "gte": "at least", "lt": "below", "lte": "at most"}
 REASONS = ("matched", "below_threshold", "ambiguous", "empty_query", "sticky")
 
 LIST_OPS = ("any", "all")
@@ -87,6 +98,9 @@ class Where:
     loc: tuple[Any, ...]
     pii_kinds: Collection[str] | None = None
     """The kinds ``pii`` may test (None: not checked)."""
+    check_ranges: bool = True
+    """Whether a test that can never hold is refused (not for a policy stored in an index, which
+    its route files were checked for when it was built)."""
 
     def error(self, message: str, *path: Any) -> RouteConfigError:
         loc = (*self.loc, *path)
@@ -95,10 +109,22 @@ class Where:
             message, file=self.source, rule=self.rule, field=field, line=line_of(self.node, loc)
         )
 
+    def shown(self, value: Any, *path: Any) -> str:
+        """``value``, found at ``path``, as the file spells it (``0.0000001``, not ``1e-07``)."""
+        written = written_at(self.node, (*self.loc, *path))
+        return written if written is not None else repr(value)
+
 
 def compile_condition(
-    when: Any, where: Where, loc: tuple[Any, ...], routes: Collection[str] | None
+    when: Any,
+    where: Where,
+    loc: tuple[Any, ...],
+    routes: Collection[str] | None,
+    *,
+    negated: bool = False,
 ) -> Condition:
+    """``when`` checked and compiled; ``negated``: it is under a ``not:`` (where a test that can
+    never hold makes the ``not:`` always hold: a waste, not a rule that can never match)."""
     if not isinstance(when, dict):
         raise where.error(f"should be a mapping of signals to tests (got {when!r})", *loc)
     tests: list[Test] = []
@@ -110,15 +136,71 @@ def compile_condition(
             if not isinstance(value, list) or not value:
                 raise where.error("should be a non-empty list of conditions", *at)
             any_of.append(
-                tuple(compile_condition(v, where, (*at, j), routes) for j, v in enumerate(value))
+                tuple(
+                    compile_condition(v, where, (*at, j), routes, negated=negated)
+                    for j, v in enumerate(value)
+                )
             )
         elif key == "not":
-            none_of.append(compile_condition(value, where, at, routes))
+            none_of.append(compile_condition(value, where, at, routes, negated=not negated))
         elif key == "text_matches":
             tests.append(_regex(value, where, at))
         else:
-            tests.extend(_tests(str(key), value, where, at, routes))
+            found = _tests(str(key), value, where, at, routes)
+            if where.check_ranges and not negated:
+                _check_can_hold(str(key), found, where, at)
+            tests.extend(found)
     return Condition(tuple(tests), tuple(any_of), tuple(none_of))
+
+
+def _check_can_hold(signal: str, tests: Sequence[Test], where: Where, at: tuple[Any, ...]) -> None:
+    """Refuse one signal's tests (all of which must hold) that never can: a value or bound
+    outside the signal's range, or bounds that leave no number between them."""
+    low, high = RANGES.get(signal, (-math.inf, math.inf))
+    span = f"it lies in [{low:g}, {high:g}]" if high < math.inf else f"it is {low:g} or more"
+    lower: Test | None = None  # the tightest bound from below, and from above
+    upper: Test | None = None
+    for t in tests:
+        if t.negate:  # `not:` a test: holds whenever the test does not
+            continue
+        if t.op in ("eq", "in") and signal in RANGES:
+            values = t.value if t.op == "in" else (t.value,)
+            if not any(is_number(v) and low <= v <= high for v in values):
+                field = (*at, "in") if t.op == "in" else at
+                each = [(*field, j) for j in range(len(values))] if t.op == "in" else [field]
+                shown = " or ".join(where.shown(v, *f) for v, f in zip(values, each, strict=True))
+                raise where.error(f"can never match: {signal} is never {shown} ({span})", *field)
+        if t.op not in COMPARISONS:
+            continue
+        if t.op in ("gt", "gte"):
+            outside = t.value > high or (t.op == "gt" and t.value == high)
+            lower = t if lower is None or _tighter(t, lower) else lower
+        else:
+            outside = t.value < low or (t.op == "lt" and t.value == low)
+            upper = t if upper is None or _tighter(t, upper) else upper
+        if outside:
+            raise where.error(
+                f"can never match: {signal} is never {_WORDS[t.op]} "
+                f"{where.shown(t.value, *at, t.op)} ({span})",
+                *at,
+                t.op,
+            )
+    if lower is not None and upper is not None:
+        strict = lower.op == "gt" or upper.op == "lt"
+        if lower.value > upper.value or (lower.value == upper.value and strict):
+            raise where.error(
+                f"can never match: no {signal} is {_WORDS[lower.op]} "
+                f"{where.shown(lower.value, *at, lower.op)} and {_WORDS[upper.op]} "
+                f"{where.shown(upper.value, *at, upper.op)}; fix the bounds",
+                *at,
+            )
+
+
+def _tighter(t: Test, than: Test) -> bool:
+    """Whether bound ``t`` leaves fewer values than ``than`` (both from below, or from above)."""
+    if t.value == than.value:
+        return t.op in ("gt", "lt")
+    return bool(t.value > than.value) == (t.op in ("gt", "gte"))
 
 
 def _regex(value: Any, where: Where, at: tuple[Any, ...]) -> Test:

@@ -35,6 +35,7 @@ from semroute.config.cache import CacheConfig
 from semroute.config.conversation import ConversationSettings
 from semroute.config.quality import QualityConfig
 from semroute.config.secrets import env_references, literal_secrets
+from semroute.config.spec_errors import NotFiniteError
 from semroute.config.yamlsafe import line_of, read_yaml
 from semroute.errors import RouteConfigError
 
@@ -109,7 +110,7 @@ def json_ready(value: T) -> T:
         elif isinstance(item, list):
             stack += item
         elif isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(
+            raise NotFiniteError(
                 f"{item!r} cannot be stored in the index (JSON has no NaN or infinity); "
                 "write a finite number or a string"
             )

@@ -179,6 +179,7 @@ class Policy:
             models=None,
             routes=None,
             pii=pii.get("detectors") or {},
+            check_ranges=False,  # checked when the index was built, perhaps by an older version
         )
         return dataclasses.replace(
             policy,
@@ -306,6 +307,7 @@ def compile_policy(
     mapped: Mapping[str, str] | None = None,
     pii: Mapping[str, Any] | None = None,
     checked_pii: Mapping[str, UserPattern] | None = None,
+    check_ranges: bool = True,
 ) -> Policy:
     """Check ``rules`` (each: name, when, and one of action: block / model / tier / cascade)
     and ``tiers``.
@@ -313,7 +315,8 @@ def compile_policy(
     ``models``: the names a rule or tier may send to (None: not checked; a provider-prefixed
     LiteLLM name like ``openai/x`` is always accepted); ``routes``: the route names ``route``
     may test (None: not checked); ``pii``: the user's detectors (name → pattern; compiled
-    unless ``checked_pii`` holds them compiled already).
+    unless ``checked_pii`` holds them compiled already); ``check_ranges``: whether a test that
+    can never hold (``confidence: {gt: 1}``, ``{gt: 10, lt: 5}``) is refused.
     """
     tsource, tnode = tiers_source or (source, node)
     detectors = checked_pii
@@ -349,7 +352,7 @@ def compile_policy(
     out: list[Rule] = []
     for i, raw in enumerate(rules):
         name = str(raw.get("name", f"#{i + 1}"))
-        where = Where(source, node, name, ("rules", i), pii_kinds=kinds)
+        where = Where(source, node, name, ("rules", i), pii_kinds=kinds, check_ranges=check_ranges)
         out.append(_rule(raw, where, tiers, models, routes))
         _check_reachable(out, where)
     return Policy(tuple(out), {k: tuple(v) for k, v in tiers.items()}, pii=detectors)

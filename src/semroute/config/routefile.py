@@ -30,7 +30,7 @@ from semroute.config.deployments import DispatchSpec, HealthSpec, ModelSpec, jso
 from semroute.config.pii import PiiSpec
 from semroute.config.quality import AcceptSpec, RouterShadowSpec, ShadowSpec
 from semroute.config.server import ServerSpec
-from semroute.config.spec_errors import config_error
+from semroute.config.spec_errors import config_error, not_finite
 from semroute.config.yamlsafe import read_yaml
 from semroute.errors import RouteConfigError
 
@@ -347,8 +347,13 @@ def read_route_file(path: Path) -> ParsedFile:
 
 
 def validate_route_data(data: dict[str, Any], source: str, node: yaml.Node | None) -> ParsedFile:
+    errors: list[Any] = []
     try:
         spec = RouteFileSpec.model_validate(data)
     except ValidationError as exc:
-        raise config_error(exc, data, source, node, RouteFileSpec) from None
+        errors = list(exc.errors())
+    # Every number in the file must be finite, whatever field holds it (see spec_errors).
+    non_finite = not_finite(data)
+    if errors or non_finite:
+        raise config_error(errors, data, source, node, RouteFileSpec, non_finite=non_finite)
     return ParsedFile(source, spec, node)

@@ -1,34 +1,106 @@
 r"""A route file's pydantic validation errors as one-line :class:`RouteConfigError`\ s, naming the
 file, line, route or rule and field: the first one raised (saying how many more there are),
-every one in its ``problems`` (what `semroute validate` prints)."""
+every one in its ``problems`` (what `semroute validate` prints).
+
+A number that is not finite (``.inf``, ``-.inf``, ``.nan``, or ``1.0e+400``, which YAML reads as
+infinity) is refused wherever a file holds it, found by one walk over the data
+(:func:`not_finite`) rather than by each field: the index is JSON, which has none, and no bound
+means anything against NaN."""
 
 from __future__ import annotations
 
 import datetime
 import difflib
+import math
 import typing
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from semroute.config.yamlsafe import key_written_at, line_of, written_at
 from semroute.errors import RouteConfigError
 
-__all__ = ["config_error", "with_problems"]
+__all__ = ["NotFiniteError", "config_error", "not_finite", "with_problems"]
+
+NOT_FINITE = "finite_number"
+"""The error type of a number that is not finite (pydantic's own name for it)."""
+_BOUNDS = frozenset(
+    {NOT_FINITE, "greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+)
+"""Pydantic's errors about a number's value, which a non-finite number's own error replaces."""
+
+
+class NotFiniteError(ValueError):
+    """A validator's complaint that a value holds a number that is not finite somewhere inside:
+    left to the error :func:`not_finite` gives for that number, which says where."""
+
+
+def not_finite(data: Any) -> list[dict[str, Any]]:
+    """Every number in ``data`` that is not finite, as an error shaped like pydantic's (type
+    ``finite_number``, the location of the number), in the order the file holds them."""
+    found: list[dict[str, Any]] = []
+    _find_not_finite(data, (), set(), found)
+    return found
+
+
+def _find_not_finite(
+    value: Any, loc: tuple[Any, ...], open_ids: set[int], found: list[dict[str, Any]]
+) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append({"type": NOT_FINITE, "loc": loc, "msg": "", "input": value})
+    elif isinstance(value, dict | list) and id(value) not in open_ids:  # no cycle (in memory)
+        open_ids.add(id(value))
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            _find_not_finite(item, (*loc, key), open_ids, found)
+        open_ids.discard(id(value))
 
 
 def config_error(
-    exc: ValidationError,
+    errors: Sequence[Any],
     data: dict[str, Any],
     source: str,
     node: yaml.Node | None,
     root: type[BaseModel],
+    *,
+    non_finite: Sequence[Any] = (),
 ) -> RouteConfigError:
-    """The first problem, saying how many more there are; ``problems`` holds them all."""
-    problems = [_one_error(e, data, source, node, root) for e in _sorted(exc, node)]
+    """The first problem, saying how many more there are; ``problems`` holds them all.
+    ``errors``: pydantic's (``ValidationError.errors()``); ``non_finite``: :func:`not_finite`'s,
+    each in place of pydantic's errors about the same number."""
+    merged = _merged([_untagged(e) for e in errors], non_finite)
+    problems = [_one_error(e, data, source, node, root) for e in _sorted(merged, node)]
     return with_problems(problems, "in this file")
+
+
+def _merged(errors: list[Any], non_finite: Sequence[Any]) -> list[Any]:
+    """Pydantic's errors and the non-finite numbers', one per number: a non-finite number's
+    error replaces pydantic's about its value (a bound it fails) or about the free-form field
+    holding it (metadata, litellm_params: a validator's `NotFiniteError`; the error then names
+    that field, like its other problems, and the key inside it), and gives way to any other at
+    its place or above it (an unknown key, a text field, a list where a mapping belongs say
+    more)."""
+    replaced: set[int] = set()
+    numbers: list[Any] = []
+    for number in non_finite:
+        at = tuple(number["loc"])
+        related = [(i, e) for i, e in enumerate(errors) if tuple(e["loc"]) == at[: len(e["loc"])]]
+        if any(not _replaceable(e, at) for _, e in related):
+            continue
+        replaced |= {i for i, _ in related}
+        field = max((tuple(e["loc"]) for _, e in related if tuple(e["loc"]) != at), default=None)
+        if field is not None:  # ``at``: where the number is, for its line and spelling
+            number = {**number, "loc": field, "at": at, "inner": at[len(field) :]}
+        numbers.append(number)
+    return [e for i, e in enumerate(errors) if i not in replaced] + numbers
+
+
+def _replaceable(err: Any, at: tuple[Any, ...]) -> bool:
+    """Whether pydantic's ``err`` is only about the non-finite number at ``at``."""
+    if tuple(err["loc"]) == at:
+        return bool(err["type"] in _BOUNDS)
+    return isinstance((err.get("ctx") or {}).get("error"), NotFiniteError)
 
 
 def with_problems(problems: Sequence[RouteConfigError], where: str) -> RouteConfigError:
@@ -48,20 +120,25 @@ def with_problems(problems: Sequence[RouteConfigError], where: str) -> RouteConf
     return first
 
 
-def _sorted(exc: ValidationError, node: yaml.Node | None) -> list[Any]:
+def _sorted(errors: list[Any], node: yaml.Node | None) -> list[Any]:
     # A typo shows up twice: the unknown key and the required key it misspells. Report the typo,
     # then whatever comes first in the file.
     return sorted(
-        (_untagged(e) for e in exc.errors()),
-        key=lambda e: (e["type"] != "extra_forbidden", line_of(node, e["loc"]) or 0),
+        errors, key=lambda e: (e["type"] != "extra_forbidden", line_of(node, _place(e)) or 0)
     )
+
+
+def _place(err: Any) -> tuple[Any, ...]:
+    """Where in the file ``err``'s value is (deeper than its field for a number inside a
+    free-form field)."""
+    return tuple(err.get("at", err["loc"]))
 
 
 def _one_error(
     err: Any, data: dict[str, Any], source: str, node: yaml.Node | None, root: type[BaseModel]
 ) -> RouteConfigError:
     loc = tuple(err["loc"])
-    written = written_at(node, loc)
+    written = written_at(node, _place(err))
     is_key = loc[-1:] == ("[key]",)
     if is_key:  # pydantic names the key by its repr (a date, a number): name it as written
         written = key_written_at(node, loc[:-2], err.get("input"))
@@ -78,7 +155,7 @@ def _one_error(
         route=names["routes"],
         rule=names["rules"],
         field=field_path,
-        line=line_of(node, loc),
+        line=line_of(node, _place(err) if not is_key else loc),
     )
 
 
@@ -95,6 +172,9 @@ def _describe(err: Any, loc: tuple[Any, ...], root: type[BaseModel], written: st
     if kind == "too_short" and loc[-1] == "utterances":
         return "needs at least one utterance"
     given = err.get("input")
+    if kind == NOT_FINITE:
+        inner = _field_path(err.get("inner", ()))
+        return f"{inner} {_not_finite(given, written)}" if inner else _not_finite(given, written)
     if kind in ("model_type", "dict_type"):
         return f"should be a mapping of keys to values (got {_shown(given, written)})"
     if kind == "string_type" and not isinstance(given, dict | list):
@@ -105,6 +185,23 @@ def _describe(err: Any, loc: tuple[Any, ...], root: type[BaseModel], written: st
     if kind not in ("value_error",) and not isinstance(given, dict | list):
         msg += f" (got {_shown(given, written)})"
     return msg[0].lower() + msg[1:]
+
+
+def _not_finite(given: Any, written: str | None) -> str:
+    """Why a number that is not finite is refused: the value as the file spells it (and as YAML
+    reads it, when it spells it otherwise, as ``1.0e+400``)."""
+    hint = (
+        "write a finite number or leave the field out (the index is stored as JSON, and JSON "
+        "has no NaN or infinity)"
+    )
+    if not isinstance(given, float):  # text such as "inf", read as a number by a lax field
+        return f"should be a finite number (got {_shown(given, written)}); {hint}"
+    canonical = ".nan" if math.isnan(given) else ".inf" if given > 0 else "-.inf"
+    shown = canonical
+    if written is not None:
+        same = written.lower().removeprefix("+") == canonical
+        shown = written if same else f"{written}, which YAML reads as {canonical}"
+    return f"should be a finite number, not {shown}; {hint}"
 
 
 def _not_text(given: Any, written: str | None) -> str:
