@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from semroute.config.deployments import ModelDeployment, check_secrets, load_proxy_config
-from semroute.config.policy import split_tiers
 from semroute.config.pricing import chain_warnings, provider_warnings
 from semroute.config.routefile import ParsedFile
 from semroute.config.routeset import RouterSettings, RouteSet
+from semroute.config.tiers import split_tiers
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 

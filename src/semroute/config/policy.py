@@ -37,12 +37,12 @@ from semroute.config.conditions import (
     Test,
     Where,
     compile_condition,
-    is_number,
     tests_signal,
 )
 from semroute.config.pii import BUILTIN_KINDS, compile_detectors, redact_kinds
 from semroute.config.regex import UserPattern
-from semroute.config.routefile import DEFAULT_EXPECTED_OUTPUT, ParsedFile, TierSpec
+from semroute.config.routefile import DEFAULT_EXPECTED_OUTPUT, ParsedFile
+from semroute.config.tiers import check_tiers, is_ceiling, known_model, split_tiers
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 
@@ -160,7 +160,7 @@ class Policy:
             raise RouteConfigError("rules should be a list of mappings", file=source)
         limits = data.get("route_limits") or {}
         expected = data.get("expected_output_tokens", DEFAULT_EXPECTED_OUTPUT)
-        if not isinstance(limits, dict) or not all(_is_ceiling(v) for v in limits.values()):
+        if not isinstance(limits, dict) or not all(is_ceiling(v) for v in limits.values()):
             raise RouteConfigError(
                 "route_limits should map routes to positive numbers", file=source
             )
@@ -187,44 +187,6 @@ class Policy:
             route_limits={str(k): float(v) for k, v in limits.items()},
             expected_output_tokens=expected,
         )
-
-
-def split_tiers(
-    tiers: Mapping[str, Any], source: str
-) -> tuple[dict[str, list[str]], dict[str, float], dict[str, str]]:
-    """Tiers as written (a list of models, or ``{models | cascade, max_cost_usd, ...}``): their
-    chains, their cost ceilings and, for those written as a mapping, the key of the chain."""
-    chains: dict[str, list[str]] = {}
-    limits: dict[str, float] = {}
-    mapped: dict[str, str] = {}
-    for name, tier in tiers.items():
-        if isinstance(tier, TierSpec):
-            tier = tier.model_dump(exclude_none=True)
-        if isinstance(tier, Mapping):  # a cascade is the tier's chain
-            mapped[str(name)] = "cascade" if "cascade" in tier else "models"
-        models, limit = (
-            (tier.get(mapped[str(name)]), tier.get("max_cost_usd"))
-            if isinstance(tier, Mapping)
-            else (tier, None)
-        )
-        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-            raise RouteConfigError(
-                "tiers should map names to lists of models", file=source, field=f"tiers.{name}"
-            )
-        if limit is not None and not _is_ceiling(limit):
-            raise RouteConfigError(
-                f"max_cost_usd should be a positive number (got {limit!r})",
-                file=source,
-                field=f"tiers.{name}.max_cost_usd",
-            )
-        chains[str(name)] = list(models)
-        if limit is not None:
-            limits[str(name)] = float(limit)
-    return chains, limits, mapped
-
-
-def _is_ceiling(value: Any) -> bool:
-    return is_number(value) and value > 0
 
 
 def policy_of(
@@ -330,25 +292,7 @@ def compile_policy(
 
         detectors = compile_detectors(pii or {}, pii_error)
     kinds = (*BUILTIN_KINDS, *detectors)
-    for name, chain in tiers.items():
-        key = (mapped or {}).get(name)
-        at: tuple[Any, ...] = ("router", "tiers", name, *((key,) if key else ()))
-        for j, model in enumerate(chain):
-            if models is not None and not known_model(model, models):
-                raise RouteConfigError(
-                    f"unknown model {model!r}; declare it under `models:`, use a route's model, "
-                    "or write a LiteLLM name with its provider (e.g. openai/gpt-4o-mini)",
-                    file=tsource,
-                    field=".".join(str(p) for p in at) + f"[{j}]",
-                    line=line_of(tnode, (*at, j)),
-                )
-        if not chain:
-            raise RouteConfigError(
-                "a tier needs at least one model",
-                file=tsource,
-                field=f"router.tiers.{name}",
-                line=line_of(tnode, ("router", "tiers", name)),
-            )
+    check_tiers(tiers, models, tsource, tnode, mapped)
     out: list[Rule] = []
     for i, raw in enumerate(rules):
         name = str(raw.get("name", f"#{i + 1}"))
@@ -390,9 +334,9 @@ def _rule(
         known = ", ".join(sorted(tiers)) or "none declared under router.tiers"
         raise where.error(f"unknown tier {tier!r} (tiers: {known})", "tier")
     limit = raw.get("max_cost_usd")
-    if limit is not None and (not _is_ceiling(limit) or raw.get("action") is not None):
+    if limit is not None and (not is_ceiling(limit) or raw.get("action") is not None):
         why = (
-            "has no use on a blocking rule" if _is_ceiling(limit) else "should be a positive number"
+            "has no use on a blocking rule" if is_ceiling(limit) else "should be a positive number"
         )
         raise where.error(f"max_cost_usd {why} (got {limit!r})", "max_cost_usd")
     if (
@@ -416,12 +360,6 @@ def _rule(
         max_cost_usd=float(limit) if limit is not None else None,
         redact=redact,
     )
-
-
-def known_model(name: str, models: Collection[str]) -> bool:
-    """Whether a rule, tier or cascade may name ``name``: declared, or a LiteLLM name with its
-    provider (``openai/x``)."""
-    return name in models or ("/" in name.strip("/"))
 
 
 def _check_reachable(rules: list[Rule], where: Where) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from semroute.config.deployments import ModelDeployment
-from semroute.config.policy import Policy, known_model
+from semroute.config.policy import Policy
 from semroute.config.pricing import price_of
 from semroute.config.quality import (
     Acceptance,
@@ -27,6 +27,7 @@ from semroute.config.quality import (
     ShadowSpec,
 )
 from semroute.config.routefile import ParsedFile
+from semroute.config.tiers import known_model
 from semroute.config.yamlsafe import line_of
 from semroute.errors import RouteConfigError
 

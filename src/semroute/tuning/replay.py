@@ -68,14 +68,7 @@ class _Cost:
 
 def replay(router: Router, data: LogData, *, source: str = "the log") -> dict[str, Any]:
     """The report ``semroute replay --json`` prints (see the README's "Learning from traffic")."""
-    requests = data.with_content
-    if data.requests and not requests:
-        raise DataError(
-            "no request in this log has its content: replay needs the messages, logged only "
-            "with `log_content: true` under `router.dispatch`; turn it on and replay later "
-            "traffic",
-            file=source,
-        )
+    requests = _with_content(data, source)
     started = time.perf_counter()
     decisions = redecide(router, requests)
     seconds = time.perf_counter() - started
@@ -101,13 +94,7 @@ def replay(router: Router, data: LogData, *, source: str = "the log") -> dict[st
             with_feedback += 1
             scores.append(found["score"])
         if len(examples[pair]) < EXAMPLES_PER_PAIR:
-            examples[pair].append(
-                {
-                    "request_id": r.request_id,
-                    "query": (r.query or "")[:EXAMPLE_CHARS],
-                    "confidence": round(d.confidence, 4),
-                }
-            )
+            examples[pair].append(_example(r, d))
     changed = sum(pairs.values())
     missing = _missing_routes(router, requests)
     return {
@@ -134,6 +121,28 @@ def replay(router: Router, data: LogData, *, source: str = "the log") -> dict[st
         "seconds": round(seconds, 3),
         "routes_not_in_index": [{"route": k, "n": n} for k, n in missing.items()],
         "warning": _mismatch(missing, requests),
+    }
+
+
+def _with_content(data: LogData, source: str) -> list[Logged]:
+    """The requests of ``data`` logged with their content, refused when it holds requests but
+    none of them has it."""
+    if data.requests and not data.with_content:
+        raise DataError(
+            "no request in this log has its content: replay needs the messages, logged only "
+            "with `log_content: true` under `router.dispatch`; turn it on and replay later "
+            "traffic",
+            file=source,
+        )
+    return data.with_content
+
+
+def _example(r: Logged, d: Any) -> dict[str, Any]:
+    """A request whose decision changed, as the report shows it."""
+    return {
+        "request_id": r.request_id,
+        "query": (r.query or "")[:EXAMPLE_CHARS],
+        "confidence": round(d.confidence, 4),
     }
 
 

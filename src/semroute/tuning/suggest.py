@@ -97,22 +97,7 @@ def suggest(
         unrouted.add(query)
         why.setdefault(query, reason)
     clusters = _clusters(router, sorted(unrouted), min_size)
-    new_routes = []
-    for i, c in enumerate(clusters, 1):
-        reasons = sorted({why[q] for q in c["members"]})
-        route, share = _existing_route(router, c["members"])
-        new_routes.append(
-            {
-                "name": f"new-route-{i}",
-                "size": c["size"],
-                "cohesion": c["cohesion"],
-                "reasons": reasons,
-                "utterances": c["central"][:UTTERANCES],
-                "examples": c["central"][:EXAMPLES],
-                "existing_route": route,
-                "existing_share": share,
-            }
-        )
+    new_routes = [_proposal(router, i, c, why) for i, c in enumerate(clusters, 1)]
     in_clusters = {q for c in clusters for q in c["members"]}
     existing = [
         {"route": name, "utterances": sorted(qs - in_clusters)[:UTTERANCES]}
@@ -126,6 +111,22 @@ def suggest(
         "clusters": new_routes,
         "new_routes": len(new_routes),
         "additions": existing,
+    }
+
+
+def _proposal(router: Router, i: int, c: dict[str, Any], why: dict[str, str]) -> dict[str, Any]:
+    """Cluster ``c`` proposed as the ``i``-th new route, with the route of the index its
+    queries already go to, if one takes most of them."""
+    route, share = _existing_route(router, c["members"])
+    return {
+        "name": f"new-route-{i}",
+        "size": c["size"],
+        "cohesion": c["cohesion"],
+        "reasons": sorted({why[q] for q in c["members"]}),
+        "utterances": c["central"][:UTTERANCES],
+        "examples": c["central"][:EXAMPLES],
+        "existing_route": route,
+        "existing_share": share,
     }
 
 
