@@ -327,6 +327,16 @@ def test_a_tampered_model_file_is_refused(tmp_path: Path, model: Path) -> None:
     routes = write(tmp_path / "routes", ROUTES.format(difficulty=f"  difficulty: {copy}"))
     with pytest.raises(DifficultyModelError, match="damaged"):
         build_index(routes, tmp_path / "index", encoder=FakeEncoder())
+    # validate checks the model's files as build-index does
+    code, out, err = run("validate", routes)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: difficulty model at {copy}: ") and "damaged" in err
+    assert (
+        run("validate", write(tmp_path / "ok", ROUTES.format(difficulty=f"  difficulty: {model}")))[
+            0
+        ]
+        == 0
+    )
 
 
 def test_a_tampered_model_inside_an_index_is_refused(tmp_path: Path, model: Path) -> None:

@@ -47,6 +47,10 @@ def validate_cmd(routes: Path) -> None:
             err=True,
         )
         raise SystemExit(1)
+    if route_set.difficulty is not None:
+        from semroute.index.difficulty import read_model
+
+        read_model(route_set.difficulty)  # its files, as build-index checks them (not its encoder)
     for warning in route_set.warnings:
         warn(warning)
     n_utt = sum(len(r.utterances) for r in route_set.routes)
