@@ -35,7 +35,7 @@ from semroute.routing.signals import estimate_tokens, extract
 from semroute.server.anthropic_schemas import MessagesRequest, to_chat
 from semroute.server.dialect import Done
 from semroute.server.errors import ApiError
-from semroute.server.schemas import ChatRequest, describe, parse_body
+from semroute.server.schemas import MAX_TOKENS, ChatRequest, describe, parse_body
 from semroute.server.sse import EventStream, Streams
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-"""Anthropic's error type for a status (any other: ``api_error``)."""
+"""Anthropic's error type for a status (any other: ``invalid_request_error`` for a 4xx, such as
+405, and ``api_error`` for a 5xx: Anthropic keeps ``api_error`` for its own failures)."""
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -68,7 +69,7 @@ STOP_REASONS = {
 
 def anthropic_error(status: int, message: str) -> dict[str, Any]:
     """The body of an error in Anthropic's shape."""
-    kind = ERROR_TYPES.get(status, "api_error")
+    kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
@@ -115,7 +116,7 @@ ANTHROPIC = Anthropic()
 class _CountBody(MessagesRequest):
     """``/v1/messages/count_tokens`` takes the same body without ``max_tokens``."""
 
-    max_tokens: Annotated[int, Field(ge=1)] = 1
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] = 1
 
 
 def count_tokens(raw: bytes) -> dict[str, int]:

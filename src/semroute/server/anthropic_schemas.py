@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from semroute.server.errors import ApiError
-from semroute.server.schemas import MAX_MESSAGES
+from semroute.server.schemas import MAX_MESSAGES, MAX_TOKENS, by_json_type
 
 __all__ = ["MessagesRequest", "to_chat"]
 
@@ -54,10 +54,27 @@ class ToolUseBlock(_Strict):
     cache_control: dict[str, Any] | None = None
 
 
+def _block_type(value: Any) -> str | None:
+    """A block's tag, ``<`` its type ``>`` (None: not an object with a string ``type``); the
+    ``<`` keeps the tag out of an error's place (see :func:`~semroute.server.schemas.describe`)."""
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return f"<{value['type']}>"
+    return None
+
+
+ResultBlock = Annotated[
+    Annotated[TextBlock, Tag("<text>")] | Annotated[ImageBlock, Tag("<image>")],
+    Discriminator(_block_type),
+]
+
+
 class ToolResultBlock(_Strict):
     type: Literal["tool_result"]
     tool_use_id: Annotated[str, Field(min_length=1, max_length=256)]
-    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] = ""
+    content: Annotated[
+        Annotated[str, Tag("<text>")] | Annotated[list[ResultBlock], Tag("<list>")],
+        by_json_type("a string or a list of text and image blocks"),
+    ] = ""
     is_error: bool | None = None
     cache_control: dict[str, Any] | None = None
 
@@ -74,19 +91,24 @@ class RedactedThinkingBlock(_Strict):
 
 
 Block = Annotated[
-    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
-    Field(discriminator="type"),
+    Annotated[TextBlock, Tag("<text>")]
+    | Annotated[ImageBlock, Tag("<image>")]
+    | Annotated[ToolUseBlock, Tag("<tool_use>")]
+    | Annotated[ToolResultBlock, Tag("<tool_result>")]
+    | Annotated[ThinkingBlock, Tag("<thinking>")]
+    | Annotated[RedactedThinkingBlock, Tag("<redacted_thinking>")],
+    Discriminator(_block_type),
 ]
-
-
-def _text_or_blocks(value: Any) -> str:
-    return "<text>" if isinstance(value, str) else "<blocks>"
 
 
 # A string or a list of blocks: an error names the block's place, not both alternatives.
 Content = Annotated[
-    Annotated[str, Tag("<text>")] | Annotated[list[Block], Tag("<blocks>")],
-    Discriminator(_text_or_blocks),
+    Annotated[str, Tag("<text>")] | Annotated[list[Block], Tag("<list>")],
+    by_json_type("a string or a list of content blocks"),
+]
+System = Annotated[
+    Annotated[str, Tag("<text>")] | Annotated[list[TextBlock], Tag("<list>")],
+    by_json_type("a string or a list of text blocks"),
 ]
 
 
@@ -123,9 +145,9 @@ class MessagesRequest(_Strict):
     LiteLLM model string (pin it)."""
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    max_tokens: Annotated[int, Field(ge=1)]
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
     messages: Annotated[list[AnthropicMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
-    system: str | list[TextBlock] | None = None
+    system: System | None = None
     stop_sequences: list[str] | None = None
     stream: bool = False
     temperature: float | None = None
@@ -185,7 +207,7 @@ def _output(config: OutputConfig) -> dict[str, Any]:
 
 
 def _refused(where: str, what: str) -> ApiError:
-    return ApiError(400, f"{where}: {what}", code="invalid_request")
+    return ApiError(400, f"{where}: {what}", code="invalid_request", param=where)
 
 
 def _messages(body: MessagesRequest) -> list[dict[str, Any]]:

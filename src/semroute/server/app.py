@@ -211,7 +211,9 @@ def _add_error_handlers(app: Starlette) -> None:
             405: (f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"),
         }
         message, code = known.get(status, ("request refused", "invalid_request"))
-        error = ApiError(status, message, code=code)
+        # A 405 says which methods the path takes (`Allow`, which HTTP requires of a 405).
+        headers = exc.headers if isinstance(exc, HTTPException) else None
+        error = ApiError(status, message, code=code, headers=headers)
         return _error_for(request, error)
 
     async def internal_error(request: Request, exc: Exception) -> Response:

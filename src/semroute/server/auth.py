@@ -1,9 +1,12 @@
 """API keys: read from the environment once, compared in constant time, never logged.
 
 A client sends its key as ``Authorization: Bearer KEY`` (or in an ``api-key`` or ``x-api-key``
-header). The key is compared with every configured key, each with :func:`hmac.compare_digest`
-and without stopping at a match, so the time taken says nothing about which key, or how much
-of one, matched. What a key carries (its ``user_tier``, its daily budget, the ``models`` it may
+header; the same key in several, as Anthropic's clients may send it, is one key). A request
+carrying two different keys is refused (401) whichever of them is valid: which one counted
+would depend on the order the headers are read in, here and in any proxy before the gateway.
+The key is compared with every configured key, each with :func:`hmac.compare_digest` and
+without stopping at a match, so the time taken says nothing about which key, or how much of
+one, matched. What a key carries (its ``user_tier``, its daily budget, the ``models`` it may
 pin) goes with the request;
 the key is known afterwards only by the name of its variable.
 """
@@ -14,6 +17,8 @@ import hmac
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from starlette.datastructures import Headers
 
 from semroute.config.server import KeyRef
 from semroute.errors import ServeError
@@ -79,7 +84,7 @@ class Keys:
 
     def check(self, headers: Mapping[str, str]) -> Client:
         """The client a request's key belongs to; :class:`ApiError` 401 for a missing or wrong
-        key."""
+        key, or for two different keys."""
         if not self._keys:
             return ANONYMOUS
         presented = _presented(headers)
@@ -114,9 +119,42 @@ class Keys:
         return None
 
 
+_SPELLED = ("Authorization", "api-key", "x-api-key")
+KEY_HEADERS = tuple(name.lower() for name in _SPELLED)
+
+
 def _presented(headers: Mapping[str, str]) -> str | None:
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.strip().partition(" ")
-        return value.strip() or None if scheme.lower() == "bearer" else None
-    return headers.get("api-key") or headers.get("x-api-key") or None
+    """The key the request carries (None: none, or an ``Authorization`` header that is not
+    ``Bearer KEY``); :class:`ApiError` 401 when its headers carry two different keys."""
+    given: dict[str, list[str]] = {}  # key -> the headers it came in
+    for name in KEY_HEADERS:
+        for value in _values(headers, name):
+            key = value.strip()
+            if not key:
+                continue
+            if name == "authorization":
+                scheme, _, key = key.partition(" ")
+                key = key.strip()
+                if scheme.lower() != "bearer" or not key:
+                    return None
+            given.setdefault(key, []).append(name)
+    if len(given) > 1:
+        names = [n for n in _SPELLED if any(n.lower() in found for found in given.values())]
+        how_many = "two" if len(given) == 2 else str(len(given))
+        raise ApiError(
+            401,
+            f"the request carries {how_many} different API keys (in its {' and '.join(names)} "
+            "headers); send one key, as `Authorization: Bearer KEY` or `x-api-key: KEY` (the "
+            "same key in both is fine)",
+            code="invalid_api_key",
+            type="authentication_error",
+        )
+    return next(iter(given), None)
+
+
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of header ``name`` (a request may repeat a header)."""
+    if isinstance(headers, Headers):
+        return headers.getlist(name)
+    value = headers.get(name)
+    return [] if value is None else [value]

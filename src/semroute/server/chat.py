@@ -30,7 +30,7 @@ from semroute.server.auth import Client, Keys
 from semroute.server.cache_report import cache_headers, cache_scope, count_cache
 from semroute.server.dialect import OPENAI, Dialect
 from semroute.server.errors import ApiError, from_semroute
-from semroute.server.headers import decision_headers, safe, served_headers
+from semroute.server.headers import decision_headers, hint, safe, served_headers
 from semroute.server.quota import charge, check_budget
 from semroute.server.ratelimit import check_rate, estimate
 from semroute.server.schemas import ChatRequest, describe, parse_chat
@@ -54,7 +54,6 @@ T = TypeVar("T")
 TASK_HEADER = "x-task-type"
 TIER_HEADER = "x-user-tier"
 COST_HEADER = "x-max-cost-usd"
-MAX_HINT = 200
 CLIENT_GONE = 499
 """The status counted for a request whose client disconnected before its answer (nginx's)."""
 NONE = "none"
@@ -352,10 +351,10 @@ def _hints(headers: Mapping[str, str], client: Client) -> dict[str, Any]:
     """The routing hints of a request: ``X-Task-Type``, ``X-User-Tier`` (unless the key fixes
     the tier) and ``X-Max-Cost-USD``."""
     hints: dict[str, Any] = {}
-    task = _text_hint(headers, TASK_HEADER)
+    task = hint(headers, TASK_HEADER)
     if task is not None:
         hints["task"] = task
-    tier = client.user_tier or _text_hint(headers, TIER_HEADER)
+    tier = client.user_tier or hint(headers, TIER_HEADER)
     if tier is not None:
         hints["user_tier"] = tier
     cost = headers.get(COST_HEADER)
@@ -379,16 +378,3 @@ def _tokens(body: ChatRequest, loaded: Loaded) -> int:
     """The tokens a request counts for against its key's ``tpm``."""
     expected = loaded.router.policy.expected_output_tokens
     return estimate(body.message_list(), body.params(), expected)
-
-
-def _text_hint(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None or not value.strip():
-        return None
-    if len(value) > MAX_HINT or not value.isprintable():
-        raise ApiError(
-            400,
-            f"header {name}: should be a short printable text (at most {MAX_HINT} characters)",
-            code="invalid_request",
-        )
-    return value.strip()

@@ -1,4 +1,6 @@
-"""Errors as OpenAI's API shapes them: ``{"error": {"message", "type", "code"}}``, with a status.
+"""Errors as OpenAI's API shapes them: ``{"error": {"message", "type", "param", "code"}}``, with a
+status; ``param`` is the field the message names (``messages[0].role``), as OpenAI fills it (the
+SDK's ``e.param``), or null when no one field is to blame.
 
 The status says what to do: 400 fix the body (also when a model rejected it as malformed:
 ``rejected_by_model``), 401 send a valid key, 402 the request or the key is over its cost limit,
@@ -37,20 +39,24 @@ class ApiError(Exception):
         *,
         type: str = "invalid_request_error",
         code: str | None = None,
+        param: str | None = None,
         extra: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.status = status
         self.headers = dict(headers or {})
         """Headers the response carries (``Retry-After`` of a 429)."""
-        self.message = message
+        self.message = str(message)
         self.type = type
         self.code = code
+        # A message from `schemas.describe` carries the field it names.
+        self.param = param if param is not None else getattr(message, "param", None)
+        """The field at fault (``messages[0].role``; None: none)."""
         self.extra = dict(extra or {})
         super().__init__(message)
 
     def body(self) -> dict[str, Any]:
-        error = {"message": self.message, "type": self.type, "param": None, "code": self.code}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
         return {"error": {**error, **self.extra}}
 
 

@@ -1,4 +1,5 @@
-"""The ``x-semroute-*`` response headers: where a request went and why, before its body.
+"""The ``x-semroute-*`` response headers: where a request went and why, before its body; and
+the text hint headers a request may send (``X-Task-Type``, ``X-User-Tier``, see :func:`hint`).
 
 Header values come from route, rule and model names and from error texts, so each is made safe
 for HTTP: no control characters (a CR or LF would start a new header), latin-1 only (what HTTP
@@ -8,18 +9,44 @@ headers carry; anything else becomes ``?``), and at most :data:`MAX_VALUE` chara
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
+
+from semroute.server.errors import ApiError
 
 if TYPE_CHECKING:
     from semroute.decision import Decision, Skip
     from semroute.records import Attempt
 
-__all__ = ["MAX_VALUE", "PREFIX", "decision_headers", "safe", "served_headers"]
+__all__ = ["MAX_HINT", "MAX_VALUE", "PREFIX", "decision_headers", "hint", "safe", "served_headers"]
 
 PREFIX = "x-semroute-"
 MAX_VALUE = 1024
+MAX_HINT = 200
+"""The most characters a text hint header may hold."""
 _CONTROL = re.compile("[\x00-\x1f\x7f]+")
+_NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")
+
+
+def hint(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of the text hint header ``name`` (``X-Task-Type``), stripped; None when it is
+    absent or blank. :class:`ApiError` 400 naming the rule it breaks: printable ASCII (a header
+    is bytes: UTF-8 text would read as other characters and match no rule) and at most
+    :data:`MAX_HINT` characters."""
+    value = headers.get(name)
+    if value is None or not value.strip():
+        return None
+    bad = _NOT_PRINTABLE_ASCII.search(value)
+    if bad is not None:
+        problem = (
+            f"should be printable ASCII text (letters, digits, punctuation, spaces); byte "
+            f"{bad.start() + 1} is 0x{ord(bad.group()):02x}"
+        )
+    elif len(value) > MAX_HINT:
+        problem = f"should be at most {MAX_HINT} characters, not {len(value)}"
+    else:
+        return value.strip()
+    raise ApiError(400, f"header {name}: {problem}", code="invalid_request")
 
 
 def safe(value: object) -> str:

@@ -16,7 +16,8 @@ With ``server.redis_url``, the counts are shared by every replica: one Lua scrip
 counts both limits atomically on ``<prefix>:rate:<key_id>:<minute>`` keys that expire after two
 minutes. Without Redis, and while Redis cannot be reached, each process counts for itself: a
 key's limit then holds per process (never unlimited). A count in Redis that is not a number
-refuses the key's requests (logged once a minute) until the key is repaired or expires.
+refuses the key's requests (logged once a minute) until the key is repaired or expires; the
+429's ``type`` names the count that cannot be read (``requests`` or ``tokens``).
 
 A fixed window lets a client send up to twice a limit across a window's end (at the end of one
 minute and the start of the next); a sliding window would not, at the price of a sorted set
@@ -51,8 +52,11 @@ class Verdict:
 
     allowed: bool
     limit: str = ""
+    """``rpm``, ``tpm``, or ``unreadable`` (a count in Redis is not a number)."""
     retry_after_s: int = 0
     used: int = 0
+    count: str = ""
+    """With ``unreadable``: the count that cannot be read, ``requests`` or ``tokens``."""
 
 
 class RateLimiter:
@@ -104,12 +108,19 @@ class LocalLimiter(RateLimiter):
 
 
 # KEYS: requests, tokens. ARGV: rpm (0: none), tpm (0: none), tokens, ttl. Returns
-# {1} when counted, {0, "rpm"|"tpm", used} when not; a count that is not a number errors.
+# {1} when counted, {0, "rpm"|"tpm", used} when not; a count that is not an integer INCR can
+# add to (or a key of another type) errors, naming its key.
 _TAKE = """
-local r = redis.call('GET', KEYS[1])
-local t = redis.call('GET', KEYS[2])
-r = r and tonumber(r) or (r and error('not a count: ' .. KEYS[1]) or 0)
-t = t and tonumber(t) or (t and error('not a count: ' .. KEYS[2]) or 0)
+local function count(key)
+  local v = redis.pcall('GET', key)
+  if not v then return 0 end
+  if type(v) ~= 'string' or not string.match(v, '^%-?%d+$') or #v > 18 then
+    error('not a count: ' .. key)
+  end
+  return tonumber(v)
+end
+local r = count(KEYS[1])
+local t = count(KEYS[2])
 local rpm, tpm, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if rpm > 0 and r + 1 > rpm then return {0, 'rpm', r} end
 if tpm > 0 and t + n > tpm then return {0, 'tpm', t} end
@@ -153,14 +164,16 @@ class RedisLimiter(RateLimiter):
             return Verdict(False, limit, wait, int(out[2]))
 
         def bad(exc: BaseException) -> Verdict:
+            # The script's error names the key it could not read.
+            which = 1 if keys[1] in str(exc) else 0
             self.link.complaints.warn(
-                keys[0],
+                keys[which],
                 "semroute: a rate count in Redis at %s cannot be read (%s); the key's requests "
                 "are refused until it expires or is deleted",
-                keys[0],
+                keys[which],
                 " ".join(str(exc).split())[:200],
             )
-            return Verdict(False, "unreadable", wait)
+            return Verdict(False, "unreadable", wait, count=("requests", "tokens")[which])
 
         verdict = self.link.call(run, None, bad=bad)
         return verdict if verdict is not None else self.local.take(key_id, rpm, tpm, tokens)
@@ -198,9 +211,10 @@ def check_rate(
     if verdict.allowed:
         return
     if verdict.limit == "unreadable":
+        unit = verdict.count or "requests"
         message = (
-            f"the rate count of the API key {client.key} cannot be read (the server log says "
-            "why); its requests are refused until it can"
+            f"the count of {unit} per minute of the API key {client.key} cannot be read (the "
+            "server log says why); its requests are refused until it can"
         )
     else:
         limit, unit = (rpm, "requests") if verdict.limit == "rpm" else (tpm, "tokens")
@@ -211,7 +225,7 @@ def check_rate(
     raise ApiError(
         429,
         message,
-        type="requests" if verdict.limit == "rpm" else "tokens",
+        type=unit,
         code="rate_limit_exceeded",
         headers={"retry-after": str(verdict.retry_after_s)},
     )

@@ -7,7 +7,15 @@ or ``api_key`` and send the provider's credentials wherever it liked.
 A number that is not finite (``NaN``, ``Infinity``, or ``1e400``, which parses as infinity)
 anywhere in the body is a 400 naming its place: no model accepts one, and LiteLLM would fail
 to serialise it only after the request had been counted as an attempt at a model. A string
-holding a lone UTF-16 surrogate escape (``"\\ud800"``) is a 400 naming its place too.
+holding a lone UTF-16 surrogate escape (``"\\ud800"``) is a 400 naming its place too. Integers
+are bounded by what upstreams parse: token counts by :data:`MAX_TOKENS`, ``seed`` by a signed
+64-bit integer.
+
+A message's shape is checked as OpenAI checks it: a system, developer, user or tool message has
+content (not null), a tool message a ``tool_call_id``. A field that takes one of several JSON
+types (``content``, ``stop``, ``tool_choice``, ``function_call``) is a union tagged by the type
+of its value, so a wrong value is one error at the field (``tool_choice: should be a string or
+an object``), not one per member of the union.
 """
 
 from __future__ import annotations
@@ -17,26 +25,122 @@ import math
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from semroute.text import printable
 
-__all__ = ["ChatRequest", "Message", "describe", "parse_body", "parse_chat"]
+__all__ = [
+    "MAX_TOKENS",
+    "ChatRequest",
+    "Described",
+    "Message",
+    "by_json_type",
+    "describe",
+    "json_kind",
+    "parse_body",
+    "parse_chat",
+]
 
 MAX_MESSAGES = 10_000
+MAX_TOKENS = 2**31 - 1
+"""The most a token count (``max_tokens``, ``max_completion_tokens``) or another count may be:
+a signed 32-bit integer, which every upstream parses (models write some hundred thousand tokens
+at most). A larger number would reach the model only to fail there, or overflow."""
+MAX_SEED = 2**63 - 1
+"""``seed`` is a signed 64-bit integer (OpenAI's type for it; vLLM's too)."""
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool"})
+"""The roles whose message must have content (an assistant's may carry only tool calls)."""
+
+Count = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Int32 = Annotated[int, Field(ge=-MAX_TOKENS - 1, le=MAX_TOKENS)]
+Int64 = Annotated[int, Field(ge=-MAX_SEED - 1, le=MAX_SEED)]
+
+
+def json_kind(value: Any) -> str | None:
+    """The tag of a union member for ``value``'s JSON type: ``<text>``, ``<list>`` or
+    ``<object>`` (None: another type, which no member takes). Tags start with ``<`` so that
+    :func:`describe` leaves them out of a field's place."""
+    if isinstance(value, str):
+        return "<text>"
+    if isinstance(value, list):
+        return "<list>"
+    if isinstance(value, dict):
+        return "<object>"
+    return None
+
+
+def by_json_type(what: str) -> Discriminator:
+    """Tag a union's members by :func:`json_kind`: a value of another type is one error at the
+    field, ``should be {what}``, instead of one per member (``tool_choice.str: ...`` and
+    ``(1 more problem)``)."""
+    return Discriminator(
+        json_kind, custom_error_type="invalid_type", custom_error_message=f"should be {what}"
+    )
+
+
+# A message's content parts go to the model whatever their `type`: OpenAI-compatible servers
+# (vLLM, SGLang, ...) take part types OpenAI does not (`video_url`, `audio_url`, ...), and a
+# gateway in front of them must pass on what they understand; the model refuses what it does
+# not (a 400 `rejected_by_model`, which moves no breaker).
+Content = Annotated[
+    Annotated[str, Tag("<text>")] | Annotated[list[dict[str, Any]], Tag("<list>")],
+    by_json_type("a string or a list of content parts (objects)"),
+]
+TextOrObject = Annotated[
+    Annotated[str, Tag("<text>")] | Annotated[dict[str, Any], Tag("<object>")],
+    by_json_type("a string or an object"),
+]
+Stop = Annotated[
+    Annotated[str, Tag("<text>")] | Annotated[list[str], Tag("<list>")],
+    by_json_type("a string or a list of strings"),
+]
 
 
 class Message(BaseModel):
-    """One message; fields other than role and content (name, tool_calls, tool_call_id, ...)
-    go to the model as they are."""
+    """One message: its ``role``, its ``content`` (a string or a list of parts; null or left
+    out only on an assistant's or function's message) and, on a ``tool`` message, the
+    ``tool_call_id`` it answers. Other fields (name, tool_calls, ...) go to the model as they
+    are."""
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     role: Role
-    content: str | list[dict[str, Any]] | None = None
+    content: Content | None = Field(default=None, validate_default=True)
+    tool_call_id: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("content")
+    @classmethod
+    def _content_given(cls, value: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role")
+        if value is None and role in NEEDS_CONTENT:
+            raise PydanticCustomError(
+                "content_required",
+                "is required on a {role} message: a string or a list of content parts, not null",
+                {"role": role},
+            )
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _answers_a_call(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.data.get("role") == "tool":
+            raise PydanticCustomError(
+                "tool_call_id_required",
+                "is required on a tool message (the id of the tool call it answers)",
+            )
+        return value
 
 
 class ChatRequest(BaseModel):
@@ -51,12 +155,12 @@ class ChatRequest(BaseModel):
     # Passed on to the model as they are.
     audio: dict[str, Any] | None = None
     frequency_penalty: float | None = None
-    function_call: str | dict[str, Any] | None = None
+    function_call: TextOrObject | None = None
     functions: list[dict[str, Any]] | None = None
-    logit_bias: dict[str, int] | None = None
+    logit_bias: dict[str, Int32] | None = None
     logprobs: bool | None = None
-    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
-    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_completion_tokens: Count | None = None
+    max_tokens: Count | None = None
     metadata: dict[str, str] | None = None
     modalities: list[str] | None = None
     moderation: dict[str, Any] | None = None
@@ -70,15 +174,15 @@ class ChatRequest(BaseModel):
     reasoning_effort: str | None = None
     response_format: dict[str, Any] | None = None
     safety_identifier: str | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     service_tier: str | None = None
-    stop: str | list[str] | None = None
+    stop: Stop | None = None
     store: bool | None = None
     stream_options: dict[str, Any] | None = None
     temperature: float | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: TextOrObject | None = None
     tools: list[dict[str, Any]] | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Count | None = None
     top_p: float | None = None
     user: str | None = None
     verbosity: str | None = None
@@ -183,14 +287,28 @@ def _lone_surrogate(text: str) -> bool:
     return any("\ud800" <= c <= "\udfff" for c in text)
 
 
-def describe(exc: ValidationError, api: str = "chat-completions") -> str:
+class Described(str):
+    """A client's one line about a body (see :func:`describe`), with the field it names."""
+
+    param: str | None = None
+    """The field's place (``messages[0].role``), OpenAI's ``param``; None: the whole body."""
+
+    @classmethod
+    def of(cls, text: str, param: str | None) -> Described:
+        out = cls(text)
+        out.param = param
+        return out
+
+
+def describe(exc: ValidationError, api: str = "chat-completions") -> Described:
     """One line for a client: the first problem, naming the field (and how many more);
-    ``api`` names the API whose fields the body should hold."""
+    ``api`` names the API whose fields the body should hold. The field is its ``param``."""
     error = exc.errors(include_url=False, include_input=False)[0]
     if error["type"] == "json_invalid":
-        return f"the body is not valid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
+        text = f"the body is not valid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
+        return Described.of(text, None)
     if error["type"] == "invalid_utf8":
-        return f"the body is not valid JSON ({error['msg']})"
+        return Described.of(f"the body is not valid JSON ({error['msg']})", None)
     where = ""
     for part in error["loc"]:
         if isinstance(part, str) and part.startswith("<"):  # a union's tag, not a field
@@ -200,7 +318,16 @@ def describe(exc: ValidationError, api: str = "chat-completions") -> str:
     if error["type"] == "extra_forbidden":
         message = f"is not a {api} field this gateway accepts"
     elif error["type"] == "model_type" and not where:
-        return "the body should be a JSON object with `model` and `messages`"
+        return Described.of("the body should be a JSON object with `model` and `messages`", None)
+    elif error["type"] == "union_tag_invalid":
+        # Only the Messages API's blocks are tagged by a value of theirs, their `type`.
+        where = f"{where}.type" if where else "type"
+        context = error.get("ctx") or {}
+        expected = str(context.get("expected_tags", "")).replace("<", "").replace(">", "")
+        message = f"should be one of {expected}, not {str(context.get('tag')).strip('<>')!r}"
+    elif error["type"] == "union_tag_not_found":
+        message = "should be an object with a `type` (a string)"
     more = exc.error_count() - 1
     tail = f" ({more} more problem{'s' if more > 1 else ''})" if more else ""
-    return printable(f"{where or 'body'}: {message}{tail}")[:500]
+    text = printable(f"{where or 'body'}: {message}{tail}")[:500]
+    return Described.of(text, printable(where)[:200] or None)
