@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,80 @@ def test_a_dispatcher_needs_a_router_unless_a_model_is_pinned(
     with pytest.raises(TypeError, match="router="):
         dispatcher.complete("will it rain today")
     assert provider.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "says"),
+    [
+        (
+            {"model": "backup", "fallbacks": "frontier"},
+            semroute.InvalidQueryError,
+            "fallbacks= must be a list of model names, not str",
+        ),
+        (
+            {"model": "backup", "fallbacks": [5]},
+            semroute.InvalidQueryError,
+            "fallbacks[0] must be a model's name, not 5",
+        ),
+        (
+            {"model": "backup", "fallbacks": [["frontier"]]},
+            semroute.InvalidQueryError,
+            "fallbacks[0] must be a model's name",
+        ),
+        ({"model": ""}, semroute.InvalidQueryError, "model= is empty"),
+        ({"model": "  "}, semroute.InvalidQueryError, "model= is empty"),
+        (
+            {"router": "indexes/default"},
+            TypeError,
+            "router= must be a semroute Router (Router.load(index)), not str",
+        ),
+    ],
+)
+def test_wrong_arguments_are_refused_before_any_model_is_called(
+    tmp_path: Path, provider: FakeProvider, kwargs: dict[str, Any], error: type, says: str
+) -> None:
+    router, dispatcher = build(tmp_path, provider)
+    if kwargs.get("model") == "":
+        kwargs = {**kwargs, "router": router}
+    with pytest.raises(error) as caught:
+        dispatcher.complete("will it rain today", **kwargs)
+    assert says in str(caught.value)
+    assert provider.requests == [] and log_lines(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("messages", "says"),
+    [
+        ([{"role": "wizard", "content": "hi"}], "message 0 has role 'wizard'; use one of system"),
+        ([{"role": "user"}], "message 0 (user) has no content"),
+        ([{"role": "user", "content": None}], "message 0 (user) has no content"),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"}],
+            "message 1 (tool) has no tool_call_id",
+        ),
+    ],
+)
+def test_messages_openai_would_refuse_are_refused_before_any_model_is_called(
+    tmp_path: Path, provider: FakeProvider, messages: list[dict[str, Any]], says: str
+) -> None:
+    router, dispatcher = build(tmp_path, provider)
+    for kwargs in ({"router": router}, {"model": "backup"}):
+        with pytest.raises(semroute.InvalidQueryError, match=re.escape(says)):
+            dispatcher.complete(messages, **kwargs)
+    assert provider.requests == []
+    # An agent's turns (an assistant's tool calls without content, the tool's answer) pass.
+    turns = [
+        {"role": "user", "content": "weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    assert dispatcher.complete(turns, model="backup").text
 
 
 def test_a_closed_dispatcher_closes_its_log_and_reopens_it_on_the_next_request(

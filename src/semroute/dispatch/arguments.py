@@ -3,6 +3,7 @@ arguments, what ``model=`` pins, and the decision of a request pinned without a 
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,15 @@ from semroute.routing.policy import Pin
 if TYPE_CHECKING:
     from semroute.routing.router import Router
 
-__all__ = ["HINTS", "REQUEST_KEYS", "pin_of", "pinned", "router_of", "routing_hints"]
+__all__ = [
+    "HINTS",
+    "REQUEST_KEYS",
+    "fallbacks_of",
+    "pin_of",
+    "pinned",
+    "router_of",
+    "routing_hints",
+]
 
 HINTS = ("task", "user_tier", "max_cost_usd")
 # Read by rules and left in for LiteLLM: the request's fields, and `metadata`, which LiteLLM
@@ -41,16 +50,41 @@ def routing_hints(kwargs: dict[str, Any]) -> dict[str, Any]:
 def router_of(router: Router | None) -> Router:
     if router is None:
         raise TypeError("pass router= to route the request, or model= to pin a model")
+    if not callable(getattr(router, "route", None)):
+        raise TypeError(
+            f"router= must be a semroute Router (Router.load(index)), not {type(router).__name__}"
+        )
     return router
 
 
 def pin_of(model: str | Pin | None, fallbacks: Sequence[str] | None) -> Pin | None:
     """What ``model=`` (and ``fallbacks=``) pin (None: nothing, route the request)."""
-    if isinstance(model, Pin) or not model:
-        return model or None
+    names = fallbacks_of(fallbacks)
+    if model is None or isinstance(model, Pin):
+        return model
     if not isinstance(model, str):
         raise InvalidQueryError(f"model= must be a string, not {type(model).__name__}")
-    return Pin((model, *(fallbacks or ())))
+    if not model.strip():
+        raise InvalidQueryError(
+            "model= is empty; name a model, or leave model= out to route the request"
+        )
+    return Pin((model, *names))
+
+
+def fallbacks_of(fallbacks: Sequence[str] | None) -> tuple[str, ...]:
+    """``fallbacks=`` checked: a list of model names (a string would be read letter by letter)."""
+    if fallbacks is None:
+        return ()
+    if isinstance(fallbacks, str | bytes) or not isinstance(fallbacks, Sequence):
+        raise InvalidQueryError(
+            f"fallbacks= must be a list of model names, not {type(fallbacks).__name__}"
+        )
+    for i, name in enumerate(fallbacks):
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidQueryError(
+                f"fallbacks[{i}] must be a model's name, not {reprlib.repr(name)}"
+            )
+    return tuple(fallbacks)
 
 
 def pinned(model: str) -> Decision:

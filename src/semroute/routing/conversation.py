@@ -57,9 +57,33 @@ def user_turns(messages: object) -> list[str]:
                 f"a query must be a string or a list of messages; message {i} is "
                 f"{reprlib.repr(message)}, not a mapping with a 'role'"
             )
+        _check_message(message, i)
         if message["role"] == "user":
             turns.append(_text(message.get("content"), i))
     return turns
+
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+"""The roles of OpenAI's chat messages."""
+_SPOKEN = frozenset({"system", "developer", "user", "tool"})
+"""Roles whose message must have content (an assistant's may hold tool calls instead)."""
+
+
+def _check_message(message: Message, i: int) -> None:
+    """Refuse what OpenAI's API refuses in a message, as the gateway does, before any model is
+    called: an unknown role, a user, system, developer or tool message without content, a tool
+    message without the id of the call it answers."""
+    role = message["role"]
+    if role not in ROLES:
+        raise InvalidQueryError(
+            f"message {i} has role {reprlib.repr(role)}; use one of {', '.join(ROLES)}"
+        )
+    if role in _SPOKEN and message.get("content") is None:
+        raise InvalidQueryError(f"message {i} ({role}) has no content; give it a string")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise InvalidQueryError(
+            f"message {i} (tool) has no tool_call_id: the id of the tool call it answers"
+        )
 
 
 def _text(content: object, i: int) -> str:
