@@ -284,13 +284,15 @@ class Call:
         )
 
     def broke(self, exc: BaseException) -> DispatchError:
-        """A stream failed after it started: its last attempt becomes a failure."""
+        """A stream failed after it started: its last attempt becomes a failure, its latency
+        the time until it broke (as a failed attempt's is), not to its first chunk."""
         last = self.attempts[-1]
         model = last.model
         status = getattr(exc, "status_code", None)
         self.attempts[-1] = dataclasses.replace(
             last,
             error=self.provider.describe(exc, model, self.kwargs),
+            latency_ms=self._elapsed_ms(),
             status=status if isinstance(status, int) else None,
         )
         self._outcome(False)

@@ -35,6 +35,7 @@ from typing import Any
 from semroute.config.deployments import DispatchConfig
 from semroute.config.secrets import ENV_PREFIX
 from semroute.dispatch.upstream_read import (
+    answer_problem,
     caused,
     connection_error,
     read_answer,
@@ -242,24 +243,32 @@ class Direct:
             timeout = aiohttp.ClientTimeout(total=seconds)
         headers = endpoint.request_headers()
         try:
-            response = await _session().post(
+            posting = _session().post(
                 endpoint.url, data=content, headers=headers, timeout=timeout, proxy=endpoint.proxy
             )
+            if stream:  # however slowly bytes come, the first chunk comes in `seconds` or never
+                first_by = asyncio.get_running_loop().time() + seconds
+                async with asyncio.timeout_at(first_by):
+                    response = await posting
+            else:
+                response = await posting
             if response.status >= 300:
                 text = (await response.content.read(_MAX_ERROR_BODY)).decode("utf-8", "replace")
                 response.release()
                 raise _status_error(response, text, endpoint)
             if stream:
-                return read_chunks(response, endpoint.model)
+                return read_chunks(response, endpoint.model, seconds, first_by)
             try:
-                return litellm.ModelResponse(
-                    **json.loads(await read_answer(response, endpoint.model))
-                )
+                answer = json.loads(await read_answer(response, endpoint.model))
+                problem = answer_problem(answer)
+                if problem is None:
+                    return litellm.ModelResponse(**answer)
             except (ValueError, TypeError) as exc:
                 error = upstream_error(
                     502, f"the answer is not a chat completion: {exc}", endpoint.model
                 )
                 raise _Retryable(caused(error, exc)) from None
+            raise _Retryable(upstream_error(502, problem, endpoint.model))
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors
             error = errors.Timeout(
                 message=f"no answer in {seconds:g} s", model=endpoint.model, llm_provider="openai"

@@ -1,8 +1,9 @@
 """Reading what a directly called model answers (see :mod:`semroute.dispatch.direct`): the
 answer, read up to :data:`MAX_ANSWER_BYTES`; a stream, cut into its chunks as the network
 delivers it, each line bounded by :data:`MAX_LINE_BYTES` and the whole by
-:data:`MAX_ANSWER_BYTES`; and the LiteLLM exception each failure is raised as, so that
-failover, health and the attempt's text treat both ways of calling a model alike."""
+:data:`MAX_ANSWER_BYTES`, its first chunk by a deadline, and its end checked (see
+:func:`read_chunks`); and the LiteLLM exception each failure is raised as, so that failover,
+health and the attempt's text treat both ways of calling a model alike."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ __all__ = [
     "MAX_ANSWER_BYTES",
     "MAX_LINE_BYTES",
     "Lines",
+    "answer_problem",
     "caused",
     "connection_error",
     "read_answer",
@@ -86,21 +88,64 @@ async def read_answer(response: Any, model: str) -> bytes:
     return b"".join(parts)
 
 
-async def read_chunks(response: Any, model: str) -> AsyncIterator[RawChunk]:
+def answer_problem(answer: Any) -> str | None:
+    """Why ``answer`` (a whole answer's parsed JSON) is not a chat completion, when it plainly
+    is not: an error object sent with a 200 (its message named), or no choices; else None."""
+    if not isinstance(answer, dict):
+        return f"the answer is not a chat completion: a JSON {type(answer).__name__}"
+    if answer.get("choices"):
+        return None
+    return _error_text(answer) or "the answer has no choices"
+
+
+def _error_text(data: dict[str, Any]) -> str | None:
+    """What an error object an upstream sent in place of an answer or a chunk says (OpenAI's
+    ``{"error": {"message": ...}}``, or vLLM's older ``{"object": "error", "message": ...}``);
+    None when ``data`` is not one."""
+    error = data.get("error")
+    if error is None and data.get("object") == "error":
+        error = data
+    if error is None:
+        return None
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str) or not message:
+        message = json.dumps(error)[:500]
+    return f"the model sent an error: {message}"
+
+
+async def read_chunks(
+    response: Any, model: str, seconds: float = 0.0, first_by: float | None = None
+) -> AsyncIterator[RawChunk]:
     """A streamed answer's chunks, as they came (LiteLLM's objects are built on demand).
 
     The body is read as it arrives and cut into lines here: one read often holds a whole event
     (its ``data:`` line and the blank line after it), and aiohttp's line reader costs a round of
     Python calls per line. A chunk whose next one came in the same read says so
     (:attr:`RawChunk.more`).
+
+    ``first_by`` (the event loop's clock) bounds the wait for the first chunk, however the
+    bytes trickle in; after it, each read is bounded by the response's own read timeout,
+    ``seconds`` (both named in the :class:`litellm.Timeout` raised). An event in OpenAI's error
+    shape is an error. The stream ends at ``data: [DONE]``; a body that ends without it is whole
+    only when one of its last two chunks (the last, or the one before a usage chunk) carries a
+    ``finish_reason``, as servers that do not send ``[DONE]`` end theirs: otherwise it was cut
+    short, and that is an error too.
     """
+    import asyncio
+
     import aiohttp
 
     lines = Lines(model)
     size = 0
+    before: RawChunk | None = None  # the last two chunks, for how the stream ended
+    latest: RawChunk | None = None
     try:
         while True:
-            part = await response.content.readany()
+            if first_by is None:
+                part = await response.content.readany()
+            else:
+                async with asyncio.timeout_at(first_by):
+                    part = await response.content.readany()
             size += len(part)
             if size > MAX_ANSWER_BYTES:
                 raise upstream_error(
@@ -114,13 +159,31 @@ async def read_chunks(response: Any, model: str) -> AsyncIterator[RawChunk]:
                     return
                 if chunk is not None:
                     chunk.more = i < last
+                    first_by = None
+                    before, latest = latest, chunk
                     yield chunk
             if not part:
-                return
-    except (aiohttp.ClientError, TimeoutError) as exc:
+                if _finished(before) or _finished(latest):
+                    return
+                text = "the stream ended before its end (no data: [DONE], no finish_reason)"
+                raise upstream_error(502, text, model)
+    except TimeoutError as exc:  # aiohttp's read timeout is one too
+        raise _timeout(first_by is not None, seconds, model) from exc
+    except aiohttp.ClientError as exc:
         raise connection_error(exc, model) from None
     finally:
         response.release()
+
+
+def _finished(chunk: RawChunk | None) -> bool:
+    return chunk is not None and any(c.get("finish_reason") for c in chunk.data["choices"])
+
+
+def _timeout(first: bool, seconds: float, model: str) -> BaseException:
+    from litellm import exceptions as errors
+
+    text = f"no first chunk in {seconds:g} s" if first else f"no chunk for {seconds:g} s"
+    return errors.Timeout(message=text, model=model, llm_provider="openai")
 
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -201,6 +264,8 @@ def _chunk(line: bytes, model: str) -> RawChunk | None:
             502, f"a streamed chunk is not a chat completion chunk: {problem}", model
         )
     if not chunk.get("choices"):  # the usage chunk: an empty choice, as LiteLLM's
+        if sent := _error_text(chunk):
+            raise upstream_error(502, sent, model)
         chunk["choices"] = [{"index": 0, "delta": {}}]
         return RawChunk(chunk)
     # a carriage return would end the event's line for the client
