@@ -323,6 +323,7 @@ def test_references_and_ordinary_headers_are_accepted(tmp_path: Path) -> None:
                   api_key: os.environ/OPENAI_API_KEY
                   api_base: https://llm.example/v1
                   input_cost_per_token: 0.0000025
+                  output_cost_per_token: 0.00001
                   extra_headers: {Authorization: os.environ/GATEWAY_AUTH, anthropic-version: '1'}
             """)
     )

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from semroute.dispatch.dispatcher import Dispatcher
     from semroute.dispatch.result import DispatchResult
     from semroute.dispatch.streaming import AsyncDispatchStream, DispatchStream
-    from semroute.records import Attempt, Usage
+    from semroute.records import Attempt, UnbelievableUsageWarning, Usage
     from semroute.tuning.build import BuildReport, build_index
 
 from semroute.version import __version__
@@ -81,6 +81,7 @@ __all__ = [
     "RouterSettings",
     "SemrouteError",
     "StaleIndexError",
+    "UnbelievableUsageWarning",
     "UnknownPriceWarning",
     "Usage",
     "__version__",
@@ -110,6 +111,7 @@ _LAZY = {
     "DispatchResult": "semroute.dispatch.result",
     "DispatchStream": "semroute.dispatch.streaming",
     "Usage": "semroute.records",
+    "UnbelievableUsageWarning": "semroute.records",
     "UnknownPriceWarning": "semroute.config.pricing",
 }
 

@@ -1,6 +1,7 @@
 """The models a router declares (``models:`` lists and LiteLLM proxy configs) and the fallback
 chains checked against them: an undeclared or repeated model is refused, a steep step down in
-price or a provider LiteLLM does not know is a warning."""
+price or a provider LiteLLM does not know is a warning. A model's literal secrets, prices that
+cannot be right and typos of the parameters that say where requests go are refused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from semroute.config.deployments import ModelDeployment, check_secrets, load_proxy_config
+from semroute.config.deployments import (
+    ModelDeployment,
+    check_params,
+    check_secrets,
+    load_proxy_config,
+)
 from semroute.config.pricing import chain_warnings, provider_warnings
 from semroute.config.routefile import ParsedFile
 from semroute.config.routeset import RouterSettings, RouteSet
@@ -84,6 +90,7 @@ def _declared_models(parsed: list[ParsedFile]) -> tuple[list[ModelDeployment], l
         elif declared:
             own = [ModelDeployment.from_spec(m) for m in declared]
             check_secrets(own, p.source, node=p.node)
+            check_params(own, p.source, node=p.node)
             models.extend(own)
     return models, files
 

@@ -10,7 +10,9 @@ request is dispatched. A literal secret anywhere in a model entry (an ``api_key`
 as ``Authorization``, a URL's ``user:password@``) is refused: it would end up in the index and in
 git (see :mod:`semroute.config.secrets`).
 
-Prices and the warnings about fallback chains live in :mod:`semroute.config.pricing`.
+A price that cannot be right (text, a negative number, half of one) and a typo of a parameter
+that says where requests go (``api_bse``) are refused too (:func:`check_params`). Prices and the
+warnings about fallback chains live in :mod:`semroute.config.pricing`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pydantic import (
 
 from semroute.config.cache import CacheConfig
 from semroute.config.conversation import ConversationSettings
+from semroute.config.params_check import PRICE_FIELDS, check_params, is_price
 from semroute.config.quality import QualityConfig
 from semroute.config.secrets import env_references, literal_secrets
 from semroute.config.spec_errors import NotFiniteError
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     import yaml
 
 __all__ = [
+    "PRICE_FIELDS",
     "DispatchConfig",
     "DispatchSettings",
     "DispatchSpec",
@@ -50,7 +54,9 @@ __all__ = [
     "HealthSpec",
     "ModelDeployment",
     "ModelSpec",
+    "check_params",
     "check_secrets",
+    "is_price",
     "json_ready",
     "load_proxy_config",
 ]
@@ -365,11 +371,20 @@ def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
     """The ``model_list`` of a LiteLLM proxy ``config.yaml``, read with the same guards as a
     route file (size, depth, alias expansion)."""
     data, node = read_yaml(path)
-    entries = data.get("model_list") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
+    if not isinstance(data, dict) or "model_list" not in data:
         raise RouteConfigError(
             "no `model_list:` in this LiteLLM config; point `models:` at a proxy config.yaml",
             file=path,
+        )
+    entries = data["model_list"]
+    if not isinstance(entries, list) or not entries:
+        got = "an empty list" if isinstance(entries, list) else _kind(entries)
+        raise RouteConfigError(
+            f"model_list should be a list of deployments (got {got}); write each as "
+            "`- model_name: ...` with its `litellm_params:`",
+            file=path,
+            field="model_list",
+            line=line_of(node, ("model_list",)),
         )
     out = []
     for i, entry in enumerate(entries):
@@ -386,4 +401,15 @@ def load_proxy_config(path: Path) -> tuple[ModelDeployment, ...]:
             ) from None
     deployments = tuple(out)
     check_secrets(deployments, str(path), prefix="model_list", node=node)
+    check_params(deployments, str(path), prefix="model_list", node=node)
     return deployments
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return f"{type(value).__name__} {str(value)[:40]}"

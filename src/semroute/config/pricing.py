@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from semroute.config.deployments import ModelDeployment
+from semroute.config.deployments import PRICE_FIELDS, ModelDeployment, is_price
 
 __all__ = [
     "Price",
@@ -29,7 +29,6 @@ __all__ = [
     "provider_warnings",
 ]
 
-PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
 # A chain step from a model at least this expensive (input, per token: $2 per million) ...
 FRONTIER_INPUT_PRICE = 2e-6
 # ... to one this many times cheaper (input plus output price) is worth a warning.
@@ -70,10 +69,15 @@ def cost_map() -> Mapping[str, Any]:
 
 
 def _price_from(params: Mapping[str, Any]) -> Price | None:
-    values = [params.get(f) for f in PRICE_FIELDS]
-    if any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return Price(*(float(v) if isinstance(v, int | float) else 0.0 for v in values))
-    return None
+    """The price ``params`` give (a missing half is 0, as LiteLLM reads it: an embedding model
+    has no output price), or None if they give none or one that cannot be right (text, a
+    negative number: ``validate`` refuses these and half a price in a route file, but an index
+    built before it did may hold them)."""
+    values: list[Any] = [params.get(f) for f in PRICE_FIELDS]
+    if all(v is None for v in values):
+        return None
+    values = [0.0 if v is None else v for v in values]
+    return Price(*map(float, values)) if all(is_price(v) for v in values) else None
 
 
 def _listed_price(model: str) -> Price | None:

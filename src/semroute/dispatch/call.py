@@ -86,8 +86,7 @@ class Call:
         self.attempts: list[Attempt] = []
         self.skipped: list[Skip] = []
         self.rejected = False
-        """Whether the request itself was at fault (see the module's docstring): no other
-        model is tried."""
+        """Whether the request itself was at fault (see the module's docstring)."""
         self._log = log
         self._started = 0.0
         self._health = health
@@ -284,8 +283,7 @@ class Call:
         )
 
     def broke(self, exc: BaseException) -> DispatchError:
-        """A stream failed after it started: its last attempt becomes a failure, its latency
-        the time until it broke (as a failed attempt's is), not to its first chunk."""
+        """A stream failed after it started: its last attempt fails, timed to the break."""
         last = self.attempts[-1]
         model = last.model
         status = getattr(exc, "status_code", None)

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from semroute.config.pricing import price_of
-from semroute.records import Usage
+from semroute.records import Usage, unbelievable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -17,9 +18,20 @@ __all__ = ["answer_attributes", "call_attributes", "reported_cost"]
 
 
 def reported_cost(response: Any) -> float | None:
-    """The cost LiteLLM reported for ``response`` (None: none)."""
-    reported = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-    return float(reported) if isinstance(reported, int | float) and reported > 0 else None
+    """The cost LiteLLM reported for ``response`` (None: none, or none to believe: one that is
+    not a finite number over 0, or one reckoned from token counts that cannot be true)."""
+    hidden = getattr(response, "_hidden_params", None)
+    reported = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    if isinstance(reported, bool) or not isinstance(reported, int | float):
+        return None
+    usage = getattr(response, "usage", None)
+    if usage is not None and unbelievable(usage) is not None:
+        return None
+    try:
+        cost = float(reported)
+    except OverflowError:  # an int past float's range
+        return None
+    return cost if math.isfinite(cost) and cost > 0 else None
 
 
 def provider_of(config: DispatchConfig, model: str) -> str | None:
