@@ -374,8 +374,35 @@ def test_serve_with_a_challenger_that_cannot_load_stops_with_one_line(
     missing = tmp_path / "missing"
     result = cli("serve", "--index", str(fake_index), "--challenger", str(missing))
     assert result.exit_code == 1
-    assert result.output.startswith("error: server.challenger: the challenger index at")
+    assert result.output.startswith(
+        f"error: server.challenger: the challenger index at {missing} (--challenger, or "
+        "server.challenger) cannot be loaded"
+    )
     assert "Traceback" not in result.output
+
+
+def test_a_since_that_is_no_time_names_the_flag_once(fake_index: Path, tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    log.write_text('{"request_id": "a", "route": null}\n')
+    result = cli("replay", str(log), "--index", str(fake_index), "--since", "yesterday")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: --since: 'yesterday' is not an ISO 8601 time")
+
+
+def test_an_index_folder_that_cannot_be_locked_says_what_to_check(
+    tmp_path: Path, routes_dir: Path
+) -> None:
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    blocked = tmp_path / "file" / "index"
+    result = cli("build-index", str(routes_dir), "--out", str(blocked))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.endswith(": File exists; choose another --out\n")
+    # A folder that is there but where no lock file can be made (Linux's /proc).
+    out = Path("/proc/semroute-test-index")
+    bundled = Path(__file__).resolve().parents[1] / "routes"  # the real encoder
+    result = cli("build-index", str(bundled), "--out", str(out))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"check that {out.parent} is a folder you can write to" in result.output
 
 
 def test_the_tables_print_without_json(tmp_path: Path, fake_index: Path) -> None:

@@ -186,7 +186,9 @@ def load_challenger(path: Path) -> Router:
         return Router.load(path)
     except SemrouteError as exc:
         raise ServeError(
-            f"the challenger index at {path} cannot be loaded: {exc}", setting="challenger"
+            f"the challenger index at {path} (--challenger, or server.challenger) cannot be "
+            f"loaded: {exc}",
+            setting="challenger",
         ) from exc
 
 

@@ -275,7 +275,9 @@ def _prepare_out(out: Path, routes: RouteSet) -> Path:
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SemrouteError(f"cannot create {real.parent}: {exc.strerror or exc}") from exc
+        raise SemrouteError(
+            f"cannot create {real.parent}: {exc.strerror or exc}; choose another --out"
+        ) from exc
     return real
 
 

@@ -64,7 +64,7 @@ def parse_since(value: str | None) -> datetime | None:
         since = datetime.fromisoformat(value)
     except ValueError:
         raise DataError(
-            f"--since {value[:60]!r} is not an ISO 8601 time; write e.g. 2026-05-01 or "
+            f"{value[:60]!r} is not an ISO 8601 time; write e.g. 2026-05-01 or "
             "2026-05-01T12:00:00+00:00",
             file="--since",
         ) from None

@@ -127,7 +127,10 @@ def build_lock(out: Path) -> Iterator[None]:
         try:
             locked = stack.enter_context(writer_lock(Path(os.path.realpath(out))))
         except OSError as exc:
-            raise SemrouteError(f"cannot lock {out} for writing: {exc.strerror or exc}") from exc
+            raise SemrouteError(
+                f"cannot lock {out} for writing: {exc.strerror or exc}; check that "
+                f"{out.parent} is a folder you can write to"
+            ) from exc
         if not locked:
             raise SemrouteError(f"another build is writing {out}; wait for it to finish")
         yield
