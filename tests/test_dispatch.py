@@ -114,6 +114,33 @@ def test_streaming_yields_chunks_after_the_decision(tmp_path: Path, provider: Fa
     assert line["completion_tokens"] == 3
 
 
+def test_a_stream_dropped_unread_and_unclosed_still_gets_its_log_line(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    import gc
+
+    router, dispatcher = build(tmp_path, provider)
+    stream = dispatcher.complete("will it rain today", router=router, stream=True)
+    request_id = stream.request_id
+    del stream
+    gc.collect()
+    (line,) = log_lines(tmp_path)
+    assert line["request_id"] == request_id and line["stream"] is True
+    assert line["error"] == (
+        "the stream was dropped before its end: neither read to its end nor closed"
+    )
+    # A stream read to its end, or closed, is not logged again when it goes.
+    for close in (False, True):
+        stream = dispatcher.complete("will it rain today", router=router, stream=True)
+        if close:
+            stream.close()
+        else:
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        del stream
+        gc.collect()
+    assert [x["error"] for x in log_lines(tmp_path)[1:]] == [None, None]
+
+
 def test_a_stream_that_breaks_before_its_first_chunk_fails_over(
     tmp_path: Path, provider: FakeProvider
 ) -> None:

@@ -8,6 +8,7 @@ request is logged; a stream may send at most :data:`MAX_STREAM_CHUNKS` of them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,9 @@ __all__ = ["END", "MAX_STREAM_CHUNKS", "AsyncDispatchStream", "DispatchStream"]
 
 END = object()
 """The first chunk of a stream that ended before sending any."""
+
+DROPPED = "the stream was dropped before its end: neither read to its end nor closed"
+"""The log line's error of a stream its caller let go of (see AsyncDispatchStream.__del__)."""
 
 MAX_STREAM_CHUNKS = 1 << 18
 """The most chunks one stream may send: one more breaks the stream, and that is its attempt's
@@ -96,6 +100,14 @@ class AsyncDispatchStream:
         """Stop reading: the connection is released and the log line written."""
         await self._chunks.aclose()
         self._finish(Assembly())  # a stream closed before its first chunk was read
+
+    def __del__(self) -> None:
+        # A stream its caller dropped, unread and unclosed, still gets its one log line (what
+        # was read of it is gone with it); the gateway always closes its streams.
+        if not self._done:
+            self._error = self._error or DROPPED
+            with contextlib.suppress(Exception):  # also at interpreter exit, modules half gone
+                self._finish(Assembly())
 
     async def __aenter__(self) -> AsyncDispatchStream:
         return self
