@@ -35,7 +35,7 @@ from semroute.routing.signals import estimate_tokens, extract
 from semroute.server.anthropic_schemas import MessagesRequest, to_chat
 from semroute.server.dialect import Done
 from semroute.server.errors import ApiError
-from semroute.server.schemas import MAX_TOKENS, ChatRequest, describe, parse_body
+from semroute.server.schemas import MAX_TOKENS, ChatRequest, invalid_body, parse_body
 from semroute.server.sse import EventStream, Streams
 
 if TYPE_CHECKING:
@@ -82,12 +82,11 @@ class Anthropic:
         try:
             body = parse_body(raw, MessagesRequest)
         except ValidationError as exc:
-            message = describe(exc, "Messages API")
-            raise ApiError(400, message, code="invalid_request") from None
+            raise invalid_body(exc, "Messages API") from None
         try:
             return ChatRequest.model_validate(to_chat(body))
         except ValidationError as exc:
-            raise ApiError(400, describe(exc), code="invalid_request") from None
+            raise invalid_body(exc) from None
 
     def error(self, error: ApiError, headers: Mapping[str, str]) -> Response:
         body = anthropic_error(error.status, error.message)
@@ -126,7 +125,7 @@ def count_tokens(raw: bytes) -> dict[str, int]:
     try:
         body = parse_body(raw, _CountBody)
     except ValidationError as exc:
-        raise ApiError(400, describe(exc, "Messages API"), code="invalid_request") from None
+        raise invalid_body(exc, "Messages API") from None
     chat = to_chat(body)
     tools = estimate_tokens(json.dumps(chat["tools"])) if chat.get("tools") else 0
     return {"input_tokens": extract(chat["messages"]).input_tokens + tools}

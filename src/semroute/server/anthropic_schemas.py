@@ -56,7 +56,7 @@ class ToolUseBlock(_Strict):
 
 def _block_type(value: Any) -> str | None:
     """A block's tag, ``<`` its type ``>`` (None: not an object with a string ``type``); the
-    ``<`` keeps the tag out of an error's place (see :func:`~semroute.server.schemas.describe`)."""
+    ``<`` keeps the tag out of an error's place (see :func:`~semroute.server.schemas.invalid_body`)."""
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return f"<{value['type']}>"
     return None

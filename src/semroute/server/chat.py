@@ -33,7 +33,7 @@ from semroute.server.errors import ApiError, from_semroute
 from semroute.server.headers import decision_headers, hint, safe, served_headers
 from semroute.server.quota import charge, check_budget
 from semroute.server.ratelimit import check_rate, estimate
-from semroute.server.schemas import ChatRequest, describe, parse_chat
+from semroute.server.schemas import ChatRequest, invalid_body, parse_chat
 from semroute.server.spend import SpendStore
 from semroute.server.sse import EventStream, Streams, uncancel
 from semroute.server.state import AUTO
@@ -250,7 +250,7 @@ class Gateway:
         try:
             return parse_chat(raw, _RouteBody if route_only else ChatRequest)
         except ValidationError as exc:
-            raise ApiError(400, describe(exc), code="invalid_request") from None
+            raise invalid_body(exc) from None
 
     def _refuse(
         self,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from semroute.server.errors import ApiError, error_response
-from semroute.server.schemas import ChatRequest, describe, parse_chat
+from semroute.server.schemas import ChatRequest, invalid_body, parse_chat
 from semroute.server.sse import EventStream, Streams
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class OpenAI:
         try:
             return parse_chat(raw)
         except ValidationError as exc:
-            raise ApiError(400, describe(exc), code="invalid_request") from None
+            raise invalid_body(exc) from None
 
     def error(self, error: ApiError, headers: Mapping[str, str]) -> Response:
         return error_response(error, headers)

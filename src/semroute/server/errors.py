@@ -46,11 +46,10 @@ class ApiError(Exception):
         self.status = status
         self.headers = dict(headers or {})
         """Headers the response carries (``Retry-After`` of a 429)."""
-        self.message = str(message)
+        self.message = message
         self.type = type
         self.code = code
-        # A message from `schemas.describe` carries the field it names.
-        self.param = param if param is not None else getattr(message, "param", None)
+        self.param = param
         """The field at fault (``messages[0].role``; None: none)."""
         self.extra = dict(extra or {})
         super().__init__(message)

@@ -37,15 +37,15 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from semroute.server.errors import ApiError
 from semroute.text import printable
 
 __all__ = [
     "MAX_TOKENS",
     "ChatRequest",
-    "Described",
     "Message",
     "by_json_type",
-    "describe",
+    "invalid_body",
     "json_kind",
     "parse_body",
     "parse_chat",
@@ -71,7 +71,7 @@ Int64 = Annotated[int, Field(ge=-MAX_SEED - 1, le=MAX_SEED)]
 def json_kind(value: Any) -> str | None:
     """The tag of a union member for ``value``'s JSON type: ``<text>``, ``<list>`` or
     ``<object>`` (None: another type, which no member takes). Tags start with ``<`` so that
-    :func:`describe` leaves them out of a field's place."""
+    :func:`invalid_body` leaves them out of a field's place."""
     if isinstance(value, str):
         return "<text>"
     if isinstance(value, list):
@@ -201,13 +201,13 @@ B = TypeVar("B", bound=BaseModel)
 
 
 def parse_chat(raw: bytes, schema: type[ChatRequest] = ChatRequest) -> ChatRequest:
-    """The body, validated; raises :class:`ValidationError` (see :func:`describe`)."""
+    """The body, validated; raises :class:`ValidationError` (see :func:`invalid_body`)."""
     return parse_body(raw, schema)
 
 
 def parse_body(raw: bytes, schema: type[B]) -> B:
     """The body, validated by ``schema`` (a JSON body with finite numbers and no lone
-    surrogates); raises :class:`ValidationError` (see :func:`describe`)."""
+    surrogates); raises :class:`ValidationError` (see :func:`invalid_body`)."""
     try:
         body = schema.model_validate_json(raw)
     except ValidationError as exc:
@@ -287,28 +287,21 @@ def _lone_surrogate(text: str) -> bool:
     return any("\ud800" <= c <= "\udfff" for c in text)
 
 
-class Described(str):
-    """A client's one line about a body (see :func:`describe`), with the field it names."""
-
-    param: str | None = None
-    """The field's place (``messages[0].role``), OpenAI's ``param``; None: the whole body."""
-
-    @classmethod
-    def of(cls, text: str, param: str | None) -> Described:
-        out = cls(text)
-        out.param = param
-        return out
+def invalid_body(exc: ValidationError, api: str = "chat-completions") -> ApiError:
+    """The 400 for a body that does not validate: one line for the client, the first problem
+    naming the field (and how many more), that field its ``param`` (None: the whole body);
+    ``api`` names the API whose fields the body should hold."""
+    text, param = _described(exc, api)
+    return ApiError(400, text, code="invalid_request", param=param)
 
 
-def describe(exc: ValidationError, api: str = "chat-completions") -> Described:
-    """One line for a client: the first problem, naming the field (and how many more);
-    ``api`` names the API whose fields the body should hold. The field is its ``param``."""
+def _described(exc: ValidationError, api: str) -> tuple[str, str | None]:
     error = exc.errors(include_url=False, include_input=False)[0]
     if error["type"] == "json_invalid":
         text = f"the body is not valid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
-        return Described.of(text, None)
+        return text, None
     if error["type"] == "invalid_utf8":
-        return Described.of(f"the body is not valid JSON ({error['msg']})", None)
+        return f"the body is not valid JSON ({error['msg']})", None
     where = ""
     for part in error["loc"]:
         if isinstance(part, str) and part.startswith("<"):  # a union's tag, not a field
@@ -318,7 +311,7 @@ def describe(exc: ValidationError, api: str = "chat-completions") -> Described:
     if error["type"] == "extra_forbidden":
         message = f"is not a {api} field this gateway accepts"
     elif error["type"] == "model_type" and not where:
-        return Described.of("the body should be a JSON object with `model` and `messages`", None)
+        return "the body should be a JSON object with `model` and `messages`", None
     elif error["type"] == "union_tag_invalid":
         # Only the Messages API's blocks are tagged by a value of theirs, their `type`.
         where = f"{where}.type" if where else "type"
@@ -330,4 +323,4 @@ def describe(exc: ValidationError, api: str = "chat-completions") -> Described:
     more = exc.error_count() - 1
     tail = f" ({more} more problem{'s' if more > 1 else ''})" if more else ""
     text = printable(f"{where or 'body'}: {message}{tail}")[:500]
-    return Described.of(text, printable(where)[:200] or None)
+    return text, printable(where)[:200] or None
