@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 from semroute.config.conversation import ConversationSettings, ConversationSpec
 from semroute.decision import Decision, Reason
@@ -63,9 +63,10 @@ def user_turns(messages: object) -> list[str]:
     return turns
 
 
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-"""The roles of OpenAI's chat messages."""
-_SPOKEN = frozenset({"system", "developer", "user", "tool"})
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+"""The roles of OpenAI's chat messages (the gateway's schema takes these too)."""
+ROLES: tuple[str, ...] = get_args(Role)
+NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool"})
 """Roles whose message must have content (an assistant's may hold tool calls instead)."""
 
 
@@ -78,7 +79,7 @@ def _check_message(message: Message, i: int) -> None:
         raise InvalidQueryError(
             f"message {i} has role {reprlib.repr(role)}; use one of {', '.join(ROLES)}"
         )
-    if role in _SPOKEN and message.get("content") is None:
+    if role in NEEDS_CONTENT and message.get("content") is None:
         raise InvalidQueryError(f"message {i} ({role}) has no content; give it a string")
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise InvalidQueryError(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -37,6 +37,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from semroute.routing.conversation import NEEDS_CONTENT, Role
 from semroute.server.errors import ApiError
 from semroute.text import printable
 
@@ -59,9 +60,6 @@ at most). A larger number would reach the model only to fail there, or overflow.
 MAX_SEED = 2**63 - 1
 """``seed`` is a signed 64-bit integer (OpenAI's type for it; vLLM's too)."""
 
-Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
-NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool"})
-"""The roles whose message must have content (an assistant's may carry only tool calls)."""
 
 Count = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 Int32 = Annotated[int, Field(ge=-MAX_TOKENS - 1, le=MAX_TOKENS)]
