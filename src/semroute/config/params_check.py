@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from semroute.config.yamlsafe import line_of
+from semroute.config.yamlsafe import field_path, line_of
 from semroute.errors import RouteConfigError
 
 
@@ -97,7 +97,7 @@ def check_params(
             raise RouteConfigError(
                 f"model {d.model_name!r}: {problem}",
                 file=source,
-                field=_field(loc),
+                field=field_path(loc),
                 line=line_of(node, loc),
             )
 
@@ -180,10 +180,3 @@ def _edits(a: str, b: str) -> int:
             row.append(edits)
         before, last = last, row
     return last[-1]
-
-
-def _field(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from semroute.config.yamlsafe import key_written_at, line_of, written_at
+from semroute.config.yamlsafe import field_path, key_written_at, line_of, written_at
 from semroute.errors import RouteConfigError
 
 __all__ = ["NotFiniteError", "config_error", "not_finite", "with_problems"]
@@ -144,17 +144,17 @@ def _one_error(
         written = key_written_at(node, loc[:-2], err.get("input"))
         loc = (*loc[:-2], written if written is not None else _shown(err.get("input"), None))
     names: dict[str, str | None] = {"routes": None, "rules": None}
-    field_path: str | None = _field_path(loc)
+    field: str | None = field_path(loc)
     if len(loc) >= 2 and loc[0] in names and isinstance(loc[1], int):
         names[loc[0]] = _entry_name(data.get(loc[0]), loc[1])
-        field_path = _field_path(loc[2:]) or None
+        field = field_path(loc[2:]) or None
     message = _describe(err, loc, root, written)
     return RouteConfigError(
         f"the key {message}" if is_key else message,
         file=source,
         route=names["routes"],
         rule=names["rules"],
-        field=field_path,
+        field=field,
         line=line_of(node, _place(err) if not is_key else loc),
     )
 
@@ -173,7 +173,7 @@ def _describe(err: Any, loc: tuple[Any, ...], root: type[BaseModel], written: st
         return "needs at least one utterance"
     given = err.get("input")
     if kind == NOT_FINITE:
-        inner = _field_path(err.get("inner", ()))
+        inner = field_path(err.get("inner", ()))
         return f"{inner} {_not_finite(given, written)}" if inner else _not_finite(given, written)
     if kind in ("model_type", "dict_type"):
         return f"should be a mapping of keys to values (got {_shown(given, written)})"
@@ -282,10 +282,3 @@ def _entry_name(items: object, index: int) -> str:
     entry = items[index] if isinstance(items, list) and index < len(items) else None
     name = entry.get("name") if isinstance(entry, dict) else None
     return name if isinstance(name, str) else f"#{index + 1}"
-
-
-def _field_path(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

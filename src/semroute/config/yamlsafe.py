@@ -20,6 +20,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_EXPANDED_NODES",
     "MAX_FILE_BYTES",
+    "field_path",
     "key_written_at",
     "line_of",
     "read_text",
@@ -185,6 +186,14 @@ def _yaml_error(exc: yaml.YAMLError, path: Path) -> RouteConfigError:
         file=path,
         line=mark.line + 1 if mark else None,
     )
+
+
+def field_path(loc: Iterable[Any]) -> str:
+    """A pydantic error location as a field's name in messages: ``routes[0].utterances``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def line_of(node: yaml.Node | None, loc: Iterable[Any]) -> int | None:
