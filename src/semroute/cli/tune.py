@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from semroute.cli.options import JSON_OPTION, OOS_OPTION
+from semroute.cli.options import JSON_OPTION, OOS_OPTION, counted
 from semroute.tuning.finetune import MAX_SEED
 
 if TYPE_CHECKING:
@@ -104,8 +104,8 @@ def _print(result: dict[str, Any]) -> None:
     out = console()
     out.print(
         f"Tuned {result['base']} on {result['rows']} utterances of {result['routes']} routes "
-        f"and {result['out_of_scope']} out-of-scope examples: {result['epochs_run']} "
-        f"epoch{'s' if result['epochs_run'] != 1 else ''} "
+        f"and {result['out_of_scope']} out-of-scope examples: "
+        f"{counted(result['epochs_run'], 'epoch')} "
         f"(kept epoch {result['best_epoch']}) in {result['train_seconds']:.0f} s; wrote "
         f"{result['encoder']}",
         highlight=False,

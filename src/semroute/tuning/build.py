@@ -41,6 +41,7 @@ from semroute.routing.scoring import scorer_for
 from semroute.tuning.publish import (
     build_lock,
     copy_tree,
+    make_parent,
     remove_leftovers,
     replace_dir,
     writable_out,
@@ -272,12 +273,7 @@ def _write(
 
 def _prepare_out(out: Path, routes: RouteSet) -> Path:
     real = writable_out(out, routes.root)
-    try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SemrouteError(
-            f"cannot create {real.parent}: {exc.strerror or exc}; choose another --out"
-        ) from exc
+    make_parent(real)
     return real
 
 

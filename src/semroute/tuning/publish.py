@@ -23,7 +23,14 @@ from semroute.index.manifest import is_index_folder
 from semroute.index.store import backup_of, writer_lock
 from semroute.text import printable
 
-__all__ = ["build_lock", "copy_tree", "remove_leftovers", "replace_dir", "writable_out"]
+__all__ = [
+    "build_lock",
+    "copy_tree",
+    "make_parent",
+    "remove_leftovers",
+    "replace_dir",
+    "writable_out",
+]
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -83,6 +90,16 @@ def remove_leftovers(out: Path) -> None:
     """Delete half-written folders of builds that were killed (we hold the lock: none is live)."""
     for leftover in out.parent.glob(f".{out.name}.building-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def make_parent(real: Path) -> None:
+    """Create the folder that will hold ``real`` (an ``--out`` folder), or refuse in one line."""
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SemrouteError(
+            f"cannot create {real.parent}: {exc.strerror or exc}; choose another --out"
+        ) from exc
 
 
 def writable_out(out: Path, routes_root: Path | None = None) -> Path:

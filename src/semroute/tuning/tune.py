@@ -34,7 +34,7 @@ from semroute.tuning.finetune import (
     require_torch,
     train,
 )
-from semroute.tuning.publish import build_lock, remove_leftovers, replace_dir
+from semroute.tuning.publish import build_lock, make_parent, remove_leftovers, replace_dir
 from semroute.tuning.tune_measure import measure, verdict
 
 __all__ = ["TuneRequest", "tune_encoder"]
@@ -296,10 +296,5 @@ def _writable(out: Path) -> Path:
                 f"refusing to write the encoder at {out}: it holds {n} file{'s' if n != 1 else ''} "
                 f"that {'is' if n == 1 else 'are'} not an encoder, which tune would delete; {advice}"
             )
-    try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SemrouteError(
-            f"cannot create {real.parent}: {exc.strerror or exc}; choose another --out"
-        ) from exc
+    make_parent(real)
     return real
