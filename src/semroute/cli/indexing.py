@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from semroute.cli.options import INDEX_OPTION, JSON_OPTION, counted, warn
+from semroute.cli.options import INDEX_OPTION, JSON_OPTION, counted, error, warn
 from semroute.config.routes import SCORERS
 
 if TYPE_CHECKING:
@@ -32,11 +32,10 @@ def validate_cmd(routes: Path) -> None:
       semroute validate routes/
     """
     from semroute.config.routes import check_routes
-    from semroute.text import printable
 
     route_set, problems = check_routes(routes)
     for problem in problems:
-        click.secho(f"error: {printable(' '.join(str(problem).split()))}", fg="red", err=True)
+        error(problem)
     if route_set is None:
         files = len({p.file for p in problems})
         if len(problems) == 1:  # its one line says it all

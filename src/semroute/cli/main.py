@@ -12,7 +12,7 @@ import click
 
 from semroute.cli import difficulty, indexing, learning, tuning
 from semroute.cli.fake import fake_provider_cmd
-from semroute.cli.options import INDEX_OPTION, JSON_OPTION, FiniteRange
+from semroute.cli.options import INDEX_OPTION, JSON_OPTION, FiniteRange, error
 from semroute.cli.options import warn as _warn
 from semroute.cli.serve import serve_cmd
 from semroute.cli.tune import tune_cmd
@@ -31,17 +31,12 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SemrouteError as exc:
-            _one_line(str(exc))
+            error(exc)
             ctx.exit(1)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            _one_line(f"{exc.format_message().rstrip('.')}; see `{where} --help`")
+            error(f"{exc.format_message().rstrip('.')}; see `{where} --help`")
             ctx.exit(exc.exit_code)
-
-
-def _one_line(message: str) -> None:
-    # Messages quote user input (queries, labels, file names): escape it for the terminal.
-    click.secho(f"error: {printable(' '.join(message.split()))}", fg="red", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,6 +17,7 @@ __all__ = [
     "OOS_OPTION",
     "FiniteRange",
     "counted",
+    "error",
     "warn",
 ]
 
@@ -56,4 +57,14 @@ def counted(n: int, noun: str) -> str:
 
 
 def warn(message: object) -> None:
-    click.secho(f"warning: {printable(' '.join(str(message).split()))}", fg="yellow", err=True)
+    click.secho(f"warning: {_line(message)}", fg="yellow", err=True)
+
+
+def error(message: object) -> None:
+    """``error: MESSAGE`` in red on stderr, on one line."""
+    click.secho(f"error: {_line(message)}", fg="red", err=True)
+
+
+def _line(message: object) -> str:
+    # Messages quote user input (queries, labels, file names): escaped for the terminal.
+    return printable(" ".join(str(message).split()))
