@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from semroute.testing.fake_provider import FakeProvider
 from tests.redis_kit import redis_server, redis_url  # noqa: F401 (fixtures)
@@ -44,6 +45,19 @@ routes:
       - hello there
       - good morning friend
 """
+
+
+def one_error_line(result: Result) -> str:
+    """The one line a refused command printed (exit 1, no traceback, nothing on stdout)."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
 
 def write_routes(folder: Path, routes: str = ROUTES_YAML, router: str = ROUTER_YAML) -> Path:

@@ -15,22 +15,11 @@ from click.testing import CliRunner, Result
 from semroute.cli.main import main
 from semroute.config.routes import load_routes, parse_routes
 from semroute.errors import RouteConfigError
-from tests.conftest import ROUTER_YAML, ROUTES_YAML
+from tests.conftest import ROUTER_YAML, ROUTES_YAML, one_error_line
 
 
 def _validate(path: Path) -> Result:
     return CliRunner().invoke(main, ["validate", str(path)])
-
-
-def _one_error(result: Result) -> str:
-    """The one line a failing command printed, checked to be no traceback."""
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def _ok(result: Result) -> None:
@@ -83,7 +72,7 @@ def test_two_different_files_are_still_both_read(tmp_path: Path) -> None:
     (folder / "a.yaml").write_text(ROUTER_YAML + ROUTES_YAML, encoding="utf-8")
     (folder / "b.yaml").write_text(ROUTER_YAML, encoding="utf-8")
     (folder / "c.yaml").symlink_to("b.yaml")
-    line = _one_error(_validate(folder))
+    line = one_error_line(_validate(folder))
     assert line == (
         f"error: {folder / 'b.yaml'}:1: field 'router': a second `router:` block "
         f"(the first is in {folder / 'a.yaml'}); keep one"
@@ -145,7 +134,7 @@ def test_an_utterance_yaml_reads_as_no_text_is_named_as_written(
             utterances: [hi, {written}]
         """,
     )
-    line = _one_error(_validate(file))
+    line = one_error_line(_validate(file))
     assert line == f"error: {file}:6: route 'greet': field 'utterances[1]': {said}"
 
 
@@ -195,7 +184,7 @@ def test_a_date_as_a_key_is_named_as_written(tmp_path: Path) -> None:
             utterances: [hi]
         """,
     )
-    line = _one_error(_validate(file))
+    line = one_error_line(_validate(file))
     assert line == (
         f"error: {file}:5: field 'router.tiers.2024-01-01': the key should be text, not the "
         "date 2024-01-01; put it in quotes"
@@ -215,7 +204,7 @@ def test_a_date_where_a_number_belongs_is_named_as_written(tmp_path: Path) -> No
             utterances: [hi]
         """,
     )
-    line = _one_error(_validate(file))
+    line = one_error_line(_validate(file))
     assert line == (
         f"error: {file}:4: field 'router.threshold': input should be a valid number "
         "(got 2024-01-01)"
@@ -262,10 +251,10 @@ def test_a_relative_encoder_path_found_nowhere_names_both_places(
         f"not at {beside} (beside the route file) nor at {here} (from the current folder); "
         "write the path relative to the route file"
     )
-    assert _one_error(_validate(folder)) == expected
+    assert one_error_line(_validate(folder)) == expected
     # build-index refuses it the same way, before any model is looked for.
     result = CliRunner().invoke(main, ["build-index", str(folder), "--out", str(tmp_path / "i")])
-    assert _one_error(result) == expected
+    assert one_error_line(result) == expected
     assert not (tmp_path / "i").exists()
 
 
@@ -274,7 +263,7 @@ def test_an_absolute_or_home_encoder_path_that_is_not_there_is_refused(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     folder = _with_encoder(tmp_path, "~/models/tuned")
-    assert _one_error(_validate(folder)) == (
+    assert one_error_line(_validate(folder)) == (
         f"error: {folder / 'r.yaml'}:3: field 'router.encoder': encoder folder "
         f"'~/models/tuned' does not exist ({tmp_path / 'home' / 'models' / 'tuned'}); write "
         "the path relative to the route file"
@@ -323,7 +312,7 @@ def test_hub_names_are_left_as_written(
 def test_a_device_is_not_a_route_file(tmp_path: Path) -> None:
     if not Path(os.devnull).exists() or Path(os.devnull).is_file():
         pytest.skip("no device file here")
-    assert _one_error(_validate(Path(os.devnull))) == (
+    assert one_error_line(_validate(Path(os.devnull))) == (
         f"error: {os.devnull}: is not a route file or a folder of them; pass a *.yaml file or "
         "the folder that holds your route files (default: routes/)"
     )
@@ -334,7 +323,7 @@ def test_a_named_pipe_is_not_a_route_file_and_is_not_opened(tmp_path: Path) -> N
     pipe = tmp_path / "routes.yaml"
     os.mkfifo(pipe)  # opening it would block: the check must not
     result = CliRunner().invoke(main, ["build-index", str(pipe), "--out", str(tmp_path / "i")])
-    assert _one_error(result) == (
+    assert one_error_line(result) == (
         f"error: {pipe}: is not a route file or a folder of them; pass a *.yaml file or the "
         "folder that holds your route files (default: routes/)"
     )
@@ -342,7 +331,7 @@ def test_a_named_pipe_is_not_a_route_file_and_is_not_opened(tmp_path: Path) -> N
 
 def test_a_missing_path_still_says_there_is_no_such_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    assert _one_error(_validate(missing)) == (
+    assert one_error_line(_validate(missing)) == (
         f"error: {missing}: no such file or folder; pass the folder that holds your route "
         "files (default: routes/)"
     )

@@ -22,6 +22,7 @@ from semroute.errors import RouteConfigError
 from semroute.testing import FakeEncoder
 from semroute.tuning.build import build_index
 from semroute.tuning.difficulty import train_difficulty
+from tests.conftest import one_error_line
 
 OUTCOMES = Path(__file__).parent / "data" / "difficulty" / "outcomes.jsonl"
 HINT = (
@@ -51,21 +52,8 @@ def run(*args: str | Path) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def refused(result: Result) -> str:
-    """The one line a refused command printed (exit 1, no traceback, nothing on stdout)."""
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def validate_refuses(folder: Path) -> str:
-    return refused(run("validate", folder))
+    return one_error_line(run("validate", folder))
 
 
 def builds(folder: Path, out: Path) -> None:
@@ -212,7 +200,7 @@ def test_a_number_that_is_not_finite_is_one_line_naming_its_place(
     )
     assert validate_refuses(folder) == expected
     # build-index stops at the same line, before anything is embedded or written.
-    assert refused(run("build-index", folder, "--out", tmp_path / "index")) == expected
+    assert one_error_line(run("build-index", folder, "--out", tmp_path / "index")) == expected
     assert not (tmp_path / "index").exists()
 
 
@@ -443,7 +431,7 @@ def test_a_rule_test_that_can_never_hold_is_one_line(
         f"error: {folder / 'routes.yaml'}:7: rule 'r1': field '{field}': can never match: {why}"
     )
     assert validate_refuses(folder) == expected
-    assert refused(run("build-index", folder, "--out", tmp_path / "index")) == expected
+    assert one_error_line(run("build-index", folder, "--out", tmp_path / "index")) == expected
 
 
 @pytest.mark.parametrize(
